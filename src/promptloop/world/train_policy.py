@@ -1,0 +1,192 @@
+"""Supervised fine-tuning and evaluation of the Shapes-world refinement policy.
+
+The policy is a tiny LLaVA-style VLM (CLIP vision tower on 32 px previews, patch 8: 16 image tokens;
+Llama LM) with the world's word-level tokenizer (`policy_data.build_world_tokenizer`) and the compact
+instruction (`InstructionTemplate.compact()`). SFT minimises the negative log-likelihood of the
+synthetic target rewrites (`policy_data.make_example`) computed through `VLMPolicy.logprobs` — the very
+code path GRPO uses later — at temperature 1.
+
+Reproduce the shipped policy (assets/world/policy)::
+
+    from promptloop.world.train_policy import train_world_policy, evaluate_world_policy
+    train_world_policy("assets/world/policy", steps=1200, seed=0)
+    evaluate_world_policy("assets/world/policy", n=200, seed=1)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from promptloop.policy.base import PolicyInput
+from promptloop.policy.instruction import InstructionTemplate
+from promptloop.policy.testing import tiny_llava_model, tiny_llava_processor
+from promptloop.policy.vlm import VLMPolicy
+from promptloop.world import grammar
+from promptloop.world.policy_data import (
+    PREVIEW_SIZE,
+    build_world_tokenizer,
+    caption_keeps_query,
+    corrupt,
+    degrade,
+    make_example,
+    render_objects,
+)
+from promptloop.world.scene import SceneSampler
+
+PROGRESS_LEVELS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8)
+MAX_PROMPT_TOKENS = 32  # the world backbone's text window (MiniLM tokenizer, model_max_length about 32)
+
+
+def build_world_policy(
+    seed: int = 0, hidden: int = 256, layers: int = 6, heads: int = 8, vision_hidden: int = 128,
+    vision_layers: int = 2, image_size: int = PREVIEW_SIZE, patch_size: int = 8,
+) -> VLMPolicy:
+    """A randomly initialised world policy (about 5M parameters with the defaults)."""
+    tokenizer = build_world_tokenizer()
+    model = tiny_llava_model(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden, layers=layers,
+                             vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed)
+    processor = tiny_llava_processor(tokenizer, image_size=image_size, patch_size=patch_size)
+    return VLMPolicy(model, tokenizer, processor, instruction=InstructionTemplate.compact(), temperature=1.0,
+                     max_new_tokens=40, max_prompt_tokens=MAX_PROMPT_TOKENS, image_size=image_size,
+                     validator=grammar.parse)
+
+
+def _batch(rng: random.Random, sampler: SceneSampler, batch_size: int, p_no_preview: float
+           ) -> tuple[PolicyInput, list[str]]:
+    progress = rng.choice(PROGRESS_LEVELS)
+    with_preview = rng.random() >= p_no_preview
+    exs = [make_example(sampler.sample(), rng, progress=progress, with_preview=with_preview)
+           for _ in range(batch_size)]
+    previews = [e.preview for e in exs] if with_preview else None
+    inp = PolicyInput([e.query_text for e in exs], [e.current_prompt for e in exs], progress, previews)
+    return inp, [e.target for e in exs]
+
+
+def _target_ids(policy: VLMPolicy, targets: list[str]) -> list[torch.Tensor]:
+    eos = policy.tokenizer.eos_token_id
+    return [torch.tensor(policy.tokenizer(t, add_special_tokens=False)["input_ids"] + [eos]) for t in targets]
+
+
+def train_world_policy(
+    out_dir: str | Path,
+    steps: int = 1200,
+    seed: int = 0,
+    batch_size: int = 16,
+    lr: float = 1e-3,
+    warmup: int = 50,
+    split: str = "train",
+    p_no_preview: float = 0.15,
+    save_dtype: torch.dtype | None = torch.float16,
+    num_threads: int | None = 1,
+    progress_bar: bool = True,
+    **model_kwargs: Any,
+) -> dict[str, Any]:
+    """SFT of a fresh world policy on synthetic rewrites; saves it to `out_dir` (safetensors, tokenizer,
+    processor, promptloop_policy.json) so that `VLMPolicy.from_pretrained(out_dir)` loads it.
+
+    Returns a summary (steps, final loss, parameters, wall time)."""
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    sampler = SceneSampler(seed, split)  # type: ignore[arg-type]
+    policy = build_world_policy(seed=seed, **model_kwargs)
+    n_params = sum(p.numel() for p in policy.model.parameters())
+    opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    t0 = time.time()
+    losses: list[float] = []
+    bar = tqdm(range(steps), desc="world policy SFT", disable=not progress_bar)
+    for _step in bar:
+        inp, targets = _batch(rng, sampler, batch_size, p_no_preview)
+        lps = policy.logprobs(inp, _target_ids(policy, targets), requires_grad=True, temperature=1.0)
+        loss = -torch.cat(lps).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    wall = time.time() - t0
+    policy.save_pretrained(out_dir, dtype=save_dtype)
+    summary = {
+        "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "split": split,
+        "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "params": n_params,
+        "sft_wall_s": round(wall, 1), "save_dtype": str(save_dtype),
+    }
+    (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate_world_policy(
+    policy_dir: str | Path | VLMPolicy,
+    n: int = 200,
+    seed: int = 1,
+    samples_per_query: int = 8,
+    temperature: float = 1.0,
+    split: str = "heldout",
+    queries_per_batch: int = 4,
+    num_threads: int | None = 1,
+) -> dict[str, float]:
+    """Sample `samples_per_query` rewrites of `n` held-out-style queries (SceneSampler(seed, split) scenes,
+    the user query as current prompt, a corrupted degraded preview) and measure on the RAW outputs:
+
+    - ``valid``: fraction that parse under the world grammar;
+    - ``keeps``: fraction that parse and keep every fact of the query;
+    - ``distinct``: mean number of distinct rewrites among the samples of a query;
+    - ``fallback``: fraction flagged as fallback by the policy's sanitation;
+    - ``changed``: fraction whose accepted prompt differs from the current prompt.
+    """
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    policy = policy_dir if isinstance(policy_dir, VLMPolicy) else VLMPolicy.from_pretrained(policy_dir)
+    rng = random.Random(seed)
+    sampler = SceneSampler(seed, split)  # type: ignore[arg-type]
+    n_valid = n_keep = n_fb = n_changed = total = 0
+    distinct: list[int] = []
+    done = 0
+    while done < n:
+        m = min(queries_per_batch, n - done)
+        progress = rng.choice(PROGRESS_LEVELS)
+        queries, texts, previews = [], [], []
+        for _ in range(m):
+            scene = sampler.sample()
+            q = grammar.query_from_scene(scene, rng)
+            objs, bg, _, _ = corrupt(scene, q, rng)
+            queries.append(q)
+            texts.append(grammar.realise(q, rng))
+            previews.append(degrade(render_objects(objs, bg), rng))
+        k = samples_per_query
+        inp = PolicyInput([t for t in texts for _ in range(k)], [t for t in texts for _ in range(k)], progress,
+                          [p for p in previews for _ in range(k)])
+        out = policy.propose(inp, temperature=temperature, seed=rng.randrange(2**31))
+        for j in range(m):
+            raws = out.raw_texts[j * k: (j + 1) * k]
+            for i, raw in enumerate(raws):
+                ok, keeps = caption_keeps_query(raw, queries[j])
+                n_valid += ok
+                n_keep += keeps
+                n_fb += out.fallback[j * k + i]
+                n_changed += out.prompts[j * k + i] != texts[j]
+                total += 1
+            distinct.append(len(set(raws)))
+        done += m
+    return {
+        "n_queries": n, "samples_per_query": samples_per_query, "valid": n_valid / total, "keeps": n_keep / total,
+        "distinct": sum(distinct) / len(distinct), "fallback": n_fb / total, "changed": n_changed / total,
+    }
