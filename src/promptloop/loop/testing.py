@@ -1,0 +1,363 @@
+"""Tiny, random, offline diffusers pipelines for tests: SD 1.x, SDXL, SD3 and FLUX.
+
+Every builder is seeded (the same seed gives bit-identical weights), downloads nothing and builds its
+tokenizers in memory (a byte-level CLIP BPE and a small T5 unigram vocabulary). The pipelines run on
+CPU in well under a second for a few steps at 32 px. They keep each family's real structure (CFG
+concatenation, pooled embeddings, FLUX latent packing), so anything that works on them exercises the
+same code paths as the full-size models.
+
+    pipe = tiny_sdxl_pipeline(seed=0)
+    image = pipe("a red circle", num_inference_steps=4, height=32, width=32).images[0]
+
+Width/height must be multiples of 4 for FLUX (VAE factor 2, packing factor 2); 32 is the default used
+in the tests. `TINY_MAX_SEQUENCE_LENGTH` must be passed as `max_sequence_length` to SD3/FLUX calls
+(their T5 tokenizer knows only short sequences; the default of 256/512 would also work, just slower).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+TINY_CLIP_MAX_LENGTH = 16
+TINY_MAX_SEQUENCE_LENGTH = 16
+TINY_SIZE = 32  # default pixel size to sample the tiny pipelines at
+
+_WORDS = (
+    "a an the of and with on in at to red green blue yellow black white orange purple pink gray big small large "
+    "tiny circle square triangle star box ball cat dog tree house photo painting of sky detailed bright dark "
+    "left right above below next sharp blurry high quality cinematic"
+).split()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# tokenizers
+# ----------------------------------------------------------------------------------------------------------------------
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable unicode character map."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs], strict=True))
+
+
+def tiny_clip_tokenizer(model_max_length: int = TINY_CLIP_MAX_LENGTH) -> Any:
+    """A byte-level CLIP BPE tokenizer with every byte (with and without `</w>`) plus a few merges.
+
+    Any text tokenizes (unknown words fall back to characters); vocabulary size is 514 + merges.
+    """
+    from transformers import CLIPTokenizer
+
+    chars = list(_bytes_to_unicode().values())
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges: list[tuple[str, str]] = []
+    for word in ("the", "red", "cat", "blue", "circle"):  # a few whole-word merges, built letter by letter
+        left = word[0]
+        for k, ch in enumerate(word[1:], start=1):
+            right = ch + ("</w>" if k == len(word) - 1 else "")
+            merged = left + right
+            if (left, right) not in merges:
+                merges.append((left, right))
+            vocab.setdefault(merged, len(vocab))
+            left = merged
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def tiny_t5_tokenizer(model_max_length: int = TINY_MAX_SEQUENCE_LENGTH) -> Any:
+    """A T5 (unigram) tokenizer over a small word list plus single characters."""
+    from transformers import T5Tokenizer
+
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("▁" + w, -2.0) for w in _WORDS]
+    pieces += [("▁", -3.0)]
+    pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.!?-'"]
+    return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# components
+# ----------------------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Seed torch's global RNG inside the block and restore the caller's RNG state afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+def _clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim: int = 32) -> Any:
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=tokenizer.model_max_length,
+        projection_dim=projection_dim,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        hidden_act="gelu",
+    )
+
+
+def _t5_encoder(tokenizer: Any, d_model: int = 32) -> Any:
+    from transformers import T5Config, T5EncoderModel
+
+    config = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=d_model,
+        d_ff=37,
+        d_kv=8,
+        num_layers=1,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.pad_token_id,
+    )
+    return T5EncoderModel(config).eval()
+
+
+def _tiny_vae(latent_channels: int = 4, *, flow: bool = False) -> Any:
+    """A 2-level AutoencoderKL (spatial factor 2). `flow=True`: SD3/FLUX style (shift factor, no quant convs)."""
+    from diffusers import AutoencoderKL
+
+    extra: dict[str, Any] = {}
+    if flow:
+        extra = {
+            "use_quant_conv": False,
+            "use_post_quant_conv": False,
+            "shift_factor": 0.0609,
+            "scaling_factor": 1.5035,
+        }
+    return AutoencoderKL(
+        block_out_channels=(8, 8),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=latent_channels,
+        layers_per_block=1,
+        norm_num_groups=2,
+        sample_size=TINY_SIZE,
+        **extra,
+    ).eval()
+
+
+def make_scheduler(name: str, **config: Any) -> Any:
+    """A scheduler by short name: ddim, ddpm, euler, euler_a, dpm (DPMSolverMultistep), unipc, pndm, lcm,
+    flow (FlowMatchEulerDiscrete). Extra keyword arguments go to its config (e.g. prediction_type)."""
+    import diffusers
+
+    classes = {
+        "ddim": "DDIMScheduler",
+        "ddpm": "DDPMScheduler",
+        "euler": "EulerDiscreteScheduler",
+        "euler_a": "EulerAncestralDiscreteScheduler",
+        "dpm": "DPMSolverMultistepScheduler",
+        "unipc": "UniPCMultistepScheduler",
+        "pndm": "PNDMScheduler",
+        "lcm": "LCMScheduler",
+        "flow": "FlowMatchEulerDiscreteScheduler",
+    }
+    if name not in classes:
+        raise ValueError(f"unknown scheduler {name!r}; choose from {sorted(classes)}")
+    if name != "flow":
+        config = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", **config}
+        if name in ("ddim", "ddpm", "pndm", "lcm"):
+            config = {"steps_offset": 1, **config}
+        if name in ("ddim", "ddpm", "lcm"):
+            config = {"clip_sample": False, **config}
+        if name == "pndm":
+            config.setdefault("skip_prk_steps", True)
+    return getattr(diffusers, classes[name])(**config)
+
+
+def _finish(pipe: Any, device: str | torch.device, dtype: torch.dtype | None) -> Any:
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device) if dtype is None else pipe.to(device, dtype)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# pipelines
+# ----------------------------------------------------------------------------------------------------------------------
+def tiny_sd_pipeline(
+    seed: int = 0, scheduler: str = "ddim", device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Any:
+    """A random StableDiffusionPipeline (SD 1.x structure): CLIP text encoder, UNet, VAE, DDIM by default."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = tiny_clip_tokenizer()
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            sample_size=TINY_SIZE // 2,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            cross_attention_dim=32,
+            attention_head_dim=4,
+            norm_num_groups=4,
+        ).eval()
+        vae = _tiny_vae(4)
+        text_encoder = CLIPTextModel(_clip_text_config(tokenizer)).eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=make_scheduler(scheduler),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    return _finish(pipe, device, dtype)
+
+
+def tiny_sdxl_pipeline(
+    seed: int = 0, scheduler: str = "euler", device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+) -> Any:
+    """A random StableDiffusionXLPipeline: two CLIP encoders (pooled from the second), text_time UNet."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer = tiny_clip_tokenizer()
+    tokenizer_2 = tiny_clip_tokenizer()
+    with _seeded(seed):
+        unet = UNet2DConditionModel(
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            sample_size=TINY_SIZE // 2,
+            in_channels=4,
+            out_channels=4,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=(2, 4),
+            use_linear_projection=True,
+            addition_embed_type="text_time",
+            addition_time_embed_dim=8,
+            transformer_layers_per_block=(1, 1),
+            projection_class_embeddings_input_dim=6 * 8 + 32,  # 6 time ids x 8 + pooled (projection_dim 32)
+            cross_attention_dim=64,  # 32 (encoder 1) + 32 (encoder 2)
+            norm_num_groups=4,
+        ).eval()
+        vae = _tiny_vae(4)
+        text_encoder = CLIPTextModel(_clip_text_config(tokenizer)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(tokenizer_2)).eval()
+    pipe = StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2,
+        unet=unet,
+        scheduler=make_scheduler(scheduler),
+        force_zeros_for_empty_prompt=True,
+    )
+    return _finish(pipe, device, dtype)
+
+
+def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """A random StableDiffusion3Pipeline: two CLIP encoders with projection, a tiny T5, MMDiT, flow matching."""
+    from diffusers import SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2, tokenizer_3 = tiny_clip_tokenizer(), tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    with _seeded(seed):
+        transformer = SD3Transformer2DModel(
+            sample_size=TINY_SIZE // 2,
+            patch_size=1,
+            in_channels=4,
+            num_layers=1,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            caption_projection_dim=32,
+            joint_attention_dim=32,  # = T5 d_model = 16 + 16 (CLIP hidden sizes, padded)
+            pooled_projection_dim=32,  # = 16 + 16 (CLIP projection dims)
+            out_channels=4,
+        ).eval()
+        vae = _tiny_vae(4, flow=True)
+        text_encoder = CLIPTextModelWithProjection(_clip_text_config(tokenizer, 16, 16)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(tokenizer_2, 16, 16)).eval()
+        text_encoder_3 = _t5_encoder(tokenizer_3, 32)
+    pipe = StableDiffusion3Pipeline(
+        transformer=transformer,
+        scheduler=make_scheduler("flow"),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        text_encoder_3=text_encoder_3,
+        tokenizer_3=tokenizer_3,
+    )
+    return _finish(pipe, device, dtype)
+
+
+def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
+    """A random FluxPipeline: CLIP (pooled) + tiny T5, FLUX transformer, packed 4-channel latents."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    tokenizer, tokenizer_2 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    with _seeded(seed):
+        transformer = FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,  # 4 latent channels x 2 x 2 packing
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            axes_dims_rope=[4, 4, 8],
+        ).eval()
+        vae = _tiny_vae(4, flow=True)
+        text_encoder = CLIPTextModel(_clip_text_config(tokenizer)).eval()
+        text_encoder_2 = _t5_encoder(tokenizer_2, 32)
+    pipe = FluxPipeline(
+        scheduler=make_scheduler("flow"),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
+        transformer=transformer,
+    )
+    return _finish(pipe, device, dtype)
+
+
+TINY_PIPELINES = {
+    "sd": tiny_sd_pipeline,
+    "sdxl": tiny_sdxl_pipeline,
+    "sd3": tiny_sd3_pipeline,
+    "flux": tiny_flux_pipeline,
+}
+
+
+def tiny_call_kwargs(family: str) -> dict[str, Any]:
+    """Keyword arguments every call of a tiny pipeline needs (size; short T5 sequences for SD3/FLUX)."""
+    kwargs: dict[str, Any] = {"height": TINY_SIZE, "width": TINY_SIZE}
+    if family in ("sd3", "flux"):
+        kwargs["max_sequence_length"] = TINY_MAX_SEQUENCE_LENGTH
+    return kwargs
