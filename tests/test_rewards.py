@@ -29,6 +29,8 @@ RED_CIRCLE_LEFT = SceneObject("circle", "red", "small", (0, 1))
 BLUE_SQUARE_RIGHT = SceneObject("square", "blue", "large", (2, 1))
 QUERY = "a red circle left of a blue square"  # 6 facts: 2 + 2 objects, 1 relation, 1 count
 
+WORLD_REWARDS = ("alignment", "proxy", "count")  # image+query rewards that need no model download
+
 
 def _chw(scenes: list[Scene]) -> torch.Tensor:
     return torch.from_numpy(render_batch(scenes)).permute(0, 3, 1, 2)
@@ -113,7 +115,7 @@ def test_scores_and_breakdown_bounded_on_noise_images() -> None:
     rng = np.random.default_rng(0)
     imgs = rng.random((6, 32, 32, 3)).astype(np.float32)
     queries = [QUERY, "a red circle", "a big blue diamond above a small pink triangle", QUERY, QUERY, "a green box"]
-    for name in available_rewards():
+    for name in WORLD_REWARDS:
         out = get_reward(name)(imgs, queries)
         assert out.scores.shape == (6,) and out.scores.dtype == torch.float32
         assert torch.all((out.scores >= 0) & (out.scores <= 1))
@@ -163,7 +165,7 @@ def test_count_reward() -> None:
     ],
 )
 def test_bad_images_raise(images: object, message: str) -> None:
-    for name in available_rewards():
+    for name in WORLD_REWARDS:
         with pytest.raises(AnalyzerInputError, match=message):
             get_reward(name)(images, [QUERY, QUERY])
 

@@ -8,6 +8,7 @@ rewards with `register_reward(name)(factory)`.
 from __future__ import annotations
 
 from promptloop.rewards import world as world  # registers the built-in rewards
+from promptloop.rewards.adapters import register_model_rewards
 from promptloop.rewards.registry import (
     CombinedReward,
     Reward,
@@ -22,6 +23,8 @@ from promptloop.rewards.registry import (
 )
 from promptloop.rewards.world import AlignmentReward, CountReward, ProxyReward, alignment_facts, parse_query
 from promptloop.world.analyzer import AnalyzerInputError
+
+register_model_rewards()  # real-model rewards by name; each imports its model lazily, on first use
 
 __all__ = [
     "AlignmentReward",

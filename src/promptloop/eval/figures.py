@@ -1,0 +1,80 @@
+"""PNG figures: labelled image grids, trajectory strips and reward curves."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+
+def _to_pil(img: np.ndarray | Image.Image) -> Image.Image:
+    if isinstance(img, Image.Image):
+        return img.convert("RGB")
+    arr = np.asarray(img)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def labelled_grid(
+    images: Sequence[np.ndarray | Image.Image],
+    labels: Sequence[str],
+    path: str | Path,
+    columns: int = 8,
+    cell: int = 128,
+    wrap: int = 22,
+    lines: int = 5,
+    row_titles: Sequence[str] | None = None,
+) -> Path:
+    """Save images (upscaled to `cell` px, nearest) in a grid with a wrapped label under each."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images for {len(labels)} labels")
+    font = ImageFont.load_default()
+    line_h = 11
+    label_h = lines * line_h + 4
+    title_w = 90 if row_titles else 0
+    rows = (len(images) + columns - 1) // columns
+    canvas = Image.new("RGB", (title_w + columns * (cell + 4), rows * (cell + label_h + 4)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (img, label) in enumerate(zip(images, labels, strict=True)):
+        r, c = divmod(k, columns)
+        x, y = title_w + c * (cell + 4), r * (cell + label_h + 4)
+        canvas.paste(_to_pil(img).resize((cell, cell), Image.NEAREST), (x, y))
+        wrapped = textwrap.wrap(label, wrap)[:lines]
+        for j, line in enumerate(wrapped):
+            draw.text((x + 1, y + cell + 2 + j * line_h), line, fill="black", font=font)
+    if row_titles:
+        for r, title in enumerate(row_titles[:rows]):
+            for j, line in enumerate(textwrap.wrap(title, 14)[:4]):
+                draw.text((2, r * (cell + label_h + 4) + cell // 2 + j * line_h), line, fill="black", font=font)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
+    """A line plot of one or more reward series against training steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for name, ys in series.items():
+        ax.plot(list(steps)[: len(ys)], list(ys), label=name)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("reward")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,79 @@
+"""Backbone A: loads from the shipped folder, samples deterministically, round-trips save/load."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from promptloop.world.backbone import (
+    DEFAULT_BACKBONE,
+    TEXT_MAX_TOKENS,
+    BackboneLoadError,
+    load_backbone,
+    save_backbone,
+)
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return load_backbone()
+
+
+def _sample(pipe, prompts: list[str], seed: int) -> np.ndarray:
+    gens = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    out = pipe(prompts, num_inference_steps=4, guidance_scale=4.0, height=32, width=32, generator=gens,
+               output_type="np")
+    return np.asarray(out.images)
+
+
+def test_shipped_backbone_is_a_stable_diffusion_pipeline(pipe) -> None:
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert isinstance(pipe.scheduler, DDIMScheduler)
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert type(pipe.text_encoder).__name__ == "BertModel"
+    assert pipe.tokenizer.model_max_length == TEXT_MAX_TOKENS
+    assert not (DEFAULT_BACKBONE / "text_encoder").exists()  # MiniLM comes from its package
+
+
+def test_seeded_sampling_is_deterministic(pipe) -> None:
+    prompts = ["a red circle left of a blue box", "a small green triangle"]
+    a, b = _sample(pipe, prompts, 0), _sample(pipe, prompts, 0)
+    assert a.shape == (2, 32, 32, 3)
+    np.testing.assert_array_equal(a, b)
+    c = _sample(pipe, prompts, 100)
+    assert np.abs(a - c).mean() > 1e-3
+
+
+def test_sample_does_not_depend_on_batch_composition(pipe) -> None:
+    both = _sample(pipe, ["a red circle", "a yellow square"], 0)
+    alone = _sample(pipe, ["a red circle"], 0)
+    np.testing.assert_allclose(both[0], alone[0], atol=1e-4)
+
+
+def test_save_load_round_trip(pipe, tmp_path: Path) -> None:
+    save_backbone(pipe, tmp_path / "bb", dtype=torch.float32)
+    again = load_backbone(tmp_path / "bb")
+    prompts = ["a purple diamond above a cyan disc"]
+    np.testing.assert_allclose(_sample(pipe, prompts, 3), _sample(again, prompts, 3), atol=1e-5)
+
+
+def test_missing_or_corrupt_folders_raise_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(BackboneLoadError, match="not found"):
+        load_backbone(tmp_path / "nope")
+    partial = tmp_path / "partial"
+    shutil.copytree(DEFAULT_BACKBONE, partial)
+    shutil.rmtree(partial / "vae")
+    with pytest.raises(BackboneLoadError, match="lacks 'vae/'"):
+        load_backbone(partial)
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(DEFAULT_BACKBONE, corrupt)
+    weights = corrupt / "unet" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(BackboneLoadError, match="cannot load backbone"):
+        load_backbone(corrupt)
