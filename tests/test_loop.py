@@ -456,3 +456,20 @@ def test_sampler_preview_options(pipes: dict[str, Any]) -> None:
     assert out.trajectories[0].refinements[0].preview.size == (16, 16)
     with pytest.raises(ValueError):
         PromptLoopSampler(pipes["flux"], policy, preview="latent-magic")  # type: ignore[arg-type]
+
+
+def test_empty_and_overlong_queries() -> None:
+    import warnings
+
+    from promptloop.loop.testing import tiny_call_kwargs, tiny_sd_pipeline
+
+    pipe = tiny_sd_pipeline()
+    sampler = PromptLoopSampler(pipe, None, mode="none")
+    with pytest.raises(ValueError, match="query 1 is empty"):
+        sampler(["a cat", "  "], num_inference_steps=2, **tiny_call_kwargs("sd"))
+    long = " ".join(["cat"] * 200)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sampler([long, "a dog"], num_inference_steps=2, **tiny_call_kwargs("sd"))
+    messages = [str(w.message) for w in caught if "window" in str(w.message)]
+    assert len(messages) == 1 and "1 of 2 queries" in messages[0]

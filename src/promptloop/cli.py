@@ -139,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--candidates", type=_positive_int, default=8, help="candidate rewrites per query")
         c.set_defaults(func=func)
 
+    from promptloop.train.cli import add_train_parser
+
+    add_train_parser(sub)
+
     pr = world.add_parser("prompts", help="print a fixed prompt set")
     pr.add_argument("name", choices=["train", "heldout"])
     pr.add_argument("--n", type=_non_negative_int, default=0, help="only the first N (0: all)")
@@ -152,6 +156,9 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     from promptloop.world.backbone import BackboneLoadError
 
     errors.append(BackboneLoadError)
+    from promptloop.train.cli import known_errors
+
+    errors.extend(known_errors())
     return tuple(errors)
 
 

@@ -29,11 +29,13 @@ Modes (one code path):
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
 from promptloop.loop.families import FamilySpec, decode_preview, default_size, detect_family, execution_device
@@ -214,6 +216,7 @@ class PromptLoopSampler:
                 negative_prompt = [n for n in negative_prompt for _ in range(repeats)]
         if not queries:
             raise ValueError("no queries")
+        check_queries(pipe, queries)
         if isinstance(negative_prompt, list) and len(negative_prompt) != len(queries):
             raise ValueError(f"{len(negative_prompt)} negative prompts for {len(queries)} queries")
         if mode in ("feedback", "no-feedback"):
@@ -281,12 +284,16 @@ class PromptLoopSampler:
             denoiser = getattr(pipe, spec.denoiser)
             hook_handle = denoiser.register_forward_pre_hook(self._make_hook(state), with_kwargs=True)
 
-        # 4. Sample with the pipeline's own loop.
+        # 4. Sample with the pipeline's own loop (its per-encode truncation warnings are silenced:
+        #    check_queries warned once already).
+        verbosity = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
         try:
             with StepRecorder(pipe.scheduler) as recorder:
                 state.recorder = recorder
                 result = pipe(**call_kwargs)
         finally:
+            diffusers_logging.set_verbosity(verbosity)
             if hook_handle is not None:
                 hook_handle.remove()
 
@@ -492,6 +499,27 @@ class PromptLoopSampler:
 # ----------------------------------------------------------------------------------------------------------------------
 def _first_not_none(value: int | None, default: int) -> int:
     return default if value is None else value
+
+
+def check_queries(pipe: Any, queries: Sequence[str]) -> None:
+    """Reject empty queries; warn once when some exceed the (first) text encoder's token window."""
+    for i, q in enumerate(queries):
+        if not isinstance(q, str):
+            raise ValueError(f"query {i} is not a string: {type(q).__name__}")
+        if not q.strip():
+            raise ValueError(f"query {i} is empty")
+    tokenizer = getattr(pipe, "tokenizer", None)
+    window = getattr(tokenizer, "model_max_length", None)
+    if tokenizer is None or not isinstance(window, int) or window > 100_000:
+        return
+    too_long = [q for q in queries if len(tokenizer(q).input_ids) > window]
+    if too_long:
+        warnings.warn(
+            f"{len(too_long)} of {len(queries)} queries exceed the text encoder's window of {window} tokens and are "
+            f"truncated (e.g. {too_long[0][:60]!r}...)",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_mode(mode: str) -> str:

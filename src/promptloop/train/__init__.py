@@ -1,1 +1,70 @@
+"""GRPO training of PromptLoop refinement policies (the diffusion model and the reward stay frozen).
 
+Public API:
+    TrainConfig (+ sections), load_config(path, overrides), dump_yaml, ConfigError   -- config.py
+    GRPOTrainer(config, pipeline=, policy=, reward=, accelerator=)  .rollout/.score/.update/.evaluate
+    train(config) -> TrainResult                                                       -- trainer.py
+    group_advantages                                                                   -- advantages.py
+    grpo_loss, grpo_token_loss, kl_k3                                                  -- loss.py
+    load_prompts, PromptOrder, PromptFileError                                         -- data.py
+    latest_checkpoint, CheckpointError                                                 -- checkpoint.py
+    read_metrics, plot_reward_curve                                                    -- logging.py
+    main(argv), add_train_parser(subparsers)                                           -- cli.py
+Command line: `python -m promptloop.train configs/world.yaml grpo.beta=0.02 --resume`.
+"""
+
+from promptloop.train.advantages import group_advantages
+from promptloop.train.checkpoint import CheckpointError, latest_checkpoint
+from promptloop.train.cli import add_train_parser, main
+from promptloop.train.config import (
+    AccelerateConfig,
+    CheckpointConfig,
+    ConfigError,
+    DataConfig,
+    EvalConfig,
+    GRPOConfig,
+    LoggingConfig,
+    LoopConfig,
+    PipelineConfig,
+    PolicyConfig,
+    TrainConfig,
+    dump_yaml,
+    load_config,
+)
+from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
+from promptloop.train.logging import plot_reward_curve, read_metrics
+from promptloop.train.loss import grpo_loss, grpo_token_loss, kl_k3
+from promptloop.train.trainer import GRPOTrainer, TrainError, TrainResult, train
+
+__all__ = [
+    "AccelerateConfig",
+    "CheckpointConfig",
+    "CheckpointError",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "GRPOConfig",
+    "GRPOTrainer",
+    "LoggingConfig",
+    "LoopConfig",
+    "PipelineConfig",
+    "PolicyConfig",
+    "PromptFileError",
+    "PromptOrder",
+    "TrainConfig",
+    "TrainError",
+    "TrainResult",
+    "add_train_parser",
+    "dump_yaml",
+    "group_advantages",
+    "grpo_loss",
+    "grpo_token_loss",
+    "kl_k3",
+    "latest_checkpoint",
+    "load_config",
+    "load_prompts",
+    "main",
+    "plot_reward_curve",
+    "read_metrics",
+    "train",
+]

@@ -282,12 +282,39 @@ def emphasise_colour(caption: str, colour: str, rng: random.Random) -> str:
     return _fix_articles(before + new + after_np)
 
 
+def _word_kind(word: str) -> tuple[str, str] | None:
+    if word in grammar._LOOKUP:
+        return grammar._LOOKUP[word]
+    if word in grammar._BG_LOOKUP:
+        return ("background", grammar._BG_LOOKUP[word])
+    return None
+
+
+def reuse_words(text: str, style: str) -> str:
+    """Replace synonyms in `text` by the word `style` uses for the same colour / shape / size / background."""
+    preferred: dict[tuple[str, str], str] = {}
+    for w in re.findall(r"[a-z]+", style.lower()):
+        kind = _word_kind(w)
+        if kind is not None:
+            preferred.setdefault(kind, w)
+
+    def sub(m: re.Match[str]) -> str:
+        kind = _word_kind(m.group(0))
+        return preferred.get(kind, m.group(0)) if kind is not None else m.group(0)
+
+    return _fix_articles(re.sub(r"[a-z]+", sub, text))
+
+
 def make_target(query: Query, scene: Scene, focus: int | None, err: str, rng: random.Random,
-                avoid: str | None = None) -> str:
-    """A rewrite keeping every fact of `query`, emphasised on the preview's error (checked)."""
+                avoid: str | None = None, style: str | None = None, p_same_words: float = 0.6) -> str:
+    """A rewrite keeping every fact of `query`, emphasised on the preview's error (checked). With
+    probability `p_same_words` it reuses the words of `style` (the user query) for each colour, shape,
+    size and background, so that the paraphrase is mostly structural (order, template, emphasis)."""
     for _ in range(20):
         aug = augment_query(query, scene, focus, err, rng)
         text = grammar.realise(aug, rng, emphasis=0.1)
+        if style is not None and rng.random() < p_same_words:
+            text = reuse_words(text, style)
         if focus is not None and err in ("leak", "colour", "missing", "shape"):
             text = emphasise_colour(text, query.objects[focus].colour, rng)
         elif err == "none" and rng.random() < 0.3:
@@ -326,7 +353,7 @@ def make_example(scene: Scene, rng: random.Random, progress: float | None = None
     preview = degrade(render_objects(objs, bg), rng) if with_preview else None
     if progress is None:
         progress = rng.choice([0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8])
-    target = make_target(query, scene, k, err, rng, avoid=current)
+    target = make_target(query, scene, k, err, rng, avoid=current, style=query_text)
     ok, keeps = caption_keeps_query(target, query)
     if not (ok and keeps):
         raise AssertionError(f"target {target!r} does not keep the query {query}")

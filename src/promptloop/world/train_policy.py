@@ -87,18 +87,23 @@ def train_world_policy(
     save_dtype: torch.dtype | None = torch.float16,
     num_threads: int | None = 1,
     progress_bar: bool = True,
+    init_from: str | Path | None = None,
     **model_kwargs: Any,
 ) -> dict[str, Any]:
     """SFT of a fresh world policy on synthetic rewrites; saves it to `out_dir` (safetensors, tokenizer,
     processor, promptloop_policy.json) so that `VLMPolicy.from_pretrained(out_dir)` loads it.
 
+    `init_from` continues from a saved policy instead of a fresh initialisation (a second SFT stage).
     Returns a summary (steps, final loss, parameters, wall time)."""
     if num_threads is not None:
         torch.set_num_threads(num_threads)
     torch.manual_seed(seed)
     rng = random.Random(seed)
     sampler = SceneSampler(seed, split)  # type: ignore[arg-type]
-    policy = build_world_policy(seed=seed, **model_kwargs)
+    if init_from is not None:
+        policy = VLMPolicy.from_pretrained(init_from, dtype=torch.float32)
+    else:
+        policy = build_world_policy(seed=seed, **model_kwargs)
     n_params = sum(p.numel() for p in policy.model.parameters())
     opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
@@ -128,6 +133,7 @@ def train_world_policy(
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "split": split,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "params": n_params,
         "sft_wall_s": round(wall, 1), "save_dtype": str(save_dtype),
+        "init_from": str(init_from) if init_from is not None else None,
     }
     (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -1,0 +1,79 @@
+"""Sanitation of raw policy output: a bad rewrite falls back to the current prompt, never a crash.
+
+Rules, in order (the first that fires names the reason):
+
+- ``"empty"``: nothing left after stripping whitespace, quotes and a leading ``prompt:`` label;
+- ``"garbage"``: no word of two or more letters, or letters make up under 30% of the non-space characters;
+- ``"overlong"``: more tokens than the diffusion text encoder's window (``prompt_length_fn(text) >
+  max_prompt_tokens``); without a `prompt_length_fn` the length is the number of words and punctuation
+  marks (a rough stand-in: pass the diffusion tokenizer's count to be exact);
+- ``"invalid"``: the optional `validator` returned False or raised (e.g. the Shapes grammar's `parse`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+_WORDISH = re.compile(r"\w+|[^\w\s]")
+_LABEL = re.compile(r"^\s*(?:new\s+)?prompt\s*:\s*", re.IGNORECASE)
+
+
+def rough_length(text: str) -> int:
+    """Number of words and punctuation marks: a tokenizer-free stand-in for a prompt's token count."""
+    return len(_WORDISH.findall(text))
+
+
+def clean_text(text: str) -> str:
+    """Normalise raw output: first non-empty line, no surrounding quotes or label, single spaces."""
+    lines = [ln for ln in text.replace("\r", "\n").split("\n") if ln.strip()]
+    text = lines[0] if lines else ""
+    text = _LABEL.sub("", text).strip().strip("\"'`").strip()
+    text = re.sub(r"\s+([,.:;!?])", r"\1", text)
+    return re.sub(r"\s+", " ", text).strip()
+
+
+@dataclass
+class Sanitizer:
+    """Applies the fallback rules; see the module docstring."""
+
+    max_prompt_tokens: int | None = None
+    prompt_length_fn: Callable[[str], int] | None = None
+    validator: Callable[[str], object] | None = None
+
+    def check(self, text: str) -> tuple[str, str | None]:
+        """Return (cleaned text, None) if acceptable, else (cleaned text, reason)."""
+        try:
+            cleaned = clean_text(text)
+        except Exception:
+            return "", "garbage"
+        if not cleaned:
+            return cleaned, "empty"
+        letters = sum(c.isalpha() for c in cleaned)
+        non_space = sum(not c.isspace() for c in cleaned)
+        if not re.search(r"[^\W\d_]{2,}", cleaned) or letters < 0.3 * non_space:
+            return cleaned, "garbage"
+        if self.max_prompt_tokens is not None:
+            length_fn = self.prompt_length_fn or rough_length
+            try:
+                n = int(length_fn(cleaned))
+            except Exception:
+                return cleaned, "overlong"
+            if n > self.max_prompt_tokens:
+                return cleaned, "overlong"
+        if self.validator is not None:
+            try:
+                ok = self.validator(cleaned)
+            except Exception:  # a validator signals rejection by raising
+                return cleaned, "invalid"
+            if ok is False:
+                return cleaned, "invalid"
+        return cleaned, None
+
+    def __call__(self, raw: str, current_prompt: str) -> tuple[str, bool, str | None]:
+        """(prompt to use, fallback flag, reason): the cleaned raw text, or `current_prompt` on rejection."""
+        cleaned, reason = self.check(raw)
+        if reason is None:
+            return cleaned, False, None
+        return current_prompt, True, reason

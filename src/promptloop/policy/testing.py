@@ -1,0 +1,136 @@
+"""Tiny random VLM policies built offline, for tests (here and in the GRPO end-to-end test).
+
+Both use the Shapes world's word-level tokenizer, so their (random) output is made of world words.
+
+- `tiny_llava_policy()`: LlavaForConditionalGeneration = tiny CLIP vision tower (32 px, patch 8:
+  16 image tokens) + tiny Llama, with a `LlavaProcessor` over a locally built `CLIPImageProcessorPil`.
+- `tiny_qwen25vl_policy()`: Qwen2_5_VLForConditionalGeneration (tiny vision tower, patch 14, merge 2,
+  tiny Qwen2 LM with M-RoPE) with `QwenVLComponentProcessor` (PIL image processor, no torchvision);
+  Qwen-style chat template with `<|im_start|>`/`<|im_end|>` and `<|vision_start|><|image_pad|><|vision_end|>`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from promptloop.policy.instruction import InstructionTemplate
+from promptloop.policy.vlm import QwenVLComponentProcessor, VLMPolicy
+
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|image_pad|>", "<|video_pad|>")
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for c in message['content'] %}"
+    "{% if c['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
+    "{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ '<|im_end|>\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def tiny_llava_model(tokenizer: Any, image_size: int = 32, patch_size: int = 8, hidden: int = 64,
+                     layers: int = 2, vision_hidden: int = 32, vision_layers: int = 2, heads: int = 4,
+                     seed: int = 0) -> Any:
+    """A randomly initialised tiny LlavaForConditionalGeneration for `tokenizer`."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    vision = CLIPVisionConfig(
+        hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
+        num_attention_heads=max(1, vision_hidden // 32) * 2, image_size=image_size, patch_size=patch_size,
+        projection_dim=vision_hidden,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+    )
+    config = LlavaConfig(
+        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-1, projector_hidden_act="gelu",
+        image_seq_length=(image_size // patch_size) ** 2, tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+def tiny_llava_processor(tokenizer: Any, image_size: int = 32, patch_size: int = 8) -> Any:
+    """A LlavaProcessor over a locally built PIL CLIP image processor."""
+    from transformers import LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
+    )
+    return LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=tokenizer.chat_template, image_token="<image>",
+    )
+
+
+def tiny_llava_policy(seed: int = 0, image_size: int = 32, **policy_kwargs: Any) -> VLMPolicy:
+    """A tiny random LLaVA policy (about 0.1M parameters) with the world tokenizer."""
+    from promptloop.world.policy_data import build_world_tokenizer
+
+    tokenizer = build_world_tokenizer()
+    model = tiny_llava_model(tokenizer, image_size=image_size, seed=seed)
+    processor = tiny_llava_processor(tokenizer, image_size=image_size)
+    policy_kwargs.setdefault("instruction", InstructionTemplate.compact())
+    policy_kwargs.setdefault("max_new_tokens", 12)
+    return VLMPolicy(model, tokenizer, processor, image_size=image_size, **policy_kwargs)
+
+
+def tiny_qwen25vl_policy(seed: int = 0, image_size: int = 56, **policy_kwargs: Any) -> VLMPolicy:
+    """A tiny random Qwen2.5-VL policy (previews resized to 56 px: a 4x4 patch grid, 4 image tokens)."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from promptloop.world.policy_data import build_world_tokenizer
+
+    tokenizer = build_world_tokenizer(extra_special_tokens=QWEN_SPECIAL_TOKENS)
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    tokenizer.eos_token = "<|im_end|>"
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    hidden, heads = 64, 4
+    head_dim = hidden // heads
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden,
+            "num_hidden_layers": 2, "num_attention_heads": heads, "num_key_value_heads": 2,
+            "max_position_embeddings": 512, "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                                  "mrope_section": [2, 3, 3]},
+            "tie_word_embeddings": False, "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": ids["<|im_end|>"], "bos_token_id": tokenizer.bos_token_id,
+        },
+        vision_config={
+            "depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": hidden,
+            "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56,
+            "fullatt_block_indexes": [1], "in_channels": 3,
+        },
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    assert sum(config.text_config.rope_parameters["mrope_section"]) * 2 == head_dim
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = ids["<|im_end|>"]
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=14, temporal_patch_size=2, merge_size=2,
+        size={"shortest_edge": 56 * 56, "longest_edge": image_size * image_size},
+    )
+    processor = QwenVLComponentProcessor(image_processor, tokenizer)
+    policy_kwargs.setdefault("instruction", InstructionTemplate.compact())
+    policy_kwargs.setdefault("max_new_tokens", 12)
+    return VLMPolicy(model, tokenizer, processor, image_size=image_size, **policy_kwargs)

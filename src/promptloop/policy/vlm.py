@@ -1,0 +1,664 @@
+"""`VLMPolicy`: a transformers image-text-to-text model as a PromptLoop refinement policy.
+
+At each refinement step the sampler calls `propose(PolicyInput)`. The policy renders one chat turn per
+sample (an `InstructionTemplate` stating the user's query, the current prompt and the progress through
+sampling, after the decoded x0 preview when there is one), samples one completion per sample in a batch
+(left padding), decodes it and sanitises it (`Sanitizer`: empty, garbage, overlong or invalid output
+falls back to the current prompt and is flagged in `PolicyOutput.fallback`).
+
+Log-probabilities (a definition GRPO relies on). For both `propose` and `logprobs`, the log-prob of a
+completion token is taken under the *temperature-scaled* distribution the sampler draws from,
+
+    log softmax(mask(logits) / T)[token],
+
+where `mask` sets the suppressed tokens (image, video and special tokens other than end-of-turn) to
+-inf and `T` is the sampling temperature (`T = 1` for greedy decoding). Top-p truncation is NOT part of
+the definition (as in TRL's GRPO): the sampled token always lies in the nucleus, and a definition that
+depended on the nucleus would give -inf ratios once the policy moves. GRPO must therefore call
+`logprobs(..., temperature=T)` with the same `T` for the old, new and reference policies; the ratio
+new/old is then 1 exactly on the first iteration. The completion includes its end-of-turn token (its
+log-prob counts: stopping is part of the action); a completion cut by `max_new_tokens` has none.
+
+Families. LLaVA-style models (and any model whose `AutoProcessor` works) go through their processor.
+Qwen2-VL / Qwen2.5-VL processors cannot be built without torchvision in this transformers version, so
+for them `QwenVLComponentProcessor` stands in: the PIL image processor, `<|image_pad|>` repeated
+`grid_thw.prod() / merge_size**2` times, and `mm_token_type_ids` (1 on image tokens) for the 3-D RoPE.
+
+Position ids for the one-pass forward are computed exactly as `generate` computes them (the model's
+own `_prepare_position_ids_for_generation`, i.e. cumsum of the attention mask under left padding, or
+Qwen's 3-D rope index), so one forward reproduces generation's log-probs (tested to 1e-5 in fp32).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from promptloop.policy.base import PolicyInput, PolicyOutput
+from promptloop.policy.instruction import InstructionTemplate
+from promptloop.policy.sanitize import Sanitizer
+
+POLICY_CONFIG = "promptloop_policy.json"
+_END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+_MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
+                      "vision_start_token_id", "vision_end_token_id", "vision_token_id")
+
+
+def _callable_ref(fn: Callable[..., Any] | None) -> str | None:
+    """"module:qualname" of a module-level function of promptloop (the only ones saved and restored)."""
+    if fn is None:
+        return None
+    module, name = getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")
+    if not module.startswith("promptloop.") or "<" in name or "." in name:
+        return None
+    return f"{module}:{name}"
+
+
+def _resolve_ref(ref: str | None) -> Callable[..., Any] | None:
+    """Import a callable saved by `_callable_ref` (promptloop modules only; anything else is ignored)."""
+    if not ref or not ref.startswith("promptloop.") or ":" not in ref:
+        return None
+    import importlib
+
+    module, name = ref.split(":", 1)
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+class QwenVLComponentProcessor:
+    """Stands in for `Qwen2_5_VLProcessor` (which needs torchvision): PIL image processor + tokenizer.
+
+    `__call__(text=[...], images=[...])` expands each `<|image_pad|>` in the text to
+    `grid_thw.prod() // merge_size**2` copies and returns input_ids, attention_mask, pixel_values,
+    image_grid_thw and mm_token_type_ids (0 text, 1 image), as the real processor does.
+    """
+
+    image_token = "<|image_pad|>"
+
+    def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None) -> None:
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+        self.merge_size = int(getattr(image_processor, "merge_size", 2))
+
+    def __call__(
+        self, text: Sequence[str], images: Sequence[Image.Image] | None = None, padding: bool = True,
+        return_tensors: str = "pt", **kwargs: Any,
+    ) -> dict[str, torch.Tensor]:
+        texts = list(text)
+        out: dict[str, torch.Tensor] = {}
+        if images:
+            img = self.image_processor(images=list(images), return_tensors="pt")
+            grid = img["image_grid_thw"]
+            out["pixel_values"] = img["pixel_values"]
+            out["image_grid_thw"] = grid
+            k = 0
+            expanded = []
+            for t in texts:
+                while self.image_token in t:
+                    n = int(grid[k].prod()) // self.merge_size**2
+                    t = t.replace(self.image_token, "<|placeholder|>" * n, 1)
+                    k += 1
+                expanded.append(t.replace("<|placeholder|>", self.image_token))
+            if k != len(grid):
+                raise ValueError(f"{len(grid)} images for {k} image tokens in the text")
+            texts = expanded
+        enc = self.tokenizer(texts, padding=padding, return_tensors=return_tensors)
+        out["input_ids"] = enc["input_ids"]
+        out["attention_mask"] = enc["attention_mask"]
+        out["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).long()
+        return out
+
+    def apply_chat_template(self, messages: Any, **kwargs: Any) -> Any:
+        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        self.image_processor.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+
+
+def _as_list(x: Any) -> list[int]:
+    if x is None:
+        return []
+    if isinstance(x, (list, tuple, set)):
+        return [int(v) for v in x if v is not None]
+    return [int(x)]
+
+
+class VLMPolicy:
+    """A transformers VLM (`AutoModelForImageTextToText`) as a `RefinementPolicy`; see the module docstring.
+
+    Args:
+        model: an image-text-to-text model (LLaVA family, Qwen2.5-VL, ...), optionally PEFT-wrapped.
+        tokenizer: its tokenizer (its `padding_side` is set to "left").
+        processor: a callable `processor(text=[...], images=[...] | None, padding=True, return_tensors="pt")`
+            (a transformers processor or `QwenVLComponentProcessor`).
+        instruction: the instruction template (default: `InstructionTemplate()`).
+        temperature, top_p, max_new_tokens: sampling defaults of `propose` (temperature 0: greedy).
+        max_prompt_tokens, prompt_length_fn: the diffusion text encoder's window and a token counter for
+            it; longer rewrites fall back (see `Sanitizer`).
+        validator: optional callable rejecting invalid prompts (return False or raise).
+        system_prompt: optional system turn.
+        image_size: previews are resized to this square size before the processor (None: as given).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        processor: Any,
+        *,
+        instruction: InstructionTemplate | None = None,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 48,
+        max_prompt_tokens: int | None = None,
+        prompt_length_fn: Callable[[str], int] | None = None,
+        validator: Callable[[str], object] | None = None,
+        system_prompt: str | None = None,
+        image_size: int | None = None,
+        name_or_path: str | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.tokenizer.padding_side = "left"
+        inner_tok = getattr(processor, "tokenizer", None)
+        if inner_tok is not None:
+            inner_tok.padding_side = "left"
+        self.processor = processor
+        self.instruction = instruction or InstructionTemplate()
+        self.temperature = temperature
+        self.top_p = top_p
+        self.max_new_tokens = max_new_tokens
+        self.sanitizer = Sanitizer(max_prompt_tokens, prompt_length_fn, validator)
+        self.system_prompt = system_prompt
+        self.image_size = image_size
+        self.name_or_path = name_or_path or getattr(self.base_model.config, "_name_or_path", None) or None
+        self.model.eval()
+        self.eos_token_ids = self._eos_ids()
+        self.pad_token_id = self._pad_id()
+        self.suppressed_token_ids = self._suppressed_ids()
+
+    # ------------------------------------------------------------------ configuration
+
+    @property
+    def base_model(self) -> Any:
+        """The transformers model under any PEFT wrapper."""
+        m = self.model
+        if hasattr(m, "get_base_model"):
+            m = m.get_base_model()
+        return m
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def max_prompt_tokens(self) -> int | None:
+        return self.sanitizer.max_prompt_tokens
+
+    @max_prompt_tokens.setter
+    def max_prompt_tokens(self, value: int | None) -> None:
+        self.sanitizer.max_prompt_tokens = value
+
+    @property
+    def prompt_length_fn(self) -> Callable[[str], int] | None:
+        return self.sanitizer.prompt_length_fn
+
+    @prompt_length_fn.setter
+    def prompt_length_fn(self, fn: Callable[[str], int] | None) -> None:
+        self.sanitizer.prompt_length_fn = fn
+
+    @property
+    def validator(self) -> Callable[[str], object] | None:
+        return self.sanitizer.validator
+
+    @validator.setter
+    def validator(self, fn: Callable[[str], object] | None) -> None:
+        self.sanitizer.validator = fn
+
+    def _token_id(self, token: str) -> int | None:
+        vocab = self.tokenizer.get_vocab()
+        return vocab.get(token)
+
+    def _eos_ids(self) -> list[int]:
+        ids = set(_as_list(getattr(self.base_model.generation_config, "eos_token_id", None)))
+        ids.update(_as_list(self.tokenizer.eos_token_id))
+        for tok in _END_OF_TURN_TOKENS:
+            tid = self._token_id(tok)
+            if tid is not None:
+                ids.add(tid)
+        if not ids:
+            raise ValueError("the tokenizer and the generation config name no end-of-sequence token")
+        return sorted(ids)
+
+    def _pad_id(self) -> int:
+        if self.tokenizer.pad_token_id is not None:
+            return int(self.tokenizer.pad_token_id)
+        return self.eos_token_ids[0]
+
+    def _suppressed_ids(self) -> list[int]:
+        ids = set(_as_list(getattr(self.tokenizer, "all_special_ids", [])))
+        for tid, added in getattr(self.tokenizer, "added_tokens_decoder", {}).items():
+            if getattr(added, "special", False):
+                ids.add(int(tid))
+        for cfg in (self.base_model.config, getattr(self.base_model.config, "text_config", None)):
+            for attr in _MEDIA_TOKEN_ATTRS:
+                ids.update(_as_list(getattr(cfg, attr, None)))
+        for tok in ("<image>", "<video>", "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"):
+            tid = self._token_id(tok)
+            if tid is not None:
+                ids.add(tid)
+        ids -= set(self.eos_token_ids)
+        vocab_size = self._vocab_size()
+        return sorted(i for i in ids if 0 <= i < vocab_size)
+
+    def _vocab_size(self) -> int:
+        emb = self.base_model.get_output_embeddings()
+        if emb is not None:
+            return int(emb.weight.shape[0])
+        cfg = getattr(self.base_model.config, "text_config", self.base_model.config)
+        return int(cfg.vocab_size)
+
+    # ------------------------------------------------------------------ encoding
+
+    def render_texts(self, inputs: PolicyInput) -> list[str]:
+        """The chat-formatted prompt text of each sample (image placeholder included when previews exist)."""
+        has_image = inputs.previews is not None
+        texts = []
+        owner = self.tokenizer if getattr(self.tokenizer, "chat_template", None) else self.processor
+        for i, (q, p) in enumerate(zip(inputs.queries, inputs.current_prompts, strict=True)):
+            hist = inputs.history[i] if inputs.history is not None else None
+            instr = self.instruction.render(q, p, inputs.progress, has_image, hist)
+            content: list[dict[str, str]] = [{"type": "image"}] if has_image else []
+            content.append({"type": "text", "text": instr})
+            messages: list[dict[str, Any]] = []
+            if self.system_prompt:
+                messages.append({"role": "system", "content": [{"type": "text", "text": self.system_prompt}]})
+            messages.append({"role": "user", "content": content})
+            texts.append(owner.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        return texts
+
+    def _images(self, previews: Sequence[Image.Image]) -> list[Image.Image]:
+        out = []
+        for im in previews:
+            im = im.convert("RGB")
+            if self.image_size is not None and im.size != (self.image_size, self.image_size):
+                im = im.resize((self.image_size, self.image_size), Image.BICUBIC)
+            out.append(im)
+        return out
+
+    def encode(self, inputs: PolicyInput) -> dict[str, torch.Tensor]:
+        """Left-padded model inputs for a batch (on the model's device; pixel values in its dtype)."""
+        n = len(inputs.queries)
+        if inputs.previews is not None and len(inputs.previews) != n:
+            raise ValueError(f"{len(inputs.previews)} previews for {n} queries")
+        texts = self.render_texts(inputs)
+        kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
+        if inputs.previews is not None:
+            kwargs["images"] = self._images(inputs.previews)
+        enc = dict(self.processor(**kwargs))
+        out: dict[str, torch.Tensor] = {}
+        for k, v in enc.items():
+            if not isinstance(v, torch.Tensor):
+                continue
+            v = v.to(self.device)
+            if v.is_floating_point():
+                v = v.to(self.dtype)
+            out[k] = v
+        return out
+
+    def _position_ids(self, model_kwargs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Position ids exactly as `generate` builds them for these inputs."""
+        fn = getattr(self.base_model, "_prepare_position_ids_for_generation", None)
+        if fn is not None:
+            return fn(model_kwargs["input_ids"], dict(model_kwargs))
+        mask = model_kwargs["attention_mask"]
+        return (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
+
+    # ------------------------------------------------------------------ log-probs
+
+    def _token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
+        """log softmax(mask(logits) / T) gathered at `tokens`; logits (B, S, V), tokens (B, S)."""
+        logits = logits.float()
+        if self.suppressed_token_ids:
+            sup = torch.tensor(self.suppressed_token_ids, device=logits.device)
+            logits = logits.index_fill(-1, sup, float("-inf"))
+        t = temperature if temperature > 0 else 1.0
+        logp = torch.log_softmax(logits / t, dim=-1)
+        return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+    def logprobs(
+        self,
+        inputs: PolicyInput,
+        completion_ids: Sequence[torch.Tensor],
+        requires_grad: bool = False,
+        temperature: float | None = None,
+    ) -> list[torch.Tensor]:
+        """Per-token log-probs of the given completions, in one forward pass over the batch.
+
+        `temperature` defaults to the policy's sampling temperature (see the module docstring for the
+        definition). With `requires_grad` the result carries gradients to the (trainable) parameters.
+        """
+        temperature = self.temperature if temperature is None else temperature
+        lengths = [int(c.numel()) for c in completion_ids]
+        if len(lengths) != len(inputs.queries):
+            raise ValueError(f"{len(lengths)} completions for {len(inputs.queries)} queries")
+        ctx = torch.enable_grad() if requires_grad else torch.no_grad()
+        with ctx:
+            enc = self.encode(inputs)
+            n_comp = max(lengths, default=0)
+            if n_comp == 0:
+                return [torch.zeros(0, device=self.device) for _ in lengths]
+            b, p = enc["input_ids"].shape
+            comp = torch.full((b, n_comp), self.pad_token_id, dtype=torch.long, device=self.device)
+            comp_mask = torch.zeros((b, n_comp), dtype=enc["attention_mask"].dtype, device=self.device)
+            for i, c in enumerate(completion_ids):
+                comp[i, : lengths[i]] = c.to(self.device, torch.long).view(-1)
+                comp_mask[i, : lengths[i]] = 1
+            model_kwargs = dict(enc)
+            model_kwargs["input_ids"] = torch.cat([enc["input_ids"], comp], dim=1)
+            model_kwargs["attention_mask"] = torch.cat([enc["attention_mask"], comp_mask], dim=1)
+            for key in ("mm_token_type_ids", "token_type_ids"):
+                if key in enc:
+                    model_kwargs[key] = torch.cat([enc[key], torch.zeros_like(comp, dtype=enc[key].dtype)], dim=1)
+            model_kwargs["position_ids"] = self._position_ids(model_kwargs)
+            out = self.model(**model_kwargs, use_cache=False, logits_to_keep=n_comp + 1)
+            logits = out.logits[:, -(n_comp + 1): -1]
+            lp = self._token_logprobs(logits, comp, temperature)
+            return [lp[i, : lengths[i]] for i in range(b)]
+
+    # ------------------------------------------------------------------ sampling
+
+    def _generation_config(self, temperature: float, top_p: float, max_new_tokens: int) -> Any:
+        from transformers import GenerationConfig
+
+        kw: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.pad_token_id,
+            "eos_token_id": self.eos_token_ids,
+            "output_logits": True,
+            "return_dict_in_generate": True,
+            "use_cache": True,
+        }
+        if temperature > 0:
+            kw.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=0)
+        else:
+            kw.update(do_sample=False)
+        return GenerationConfig(**kw)
+
+    def _logits_processor(self) -> Any:
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        suppressed = self.suppressed_token_ids
+
+        class _Suppress(LogitsProcessor):
+            def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+                if suppressed:
+                    scores = scores.index_fill(-1, torch.tensor(suppressed, device=scores.device), float("-inf"))
+                return scores
+
+        return LogitsProcessorList([_Suppress()])
+
+    def generate(
+        self,
+        inputs: PolicyInput,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Sample one completion per sample: (token ids incl. end-of-turn, per-token log-probs)."""
+        temperature = self.temperature if temperature is None else temperature
+        top_p = self.top_p if top_p is None else top_p
+        max_new_tokens = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        enc = self.encode(inputs)
+        gen_cfg = self._generation_config(temperature, top_p, max_new_tokens)
+        devices = [self.device] if self.device.type == "cuda" else []
+        rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
+        with torch.no_grad(), rng:
+            if seed is not None:
+                torch.manual_seed(seed)
+            out = self.model.generate(**enc, generation_config=gen_cfg, logits_processor=self._logits_processor())
+        p = enc["input_ids"].shape[1]
+        seq = out.sequences[:, p:]
+        if seq.shape[1] == 0:
+            return [seq[i] for i in range(seq.shape[0])], [torch.zeros(0, device=seq.device)] * seq.shape[0]
+        logits = torch.stack(list(out.logits), dim=1)[:, : seq.shape[1]]
+        lp = self._token_logprobs(logits, seq, temperature)
+        eos = torch.tensor(self.eos_token_ids, device=seq.device)
+        ids, lps = [], []
+        for i in range(seq.shape[0]):
+            hits = torch.isin(seq[i], eos).nonzero()
+            n = int(hits[0]) + 1 if len(hits) else seq.shape[1]
+            ids.append(seq[i, :n].clone())
+            lps.append(lp[i, :n].clone())
+        return ids, lps
+
+    def decode(self, completion_ids: torch.Tensor) -> str:
+        """Text of a completion (end-of-turn and special tokens dropped)."""
+        ids = [int(t) for t in completion_ids if int(t) not in self.eos_token_ids]
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def propose(
+        self,
+        inputs: PolicyInput,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
+    ) -> PolicyOutput:
+        """Sample, decode and sanitise one rewrite per sample (never raises on bad model output)."""
+        ids, lps = self.generate(inputs, temperature, top_p, max_new_tokens, seed)
+        prompts, fallback, raws, reasons = [], [], [], []
+        for c, cur in zip(ids, inputs.current_prompts, strict=True):
+            try:
+                raw = self.decode(c)
+            except Exception:  # decoding must never crash the sampler
+                raw = ""
+            prompt, fb, reason = self.sanitizer(raw, cur)
+            prompts.append(prompt)
+            fallback.append(fb)
+            raws.append(raw)
+            reasons.append(reason)
+        return PolicyOutput(
+            prompts=prompts, completion_ids=[c.cpu() for c in ids], logprobs=[x.cpu() for x in lps],
+            fallback=fallback, raw_texts=raws, fallback_reasons=reasons,
+        )
+
+    # ------------------------------------------------------------------ LoRA
+
+    @property
+    def has_lora(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def enable_lora(
+        self,
+        r: int = 8,
+        alpha: int = 16,
+        target_modules: Sequence[str] | str | None = None,
+        dropout: float = 0.0,
+    ) -> VLMPolicy:
+        """Attach a LoRA adapter (default: attention projections of the language model only)."""
+        from peft import LoraConfig, get_peft_model
+
+        if self.has_lora:
+            raise RuntimeError("a LoRA adapter is already attached")
+        if target_modules is None:
+            target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+        cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules if isinstance(target_modules, str)
+                         else list(target_modules), lora_dropout=dropout, bias="none")
+        self.model = get_peft_model(self.model, cfg)
+        self.model.eval()
+        return self
+
+    def load_adapter(self, path: str | Path, is_trainable: bool = True) -> VLMPolicy:
+        """Attach a saved LoRA adapter."""
+        from peft import PeftModel
+
+        if self.has_lora:
+            raise RuntimeError("a LoRA adapter is already attached")
+        self.model = PeftModel.from_pretrained(self.model, str(path), is_trainable=is_trainable)
+        self.model.eval()
+        return self
+
+    @contextlib.contextmanager
+    def disabled_adapter(self) -> Iterator[VLMPolicy]:
+        """Within the block the policy is the reference policy (LoRA off); a no-op without LoRA."""
+        if not self.has_lora:
+            yield self
+            return
+        with self.model.disable_adapter():
+            yield self
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ persistence
+
+    def policy_config(self) -> dict[str, Any]:
+        return {
+            "instruction": self.instruction.to_dict(),
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_new_tokens": self.max_new_tokens,
+            "max_prompt_tokens": self.max_prompt_tokens,
+            "system_prompt": self.system_prompt,
+            "image_size": self.image_size,
+            "base_model": self.name_or_path,
+            "validator": _callable_ref(self.validator),
+            "prompt_length_fn": _callable_ref(self.prompt_length_fn),
+        }
+
+    def save_pretrained(self, path: str | Path, merge_lora: bool = False, dtype: torch.dtype | None = None) -> None:
+        """Save (safetensors) the model — or only the LoRA adapter when one is attached — with the
+        tokenizer, the processor and `promptloop_policy.json`. `merge_lora` saves a merged full model;
+        `dtype` (e.g. torch.float16) casts a copy of the saved weights."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if merge_lora and self.has_lora:
+            import copy
+
+            model = copy.deepcopy(self.model).merge_and_unload()
+        if dtype is not None:
+            import copy
+
+            model = copy.deepcopy(model).to(dtype)
+        model.save_pretrained(path, safe_serialization=True)
+        self.tokenizer.save_pretrained(path)
+        if hasattr(self.processor, "save_pretrained"):
+            self.processor.save_pretrained(path)
+        (path / POLICY_CONFIG).write_text(json.dumps(self.policy_config(), indent=2))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        adapter_path: str | Path | None = None,
+        trust_remote_code: bool = False,
+        dtype: torch.dtype | str | None = None,
+        device: str | torch.device | None = None,
+        is_trainable: bool = False,
+        **policy_kwargs: Any,
+    ) -> VLMPolicy:
+        """Load a policy saved by `save_pretrained` (full model, or an adapter folder whose
+        `promptloop_policy.json` / adapter config names its base) or any hub-format VLM folder.
+
+        `dtype` defaults to float32 on CPU and to the checkpoint's dtype ("auto") elsewhere; `device`
+        defaults to CPU. Keyword arguments override the saved policy settings (`temperature`, ...).
+        """
+        from transformers import AutoModelForImageTextToText, AutoTokenizer
+
+        path = Path(path)
+        saved: dict[str, Any] = {}
+        cfg_file = path / POLICY_CONFIG
+        if cfg_file.exists():
+            saved = json.loads(cfg_file.read_text())
+        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+            adapter_path = adapter_path or path
+            base = saved.get("base_model")
+            if not base:
+                base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+            if not base:
+                raise ValueError(f"{path} is an adapter folder that names no base model")
+            merged = {**cls._saved_kwargs(saved), **policy_kwargs}
+            return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
+                                       dtype=dtype, device=device, is_trainable=is_trainable, **merged)
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        if dtype is None:
+            dtype = torch.float32 if dev.type == "cpu" else "auto"
+        model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
+        model.to(dev)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
+        kwargs = cls._saved_kwargs(saved)
+        kwargs.update(policy_kwargs)
+        kwargs.setdefault("name_or_path", str(path))
+        policy = cls(model, tokenizer, processor, **kwargs)
+        if adapter_path is not None:
+            policy.load_adapter(adapter_path, is_trainable=is_trainable)
+        return policy
+
+    @staticmethod
+    def _saved_kwargs(saved: dict[str, Any]) -> dict[str, Any]:
+        kw: dict[str, Any] = {}
+        if "instruction" in saved:
+            kw["instruction"] = InstructionTemplate.from_dict(saved["instruction"])
+        for k in ("temperature", "top_p", "max_new_tokens", "max_prompt_tokens", "system_prompt", "image_size"):
+            if k in saved:
+                kw[k] = saved[k]
+        for k in ("validator", "prompt_length_fn"):
+            fn = _resolve_ref(saved.get(k))
+            if fn is not None:
+                kw[k] = fn
+        return kw
+
+    @staticmethod
+    def _load_processor(path: Path, model: Any, tokenizer: Any, trust_remote_code: bool) -> Any:
+        model_type = str(getattr(model.config, "model_type", ""))
+        if re.match(r"qwen\d?(_\d)?_vl", model_type):
+            try:
+                from transformers import AutoProcessor
+
+                proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+                if callable(proc) and hasattr(proc, "image_processor"):
+                    return proc
+            except Exception:  # no torchvision: fall back to the component set below
+                pass
+            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+            chat_template = getattr(tokenizer, "chat_template", None)
+            if not chat_template and (path / "chat_template.jinja").exists():
+                chat_template = (path / "chat_template.jinja").read_text()
+            elif not chat_template and (path / "chat_template.json").exists():
+                chat_template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
+            if chat_template:
+                tokenizer.chat_template = chat_template
+            return QwenVLComponentProcessor(Qwen2VLImageProcessorPil.from_pretrained(str(path)), tokenizer,
+                                            chat_template=chat_template)
+        from transformers import AutoProcessor
+
+        try:
+            proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        except Exception:
+            from transformers import AutoImageProcessor, LlavaProcessor
+
+            image_processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
+            proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                  chat_template=getattr(tokenizer, "chat_template", None))
+        return proc

@@ -1,0 +1,277 @@
+"""Atomic, resumable checkpoints.
+
+Layout of `OUTPUT_DIR/checkpoints/step-00000012/`::
+
+    policy/                 VLMPolicy.save_pretrained: the LoRA adapter (or the full model), safetensors
+    optimizer.pt            optimizer state_dict
+    lr_scheduler.pt         LR schedule state_dict
+    rng/rank-<r>.pt         python / numpy / torch (and CUDA) RNG states of process r
+    trainer_state.json      step, data position, the run's identity (config parts that must not change),
+                            and the size (and sha256 for files under 64 MiB) of every file above
+
+Writing goes to `.tmp-step-00000012/` and ends with `os.replace` onto the final name, so a process killed
+at any moment leaves either a complete checkpoint or none (stale tmp folders are removed at start).
+Loading verifies sizes and hashes (`CheckpointError` on a corrupt checkpoint) and compares the identity
+with the current config (`CheckpointError` naming each differing field). `torch.load` is only called
+with `weights_only=True`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+FORMAT_VERSION = 1
+STATE_FILE = "trainer_state.json"
+_STEP_DIR = re.compile(r"^step-(\d{8})$")
+_HASH_LIMIT = 64 * 2**20
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or incompatible with the current configuration."""
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:08d}"
+
+
+def list_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoints in `output_dir`, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := _STEP_DIR.match(p.name)) and p.is_dir()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint in `output_dir`, or None."""
+    cps = list_checkpoints(output_dir)
+    return cps[-1] if cps else None
+
+
+def remove_stale_tmp(output_dir: str | Path) -> None:
+    """Delete half-written checkpoint folders left by a killed run."""
+    root = checkpoint_root(output_dir)
+    if root.is_dir():
+        for p in root.iterdir():
+            if p.name.startswith(".tmp-"):
+                shutil.rmtree(p, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# RNG
+# ----------------------------------------------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    """This process's RNG states in a form `torch.load(weights_only=True)` accepts."""
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"key": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["key"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# files
+# ----------------------------------------------------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.name != STATE_FILE:
+            rel = p.relative_to(folder).as_posix()
+            size = p.stat().st_size
+            out[rel] = {"size": size, **({"sha256": _sha256(p)} if size <= _HASH_LIMIT else {})}
+    return out
+
+
+def _fsync_tree(folder: Path) -> None:
+    for p in folder.rglob("*"):
+        if p.is_file():
+            with p.open("rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def _load_torch(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"corrupt checkpoint file {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# save / load
+# ----------------------------------------------------------------------------------------------------------------------
+def save_checkpoint(
+    accelerator: Any,
+    output_dir: str | Path,
+    step: int,
+    policy: Any,
+    optimizer: Any,
+    lr_scheduler: Any,
+    state: dict[str, Any],
+    keep: int = 0,
+) -> Path:
+    """Write the checkpoint of `step` atomically (all processes call this; returns its final path)."""
+    root = checkpoint_root(output_dir)
+    final = root / step_dir_name(step)
+    tmp = root / f".tmp-{step_dir_name(step)}"
+    if accelerator.is_main_process:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        (tmp / "rng").mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    torch.save(rng_state(), tmp / "rng" / f"rank-{accelerator.process_index}.pt")
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        policy.save_pretrained(tmp / "policy")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+        full_state = {"format": FORMAT_VERSION, **state, "world_size": accelerator.num_processes,
+                      "files": _manifest(tmp)}
+        (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+        _fsync_tree(tmp)
+        if final.exists():  # re-saving a step (e.g. after a resume at that step)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if keep > 0:
+            for old in list_checkpoints(output_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """The trainer_state.json of a checkpoint, after checking every listed file's size and hash."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    state_file = path / STATE_FILE
+    try:
+        state = json.loads(state_file.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is not a checkpoint (no {STATE_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"corrupt checkpoint {path}: {STATE_FILE} is not valid JSON ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {state.get('format') if isinstance(state, dict) else '?'}"
+                              f", this version reads format {FORMAT_VERSION}")
+    for rel, info in state.get("files", {}).items():
+        f = path / rel
+        if not f.is_file():
+            raise CheckpointError(f"corrupt checkpoint {path}: file {rel} is missing")
+        if f.stat().st_size != info["size"]:
+            raise CheckpointError(f"corrupt checkpoint {path}: {rel} has {f.stat().st_size} bytes, "
+                                  f"expected {info['size']}")
+        if "sha256" in info and _sha256(f) != info["sha256"]:
+            raise CheckpointError(f"corrupt checkpoint {path}: {rel} does not match its recorded sha256")
+    return state
+
+
+def check_identity(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
+    """Raise CheckpointError listing the fields where the checkpoint's run identity differs from the config."""
+    diffs = []
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key, "<missing>") != current.get(key, "<missing>"):
+            old, new = saved.get(key, "<missing>"), current.get(key, "<missing>")
+            diffs.append(f"{key}: checkpoint {old!r} vs config {new!r}")
+    if diffs:
+        raise CheckpointError(f"checkpoint {path} was written by an incompatible run (different config/model): "
+                              + "; ".join(diffs))
+
+
+def _load_policy_weights(path: Path, policy: Any) -> None:
+    folder = path / "policy"
+    if policy.has_lora:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        f = folder / "adapter_model.safetensors"
+        if not f.is_file():
+            raise CheckpointError(f"checkpoint {path} holds no LoRA adapter (policy/adapter_model.safetensors); "
+                                  "was it written by a full fine-tuning run?")
+        try:
+            sd = load_file(str(f))
+        except Exception as e:
+            raise CheckpointError(f"corrupt checkpoint file {f}: {e}") from e
+        try:
+            result = set_peft_model_state_dict(policy.model, sd)
+        except RuntimeError as e:  # shape mismatch
+            raise CheckpointError(f"checkpoint {path}: the adapter does not fit the policy: "
+                                  f"{str(e).splitlines()[0]}") from e
+        missing = [k for k in result.missing_keys if "lora_" in k]
+        if missing or result.unexpected_keys:
+            raise CheckpointError(f"checkpoint {path}: the adapter does not fit the policy (missing {missing[:3]}, "
+                                  f"unexpected {list(result.unexpected_keys)[:3]})")
+        return
+    if (folder / "adapter_config.json").exists():
+        raise CheckpointError(f"checkpoint {path} holds a LoRA adapter but the policy is fully fine-tuned")
+    base = policy.base_model
+    try:
+        loaded = type(base).from_pretrained(str(folder), dtype=policy.dtype)
+        result = base.load_state_dict(loaded.state_dict(), strict=True)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path}: cannot load the policy weights: {type(e).__name__}: "
+                              f"{str(e).splitlines()[0]}") from e
+    del loaded, result
+
+
+def load_checkpoint(
+    path: str | Path,
+    accelerator: Any,
+    policy: Any,
+    optimizer: Any,
+    lr_scheduler: Any,
+    identity: dict[str, Any],
+) -> dict[str, Any]:
+    """Restore policy weights, optimizer, LR schedule and this process's RNG; return the trainer state."""
+    path = Path(path)
+    state = read_state(path)
+    check_identity(path, state.get("identity", {}), identity)
+    _load_policy_weights(path, policy)
+    try:
+        optimizer.load_state_dict(_load_torch(path / "optimizer.pt"))
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"checkpoint {path}: optimizer state does not fit the trainable parameters: {e}") from e
+    lr_scheduler.load_state_dict(_load_torch(path / "lr_scheduler.pt"))
+    rng_file = path / "rng" / f"rank-{accelerator.process_index}.pt"
+    if rng_file.is_file():
+        set_rng_state(_load_torch(rng_file))
+    return state

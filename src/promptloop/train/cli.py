@@ -1,0 +1,110 @@
+"""Command line: `python -m promptloop.train CONFIG.yaml [key=value ...] [--resume] [--json]`.
+
+`add_train_parser(subparsers)` mounts the same command as `promptloop train` in the main CLI; its
+handler returns a result dict (the main CLI prints it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DESCRIPTION = "train a PromptLoop refinement policy with GRPO (frozen diffusion model)"
+
+
+def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("config", nargs="?", default=None, help="YAML config file (see configs/); omitted: the defaults")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides, dotted for nested fields (e.g. grpo.beta=0.02 rewards.proxy=0.1)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in output_dir")
+    p.add_argument("--output-dir", default=None, help="shorthand for output_dir=...")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config (commented YAML) and exit")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    return p
+
+
+def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
+    """Handler of `promptloop train`: load the config, train, return a summary dict."""
+    from promptloop.train.config import dump_yaml, load_config
+    from promptloop.train.trainer import train
+
+    overrides = list(args.overrides)
+    config = args.config
+    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
+        overrides.insert(0, config)  # only overrides were given
+        config = None
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    if args.resume:
+        overrides.append("resume=true")
+    cfg = load_config(config, overrides)
+    if args.print_config:
+        print(dump_yaml(cfg))
+        return {}
+    result = train(cfg)
+    summary: dict[str, Any] = {
+        "output_dir": str(result.output_dir),
+        "steps": result.steps,
+        "metrics": str(result.metrics_path),
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+        "policy": str(result.policy_path) if result.policy_path else None,
+        "plot": str(result.plot_path) if result.plot_path else None,
+    }
+    for key in ("reward/total/mean", "kl", "clip_fraction", "fallback_rate"):
+        if key in result.metrics:
+            summary[key] = result.metrics[key]
+    if result.eval_metrics:
+        summary.update({k: v for k, v in result.eval_metrics.items() if k.endswith("/mean")})
+    return summary
+
+
+def add_train_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `train` subcommand to a main CLI's subparsers (handler: `args.func(args) -> dict`)."""
+    p = subparsers.add_parser("train", help=DESCRIPTION, description=DESCRIPTION)
+    _configure(p)
+    p.set_defaults(func=cmd_train)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    return _configure(argparse.ArgumentParser(prog="python -m promptloop.train", description=DESCRIPTION))
+
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions reported as one `error:` line (exit code 2) instead of a traceback."""
+    from promptloop.rewards import UnknownRewardError
+    from promptloop.train.checkpoint import CheckpointError
+    from promptloop.train.config import ConfigError
+    from promptloop.train.data import PromptFileError
+    from promptloop.train.trainer import TrainError
+    from promptloop.world.backbone import BackboneLoadError
+
+    return (ConfigError, CheckpointError, PromptFileError, TrainError, UnknownRewardError, BackboneLoadError,
+            FileNotFoundError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m promptloop.train`; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        result = cmd_train(args)
+    except known_errors() as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"promptloop train: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("promptloop train: interrupted (resume with --resume)", file=sys.stderr)
+        return 130
+    if result:
+        if args.json:
+            print(json.dumps(result))
+        else:
+            for k, v in result.items():
+                print(f"{k}: {v}")
+    return 0

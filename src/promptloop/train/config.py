@@ -1,0 +1,470 @@
+"""Training configuration: dataclasses loaded from YAML with `key=value` command-line overrides.
+
+Every field carries a one-line help text (`field(metadata={"help": ...})`); `dump_yaml(config)` writes a
+YAML file with that help as a comment after each field. Loading validates strictly: an unknown key is
+an error naming the key and the file, a value of the wrong type or out of range is an error naming the
+field (`ConfigError`, a ValueError).
+
+    cfg = load_config("configs/world.yaml", ["grpo.beta=0.02", "rewards.proxy=0.1", "steps=10"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration error; the message names the file (or override) and the field."""
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse's wording
+    """A dataclass field with a default and a one-line help text."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class PipelineConfig:
+    """The frozen diffusion pipeline that renders the images."""
+
+    name_or_path: str = _f("tiny:sd", "diffusers folder or hub id; 'world' / 'world:PATH' for the Shapes-world "
+                                       "backbone; 'tiny:sd|sdxl|sd3|flux' for random test pipelines")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the pipeline weights")
+    variant: str | None = _f(None, "weights variant to load from the hub (e.g. 'fp16'), null for the default")
+    num_inference_steps: int = _f(20, "sampling steps per image")
+    guidance_scale: float | None = _f(None, "classifier-free guidance scale (null: the pipeline's default)")
+    height: int | None = _f(None, "image height in pixels (null: the pipeline's default)")
+    width: int | None = _f(None, "image width in pixels (null: the pipeline's default)")
+    negative_prompt: str | None = _f(None, "negative prompt for every sample (null: none)")
+
+
+@dataclass
+class PolicyConfig:
+    """The VLM refinement policy being trained."""
+
+    name_or_path: str = _f("tiny:llava", "VLMPolicy folder or hub id; 'world' for assets/world/policy; "
+                                          "'tiny:llava' / 'tiny:qwen25vl' for random test policies")
+    adapter_path: str | None = _f(None, "an existing LoRA adapter to start from (null: a fresh one)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
+        "auto", "dtype of the policy weights (auto: float32 on CPU, checkpoint dtype on GPU)")
+    finetune: Literal["lora", "full"] = _f("lora", "train a LoRA adapter or all weights")
+    lora_r: int = _f(8, "LoRA rank")
+    lora_alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
+    lora_target_modules: str | None = _f(None, "regex of modules to adapt (null: the LM's attention projections)")
+    temperature: float = _f(1.0, "sampling temperature of the rewrites (also used for all log-probs)")
+    top_p: float = _f(1.0, "nucleus sampling threshold (not part of the log-prob definition)")
+    max_new_tokens: int | None = _f(None, "longest rewrite in tokens (null: the policy's own setting)")
+    max_prompt_tokens: int | None = _f(None, "longest accepted rewrite in diffusion-tokenizer tokens "
+                                             "(null: the policy's own setting)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass to save memory")
+
+
+@dataclass
+class LoopConfig:
+    """How the sampler calls the policy during a rollout."""
+
+    mode: Literal["feedback", "no-feedback", "feed-forward"] = _f("feedback", "refinement mode of the sampler")
+    num_refinements: int = _f(3, "refinements per trajectory (K); drawn at random steps during training")
+    preview: Literal["vae", "vae-lowres"] = _f("vae", "how x0 previews are decoded")
+    preview_size: int | None = _f(None, "longest side of the previews in pixels (null: full resolution)")
+
+
+@dataclass
+class DataConfig:
+    """Where the training and evaluation queries come from."""
+
+    train: str = _f("world:train", "training prompts: a .txt/.jsonl/.csv file, 'world:train', 'world:heldout' "
+                                   "or 'hf:NAME[:SPLIT[:COLUMN]]'")
+    eval: str | None = _f("world:heldout", "evaluation prompts (same forms; null: no evaluation)")
+    column: str | None = _f(None, "field holding the prompt in .jsonl/.csv/hf sources (null: prompt, caption or text)")
+    max_train_prompts: int | None = _f(None, "use only the first N training prompts (null: all)")
+    shuffle: bool = _f(True, "reshuffle the training prompts every epoch (seeded)")
+
+
+@dataclass
+class GRPOConfig:
+    """Group-relative policy optimisation."""
+
+    queries_per_step: int = _f(4, "queries per GRPO step over all processes (divisible by the process count)")
+    num_generations: int = _f(4, "trajectories per query (G), each with its own seed")
+    groups_per_rollout_call: int = _f(1, "query groups per sampler call (per-process group counts should be a "
+                                         "multiple of it for identical results across process counts)")
+    num_iterations: int = _f(1, "optimizer passes per rollout batch (mu); pass 1 is exactly on-policy")
+    clip_eps: float = _f(0.2, "PPO clip range below 1 (ratio >= 1 - clip_eps)")
+    clip_eps_high: float | None = _f(None, "PPO clip range above 1 (null: clip_eps)")
+    beta: float = _f(0.04, "weight of the k3 KL penalty to the reference policy (0: no reference pass)")
+    scale_rewards: bool = _f(True, "divide group-centred rewards by the group std (false: Dr. GRPO)")
+    micro_batch_size: int = _f(8, "refinement actions per forward/backward pass (gradient accumulation)")
+    recompute_old_logprobs: bool = _f(False, "recompute old log-probs in one forward before the update instead "
+                                              "of the ones recorded at sampling (useful in bf16/fp16)")
+    learning_rate: float = _f(1e-4, "peak learning rate of AdamW")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.999, "AdamW beta2")
+    adam_eps: float = _f(1e-8, "AdamW epsilon")
+    max_grad_norm: float | None = _f(1.0, "gradient clipping norm (null: no clipping)")
+    lr_schedule: Literal["constant", "linear", "cosine"] = _f("constant", "learning-rate decay after warm-up")
+    warmup_steps: int = _f(0, "optimizer steps of linear warm-up")
+
+
+@dataclass
+class EvalConfig:
+    """Periodic held-out evaluation (over-optimisation monitor)."""
+
+    every: int = _f(0, "evaluate every N steps and at the end (0: never)")
+    num_queries: int = _f(8, "held-out queries per evaluation (first N of data.eval)")
+    seeds_per_query: int = _f(1, "images per held-out query")
+    num_refinements: int | None = _f(None, "refinements at evaluation, equally spaced (null: loop.num_refinements)")
+    alignment: Literal["auto", "always", "never"] = _f("auto", "also report the world's alignment reward: auto = "
+                                                               "when every eval query parses as a world query")
+
+
+@dataclass
+class LoggingConfig:
+    """Progress bar, metrics files, trackers, plots."""
+
+    report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Accelerate tracker besides metrics.jsonl")
+    project_name: str = _f("promptloop", "tracker project name")
+    progress_bar: bool = _f(True, "show a tqdm progress bar (main process)")
+    plot: bool = _f(True, "write reward_curve.png at the end")
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpointing and resume."""
+
+    every: int = _f(0, "save a checkpoint every N steps and at the end (0: only at the end)")
+    keep: int = _f(2, "checkpoints kept (older ones are deleted; 0 keeps all)")
+    save_final_policy: bool = _f(True, "save the trained policy to OUTPUT_DIR/policy at the end")
+
+
+@dataclass
+class AccelerateConfig:
+    """Accelerate settings."""
+
+    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast precision of the policy (fp16 needs CUDA)")
+    cpu: bool = _f(False, "force CPU even when a GPU is present")
+
+
+@dataclass
+class TrainConfig:
+    """A PromptLoop GRPO run."""
+
+    output_dir: str = _f("runs/promptloop", "folder for metrics.jsonl, checkpoints, plots and the final policy")
+    seed: int = _f(0, "seed of everything (data order, sampling seeds, schedules)")
+    steps: int = _f(10, "GRPO steps (one rollout batch + mu optimizer passes each)")
+    resume: bool | str = _f(False, "true: continue from the latest checkpoint in output_dir (if any); "
+                                   "a path: that checkpoint")
+    overwrite: bool = _f(False, "start afresh even if output_dir holds checkpoints (they are deleted)")
+    rewards: dict[str, float] = _f({"alignment": 1.0}, "named rewards and their weights; the terminal reward "
+                                                        "is the weighted sum, judged against the original query")
+    reward_kwargs: dict[str, dict[str, Any]] = _f({}, "options per reward name, passed to its factory")
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig, metadata={"help": "the frozen diffusion pipeline"})
+    policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "the VLM policy"})
+    loop: LoopConfig = field(default_factory=LoopConfig, metadata={"help": "the refinement loop"})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "prompt sources"})
+    grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "GRPO hyper-parameters"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "held-out evaluation"})
+    logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logging"})
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
+    accelerate: AccelerateConfig = field(default_factory=AccelerateConfig, metadata={"help": "Accelerate"})
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain nested dict (YAML/JSON serialisable)."""
+        return dataclasses.asdict(self)
+
+    def validate(self, source: str = "config") -> TrainConfig:
+        """Range checks across fields; raises ConfigError naming `source` and the field."""
+        validate(self, source)
+        return self
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# loading
+# ----------------------------------------------------------------------------------------------------------------------
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert `value` to the annotated type `tp`; raise ConfigError otherwise."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:  # try bool before str so that `true` stays a bool for `bool | str`
+            if a is type(None):
+                continue
+            try:
+                return _coerce(value, a, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where}: expected a string, got {value!r}")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_coerce(k, kt, f"{where} key"): _coerce(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (et,) = typing.get_args(tp)
+        return [_coerce(v, et, f"{where}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    raise ConfigError(f"{where}: unsupported type {tp!r}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, where: str, source: str = "") -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        if key not in names:
+            raise ConfigError(f"{where}: unknown key {key!r}{' in ' + source if source else ''}; "
+                              f"known keys: {', '.join(names)}")
+        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    cur = data
+    for p in parts[:-1]:
+        nxt = cur.get(p)
+        if nxt is None:
+            nxt = cur[p] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted!r}: {p!r} is not a section")
+        cur = nxt
+    cur[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, Any]]:
+    """`["grpo.beta=0.1", "rewards.proxy=0.2"]` -> [("grpo.beta", 0.1), ...] (values parsed as YAML)."""
+    out = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (dotted keys for nested fields)")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+        out.append((key, value))
+    return out
+
+
+def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
+    """Build and validate a TrainConfig from a nested dict; errors name `source`."""
+    try:
+        cfg = _build(TrainConfig, data, "", source)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    return cfg.validate(source)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Load a YAML config (or the defaults when `path` is None), apply `key=value` overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise FileNotFoundError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of fields, got {type(loaded).__name__}")
+        data = loaded
+        try:  # unknown keys are reported against the file before the overrides are merged
+            _build(TrainConfig, data, "", source)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    parsed = parse_overrides(list(overrides))
+    for key, value in parsed:
+        _set_dotted(data, key, value)
+        try:
+            _build(TrainConfig, data, "", f"override {key}={value!r}")
+        except ConfigError as e:
+            raise ConfigError(f"override {key}={value!r}: {e}") from None
+    if parsed:
+        source = f"{source} + overrides"
+    return config_from_dict(data, source)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# validation
+# ----------------------------------------------------------------------------------------------------------------------
+def validate(cfg: TrainConfig, source: str = "config") -> None:
+    """Range and consistency checks; raises ConfigError('<source>: <field>: <problem>')."""
+
+    def check(ok: bool, key: str, msg: str) -> None:
+        if not ok:
+            raise ConfigError(f"{source}: {key}: {msg}")
+
+    check(cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
+    check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
+    check(bool(cfg.output_dir), "output_dir", "must not be empty")
+    check(bool(cfg.rewards), "rewards", "name at least one reward, e.g. {alignment: 1.0}")
+    for name, w in cfg.rewards.items():
+        check(math.isfinite(w), f"rewards.{name}", f"weight must be finite, got {w}")
+    for name in cfg.reward_kwargs:
+        check(name in cfg.rewards, f"reward_kwargs.{name}", f"options for a reward without a weight; rewards: "
+                                                            f"{sorted(cfg.rewards)}")
+    p = cfg.pipeline
+    check(p.num_inference_steps >= 2, "pipeline.num_inference_steps", f"must be >= 2, got {p.num_inference_steps}")
+    check(p.guidance_scale is None or p.guidance_scale >= 0, "pipeline.guidance_scale", "must be >= 0")
+    for k in ("height", "width"):
+        v = getattr(p, k)
+        check(v is None or (v > 0 and v % 8 == 0), f"pipeline.{k}", f"must be a positive multiple of 8, got {v}")
+    pol = cfg.policy
+    check(pol.lora_r >= 1, "policy.lora_r", f"must be >= 1, got {pol.lora_r}")
+    check(pol.lora_alpha >= 1, "policy.lora_alpha", f"must be >= 1, got {pol.lora_alpha}")
+    check(pol.temperature > 0, "policy.temperature", f"must be > 0 for GRPO (sampling), got {pol.temperature}")
+    check(0 < pol.top_p <= 1, "policy.top_p", f"must be in (0, 1], got {pol.top_p}")
+    check(pol.max_new_tokens is None or pol.max_new_tokens >= 1, "policy.max_new_tokens", "must be >= 1")
+    check(pol.max_prompt_tokens is None or pol.max_prompt_tokens >= 1, "policy.max_prompt_tokens", "must be >= 1")
+    check(not (pol.adapter_path and pol.finetune == "full"), "policy.adapter_path",
+          "an adapter to start from needs finetune: lora")
+    lp = cfg.loop
+    check(1 <= lp.num_refinements <= p.num_inference_steps - 1, "loop.num_refinements",
+          f"must be in 1..{p.num_inference_steps - 1} (pipeline.num_inference_steps - 1), got {lp.num_refinements}")
+    check(lp.mode != "feed-forward" or lp.num_refinements == 1, "loop.num_refinements",
+          "feed-forward mode makes exactly one rewrite: set loop.num_refinements: 1")
+    check(lp.preview_size is None or lp.preview_size >= 8, "loop.preview_size", "must be >= 8")
+    d = cfg.data
+    check(bool(d.train), "data.train", "must name a prompt source")
+    check(d.max_train_prompts is None or d.max_train_prompts >= 1, "data.max_train_prompts", "must be >= 1")
+    g = cfg.grpo
+    check(g.queries_per_step >= 1, "grpo.queries_per_step", f"must be >= 1, got {g.queries_per_step}")
+    check(g.num_generations >= 2, "grpo.num_generations",
+          f"must be >= 2 (a group of one has no spread, so zero advantage), got {g.num_generations}")
+    check(g.groups_per_rollout_call >= 1, "grpo.groups_per_rollout_call", "must be >= 1")
+    check(g.num_iterations >= 1, "grpo.num_iterations", f"must be >= 1, got {g.num_iterations}")
+    check(0 < g.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {g.clip_eps}")
+    check(g.clip_eps_high is None or g.clip_eps_high > 0, "grpo.clip_eps_high", "must be > 0")
+    check(g.beta >= 0, "grpo.beta", f"must be >= 0, got {g.beta}")
+    check(g.micro_batch_size >= 1, "grpo.micro_batch_size", "must be >= 1")
+    check(g.learning_rate > 0, "grpo.learning_rate", f"must be > 0, got {g.learning_rate}")
+    check(g.weight_decay >= 0, "grpo.weight_decay", "must be >= 0")
+    check(0 <= g.adam_beta1 < 1 and 0 <= g.adam_beta2 < 1, "grpo.adam_beta1/adam_beta2", "must be in [0, 1)")
+    check(g.adam_eps > 0, "grpo.adam_eps", "must be > 0")
+    check(g.max_grad_norm is None or g.max_grad_norm > 0, "grpo.max_grad_norm", "must be > 0 or null")
+    check(g.warmup_steps >= 0, "grpo.warmup_steps", "must be >= 0")
+    e = cfg.eval
+    check(e.every >= 0, "eval.every", "must be >= 0")
+    check(e.num_queries >= 1, "eval.num_queries", "must be >= 1")
+    check(e.seeds_per_query >= 1, "eval.seeds_per_query", "must be >= 1")
+    check(e.every == 0 or d.eval is not None, "eval.every", "evaluation needs data.eval")
+    check(e.num_refinements is None or 1 <= e.num_refinements <= p.num_inference_steps - 1, "eval.num_refinements",
+          f"must be in 1..{p.num_inference_steps - 1}")
+    c = cfg.checkpoint
+    check(c.every >= 0, "checkpoint.every", "must be >= 0")
+    check(c.keep >= 0, "checkpoint.keep", "must be >= 0")
+    check(not (cfg.resume and cfg.overwrite), "overwrite", "cannot be combined with resume")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# writing commented YAML
+# ----------------------------------------------------------------------------------------------------------------------
+def _yaml_scalar(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    if text.endswith("\n..."):
+        text = text[: -len("\n...")]
+    return text.removesuffix("...").strip()
+
+
+def dump_yaml(cfg: Any, indent: int = 0) -> str:
+    """YAML text of a config dataclass with each field's help as a trailing comment."""
+    lines: list[str] = []
+    pad = "  " * indent
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        help_text = f.metadata.get("help", "")
+        if dataclasses.is_dataclass(value):
+            lines.append(f"{pad}{f.name}:  # {help_text}")
+            lines.append(dump_yaml(value, indent + 1))
+        else:
+            lines.append(f"{pad}{f.name}: {_yaml_scalar(value)}  # {help_text}")
+    return "\n".join(lines)
+
+
+def field_help() -> dict[str, str]:
+    """{dotted field name: help} for every field (for `--help-config`)."""
+    out: dict[str, str] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        hints = _hints(cls)
+        for f in dataclasses.fields(cls):
+            name = prefix + f.name
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], name + ".")
+            else:
+                out[name] = f.metadata.get("help", "")
+
+    walk(TrainConfig, "")
+    return out

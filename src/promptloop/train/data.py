@@ -1,0 +1,184 @@
+"""Prompt sources and the deterministic order in which training queries are drawn.
+
+Sources (`load_prompts`):
+- `world:train`, `world:heldout`: the Shapes world's fixed prompt sets (`promptloop.world.prompts`);
+- a `.txt` file: one prompt per line (blank lines and lines starting with `#` skipped);
+- a `.jsonl` file: one JSON object per line holding the prompt under `column` (default: the first of
+  prompt / caption / text present), or a JSON string;
+- a `.csv` file with a header row naming the prompt column (same default names);
+- `hf:NAME[:SPLIT[:COLUMN]]`: a Hugging Face dataset through `datasets` (imported lazily).
+A malformed file raises `PromptFileError` naming the file and the line.
+
+`PromptOrder` gives the queries of step s as positions [s*Q, (s+1)*Q) of an endless sequence of seeded
+per-epoch permutations: the data position is a pure function of the step, so resuming is exact.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+DEFAULT_COLUMNS = ("prompt", "caption", "text")
+
+
+class PromptFileError(ValueError):
+    """A prompt source that cannot be read; the message names the file and line."""
+
+
+def _pick(record: dict, column: str | None, where: str) -> str:
+    keys = (column,) if column else DEFAULT_COLUMNS
+    for k in keys:
+        if k in record:
+            v = record[k]
+            if not isinstance(v, str):
+                raise PromptFileError(f"{where}: field {k!r} is not a string: {v!r}")
+            return v
+    raise PromptFileError(f"{where}: no field {' / '.join(repr(k) for k in keys)} in {sorted(record)}")
+
+
+def _load_txt(path: Path) -> list[str]:
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        s = line.strip()
+        if not s or s.startswith("#"):
+            continue
+        if "\x00" in s:
+            raise PromptFileError(f"{path}:{i}: NUL byte in prompt")
+        out.append(s)
+    return out
+
+
+def _load_jsonl(path: Path, column: str | None) -> list[str]:
+    out = []
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise PromptFileError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        if isinstance(rec, str):
+            out.append(rec.strip())
+        elif isinstance(rec, dict):
+            out.append(_pick(rec, column, f"{path}:{i}").strip())
+        else:
+            raise PromptFileError(f"{path}:{i}: expected a JSON object or string, got {type(rec).__name__}")
+    return out
+
+
+def _load_csv(path: Path, column: str | None) -> list[str]:
+    out = []
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader)
+        except StopIteration:
+            return []
+        names = [h.strip() for h in header]
+        keys = (column,) if column else DEFAULT_COLUMNS
+        idx = next((names.index(k) for k in keys if k in names), None)
+        if idx is None:
+            raise PromptFileError(f"{path}:1: header {names} names no column {' / '.join(repr(k) for k in keys)}")
+        for row in reader:
+            line = reader.line_num
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(names):
+                raise PromptFileError(f"{path}:{line}: {len(row)} fields, the header has {len(names)}")
+            out.append(row[idx].strip())
+    return out
+
+
+def _load_hf(spec: str, column: str | None) -> list[str]:
+    parts = spec.split(":")
+    name = parts[0]
+    split = parts[1] if len(parts) > 1 and parts[1] else "train"
+    col = parts[2] if len(parts) > 2 and parts[2] else column
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        raise PromptFileError(f"prompt source 'hf:{spec}' needs the `datasets` package (pip install datasets), "
+                              "or export the prompts to a .txt/.jsonl/.csv file") from None
+    from datasets import load_dataset
+
+    ds = load_dataset(name, split=split)
+    cols = (col,) if col else DEFAULT_COLUMNS
+    found = next((c for c in cols if c in ds.column_names), None)
+    if found is None:
+        raise PromptFileError(f"dataset {name!r} ({split}) has no column {' / '.join(cols)}; "
+                              f"columns: {ds.column_names}")
+    return [str(x).strip() for x in ds[found]]
+
+
+def load_prompts(source: str, column: str | None = None, limit: int | None = None) -> list[str]:
+    """The prompts of a source (see the module docstring), non-empty, in file order (first `limit`)."""
+    if source.startswith("world:"):
+        from promptloop.world.prompts import prompt_set
+
+        name = source.split(":", 1)[1]
+        try:
+            prompts = [it.caption for it in prompt_set(name)]
+        except KeyError as e:
+            raise PromptFileError(f"prompt source {source!r}: {e.args[0]}") from None
+    elif source.startswith("hf:"):
+        prompts = _load_hf(source[3:], column)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"prompt file not found: {path}")
+        suffix = path.suffix.lower()
+        try:
+            if suffix == ".txt":
+                prompts = _load_txt(path)
+            elif suffix == ".jsonl":
+                prompts = _load_jsonl(path, column)
+            elif suffix == ".csv":
+                prompts = _load_csv(path, column)
+            else:
+                raise PromptFileError(f"{path}: unknown prompt file type {suffix!r}; use .txt, .jsonl or .csv")
+        except UnicodeDecodeError as e:
+            raise PromptFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    prompts = [p for p in prompts if p]
+    if limit is not None:
+        prompts = prompts[:limit]
+    if not prompts:
+        raise PromptFileError(f"prompt source {source!r} holds no prompts")
+    return prompts
+
+
+def is_world_query(text: str) -> bool:
+    """True when `text` parses as a Shapes-world query (so the world's alignment reward applies)."""
+    from promptloop.world.grammar import parse
+
+    try:
+        parse(text)
+    except Exception:
+        return False
+    return True
+
+
+class PromptOrder:
+    """Deterministic query order: position p is item perm_e[p mod n] of epoch e = p // n."""
+
+    def __init__(self, prompts: list[str], seed: int, shuffle: bool = True) -> None:
+        if not prompts:
+            raise ValueError("no prompts")
+        self.prompts = list(prompts)
+        self.seed = seed
+        self.shuffle = shuffle
+        self._perms: dict[int, list[int]] = {}
+
+    def _perm(self, epoch: int) -> list[int]:
+        if epoch not in self._perms:
+            idx = list(range(len(self.prompts)))
+            if self.shuffle:
+                random.Random(self.seed * 1_000_003 + epoch).shuffle(idx)
+            self._perms = {epoch: idx}  # keep one epoch in memory
+        return self._perms[epoch]
+
+    def take(self, position: int, count: int) -> list[str]:
+        """The `count` queries starting at data position `position`."""
+        n = len(self.prompts)
+        return [self.prompts[self._perm(p // n)[p % n]] for p in range(position, position + count)]

@@ -1,0 +1,144 @@
+"""Config loading/validation and prompt sources of promptloop.train (fast, no models)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from promptloop.train.config import ConfigError, TrainConfig, dump_yaml, field_help, load_config
+from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.mark.parametrize("name", ["world.yaml", "sd15_imagereward.yaml", "sdxl_imagereward.yaml"])
+def test_shipped_configs_load_and_comment_every_field(name: str) -> None:
+    cfg = load_config(CONFIGS / name)
+    assert isinstance(cfg, TrainConfig)
+    lines = (CONFIGS / name).read_text().splitlines()
+    body = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    assert all("  # " in ln for ln in body), [ln for ln in body if "  # " not in ln]
+    assert len(body) == len(field_help()) + len([f for f in dataclasses.fields(TrainConfig)
+                                                  if dataclasses.is_dataclass(getattr(cfg, f.name))])
+
+
+def test_recipes_match_the_paper_setting() -> None:
+    sd15, sdxl, world = (load_config(CONFIGS / n) for n in ("sd15_imagereward.yaml", "sdxl_imagereward.yaml",
+                                                            "world.yaml"))
+    assert sd15.pipeline.name_or_path == "runwayml/stable-diffusion-v1-5"
+    assert sdxl.pipeline.name_or_path == "stabilityai/stable-diffusion-xl-base-1.0"
+    for c in (sd15, sdxl):
+        assert c.policy.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct" and c.policy.finetune == "lora"
+        assert c.rewards == {"imagereward": 1.0} and c.accelerate.mixed_precision == "bf16"
+    assert world.rewards == {"alignment": 1.0} and world.data.eval == "world:heldout"
+
+
+def test_every_dataclass_field_has_help() -> None:
+    assert all(h.strip() for h in field_help().values())
+
+
+def test_dump_yaml_round_trips() -> None:
+    cfg = load_config(None, ["grpo.beta=0.1", "rewards={proxy: 0.5, alignment: 1.0}", "pipeline.height=64"])
+    again = yaml.safe_load(dump_yaml(cfg))
+    assert again == cfg.to_dict()
+
+
+def test_overrides_dotted_and_types(tmp_path: Path) -> None:
+    f = tmp_path / "c.yaml"
+    # YAML 1.1 reads 1e-4 as a string
+    f.write_text("steps: 3\nrewards: {alignment: 1.0}\ngrpo:\n  learning_rate: 1e-4\n")
+    cfg = load_config(f, ["grpo.beta=0", "rewards.proxy=0.25", "resume=true", "policy.max_new_tokens=null"])
+    assert cfg.steps == 3 and cfg.grpo.learning_rate == 1e-4 and cfg.grpo.beta == 0.0
+    assert cfg.rewards == {"alignment": 1.0, "proxy": 0.25} and cfg.resume is True
+    assert load_config(None, ["resume=runs/x/checkpoints/step-00000001"]).resume == "runs/x/checkpoints/step-00000001"
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    f = tmp_path / "bad.yaml"
+    f.write_text("grpo:\n  bta: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*unknown key 'bta'"):
+        load_config(f)
+    with pytest.raises(ConfigError, match=r"override.*unknown key 'nope'"):
+        load_config(None, ["pipeline.nope=1"])
+
+
+@pytest.mark.parametrize("override,match", [
+    ("steps=abc", "steps: expected an integer"),
+    ("grpo.beta=[1]", "grpo.beta: expected a number"),
+    ("loop.mode=sideways", "loop.mode: expected one of"),
+    ("logging.progress_bar=3", "expected true or false"),
+    ("steps=0", "steps: must be >= 1"),
+    ("grpo.num_generations=1", "grpo.num_generations: must be >= 2"),
+    ("grpo.clip_eps=1.5", r"grpo.clip_eps: must be in \(0, 1\)"),
+    ("grpo.beta=-1", "grpo.beta: must be >= 0"),
+    ("loop.num_refinements=30", "loop.num_refinements: must be in 1..19"),
+    ("rewards={}", "rewards: name at least one reward"),
+    ("stepz", "not of the form key=value"),
+])
+def test_bad_values_are_clear(override: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        load_config(None, [override])
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+# ------------------------------------------------------------------------------------------------------------- prompts
+def test_prompt_files(tmp_path: Path) -> None:
+    (tmp_path / "p.txt").write_text("# comment\na red cat\n\n a blue dog \n")
+    (tmp_path / "p.jsonl").write_text('{"caption": "a red cat"}\n"a blue dog"\n\n')
+    (tmp_path / "p.csv").write_text('id,prompt\n1,a red cat\n2,"a blue, dog"\n')
+    assert load_prompts(str(tmp_path / "p.txt")) == ["a red cat", "a blue dog"]
+    assert load_prompts(str(tmp_path / "p.jsonl")) == ["a red cat", "a blue dog"]
+    assert load_prompts(str(tmp_path / "p.csv")) == ["a red cat", "a blue, dog"]
+    assert load_prompts(str(tmp_path / "p.csv"), limit=1) == ["a red cat"]
+    world = load_prompts("world:heldout")
+    assert len(world) == 1024 and world[:2] == load_prompts("world:heldout", limit=2)
+
+
+def test_malformed_prompt_files_name_file_and_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"prompt": oops}\n')
+    with pytest.raises(PromptFileError, match=r"bad\.jsonl:2: not valid JSON"):
+        load_prompts(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "nokey.jsonl").write_text('{"prompt": "ok"}\n{"other": "x"}\n')
+    with pytest.raises(PromptFileError, match=r"nokey\.jsonl:2: no field"):
+        load_prompts(str(tmp_path / "nokey.jsonl"))
+    (tmp_path / "bad.csv").write_text("id,prompt\n1,ok\n2,too,many\n")
+    with pytest.raises(PromptFileError, match=r"bad\.csv:3: 3 fields, the header has 2"):
+        load_prompts(str(tmp_path / "bad.csv"))
+    (tmp_path / "bad.txt").write_bytes(b"ok\n\xff\xfe\n")
+    with pytest.raises(PromptFileError, match=r"bad\.txt: not UTF-8"):
+        load_prompts(str(tmp_path / "bad.txt"))
+    with pytest.raises(FileNotFoundError, match="prompt file not found"):
+        load_prompts(str(tmp_path / "missing.txt"))
+    with pytest.raises(PromptFileError, match="unknown prompt set"):
+        load_prompts("world:nope")
+
+
+def test_hf_source_without_datasets_is_clear(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name: str, *args: object, **kwargs: object) -> object:
+        if name == "datasets":
+            raise ImportError("no datasets")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(PromptFileError, match="needs the `datasets` package"):
+        load_prompts("hf:yuvalkirstain/pickapic_v2:train:caption")
+
+
+def test_prompt_order_is_a_function_of_the_position() -> None:
+    prompts = [f"p{i}" for i in range(5)]
+    a, b = PromptOrder(prompts, seed=3), PromptOrder(prompts, seed=3)
+    seq = a.take(0, 12)
+    assert seq == [x for s in range(0, 12, 4) for x in b.take(s, 4)][:12]
+    assert sorted(seq[:5]) == prompts and sorted(seq[5:10]) == prompts
+    assert PromptOrder(prompts, seed=3, shuffle=False).take(3, 4) == ["p3", "p4", "p0", "p1"]

@@ -1,0 +1,105 @@
+"""GRPO maths of promptloop.train: advantages, the clipped token-level loss with k3 KL, ratio 1 on pass 1."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from promptloop.train.advantages import group_advantages
+from promptloop.train.loss import grpo_loss, kl_k3
+
+
+def test_group_advantages_normalise_per_group() -> None:
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0]])
+    a = group_advantages(r, eps=0.0)
+    std0 = math.sqrt(1.25)
+    assert torch.allclose(a[0], torch.tensor([-1.5, -0.5, 0.5, 1.5]) / std0)
+    assert torch.allclose(a[1], torch.tensor([-1.0, -1.0, 1.0, 1.0]))
+    assert torch.allclose(group_advantages(r.reshape(-1), 4, eps=0.0), a.reshape(-1))
+    assert torch.allclose(group_advantages(r, scale=False)[0], torch.tensor([-1.5, -0.5, 0.5, 1.5]))
+
+
+def test_zero_spread_group_gives_zero_advantage_never_nan() -> None:
+    r = torch.tensor([[0.7, 0.7, 0.7], [0.0, 0.0, 0.0], [0.2, 0.2, 0.2 + 1e-9]])
+    a = group_advantages(r)
+    assert torch.equal(a, torch.zeros_like(a))
+    assert torch.equal(group_advantages(torch.tensor([[0.5]])), torch.zeros(1, 1))  # G = 1
+    with pytest.raises(ValueError, match="non-finite"):
+        group_advantages(torch.tensor([[float("nan"), 1.0]]))
+    with pytest.raises(ValueError, match="do not split"):
+        group_advantages(torch.ones(5), 2)
+
+
+def test_kl_k3_matches_formula_and_is_nonnegative() -> None:
+    new, ref = torch.tensor([-1.0, -2.0, -0.5]), torch.tensor([-1.5, -2.0, 0.0])
+    d = ref - new
+    assert torch.allclose(kl_k3(new, ref), torch.exp(d) - d - 1)
+    assert (kl_k3(torch.randn(100), torch.randn(100)) >= 0).all()
+
+
+def test_grpo_loss_equals_hand_computed_value() -> None:
+    # two actions (3 and 2 tokens) of two trajectories with advantages +1 and -2
+    new = [torch.tensor([-1.0, -0.5, -2.0]), torch.tensor([-0.2, -1.0])]
+    old = [torch.tensor([-1.0, -0.9, -1.0]), torch.tensor([-0.2, -0.5])]
+    ref = [torch.tensor([-1.2, -0.5, -2.0]), torch.tensor([-0.1, -1.0])]
+    adv = [1.0, -2.0]
+    eps, beta = 0.2, 0.1
+    total, tokens, clipped = 0.0, 0, 0
+    for n, o, r, a in zip(new, old, ref, adv, strict=True):
+        for nt, ot, rt in zip(n.tolist(), o.tolist(), r.tolist(), strict=True):
+            ratio = math.exp(nt - ot)
+            surr = min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a)
+            kl = math.exp(rt - nt) - (rt - nt) - 1
+            total += -surr + beta * kl
+            tokens += 1
+            clipped += int((ratio < 1 - eps and a < 0) or (ratio > 1 + eps and a > 0))
+    expected = total / tokens
+    loss, st = grpo_loss(new, old, adv, clip_eps=eps, beta=beta, logp_ref=ref)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert st.tokens == 5 and st.clipped == clipped == 2  # token 2 (ratio e^0.4, A>0) and token 5 (e^-0.5, A<0)
+    # the same split in two micro-batches with the global normaliser sums to the same value
+    l1, _ = grpo_loss(new[:1], old[:1], adv[:1], clip_eps=eps, beta=beta, logp_ref=ref[:1], normaliser=5)
+    l2, _ = grpo_loss(new[1:], old[1:], adv[1:], clip_eps=eps, beta=beta, logp_ref=ref[1:], normaliser=5)
+    assert (l1 + l2).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_grpo_loss_gradient_on_policy_is_advantage_weighted_logprob_gradient() -> None:
+    new = [torch.tensor([-1.0, -0.5], requires_grad=True)]
+    loss, st = grpo_loss(new, [new[0].detach().clone()], [0.5], clip_eps=0.2)
+    loss.backward()
+    assert st.clipped == 0 and st.ratio_min == st.ratio_max == 1.0
+    assert torch.allclose(new[0].grad, torch.tensor([-0.25, -0.25]))
+
+
+def test_beta_needs_reference() -> None:
+    with pytest.raises(ValueError, match="reference"):
+        grpo_loss([torch.zeros(2)], [torch.zeros(2)], [1.0], clip_eps=0.2, beta=0.1)
+
+
+def test_first_pass_ratio_is_one_with_a_real_policy(tmp_path) -> None:
+    """mu = 1: log-probs recomputed in the update's forward equal those recorded at sampling."""
+    from promptloop.train import GRPOTrainer, load_config
+
+    cfg = load_config(None, [
+        f"output_dir={tmp_path}", "pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava",
+        "pipeline.num_inference_steps=4", "loop.num_refinements=2", "grpo.queries_per_step=2",
+        "grpo.num_generations=3", "grpo.beta=0.04", "rewards={proxy: 1.0}", "data.train=world:train",
+        "logging.progress_bar=false", "grpo.micro_batch_size=4",
+    ])
+    trainer = GRPOTrainer(cfg)
+    batch = trainer.score(trainer.rollout(0))
+    assert len(batch.actions) == 2 * 3 * 2 and batch.advantages is not None
+    recorded = [a.old_logprobs.clone() for a in batch.actions]
+    from promptloop.train.rollout import micro_batches, policy_input
+
+    for mb in micro_batches(batch.actions, 4):
+        again = trainer.policy.logprobs(policy_input(mb), [a.completion_ids for a in mb])
+        for a, lp in zip(mb, again, strict=True):
+            assert torch.allclose(lp, a.old_logprobs, atol=1e-5)
+    stats = trainer.update(batch)
+    assert stats["ratio_first_pass_max_dev"] < 1e-5
+    assert stats["clip_fraction"] == 0.0
+    assert stats["kl"] < 1e-6  # LoRA B starts at zero: the policy equals its reference on pass 1
+    assert all(torch.equal(a.old_logprobs, r) for a, r in zip(batch.actions, recorded, strict=True))
