@@ -563,7 +563,10 @@ class VLMPolicy:
         self.tokenizer.save_pretrained(path)
         if hasattr(self.processor, "save_pretrained"):
             self.processor.save_pretrained(path)
-        (path / POLICY_CONFIG).write_text(json.dumps(self.policy_config(), indent=2))
+        cfg = self.policy_config()
+        if not (self.has_lora and not merge_lora):
+            cfg["base_model"] = None  # a full model needs no base
+        (path / POLICY_CONFIG).write_text(json.dumps(cfg, indent=2))
 
     @classmethod
     def from_pretrained(

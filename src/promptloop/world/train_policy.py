@@ -9,8 +9,14 @@ code path GRPO uses later — at temperature 1.
 Reproduce the shipped policy (assets/world/policy)::
 
     from promptloop.world.train_policy import train_world_policy, evaluate_world_policy
-    train_world_policy("assets/world/policy", steps=1200, seed=0)
-    evaluate_world_policy("assets/world/policy", n=200, seed=1)
+    train_world_policy("/tmp/wp_a", steps=700, seed=0, lr=1.5e-3)                       # stage 1, split "train"
+    train_world_policy("assets/world/policy", steps=600, seed=1, lr=1e-3, warmup=20,   # stage 2, split "any"
+                       split="any", init_from="/tmp/wp_a")
+    evaluate_world_policy("assets/world/policy", n=100, seed=1)
+
+The shipped policy (1,300 steps, ~20 min on 2 busy cores) is UNDER-trained: on held-out queries it gives
+valid 40%, keeps 10%, distinct 8.0 / 8 (targets 95% / 90% / 3). Multi-object rewrites repeat one colour
+("two objects share the colour ..."); more SFT steps (continue with `init_from`) are the remedy.
 """
 
 from __future__ import annotations
