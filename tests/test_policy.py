@@ -19,10 +19,14 @@ from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.world import grammar
 from promptloop.world.policy_data import (
+    TEXT_WINDOW,
+    Edits,
+    apply_edits,
     build_world_tokenizer,
     caption_keeps_query,
     keeps_query_facts,
     make_example,
+    minilm_length,
 )
 from promptloop.world.scene import SceneSampler
 
@@ -267,7 +271,45 @@ def test_sft_targets_parse_and_keep_query() -> None:
             assert caption_keeps_query(ex.current_prompt, ex.query) == (True, True)
             assert grammar.parse(ex.query_text).canonical() == ex.query.canonical()
             assert ex.preview is not None and ex.preview.size == (32, 32)
+            # a near-copy: the query's own words in order (or the current prompt kept), within the window
+            if ex.target != ex.current_prompt:
+                words = [("a" if w == "an" else w) for w in ex.target.replace(",", " ,").split()]
+                it = iter(words)
+                assert all(("a" if w == "an" else w) in it for w in ex.query_text.replace(",", " ,").split()), (
+                    ex.query_text, ex.target)
+            if minilm_length(ex.query_text) <= TEXT_WINDOW:
+                assert minilm_length(ex.target) <= TEXT_WINDOW
     assert {"none", "leak", "colour", "shape", "missing"} <= errors
+
+
+def test_apply_edits_keeps_words_and_facts() -> None:
+    from promptloop.world.backbone import TEXT_MAX_TOKENS
+
+    assert TEXT_WINDOW == TEXT_MAX_TOKENS
+    text = "an amber circle left of a box in blue, and a tiny green triangle"
+    edits = Edits({"orange": "repeat", "blue": "repeat", "green": "vivid"}, {"orange": "small", "green": "big"},
+                  {"blue": (2, 0), "green": (None, 2)}, ("dark", False))
+    out = apply_edits(text, edits)
+    assert out == ("a small amber, amber circle left of a box in bright blue in the top right, and a tiny vivid green "
+                   "triangle at the bottom on a dark background")
+    q = grammar.parse(text)
+    assert caption_keeps_query(out, q) == (True, True)
+    assert apply_edits(text, Edits({}, {}, {})) == text
+    assert apply_edits("a red circle", Edits({}, {}, {}, ("grey", True))) == "grey background with a red circle"
+
+
+def test_world_policy_cli_parser() -> None:
+    import argparse
+
+    from promptloop.world.train_policy import RECIPE, add_world_policy_parser, cmd_world_train_policy
+
+    parser = argparse.ArgumentParser()
+    add_world_policy_parser(parser.add_subparsers(dest="cmd"))
+    args = parser.parse_args(["train-policy", "--out", "/tmp/x", "--steps", "5", "--seed", "2", "--json"])
+    assert (args.out, args.steps, args.seed, args.json, args.func) == ("/tmp/x", 5, 2, True, cmd_world_train_policy)
+    assert parser.parse_args(["train-policy"]).steps == RECIPE["steps"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train-policy", "--steps", "0"])
 
 
 def test_keeps_query_facts() -> None:

@@ -19,6 +19,13 @@ class UsageError(Exception):
     """Bad input from the command line (reported as one line, exit code 2)."""
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with errors as one line `promptloop: error: ...` and exit code 2 (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"promptloop: error: {self.prog.removeprefix('promptloop').strip() + ': ' if self.prog != 'promptloop' else ''}{message}\n")
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -90,6 +97,27 @@ def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
     return {"name": args.name, "prompts": [it.caption for it in items]}
 
 
+def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.generate import GenerateRequest, generate
+
+    req = GenerateRequest(query=args.query, refine=args.refine, mode=args.mode, seed=args.seed, num_images=args.num_images,
+                          steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
+                          pipeline=args.pipeline, policy=args.policy, device=args.device, dtype=args.dtype, out=args.out)
+    record = generate(req)
+    if not args.json:
+        for s in record["samples"]:
+            print(f"{s['image']}: {s['final_prompt']}" + ("" if s["alignment"] is None else f"  (alignment {s['alignment']:.2f})"))
+        print(f"wrote {args.out}/record.json and {args.out}/trajectory.png")
+        return {}
+    return record
+
+
+def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.overhead import overhead
+
+    return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats)
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.demo import run_demo
 
@@ -100,8 +128,25 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="promptloop", description=__doc__.splitlines()[0] if __doc__ else None)
+    p = OneLineParser(prog="promptloop", description="PromptLoop: prompt refinement during diffusion sampling.")
     sub = p.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="sample with the loop; write images, a trajectory strip and a JSON record")
+    gen.add_argument("query", help="the prompt (the user's query)")
+    gen.add_argument("--refine", type=_non_negative_int, default=5, help="number of refinements N_R")
+    gen.add_argument("--mode", default="feedback", choices=["feedback", "no-feedback", "feed-forward", "none"])
+    gen.add_argument("--seed", type=_non_negative_int, default=0)
+    gen.add_argument("--num-images", type=_positive_int, default=1)
+    gen.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
+    gen.add_argument("--guidance", type=float, default=None, help="CFG scale (default: 4 on the world backbone)")
+    gen.add_argument("--negative-prompt", default=None)
+    gen.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
+    gen.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
+    gen.add_argument("--device", default="auto")
+    gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    gen.add_argument("--out", default="outputs/generate", help="output folder")
+    gen.add_argument("--json", action="store_true", help="print the record as one JSON object")
+    gen.set_defaults(func=cmd_generate)
 
     demo = sub.add_parser("demo", help="the main job: base vs PromptLoop on the embedded Shapes world")
     demo.add_argument("--out", default="outputs/demo", help="output folder")
@@ -138,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--seeds", type=_positive_int, default=4, help="seeds per query")
             c.add_argument("--candidates", type=_positive_int, default=8, help="candidate rewrites per query")
         c.set_defaults(func=func)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
+    ov = bench.add_parser("overhead", help="sampling time of PromptLoop vs plain sampling on the world backbone")
+    ov.add_argument("--batch", type=_positive_int, default=16)
+    ov.add_argument("--steps", type=_positive_int, default=20)
+    ov.add_argument("--repeats", type=_positive_int, default=5)
+    ov.add_argument("--json", action="store_true")
+    ov.set_defaults(func=cmd_bench_overhead)
 
     from promptloop.train.cli import add_train_parser
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, replace
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -67,6 +68,7 @@ CHAT_TEMPLATE = (
 )
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 PREVIEW_SIZE = 32
+TEXT_WINDOW = 48  # = backbone.TEXT_MAX_TOKENS (MiniLM word pieces); not imported to keep this module light
 
 
 def world_words() -> list[str]:
@@ -233,6 +235,78 @@ def corrupt(scene: Scene, query: Query, rng: random.Random) -> tuple[list[SceneO
 # ----------------------------------------------------------------------------- targets
 
 
+@lru_cache(maxsize=1)
+def _minilm_tokenizer() -> object:
+    from transformers import AutoTokenizer
+
+    from promptloop.world.backbone import text_encoder_path
+
+    # no window here: the count must see past it (and not warn about it)
+    return AutoTokenizer.from_pretrained(text_encoder_path(), model_max_length=1_000_000)
+
+
+def minilm_length(text: str) -> int:
+    """Length of a prompt in the world backbone's text window: MiniLM word pieces incl. [CLS] / [SEP]."""
+    return len(_minilm_tokenizer()(text, truncation=False)["input_ids"])  # type: ignore[operator]
+
+
+_TOKEN_RE = re.compile(r"\w+|[,:]")
+_SHAPE_SET = {w for ws in grammar.SHAPE_WORDS.values() for w in ws}
+_SIZE_SET = {w for ws in grammar.SIZE_WORDS.values() for w in ws}
+_COLOUR_OF = {w: c for c, ws in grammar.COLOUR_WORDS.items() for w in ws}
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN_RE.findall(text)
+
+
+def _join(tokens: list[str]) -> str:
+    return re.sub(r" ([,:])", r"\1", " ".join(tokens))
+
+
+def _fix_articles(text: str) -> str:
+    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiou" else "a ") + m.group(2), text)
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    """Where an object's first noun phrase ("a [size] colour [size] shape", "a [size] shape in colour")
+    sits in a caption's token list."""
+
+    article: int
+    colour: int  # index of the (first) colour word
+    end: int  # index of the phrase's last word (shape, or colour in "shape in colour")
+    colour_first: bool
+    has_size: bool
+    has_position: bool
+
+
+def _phrases(tokens: list[str]) -> dict[str, _Phrase]:
+    """The first "a/an" noun phrase of each colour (references "the red circle" are skipped)."""
+    out: dict[str, _Phrase] = {}
+    for i, tok in enumerate(tokens):
+        if tok not in ("a", "an"):
+            continue
+        j, colour, has_size = i + 1, None, False
+        while j < len(tokens) and (tokens[j] in _SIZE_SET or tokens[j] in _COLOUR_OF or tokens[j] == ","
+                                   or tokens[j] in grammar.INTENSIFIERS):
+            if tokens[j] in _COLOUR_OF and colour is None:
+                colour = j
+            has_size |= tokens[j] in _SIZE_SET
+            j += 1
+        if j >= len(tokens) or tokens[j] not in _SHAPE_SET:
+            continue
+        end, colour_first = j, colour is not None
+        if colour is None and j + 2 < len(tokens) and tokens[j + 1] == "in" and tokens[j + 2] in _COLOUR_OF:
+            colour, end = j + 2, j + 2
+        if colour is None:
+            continue
+        nxt = tokens[end + 1: end + 3]
+        has_position = nxt[:1] in (["at"], ["on"], ["in"]) and nxt[1:] == ["the"]
+        out.setdefault(_COLOUR_OF[tokens[colour]], _Phrase(i, colour, end, colour_first, has_size, has_position))
+    return out
+
+
 def _position_of(cell: tuple[int, int]) -> tuple[int | None, int | None]:
     c, r = cell
     if (c, r) == (1, 1) or (c != 1 and r != 1):
@@ -240,91 +314,140 @@ def _position_of(cell: tuple[int, int]) -> tuple[int | None, int | None]:
     return (c, None) if c != 1 else (None, r)
 
 
-def augment_query(query: Query, scene: Scene, focus: int | None, err: str, rng: random.Random) -> Query:
-    """The query plus a few true scene facts about what went wrong (never contradicting the query)."""
-    objs = list(query.objects)
-    targets = [focus] if focus is not None else []
+@dataclass
+class Edits:
+    """Fact-keeping edits of a caption: colours to emphasise (colour -> "repeat" or an intensifier),
+    sizes / absolute positions to add to objects that have none, a background to add."""
+
+    emphasis: dict[str, str]
+    sizes: dict[str, str]
+    positions: dict[str, tuple[int | None, int | None]]
+    background: tuple[str, bool] | None = None  # (background word, as a prefix?)
+
+    def __bool__(self) -> bool:
+        return bool(self.emphasis or self.sizes or self.positions or self.background)
+
+
+def apply_edits(text: str, edits: Edits) -> str:
+    """`text` with `edits` applied in place: its own words, in order, plus the inserted words."""
+    tokens = _tokens(text)
+    phrases = _phrases(tokens)
+    inserts: list[tuple[int, int, list[str]]] = []  # (index, order at equal index, words)
+    for colour, how in edits.emphasis.items():
+        ph = phrases.get(colour)
+        if ph is None:
+            continue
+        word = tokens[ph.colour]
+        if how == "repeat":  # "a red, red circle"; "a circle in red" takes an intensifier instead
+            inserts.append((ph.colour, 1, [word, ","] if ph.colour_first else [grammar.INTENSIFIERS[0]]))
+        else:
+            inserts.append((ph.colour, 1, [how]))
+    for colour, size in edits.sizes.items():
+        ph = phrases.get(colour)
+        if ph is not None and not ph.has_size:
+            inserts.append((ph.article + 1, 0, [size]))
+    for colour, (col, row) in edits.positions.items():
+        ph = phrases.get(colour)
+        if ph is not None and not ph.has_position:
+            inserts.append((ph.end + 1, 0, grammar._position_phrase(ObjectQuery(colour, "circle", None, col, row))
+                            .split()))
+    for index, _, words in sorted(inserts, key=lambda x: (-x[0], -x[1])):
+        tokens[index:index] = words
+    if edits.background is not None and "background" not in tokens:
+        word, prefix = edits.background
+        prefix = prefix and tokens[0] in ("a", "an")
+        tokens = [word, "background", "with", *tokens] if prefix else [*tokens, "on", "a", word, "background"]
+    return _fix_articles(_join(tokens))
+
+
+def _positionable(query: Query, index: int, cell: tuple[int, int]) -> tuple[int | None, int | None] | None:
+    from promptloop.world.rewrites import _consistent_position
+
+    col, row = _position_of(cell)
+    return (col, row) if _consistent_position(query, index, col, row) else None
+
+
+def sample_edits(query: Query, scene: Scene | None, focus: int | None, err: str, rng: random.Random,
+                 rate: float = 0.2) -> Edits:
+    """Random edits, conditioned on the preview's error where there is one: the wrong object's colour
+    emphasised (and its size added), positions added to the objects of a broken relation or to a missing
+    object, the background added; plus random edits at `rate`. Sizes, positions and the background are
+    those of `scene` (what the preview shows where it is right), random ones without a scene."""
+    edits = Edits({}, {}, {})
+
+    def emphasise(k: int) -> None:
+        edits.emphasis[query.objects[k].colour] = rng.choice([*grammar.INTENSIFIERS, "repeat", "repeat"])
+
+    def add_size(k: int) -> None:
+        if query.objects[k].size is None:
+            edits.sizes[query.objects[k].colour] = rng.choice(
+                grammar.SIZE_WORDS[scene.objects[k].size if scene is not None else rng.choice(SIZES)])
+
+    def add_position(k: int) -> None:
+        o = query.objects[k]
+        if o.column is None and o.row is None:
+            cell = scene.objects[k].cell if scene is not None else (rng.randrange(GRID), rng.randrange(GRID))
+            pos = _positionable(query, k, cell)
+            taken = set(edits.positions.values()) | {(p.column, p.row) for p in query.objects}
+            if pos is not None and pos not in taken:
+                edits.positions[o.colour] = pos
+
+    if focus is not None and err in ("leak", "colour", "shape", "missing", "size"):
+        if rng.random() < 0.85:
+            emphasise(focus)
+        if err in ("shape", "missing", "leak") and rng.random() < 0.3:
+            add_size(focus)
+        if err == "missing" and rng.random() < 0.3:
+            add_position(focus)
     if err == "relation" and query.relations:
-        targets = [query.relations[0][0], query.relations[0][2]]
-    for k in targets:
-        o, s = objs[k], scene.objects[k]
-        if o.size is None and (err in ("shape", "missing", "size", "leak", "colour") and rng.random() < 0.5):
-            o = replace(o, size=s.size)
-        if o.column is None and o.row is None and err in ("missing", "position", "relation") and rng.random() < 0.5:
-            col, row = _position_of(s.cell)
-            o = replace(o, column=col, row=row)
-        objs[k] = o
-    bg = query.background
-    if bg is None and err == "background" or (bg is None and rng.random() < 0.1):
-        bg = scene.background
-    return Query(tuple(objs), query.relations, bg)
-
-
-def _fix_articles(text: str) -> str:
-    return re.sub(r"\b(a|an) (\w)", lambda m: ("an " if m.group(2) in "aeiou" else "a ") + m.group(2), text)
-
-
-def emphasise_colour(caption: str, colour: str, rng: random.Random) -> str:
-    """Intensify or repeat the first mention of `colour` (any synonym) in a caption."""
-    syns = "|".join(grammar.COLOUR_WORDS[colour])
-    m = re.search(rf"\b({syns})\b", caption)
-    if m is None:
-        return caption
-    word = m.group(1)
-    before = caption[: m.start()]
-    after_np = caption[m.end():]
-    # repetition only where the colour precedes its noun ("a red, red circle"), not in "a circle in red"
-    repeat_ok = not re.search(r"\bin $", before)
-    if repeat_ok and rng.random() < 0.5:
-        new = f"{word}, {word}"
-    else:
-        new = f"{rng.choice(grammar.INTENSIFIERS)} {word}"
-    return _fix_articles(before + new + after_np)
-
-
-def _word_kind(word: str) -> tuple[str, str] | None:
-    if word in grammar._LOOKUP:
-        return grammar._LOOKUP[word]
-    if word in grammar._BG_LOOKUP:
-        return ("background", grammar._BG_LOOKUP[word])
-    return None
-
-
-def reuse_words(text: str, style: str) -> str:
-    """Replace synonyms in `text` by the word `style` uses for the same colour / shape / size / background."""
-    preferred: dict[tuple[str, str], str] = {}
-    for w in re.findall(r"[a-z]+", style.lower()):
-        kind = _word_kind(w)
-        if kind is not None:
-            preferred.setdefault(kind, w)
-
-    def sub(m: re.Match[str]) -> str:
-        kind = _word_kind(m.group(0))
-        return preferred.get(kind, m.group(0)) if kind is not None else m.group(0)
-
-    return _fix_articles(re.sub(r"[a-z]+", sub, text))
+        a, _, b = query.relations[0]
+        for k in (a, b):
+            if rng.random() < 0.4:
+                add_position(k)
+        if rng.random() < 0.4:
+            emphasise(rng.choice((a, b)))
+    for k in range(len(query.objects)):
+        if rng.random() < rate:
+            emphasise(k)
+        if rng.random() < rate * 0.75:
+            add_size(k)
+        if rng.random() < rate * 0.4:
+            add_position(k)
+    if query.background is None and rng.random() < rate:
+        bg = scene.background if scene is not None else rng.choice(list(BACKGROUNDS))
+        edits.background = (rng.choice(grammar.BACKGROUND_WORDS[bg]), rng.random() < 0.3)
+    return edits
 
 
 def make_target(query: Query, scene: Scene, focus: int | None, err: str, rng: random.Random,
-                avoid: str | None = None, style: str | None = None, p_same_words: float = 0.6) -> str:
-    """A rewrite keeping every fact of `query`, emphasised on the preview's error (checked). With
-    probability `p_same_words` it reuses the words of `style` (the user query) for each colour, shape,
-    size and background, so that the paraphrase is mostly structural (order, template, emphasis)."""
-    for _ in range(20):
-        aug = augment_query(query, scene, focus, err, rng)
-        text = grammar.realise(aug, rng, emphasis=0.1)
-        if style is not None and rng.random() < p_same_words:
-            text = reuse_words(text, style)
-        if focus is not None and err in ("leak", "colour", "missing", "shape"):
-            text = emphasise_colour(text, query.objects[focus].colour, rng)
-        elif err == "none" and rng.random() < 0.3:
-            text = emphasise_colour(text, rng.choice(query.objects).colour, rng)
-        if text == avoid:
-            continue
+                query_text: str | None = None, current: str | None = None, p_keep: float = 0.1,
+                max_tokens: int | None = None) -> str:
+    """A near-copy of the user query: its own words in order plus a few fact-keeping edits
+    (`sample_edits`); with probability `p_keep` (more when the preview has no error) the current prompt
+    unchanged. Edits that break the grammar, drop a query fact or push the caption past `max_tokens`
+    MiniLM word pieces are dropped one by one (checked; the bare query is the last resort)."""
+    if query_text is None:
+        query_text = grammar.realise(query, rng)
+    if current is not None and rng.random() < (p_keep * 3 if err == "none" else p_keep):
+        if caption_keeps_query(current, query) == (True, True):
+            return current
+    edits = sample_edits(query, scene, focus, err, rng)
+    while True:
+        text = apply_edits(query_text, edits)
         ok, keeps = caption_keeps_query(text, query)
-        if ok and keeps:
+        if ok and keeps and (max_tokens is None or minilm_length(text) <= max_tokens):
             return text
-    return grammar.realise(query, rng)
+        if not edits:
+            return query_text
+        # drop one edit and retry
+        if edits.background is not None:
+            edits.background = None
+        elif edits.positions:
+            edits.positions.pop(next(iter(edits.positions)))
+        elif edits.sizes:
+            edits.sizes.pop(next(iter(edits.sizes)))
+        else:
+            edits.emphasis.pop(next(iter(edits.emphasis)))
 
 
 @dataclass
@@ -341,19 +464,22 @@ class RewriteExample:
 
 
 def make_example(scene: Scene, rng: random.Random, progress: float | None = None,
-                 with_preview: bool = True) -> RewriteExample:
+                 with_preview: bool = True, max_tokens: int | None = TEXT_WINDOW) -> RewriteExample:
     """A synthetic SFT example from a scene (see the module docstring)."""
     query = grammar.query_from_scene(scene, rng)
     query_text = grammar.realise(query, rng)
-    if rng.random() < 0.5:
-        current = query_text
-    else:
-        current = grammar.realise(query, rng, emphasis=0.3)
+    current = query_text
+    if rng.random() < 0.5:  # an earlier rewrite of the policy: the query with random edits
+        edited = apply_edits(query_text, sample_edits(query, None, None, "none", rng, rate=0.3))
+        if caption_keeps_query(edited, query) == (True, True):
+            current = edited
     objs, bg, err, k = corrupt(scene, query, rng)
     preview = degrade(render_objects(objs, bg), rng) if with_preview else None
     if progress is None:
         progress = rng.choice([0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8])
-    target = make_target(query, scene, k, err, rng, avoid=current, style=query_text)
+    if not with_preview:  # nothing to condition on: random edits only
+        err, k = "none", None
+    target = make_target(query, scene, k, err, rng, query_text=query_text, current=current, max_tokens=max_tokens)
     ok, keeps = caption_keeps_query(target, query)
     if not (ok and keeps):
         raise AssertionError(f"target {target!r} does not keep the query {query}")
@@ -371,6 +497,7 @@ def example_stream(seed: int, split: str = "train", p_no_preview: float = 0.15):
 __all__ = [
     "CHAT_TEMPLATE",
     "ERRORS",
+    "Edits",
     "ObjectQuery",
     "PREVIEW_SIZE",
     "RewriteExample",
@@ -382,6 +509,9 @@ __all__ = [
     "keeps_query_facts",
     "make_example",
     "make_target",
+    "minilm_length",
+    "apply_edits",
+    "sample_edits",
     "render_objects",
     "world_words",
 ]

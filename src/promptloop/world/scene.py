@@ -167,7 +167,7 @@ class SceneSampler:
             n = rng.choices([1, 2, 3], weights=[0.2, 0.4, 0.4])[0]
             colours = rng.sample(list(COLOURS), n)
             shapes = [rng.choice(SHAPES) for _ in range(n)]
-            pairs = set(zip(colours, shapes))
+            pairs = set(zip(colours, shapes, strict=True))
             n_held = len(pairs & HELDOUT_PAIRS)
             if self.split == "train" and n_held:
                 continue
@@ -176,7 +176,7 @@ class SceneSampler:
             cells = rng.sample([(c, r) for c in range(GRID) for r in range(GRID)], n)
             objs = tuple(
                 SceneObject(shape=s, colour=c, size=rng.choice(SIZES), cell=cell)
-                for s, c, cell in zip(shapes, colours, cells)
+                for s, c, cell in zip(shapes, colours, cells, strict=True)
             )
             bg = rng.choices(list(BACKGROUNDS), weights=[0.6, 0.2, 0.2])[0]
             return Scene(objects=objs, background=bg)

@@ -42,8 +42,8 @@ class BackboneTrainConfig:
     vae_kl: float = 1e-6  # weight of the KL term (keeps latents near N(0, 1) in scale)
     pool_size: int = 24000  # (scene, caption) pairs cached for UNet training
     unet_steps: int = 5000  # UNet optimisation steps
-    batch: int = 64  # pairs per UNet step
-    lr: float = 6e-4  # peak AdamW learning rate of the UNet
+    batch: int = 32  # pairs per UNet step
+    lr: float = 5e-4  # peak AdamW learning rate of the UNet
     warmup: int = 150  # linear warm-up steps
     min_lr_frac: float = 0.05  # cosine decays to this fraction of the peak
     ema_decay: float = 0.999  # EMA decay of the UNet weights (the saved model)
@@ -229,6 +229,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
     """Run (or resume) all stages and save the pipeline to cfg.out_dir."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Adam's second moments of near-zero gradients decay into subnormal floats, which x86 CPUs process
+    # up to 50x slower (measured here: 0.4 s/step became 21 s/step); flush them to zero.
+    torch.set_flush_denormal(True)
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "config.json"

@@ -38,17 +38,25 @@ from promptloop.policy.vlm import VLMPolicy
 from promptloop.world import grammar
 from promptloop.world.policy_data import (
     PREVIEW_SIZE,
+    TEXT_WINDOW,
     build_world_tokenizer,
     caption_keeps_query,
     corrupt,
     degrade,
     make_example,
+    minilm_length,
     render_objects,
 )
 from promptloop.world.scene import SceneSampler
 
 PROGRESS_LEVELS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8)
-MAX_PROMPT_TOKENS = 32  # the world backbone's text window (MiniLM tokenizer, model_max_length about 32)
+MAX_PROMPT_TOKENS = TEXT_WINDOW  # the world backbone's text window: 48 MiniLM word pieces (`minilm_length`)
+MAX_NEW_TOKENS = 56  # world-tokenizer words; the longest SFT target is about 42 with its end token
+# A short instruction (fewer tokens, faster SFT); every word is in the world vocabulary.
+WORLD_INSTRUCTION = InstructionTemplate(
+    "query : {query} . prompt : {prompt} . {progress} % . {image_note}{history}rewrite :",
+    "image . ", "no image . ", "earlier : {items} . ",
+)
 
 
 def build_world_policy(
@@ -60,9 +68,9 @@ def build_world_policy(
     model = tiny_llava_model(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden, layers=layers,
                              vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed)
     processor = tiny_llava_processor(tokenizer, image_size=image_size, patch_size=patch_size)
-    return VLMPolicy(model, tokenizer, processor, instruction=InstructionTemplate.compact(), temperature=1.0,
-                     max_new_tokens=40, max_prompt_tokens=MAX_PROMPT_TOKENS, image_size=image_size,
-                     validator=grammar.parse)
+    return VLMPolicy(model, tokenizer, processor, instruction=WORLD_INSTRUCTION, temperature=1.0,
+                     max_new_tokens=MAX_NEW_TOKENS, max_prompt_tokens=MAX_PROMPT_TOKENS, prompt_length_fn=minilm_length,
+                     image_size=image_size, validator=grammar.parse)
 
 
 def _batch(rng: random.Random, sampler: SceneSampler, batch_size: int, p_no_preview: float
@@ -94,6 +102,7 @@ def train_world_policy(
     num_threads: int | None = 1,
     progress_bar: bool = True,
     init_from: str | Path | None = None,
+    log_every: int = 100,
     **model_kwargs: Any,
 ) -> dict[str, Any]:
     """SFT of a fresh world policy on synthetic rewrites; saves it to `out_dir` (safetensors, tokenizer,
@@ -121,6 +130,7 @@ def train_world_policy(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     t0 = time.time()
     losses: list[float] = []
+    curve: list[tuple[int, float]] = []
     bar = tqdm(range(steps), desc="world policy SFT", disable=not progress_bar)
     for _step in bar:
         inp, targets = _batch(rng, sampler, batch_size, p_no_preview)
@@ -133,13 +143,17 @@ def train_world_policy(
         sched.step()
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+        if log_every and (_step + 1) % log_every == 0:
+            curve.append((_step + 1, round(sum(losses[-log_every:]) / log_every, 4)))
+            if not progress_bar:
+                print(f"step {_step + 1}: loss {curve[-1][1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
     wall = time.time() - t0
     policy.save_pretrained(out_dir, dtype=save_dtype)
     summary = {
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "split": split,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "params": n_params,
         "sft_wall_s": round(wall, 1), "save_dtype": str(save_dtype),
-        "init_from": str(init_from) if init_from is not None else None,
+        "init_from": str(init_from) if init_from is not None else None, "loss_curve": curve,
     }
     (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -202,3 +216,61 @@ def evaluate_world_policy(
         "n_queries": n, "samples_per_query": samples_per_query, "valid": n_valid / total, "keeps": n_keep / total,
         "distinct": sum(distinct) / len(distinct), "fallback": n_fb / total, "changed": n_changed / total,
     }
+
+
+# ----------------------------------------------------------------------------- reproduction and CLI
+
+DEFAULT_OUT = Path(__file__).resolve().parents[3] / "assets" / "world" / "policy"
+RECIPE: dict[str, Any] = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "warmup": 30, "split": "any"}
+
+
+def reproduce_world_policy(
+    out_dir: str | Path = DEFAULT_OUT, steps: int | None = None, seed: int = 0, eval_n: int = 100, eval_seed: int = 1,
+    num_threads: int | None = 2, progress_bar: bool = True,
+) -> dict[str, Any]:
+    """The shipped world policy's recipe (`RECIPE`, one SFT stage from scratch) then its evaluation
+    (`evaluate_world_policy(out_dir, n=eval_n, seed=eval_seed)` at T = 1); the evaluation is added to
+    `train_summary.json` and returned with the training summary."""
+    recipe = dict(RECIPE)
+    if steps is not None:
+        recipe["steps"] = steps
+    summary = train_world_policy(out_dir, seed=seed, num_threads=num_threads, progress_bar=progress_bar, **recipe)
+    t0 = time.time()
+    ev = evaluate_world_policy(out_dir, n=eval_n, seed=eval_seed, num_threads=num_threads)
+    ev["eval_wall_s"] = round(time.time() - t0, 1)
+    summary[f"eval_heldout_n{eval_n}_seed{eval_seed}_T1"] = ev
+    (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def cmd_world_train_policy(args: Any) -> dict[str, Any]:
+    """Handler of `promptloop world train-policy` (returns the summary; the main CLI prints it)."""
+    return reproduce_world_policy(args.out, steps=args.steps, seed=args.seed, num_threads=args.threads,
+                                  progress_bar=not args.json)
+
+
+def add_world_policy_parser(world_subparsers: Any) -> Any:
+    """Mount `train-policy` under `promptloop world`: SFT of the Shapes-world policy, then its evaluation."""
+    import argparse
+
+    def positive(text: str) -> int:
+        v = int(text)
+        if v <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        return v
+
+    def non_negative(text: str) -> int:
+        v = int(text)
+        if v < 0:
+            raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
+        return v
+
+    p = world_subparsers.add_parser(
+        "train-policy", help="SFT of the world refinement policy (the shipped recipe), then its held-out evaluation")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: assets/world/policy)")
+    p.add_argument("--steps", type=positive, default=RECIPE["steps"], help="SFT steps")
+    p.add_argument("--seed", type=non_negative, default=0)
+    p.add_argument("--threads", type=positive, default=2, help="torch CPU threads")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.set_defaults(func=cmd_world_train_policy)
+    return p

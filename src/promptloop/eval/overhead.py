@@ -1,0 +1,74 @@
+"""Inference overhead of the loop (`promptloop bench overhead`), measured in one process.
+
+Plain sampling (mode 'none') vs PromptLoop on the world backbone, batch 16, 20 steps, CFG 4:
+- `null_policy_ratio_5`: feedback mode, N_R = 5, a null policy (returns the current prompt at no
+  cost) — the mechanism's own cost (x0 recording, preview decoding, callback);
+- `policy_ratio_{1,3,5}`: feedback mode with the world policy at N_R = 1, 3, 5 (prompts re-encoded
+  and conditioning swapped whenever the policy changes them).
+Each configuration runs `repeats` times, interleaved with the others (after one warm-up round), and
+the median wall time is reported; ratios are medians over the plain sampler's median.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from promptloop.loop.sampler import PromptLoopSampler
+from promptloop.policy.base import NullPolicy
+from promptloop.world.backbone import load_backbone
+from promptloop.world.prompts import sample_prompts
+
+
+def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float = 4.0, backbone: str | None = None,
+             policy_path: str | None = None) -> dict[str, Any]:
+    from promptloop.policy.vlm import VLMPolicy
+    from promptloop.train.components import world_policy_path
+
+    pipe = load_backbone(backbone)
+    policy = VLMPolicy.from_pretrained(policy_path or world_policy_path())
+    policy.prompt_length_fn = lambda text, tok=pipe.tokenizer: len(tok(text).input_ids)
+    queries = [it.caption for it in sample_prompts("heldout", batch, seed=0)]
+    sampler = PromptLoopSampler(pipe)
+
+    def run(mode: str, pol: Any, n_r: int) -> Callable[[], None]:
+        def go() -> None:
+            gens = [torch.Generator().manual_seed(k) for k in range(batch)]
+            kwargs: dict[str, Any] = {"num_refinements": n_r} if mode != "none" else {}
+            sampler(queries, policy=pol, mode=mode, num_inference_steps=steps, guidance_scale=guidance,
+                    generator=gens, output_type="np", **kwargs)
+        return go
+
+    configs: dict[str, Callable[[], None]] = {
+        "plain": run("none", None, 0),
+        "null_5": run("feedback", NullPolicy(), 5),
+        "policy_1": run("feedback", policy, 1),
+        "policy_3": run("feedback", policy, 3),
+        "policy_5": run("feedback", policy, 5),
+    }
+    times: dict[str, list[float]] = {k: [] for k in configs}
+    for go in configs.values():  # warm-up
+        go()
+    for _ in range(repeats):
+        for name, go in configs.items():
+            t0 = time.perf_counter()
+            go()
+            times[name].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "batch": batch,
+        "steps": steps,
+        "repeats": repeats,
+        "device": "cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+        "plain_seconds": med["plain"],
+        "null_policy_ratio_5": med["null_5"] / med["plain"],
+        "policy_ratio_1": med["policy_1"] / med["plain"],
+        "policy_ratio_3": med["policy_3"] / med["plain"],
+        "policy_ratio_5": med["policy_5"] / med["plain"],
+        "seconds": {k: v for k, v in med.items()},
+    }

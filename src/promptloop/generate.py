@@ -1,0 +1,159 @@
+"""`promptloop generate`: sample with the loop and write the images, a trajectory strip and a JSON record.
+
+World backbone and world policy by default; any diffusers pipeline / transformers VLM by path or id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from promptloop.eval.figures import labelled_grid
+from promptloop.loop.sampler import MODES, PromptLoopSampler
+
+
+@dataclass
+class GenerateRequest:
+    query: str  # the user's query
+    refine: int = 5  # number of refinements N_R (feedback / no-feedback)
+    mode: str = "feedback"  # one of MODES
+    seed: int = 0  # seed of the first image; image k uses seed + k
+    num_images: int = 1  # images for the query
+    steps: int = 20  # sampling steps
+    guidance: float | None = None  # CFG scale (None: 4.0 for the world backbone, the pipeline's default otherwise)
+    negative_prompt: str | None = None  # negative prompt (pipelines with CFG)
+    pipeline: str = "world"  # 'world', 'world:PATH', a diffusers folder or hub id
+    policy: str = "world"  # 'world', a VLM folder or hub id
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+    out: str = "outputs/generate"  # output folder
+
+
+def validate(req: GenerateRequest) -> None:
+    """Reject bad requests before loading anything (clear, specific messages)."""
+    if not req.query or not req.query.strip():
+        raise ValueError("the query is empty")
+    if req.mode.replace("_", "-") not in MODES:
+        raise ValueError(f"unknown mode {req.mode!r}; choose from {', '.join(MODES)}")
+    if req.steps < 2:
+        raise ValueError(f"--steps must be at least 2, got {req.steps}")
+    if req.refine < 0:
+        raise ValueError(f"--refine must be >= 0, got {req.refine}")
+    if req.mode in ("feedback", "no-feedback") and req.refine > req.steps - 1:
+        raise ValueError(f"--refine {req.refine} is more than the {req.steps - 1} refinements {req.steps} steps allow")
+    if req.num_images < 1:
+        raise ValueError(f"--num-images must be >= 1, got {req.num_images}")
+    if req.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {req.seed}")
+    for flag, name in (("--pipeline", req.pipeline), ("--policy", req.policy)):
+        if name == "world" or name.startswith(("world:", "tiny:")):
+            continue
+        if (name.startswith((".", "/", "~")) or Path(name).exists()) and not Path(name).expanduser().is_dir():
+            raise FileNotFoundError(f"{flag} {name!r}: no such folder")
+
+
+def _record(req: GenerateRequest, out: Any, seconds: float, scores: list[float] | None) -> dict[str, Any]:
+    samples = []
+    for k, traj in enumerate(out.trajectories):
+        samples.append(
+            {
+                "seed": req.seed + k,
+                "image": f"image_{k}.png",
+                "initial_prompt": traj.initial_prompt,
+                "final_prompt": traj.final_prompt,
+                "alignment": None if scores is None else scores[k],
+                "refinements": [
+                    {
+                        "step": r.step,
+                        "timestep": r.timestep,
+                        "progress": r.progress,
+                        "prompt": r.prompt,
+                        "previous_prompt": r.previous_prompt,
+                        "raw_text": r.raw_text,
+                        "fallback": r.fallback,
+                        "num_tokens": int(r.completion_ids.numel()),
+                        "logprob_sum": float(r.logprobs.sum()) if r.logprobs.numel() else 0.0,
+                        "preview": f"preview_{k}_{j}.png" if r.preview is not None else None,
+                    }
+                    for j, r in enumerate(traj.refinements)
+                ],
+            }
+        )
+    return {
+        "query": req.query,
+        "mode": out.mode,
+        "pipeline": req.pipeline,
+        "policy": req.policy if out.mode != "none" else None,
+        "steps": req.steps,
+        "guidance": req.guidance,
+        "refinement_steps": out.refinement_steps,
+        "num_policy_calls": out.num_policy_calls,
+        "seconds": seconds,
+        "samples": samples,
+    }
+
+
+def generate(req: GenerateRequest) -> dict[str, Any]:
+    """Run the request; write images, previews, a trajectory strip and record.json into req.out."""
+    from promptloop.train.components import load_pipeline, load_policy
+    from promptloop.train.config import PipelineConfig, PolicyConfig
+
+    validate(req)
+    mode = req.mode.replace("_", "-")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
+    pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)
+    is_world = req.pipeline == "world" or req.pipeline.startswith("world:")
+    guidance = req.guidance if req.guidance is not None else (4.0 if is_world else None)
+    req.guidance = guidance
+    policy = None
+    if mode != "none":
+        policy = load_policy(PolicyConfig(name_or_path=req.policy, dtype="auto" if req.dtype == "float32" else req.dtype),
+                             device)
+        tokenizer = getattr(pipe, "tokenizer", None)
+        if tokenizer is not None and getattr(policy, "prompt_length_fn", None) is None:
+            policy.prompt_length_fn = lambda text, tok=tokenizer: len(tok(text).input_ids)
+    sampler = PromptLoopSampler(pipe, policy, mode=mode, num_refinements=req.refine)  # type: ignore[arg-type]
+    gens = [torch.Generator(device="cpu").manual_seed(req.seed + k) for k in range(req.num_images)]
+    if is_world:
+        extra = {"height": 32, "width": 32, **extra}
+    t0 = time.perf_counter()
+    out = sampler([req.query] * req.num_images, num_inference_steps=req.steps, guidance_scale=guidance,
+                  negative_prompt=req.negative_prompt, generator=gens, **extra)
+    seconds = time.perf_counter() - t0
+
+    folder = Path(req.out)
+    folder.mkdir(parents=True, exist_ok=True)
+    scores = None
+    if is_world:
+        from promptloop.rewards import get_reward
+        from promptloop.world.grammar import ParseError, parse
+
+        try:
+            parse(req.query)
+            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in out.images])
+            scores = [float(s) for s in get_reward("alignment")(arr, [req.query] * req.num_images).scores]
+        except ParseError:
+            scores = None  # not a world-grammar query: no verifiable score
+    strip_images, strip_labels = [], []
+    for k, (img, traj) in enumerate(zip(out.images, out.trajectories, strict=True)):
+        img.save(folder / f"image_{k}.png")
+        for j, r in enumerate(traj.refinements):
+            if r.preview is not None:
+                r.preview.save(folder / f"preview_{k}_{j}.png")
+                strip_images.append(r.preview)
+                strip_labels.append(f"{r.progress:.0%}: {r.prompt}{' (fallback)' if r.fallback else ''}")
+        strip_images.append(img)
+        score = "" if scores is None else f" [alignment {scores[k]:.2f}]"
+        strip_labels.append(f"final{score}: {traj.final_prompt}")
+    columns = len(strip_images) // max(req.num_images, 1)
+    labelled_grid(strip_images, strip_labels, folder / "trajectory.png", columns=max(columns, 1), cell=160, wrap=26,
+                  lines=8)
+    record = _record(req, out, seconds, scores)
+    (folder / "record.json").write_text(json.dumps(record, indent=2))
+    return record
