@@ -122,6 +122,7 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     gens = [torch.Generator(device="cpu").manual_seed(req.seed + k) for k in range(req.num_images)]
     if is_world:
         extra = {"height": 32, "width": 32, **extra}
+    torch.manual_seed(req.seed)  # the policy samples from the global generator: seed it for a reproducible record
     t0 = time.perf_counter()
     out = sampler([req.query] * req.num_images, num_inference_steps=req.steps, guidance_scale=guidance,
                   negative_prompt=req.negative_prompt, generator=gens, **extra)

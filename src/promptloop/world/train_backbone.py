@@ -86,6 +86,7 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
     state = _load(ckpt) if ckpt.exists() else None
     if state and state.get("done"):
         vae.load_state_dict(state["model"])
+        vae.register_to_config(scaling_factor=state["scaling_factor"])  # config, not a tensor: restore it
         return vae
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)

@@ -1,0 +1,81 @@
+"""The `promptloop` command: machine-readable checks, generate, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from promptloop.cli import main
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse exits
+        code = int(e.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", ""], "the query is empty"),
+        (["generate", "   "], "the query is empty"),
+        (["generate", "a red circle", "--refine", "30", "--steps", "20"], "more than the 19 refinements"),
+        (["generate", "a red circle", "--refine", "-1"], "expected a non-negative integer"),
+        (["generate", "a red circle", "--steps", "-5"], "expected a positive integer"),
+        (["generate", "a red circle", "--seed", "-3"], "expected a non-negative integer"),
+        (["generate", "a red circle", "--pipeline", "/no/such/model"], "no such folder"),
+        (["generate", "a red circle", "--policy", "./no_such_policy"], "no such folder"),
+        (["generate", "a red circle", "--mode", "sideways"], "invalid choice"),
+        (["world", "backbone-eval", "--backbone", "/no/such/backbone", "--n", "2"], "backbone folder not found"),
+        (["world", "analyzer-check", "--n", "0"], "expected a positive integer"),
+        (["world", "prompts", "test"], "invalid choice"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = _run(capsys, *argv)
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("promptloop: error:") and message in lines[0], lines[0]
+    assert "Traceback" not in err
+
+
+def test_analyzer_check_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "world", "analyzer-check", "--n", "30", "--seed", "0", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["attribute_accuracy"] >= 0.99
+
+
+def test_prompts_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "world", "prompts", "heldout", "--n", "3", "--json")
+    assert code == 0
+    assert len(json.loads(out)["prompts"]) == 3
+
+
+def test_generate_writes_images_strip_and_record(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = _run(capsys, "generate", "a red circle left of a blue box", "--refine", "2", "--steps", "6",
+                          "--seed", "0", "--num-images", "2", "--out", str(tmp_path), "--json")
+    assert code == 0, err
+    record = json.loads(out)
+    assert record["mode"] == "feedback" and record["refinement_steps"] and len(record["samples"]) == 2
+    for k, s in enumerate(record["samples"]):
+        assert (tmp_path / s["image"]).is_file()
+        assert len(s["refinements"]) == 2
+        assert 0.0 <= s["alignment"] <= 1.0
+        for r in s["refinements"]:
+            assert (tmp_path / r["preview"]).is_file()
+            assert r["num_tokens"] > 0 and r["logprob_sum"] <= 0
+        assert s["seed"] == k
+    assert (tmp_path / "trajectory.png").is_file() and (tmp_path / "record.json").is_file()
+    # seeded: the same command gives the same record
+    code2, out2, _ = _run(capsys, "generate", "a red circle left of a blue box", "--refine", "2", "--steps", "6",
+                          "--seed", "0", "--num-images", "2", "--out", str(tmp_path / "again"), "--json")
+    again = json.loads(out2)
+    assert [s["final_prompt"] for s in again["samples"]] == [s["final_prompt"] for s in record["samples"]]
