@@ -118,6 +118,13 @@ def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats)
 
 
+def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.compare import compare
+
+    return compare(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, refinements=args.refine,
+                   grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter)
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.demo import run_demo
 
@@ -191,6 +198,19 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--repeats", type=_positive_int, default=5)
     ov.add_argument("--json", action="store_true")
     ov.set_defaults(func=cmd_bench_overhead)
+
+    ev = sub.add_parser("eval", help="evaluation").add_subparsers(dest="eval_command", required=True)
+    cmp_ = ev.add_parser("compare", help="heldout alignment: base vs feed-forward vs PromptLoop (with/without feedback)")
+    cmp_.add_argument("--n", type=_positive_int, default=256, help="heldout queries")
+    cmp_.add_argument("--seed", type=_non_negative_int, default=0)
+    cmp_.add_argument("--steps", type=_positive_int, default=20)
+    cmp_.add_argument("--guidance", type=float, default=4.0)
+    cmp_.add_argument("--refine", type=_positive_int, default=5, help="refinements N_R of the loop rows")
+    cmp_.add_argument("--adapter", default=None, help="GRPO LoRA adapter (default: assets/world/policy_grpo)")
+    cmp_.add_argument("--feed-forward-adapter", default=None,
+                      help="feed-forward rewriter adapter (default: assets/world/policy_feedforward)")
+    cmp_.add_argument("--json", action="store_true")
+    cmp_.set_defaults(func=cmd_eval_compare)
 
     from promptloop.train.cli import add_train_parser
 

@@ -36,8 +36,9 @@ QWEN_CHAT_TEMPLATE = (
 
 def tiny_llava_model(tokenizer: Any, image_size: int = 32, patch_size: int = 8, hidden: int = 64,
                      layers: int = 2, vision_hidden: int = 32, vision_layers: int = 2, heads: int = 4,
-                     seed: int = 0) -> Any:
-    """A randomly initialised tiny LlavaForConditionalGeneration for `tokenizer`."""
+                     seed: int = 0, tie_embeddings: bool = False) -> Any:
+    """A randomly initialised tiny LlavaForConditionalGeneration for `tokenizer` (`tie_embeddings`: the
+    LM head shares the input embedding matrix)."""
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     vision = CLIPVisionConfig(
@@ -49,12 +50,12 @@ def tiny_llava_model(tokenizer: Any, image_size: int = 32, patch_size: int = 8, 
         vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie_embeddings,
     )
     config = LlavaConfig(
         vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         vision_feature_select_strategy="default", vision_feature_layer=-1, projector_hidden_act="gelu",
-        image_seq_length=(image_size // patch_size) ** 2, tie_word_embeddings=False,
+        image_seq_length=(image_size // patch_size) ** 2, tie_word_embeddings=tie_embeddings,
     )
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)

@@ -7,14 +7,21 @@ instruction templates and chat roles, the numbers 0..100 (progress in percent), 
 tokens `<pad> <s> </s> <unk> <image>` plus chat markers `<|user|> <|assistant|> <|system|>`.
 
 SFT example (`make_example`): a scene and a query (a subset of its facts); the user query is a plain
-caption of the query; the current prompt is the query or another paraphrase of it; the preview is a
-render of a scene that only partly matches the query (one asserted fact corrupted: colour leaked from
-another object or wrong, wrong shape, object missing, wrong size / position / background, relation
-swapped — or no error), optionally blurred and noised like an x0 preview. The target rewrite is
-another caption of the SAME query, emphasised on what the preview gets wrong: the corrupted object's
-colour intensified or repeated, and explicit size / position / background facts of the true scene
-added (consistent with the query, which is a subset of the scene's facts). Every target parses under
-`grammar.parse` and keeps every fact of the query (`keeps_query_facts`); `make_example` checks both.
+caption of the query; the current prompt is the query or an earlier rewrite of it (the query with random
+edits); the preview is a render of a scene that only partly matches the query (one asserted fact
+corrupted: colour leaked from another object or wrong, wrong shape, object missing, wrong size / position
+/ background, relation swapped — or no error), optionally blurred and noised like an x0 preview.
+
+The target rewrite (`make_target`) is a NEAR-COPY of the user query — its own words, in order — with a
+few edits that keep every fact (`apply_edits`): a colour intensified or repeated ("a bright red circle",
+"a red, red circle"), a size word added to an object that has none, an absolute position phrase added
+(consistent with the relations), a background phrase added when the query has none. The edits are
+conditioned on the preview where it shows something (`sample_edits`: the wrong object's colour
+emphasised, the size / position / background the preview shows added) and random otherwise; some
+targets are the current prompt unchanged. Copying is what a small model learns fast; the random edits
+give the diversity GRPO needs. Every target parses under `grammar.parse`, keeps every fact of the query
+(`keeps_query_facts`; `make_example` checks both) and fits the backbone's text window (`minilm_length`
+at most `TEXT_WINDOW` word pieces) unless the query itself does not.
 """
 
 from __future__ import annotations

@@ -1,22 +1,21 @@
 """Supervised fine-tuning and evaluation of the Shapes-world refinement policy.
 
 The policy is a tiny LLaVA-style VLM (CLIP vision tower on 32 px previews, patch 8: 16 image tokens;
-Llama LM) with the world's word-level tokenizer (`policy_data.build_world_tokenizer`) and the compact
-instruction (`InstructionTemplate.compact()`). SFT minimises the negative log-likelihood of the
-synthetic target rewrites (`policy_data.make_example`) computed through `VLMPolicy.logprobs` — the very
-code path GRPO uses later — at temperature 1.
+Llama LM) with the world's word-level tokenizer (`policy_data.build_world_tokenizer`) and a short
+instruction (`WORLD_INSTRUCTION`). SFT minimises the negative log-likelihood of the synthetic target
+rewrites (`policy_data.make_example`: near-copies of the user query with a few fact-keeping edits
+conditioned on the preview's error) computed through `VLMPolicy.logprobs` — the very code path GRPO
+uses later — at temperature 1. Rewrites are length-checked in the backbone's text window
+(`policy_data.minilm_length`, at most `MAX_PROMPT_TOKENS` = 48 MiniLM word pieces).
 
-Reproduce the shipped policy (assets/world/policy)::
+Reproduce the shipped policy (assets/world/policy), one SFT stage from scratch (`RECIPE`) and the
+held-out evaluation (`evaluate_world_policy(out, n=100, seed=1)`, 8 raw samples per query at T = 1)::
 
-    from promptloop.world.train_policy import train_world_policy, evaluate_world_policy
-    train_world_policy("/tmp/wp_a", steps=700, seed=0, lr=1.5e-3)                       # stage 1, split "train"
-    train_world_policy("assets/world/policy", steps=600, seed=1, lr=1e-3, warmup=20,   # stage 2, split "any"
-                       split="any", init_from="/tmp/wp_a")
-    evaluate_world_policy("assets/world/policy", n=100, seed=1)
+    promptloop world train-policy --json                       # or, in Python:
+    from promptloop.world.train_policy import reproduce_world_policy
+    reproduce_world_policy("assets/world/policy")
 
-The shipped policy (1,300 steps, ~20 min on 2 busy cores) is UNDER-trained: on held-out queries it gives
-valid 40%, keeps 10%, distinct 8.0 / 8 (targets 95% / 90% / 3). Multi-object rewrites repeat one colour
-("two objects share the colour ..."); more SFT steps (continue with `init_from`) are the remedy.
+RESULTS_PLACEHOLDER
 """
 
 from __future__ import annotations
@@ -61,12 +60,13 @@ WORLD_INSTRUCTION = InstructionTemplate(
 
 def build_world_policy(
     seed: int = 0, hidden: int = 256, layers: int = 6, heads: int = 8, vision_hidden: int = 128,
-    vision_layers: int = 2, image_size: int = PREVIEW_SIZE, patch_size: int = 8,
+    vision_layers: int = 2, image_size: int = PREVIEW_SIZE, patch_size: int = 8, tie_embeddings: bool = False,
 ) -> VLMPolicy:
     """A randomly initialised world policy (about 5M parameters with the defaults)."""
     tokenizer = build_world_tokenizer()
     model = tiny_llava_model(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden, layers=layers,
-                             vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed)
+                             vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed,
+                             tie_embeddings=tie_embeddings)
     processor = tiny_llava_processor(tokenizer, image_size=image_size, patch_size=patch_size)
     return VLMPolicy(model, tokenizer, processor, instruction=WORLD_INSTRUCTION, temperature=1.0,
                      max_new_tokens=MAX_NEW_TOKENS, max_prompt_tokens=MAX_PROMPT_TOKENS, prompt_length_fn=minilm_length,
@@ -112,6 +112,7 @@ def train_world_policy(
     Returns a summary (steps, final loss, parameters, wall time)."""
     if num_threads is not None:
         torch.set_num_threads(num_threads)
+    torch.set_flush_denormal(True)  # subnormal Adam moments are very slow on x86 CPUs
     torch.manual_seed(seed)
     rng = random.Random(seed)
     sampler = SceneSampler(seed, split)  # type: ignore[arg-type]
@@ -153,7 +154,8 @@ def train_world_policy(
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "split": split,
         "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "params": n_params,
         "sft_wall_s": round(wall, 1), "save_dtype": str(save_dtype),
-        "init_from": str(init_from) if init_from is not None else None, "loss_curve": curve,
+        "init_from": str(init_from) if init_from is not None else None, "model": model_kwargs,
+        "warmup": warmup, "loss_curve": curve,
     }
     (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -221,7 +223,8 @@ def evaluate_world_policy(
 # ----------------------------------------------------------------------------- reproduction and CLI
 
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "assets" / "world" / "policy"
-RECIPE: dict[str, Any] = {"steps": 1500, "batch_size": 16, "lr": 2e-3, "warmup": 30, "split": "any"}
+RECIPE: dict[str, Any] = {"steps": 1800, "batch_size": 16, "lr": 2.5e-3, "warmup": 50, "split": "any", "hidden": 192,
+                          "layers": 4, "heads": 6, "tie_embeddings": True}
 
 
 def reproduce_world_policy(
