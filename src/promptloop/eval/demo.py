@@ -1,8 +1,11 @@
-"""`promptloop demo`: the main job on the embedded Shapes world.
+"""`promptloop demo`: the main job on the embedded Shapes world (a few minutes on 2 CPU cores).
 
-Samples backbone A on heldout queries with fixed seeds, scores each image with the alignment reward
-and writes `outputs/demo/base_grid.png` (the analyzer's verdict under each image), `summary.json`
-and `report.md`.
+1. Evaluate on a heldout subset, same queries and seeds for every row: the plain backbone (`base`),
+   the GRPO-trained feed-forward rewriter (`feed_forward`) and PromptLoop with feedback, N_R = 5
+   (`promptloop`, the shipped GRPO policy).
+2. Run a short GRPO from the SFT world policy (configs/world.yaml, scaled down) and plot its reward.
+3. Write `report.md`, `summary.json` (keys base, feed_forward, promptloop, grpo_reward_first,
+   grpo_reward_last) and PNGs: base vs PromptLoop on the same seeds, trajectory strips, the reward curve.
 """
 
 from __future__ import annotations
@@ -13,18 +16,33 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
-from promptloop.eval.figures import labelled_grid
+from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER, load_world_policy
+from promptloop.eval.figures import labelled_grid, reward_curve
 from promptloop.eval.sampling import sample
 from promptloop.rewards import get_reward
-from promptloop.world.analyzer import analyze_batch
 from promptloop.world.backbone import load_backbone
 from promptloop.world.prompts import sample_prompts
 
+CONFIG = Path(__file__).resolve().parents[3] / "configs" / "world.yaml"
 
-def _verdict(objects: list[Any], score: float) -> str:
-    seen = ", ".join(f"{o.size} {o.colour} {o.shape}" for o in objects) or "nothing"
-    return f"{score:.2f} | saw: {seen}"
+
+def _short_grpo(out: Path, steps: int) -> list[dict[str, Any]]:
+    """A short GRPO run from the SFT policy; returns the training records of metrics.jsonl."""
+    from promptloop.train.config import load_config
+    from promptloop.train.logging import read_metrics
+    from promptloop.train.trainer import train
+
+    cfg = load_config(CONFIG, [
+        f"output_dir={out}", f"steps={steps}", "overwrite=true",
+        "grpo.queries_per_step=4", "grpo.num_generations=6", "grpo.groups_per_rollout_call=4",
+        "grpo.learning_rate=3e-4", "grpo.warmup_steps=3",
+        "loop.num_refinements=3", "eval.every=0", "checkpoint.every=0", "checkpoint.keep=1",
+        "logging.plot=false",
+    ])
+    result = train(cfg)
+    return [r for r in read_metrics(result.metrics_path) if r.get("kind") == "train"]
 
 
 def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, Any]:
@@ -32,36 +50,86 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     n = 16 if quick else 64
-    steps, guidance = 20, 4.0
+    grpo_steps = 4 if quick else 30
+    steps, guidance, n_r = 20, 4.0, 5
     pipe = load_backbone()
-    reward = get_reward("alignment")
-    summary: dict[str, Any] = {"steps": steps, "guidance": guidance}
-    for split in ("train", "heldout"):
-        items = sample_prompts(split, n, seed=0)
-        queries = [it.caption for it in items]
-        batch = sample(pipe, queries, list(range(n)), steps=steps, guidance=guidance, desc=f"demo {split}")
-        r = reward(batch.images, queries)
-        scores = r.scores.numpy()
-        summary[f"base_{split}"] = float(scores.mean())
-        summary[f"base_full_correct_{split}"] = float((scores >= 1 - 1e-6).mean())
-        if split == "heldout":
-            summary["base"] = float(scores.mean())
-        k = min(24, n)
-        labels = [f"{q} -> {_verdict(objs, s)}" for q, objs, s in zip(queries[:k], analyze_batch(batch.images[:k]), scores[:k], strict=True)]
-        labelled_grid(list(batch.images[:k]), labels, out / f"base_grid_{split}.png", columns=6, cell=128, wrap=24, lines=7)
+    alignment = get_reward("alignment")
+    items = sample_prompts("heldout", n, seed=1)
+    queries = [it.caption for it in items]
+    seeds = list(range(n))
+
+    # 1. base / feed-forward / PromptLoop on the same heldout queries and seeds
+    rows = {
+        "base": (None, "none"),
+        "feed_forward": (load_world_policy(FEED_FORWARD_ADAPTER, pipe), "feed-forward"),
+        "promptloop": (load_world_policy(GRPO_ADAPTER, pipe), "feedback"),
+    }
+    summary: dict[str, Any] = {"n": n, "steps": steps, "guidance": guidance, "refinements": n_r}
+    batches = {}
+    for name, (policy, mode) in rows.items():
+        torch.manual_seed(0)
+        batch = sample(pipe, queries, seeds, policy=policy, mode=mode, steps=steps, guidance=guidance,
+                       num_refinements=n_r if mode == "feedback" else None, desc=f"demo {name}")
+        scores = alignment(batch.images, queries).scores.numpy()
+        summary[name] = float(scores.mean())
+        summary[f"{name}_full_correct"] = float((scores >= 1 - 1e-6).mean())
+        batches[name] = (batch, scores)
+
+    # 2. figures: base vs PromptLoop on the same seeds; trajectory strips
+    k = min(12, n)
+    base_b, base_s = batches["base"]
+    loop_b, loop_s = batches["promptloop"]
+    images, labels = [], []
+    for i in range(k):
+        images += [base_b.images[i], loop_b.images[i]]
+        labels += [f"base {base_s[i]:.2f}: {queries[i]}", f"PromptLoop {loop_s[i]:.2f}: {loop_b.trajectories[i].final_prompt}"]
+    labelled_grid(images, labels, out / "base_vs_promptloop.png", columns=6, cell=128, wrap=24, lines=7)
+    strip_imgs, strip_labels = [], []
+    for i in range(4):
+        traj = loop_b.trajectories[i]
+        strip_imgs.append(np.zeros((32, 32, 3), dtype=np.float32) + 1.0)
+        strip_labels.append(f"query: {traj.query}")
+        for r in traj.refinements:
+            strip_imgs.append(r.preview)
+            strip_labels.append(f"{r.progress:.0%}{' fallback' if r.fallback else ''}: {r.prompt}")
+        strip_imgs.append(loop_b.images[i])
+        strip_labels.append(f"final, alignment {loop_s[i]:.2f}")
+    labelled_grid(strip_imgs, strip_labels, out / "trajectories.png", columns=n_r + 2, cell=128, wrap=24, lines=8)
+
+    # 3. a short GRPO from the SFT policy
+    records = _short_grpo(out / "grpo", grpo_steps)
+    rewards = [r["reward/total/mean"] for r in records]
+    window = max(1, min(5, len(rewards) // 3))
+    summary["grpo_steps"] = len(rewards)
+    summary["grpo_reward_first"] = float(np.mean(rewards[:window]))
+    summary["grpo_reward_last"] = float(np.mean(rewards[-window:]))
+    reward_curve([r["step"] for r in records], {"alignment (train batch)": rewards}, out / "reward_curve.png",
+                 title="short GRPO from the SFT world policy")
     summary["seconds"] = time.perf_counter() - t0
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
     lines = [
         "# PromptLoop demo (embedded Shapes world)",
         "",
-        f"Backbone A, {steps} DDIM steps, CFG {guidance}, fixed seeds, {n} queries per split.",
+        f"Backbone A (frozen), {steps} DDIM steps, CFG {guidance}; {n} heldout queries (unseen colour-shape pairs),",
+        "one fixed seed each, the same for every row. Alignment is judged against the original query.",
         "",
-        "| split | mean alignment | fully correct |",
+        "| method | mean alignment | fully correct |",
         "|---|---|---|",
     ]
-    for split in ("train", "heldout"):
-        lines.append(f"| {split} | {summary[f'base_{split}']:.3f} | {summary[f'base_full_correct_{split}']:.3f} |")
-    lines += ["", "Grids: `base_grid_train.png`, `base_grid_heldout.png` (score | what the analyzer saw).", ""]
+    for name, label in (("base", "plain backbone"), ("feed_forward", "feed-forward rewriter (GRPO)"),
+                        ("promptloop", f"PromptLoop, feedback, N_R = {n_r} (GRPO)")):
+        lines.append(f"| {label} | {summary[name]:.3f} | {summary[name + '_full_correct']:.3f} |")
+    lines += [
+        "",
+        f"Short GRPO from the SFT policy ({len(rewards)} steps, 4 queries x 6 trajectories per step): "
+        f"mean batch reward {summary['grpo_reward_first']:.3f} over the first {window} steps, "
+        f"{summary['grpo_reward_last']:.3f} over the last {window} (`reward_curve.png`).",
+        "",
+        "Figures: `base_vs_promptloop.png` (same seeds, score before each caption), `trajectories.png`",
+        "(each refinement's x0 preview with the prompt chosen from it), `reward_curve.png`.",
+        f"Wall time: {summary['seconds']:.0f} s.",
+        "",
+    ]
     (out / "report.md").write_text("\n".join(lines))
-    np.save(out / "scores.npy", np.asarray([summary["base_train"], summary["base_heldout"]]))
     return summary
