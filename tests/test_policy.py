@@ -331,5 +331,31 @@ def test_shipped_world_policy_loads_and_rewrites() -> None:
     inp = PolicyInput([e.query_text for e in exs], [e.query_text for e in exs], 0.4, [e.preview for e in exs])
     out = policy.propose(inp, seed=0)
     assert len(out.prompts) == 8 and all(isinstance(p, str) and p for p in out.prompts)
-    # quality is measured by evaluate_world_policy (see its train_summary.json); here: it is not random text
+    # quality is measured by evaluate_world_policy (see its train_summary.json); here: it is not random text.
+    # TODO once a policy trained with train_policy.RECIPE is shipped: assert >= 7 of 8 raw samples at T = 1
+    # parse and keep every fact on fixed queries (see _shipped_quality_check below).
     assert sum(caption_keeps_query(r, e.query)[0] for r, e in zip(out.raw_texts, exs, strict=True)) >= 1
+
+
+def _shipped_quality_check(policy: VLMPolicy) -> None:
+    """The quality assertion for a policy that meets the targets (not yet enabled: see the test above)."""
+    from promptloop.world.policy_data import corrupt, degrade, render_objects
+    from promptloop.world.scene import Scene, SceneObject
+
+    assert policy.prompt_length_fn is minilm_length and policy.max_prompt_tokens == TEXT_WINDOW
+    rng = random.Random(0)
+    scenes = [
+        Scene((SceneObject("triangle", "red", "large", (0, 1)), SceneObject("square", "blue", "small", (2, 1))), "gray"),
+        Scene((SceneObject("circle", "pink", "small", (1, 0)), SceneObject("diamond", "yellow", "large", (0, 2)),
+               SceneObject("square", "green", "large", (2, 2))), "black"),
+    ]
+    texts = ["a red triangle to the left of a small blue box on a gray background",
+             "a small pink circle above a yellow diamond, and a green square"]
+    for scene, text in zip(scenes, texts, strict=True):
+        query = grammar.parse(text)
+        objs, bg, _, _ = corrupt(scene, query, rng)
+        preview = degrade(render_objects(objs, bg), rng)
+        out = policy.propose(PolicyInput([text] * 8, [text] * 8, 0.4, [preview] * 8), temperature=1.0, seed=0)
+        good = sum(caption_keeps_query(r, query) == (True, True) for r in out.raw_texts)
+        assert good >= 7, out.raw_texts  # raw samples at T = 1 parse and keep every fact of the query
+        assert len(set(out.raw_texts)) >= 2, out.raw_texts  # and they differ

@@ -60,7 +60,7 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
-    cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps)
+    cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at)
     if args.out:
         cfg.out_dir = args.out
     out = train_backbone(cfg)
@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
     tb.add_argument("--work-dir", default="runs/backbone", help="checkpoints and caches; rerun to resume")
     tb.add_argument("--out", default=None, help="output folder (default: assets/world/backbone)")
-    tb.add_argument("--steps", type=_positive_int, default=4500, help="UNet training steps")
+    tb.add_argument("--steps", type=_positive_int, default=5000,
+                    help="UNet training steps (length of the cosine schedule); a larger value resumes and extends a run")
+    tb.add_argument("--stop-at", type=_non_negative_int, default=0, help="end after this step and save (0: all steps)")
     tb.add_argument("--seed", type=_non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)

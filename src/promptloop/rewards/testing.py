@@ -16,21 +16,10 @@ from pathlib import Path
 
 import torch
 
+from promptloop.loop.testing import _bytes_to_unicode  # the GPT-2 / CLIP byte table
+
 TINY_IMAGE_SIZE = 32
 TINY_PROJECTION_DIM = 16
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """The GPT-2 / CLIP byte -> printable unicode character table."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
 
 
 def write_tiny_clip_tokenizer(directory: str | Path) -> dict[str, int]:

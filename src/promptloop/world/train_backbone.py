@@ -52,6 +52,7 @@ class BackboneTrainConfig:
     checkpoint_every: int = 250  # steps between atomic checkpoints
     threads: int = 0  # torch threads (0: leave torch's default)
     max_minutes: float = 0.0  # stop the UNet stage (checkpointed, resumable) after this long; 0: no limit
+    stop_at: int = 0  # end the UNet stage after this step and save its EMA weights (0: run all unet_steps)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -160,7 +161,7 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         ema.load_state_dict(st["ema"])
         gen.set_state(st["gen"])
         start = st["step"]
-    if start >= cfg.unet_steps:
+    if start >= cfg.unet_steps or (cfg.stop_at and start >= cfg.stop_at):
         ema.copy_to(unet.parameters())
         return unet
     acp = scheduler.alphas_cumprod.float()
@@ -194,7 +195,7 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         opt.step()
         ema.step(unet.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
-        last = step + 1 == cfg.unet_steps
+        last = step + 1 == cfg.unet_steps or step + 1 == cfg.stop_at
         out_of_time = cfg.max_minutes > 0 and (time.time() - t0) > cfg.max_minutes * 60
         if (step + 1) % cfg.checkpoint_every == 0 or last or out_of_time:
             _atomic_save(
@@ -203,6 +204,8 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
             )
         if out_of_time and not last:
             raise TimeoutError(f"stopped after {cfg.max_minutes} min at step {step + 1}; rerun to resume")
+        if last:
+            break
     ema.copy_to(unet.parameters())
     return unet
 
