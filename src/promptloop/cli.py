@@ -173,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)
 
+    from promptloop.world.train_policy import add_world_policy_parser
+
+    add_world_policy_parser(world)
+
     ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
     ac.add_argument("--n", type=_positive_int, default=500)
     ac.add_argument("--seed", type=_non_negative_int, default=0)

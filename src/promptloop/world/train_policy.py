@@ -228,7 +228,7 @@ def evaluate_world_policy(
 # ----------------------------------------------------------------------------- reproduction and CLI
 
 DEFAULT_OUT = Path(__file__).resolve().parents[3] / "assets" / "world" / "policy"
-RECIPE: dict[str, Any] = {"steps": 2600, "batch_size": 16, "lr": 2.5e-3, "warmup": 50, "split": "any", "hidden": 192,
+RECIPE: dict[str, Any] = {"steps": 2000, "batch_size": 32, "lr": 2e-3, "warmup": 50, "split": "any", "hidden": 192,
                           "layers": 4, "heads": 6, "tie_embeddings": True}
 
 
