@@ -94,3 +94,17 @@ def test_backbone_training_captions_avoid_heldout_pairs() -> None:
     for _ in range(300):
         scene = sampler.sample()
         assert not ({(o.colour, o.shape) for o in scene.objects} & HELDOUT_PAIRS)
+
+
+def test_candidate_rewrites_keep_every_fact() -> None:
+    from promptloop.world.rewrites import candidate_rewrites, keeps_query
+
+    rng = random.Random(0)
+    for it in prompt_set("heldout")[:60]:
+        cands = candidate_rewrites(it.query, 8, rng)
+        assert len(cands) == len(set(cands)) and cands[0] == realise(it.query, random.Random(0))
+        assert len(cands) >= 6
+        for c in cands:
+            assert keeps_query(parse(c), it.query), (it.caption, c)
+    dropped = Query((ObjectQuery("red", "circle"),))
+    assert not keeps_query(dropped, Query((ObjectQuery("red", "circle", "large"),)))

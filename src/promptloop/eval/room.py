@@ -73,8 +73,9 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
         switched = np.zeros((k, len(items), seeds))
         for c in range(k):
             prompts = [cands[i][c] for i in range(len(items)) for _ in range(seeds)]
+            # one batch: FixedPromptPolicy holds one prompt per sample of the whole call
             out = sample(pipe, queries, sample_seeds, policy=FixedPromptPolicy(prompts), mode="feedback",
-                         refinement_steps=[step], steps=steps, guidance=guidance,
+                         refinement_steps=[step], steps=steps, guidance=guidance, batch_size=len(queries),
                          desc=f"room oracle {int(frac * 100)}% {c + 1}/{k}")
             switched[c] = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
         # the oracle may also keep the query (no switch): include the base
