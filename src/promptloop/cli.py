@@ -26,7 +26,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"promptloop: error: {self.prog.removeprefix('promptloop').strip() + ': ' if self.prog != 'promptloop' else ''}{message}\n")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -36,7 +36,7 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _non_negative_int(text: str) -> int:
+def non_negative_int(text: str) -> int:
     try:
         v = int(text)
     except ValueError:
@@ -140,11 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="sample with the loop; write images, a trajectory strip and a JSON record")
     gen.add_argument("query", help="the prompt (the user's query)")
-    gen.add_argument("--refine", type=_non_negative_int, default=5, help="number of refinements N_R")
+    gen.add_argument("--refine", type=non_negative_int, default=5, help="number of refinements N_R")
     gen.add_argument("--mode", default="feedback", choices=["feedback", "no-feedback", "feed-forward", "none"])
-    gen.add_argument("--seed", type=_non_negative_int, default=0)
-    gen.add_argument("--num-images", type=_positive_int, default=1)
-    gen.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
+    gen.add_argument("--seed", type=non_negative_int, default=0)
+    gen.add_argument("--num-images", type=positive_int, default=1)
+    gen.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
     gen.add_argument("--guidance", type=float, default=None, help="CFG scale (default: 4 on the world backbone)")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
@@ -166,10 +166,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
     tb.add_argument("--work-dir", default="runs/backbone", help="checkpoints and caches; rerun to resume")
     tb.add_argument("--out", default=None, help="output folder (default: assets/world/backbone)")
-    tb.add_argument("--steps", type=_positive_int, default=5000,
+    tb.add_argument("--steps", type=positive_int, default=5000,
                     help="UNet training steps (length of the cosine schedule); a larger value resumes and extends a run")
-    tb.add_argument("--stop-at", type=_non_negative_int, default=0, help="end after this step and save (0: all steps)")
-    tb.add_argument("--seed", type=_non_negative_int, default=0)
+    tb.add_argument("--stop-at", type=non_negative_int, default=0, help="end after this step and save (0: all steps)")
+    tb.add_argument("--seed", type=non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)
 
@@ -178,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_world_policy_parser(world)
 
     ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
-    ac.add_argument("--n", type=_positive_int, default=500)
-    ac.add_argument("--seed", type=_non_negative_int, default=0)
+    ac.add_argument("--n", type=positive_int, default=500)
+    ac.add_argument("--seed", type=non_negative_int, default=0)
     ac.add_argument("--json", action="store_true")
     ac.set_defaults(func=cmd_world_analyzer_check)
 
@@ -187,31 +187,31 @@ def build_parser() -> argparse.ArgumentParser:
         c = world.add_parser(name, help="quality window of the backbone" if name == "backbone-eval"
                              else "room for the loop: base vs feed-forward bound vs mid-way oracles")
         c.add_argument("--backbone", default=None, help="backbone folder (default: the shipped one)")
-        c.add_argument("--n", type=_positive_int, default=n_default, help="prompts per set")
-        c.add_argument("--seed", type=_non_negative_int, default=0)
-        c.add_argument("--steps", type=_positive_int, default=20, help="sampling steps")
+        c.add_argument("--n", type=positive_int, default=n_default, help="prompts per set")
+        c.add_argument("--seed", type=non_negative_int, default=0)
+        c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
         c.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
         c.add_argument("--json", action="store_true")
         if name == "room":
-            c.add_argument("--seeds", type=_positive_int, default=4, help="seeds per query")
-            c.add_argument("--candidates", type=_positive_int, default=8, help="candidate rewrites per query")
+            c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")
+            c.add_argument("--candidates", type=positive_int, default=8, help="candidate rewrites per query")
         c.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ov = bench.add_parser("overhead", help="sampling time of PromptLoop vs plain sampling on the world backbone")
-    ov.add_argument("--batch", type=_positive_int, default=16)
-    ov.add_argument("--steps", type=_positive_int, default=20)
-    ov.add_argument("--repeats", type=_positive_int, default=5)
+    ov.add_argument("--batch", type=positive_int, default=16)
+    ov.add_argument("--steps", type=positive_int, default=20)
+    ov.add_argument("--repeats", type=positive_int, default=5)
     ov.add_argument("--json", action="store_true")
     ov.set_defaults(func=cmd_bench_overhead)
 
     ev = sub.add_parser("eval", help="evaluation").add_subparsers(dest="eval_command", required=True)
     cmp_ = ev.add_parser("compare", help="heldout alignment: base vs feed-forward vs PromptLoop (with/without feedback)")
-    cmp_.add_argument("--n", type=_positive_int, default=256, help="heldout queries")
-    cmp_.add_argument("--seed", type=_non_negative_int, default=0)
-    cmp_.add_argument("--steps", type=_positive_int, default=20)
+    cmp_.add_argument("--n", type=positive_int, default=256, help="heldout queries")
+    cmp_.add_argument("--seed", type=non_negative_int, default=0)
+    cmp_.add_argument("--steps", type=positive_int, default=20)
     cmp_.add_argument("--guidance", type=float, default=4.0)
-    cmp_.add_argument("--refine", type=_positive_int, default=5, help="refinements N_R of the loop rows")
+    cmp_.add_argument("--refine", type=positive_int, default=5, help="refinements N_R of the loop rows")
     cmp_.add_argument("--adapter", default=None, help="GRPO LoRA adapter (default: assets/world/policy_grpo)")
     cmp_.add_argument("--feed-forward-adapter", default=None,
                       help="feed-forward rewriter adapter (default: assets/world/policy_feedforward)")
@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = world.add_parser("prompts", help="print a fixed prompt set")
     pr.add_argument("name", choices=["train", "heldout"])
-    pr.add_argument("--n", type=_non_negative_int, default=0, help="only the first N (0: all)")
+    pr.add_argument("--n", type=non_negative_int, default=0, help="only the first N (0: all)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_world_prompts)
     return p

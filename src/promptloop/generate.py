@@ -16,6 +16,7 @@ import torch
 
 from promptloop.eval.figures import labelled_grid
 from promptloop.loop.sampler import MODES, PromptLoopSampler
+from promptloop.policy.sanitize import token_length_fn
 
 
 @dataclass
@@ -117,7 +118,7 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
                              device)
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and getattr(policy, "prompt_length_fn", None) is None:
-            policy.prompt_length_fn = lambda text, tok=tokenizer: len(tok(text).input_ids)
+            policy.prompt_length_fn = token_length_fn(tokenizer)
     sampler = PromptLoopSampler(pipe, policy, mode=mode, num_refinements=req.refine)  # type: ignore[arg-type]
     gens = [torch.Generator(device="cpu").manual_seed(req.seed + k) for k in range(req.num_images)]
     if is_world:

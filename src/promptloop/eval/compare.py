@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from promptloop.eval.sampling import sample
+from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
 from promptloop.world.prompts import sample_prompts
@@ -39,7 +40,7 @@ def load_world_policy(adapter: str | Path | None, pipe: Any) -> Any:
     if adapter is not None and not Path(adapter).is_dir():
         raise FileNotFoundError(f"policy adapter not found at {adapter}")
     policy = VLMPolicy.from_pretrained(base, adapter_path=adapter)
-    policy.prompt_length_fn = lambda text, tok=pipe.tokenizer: len(tok(text).input_ids)
+    policy.prompt_length_fn = token_length_fn(pipe.tokenizer)
     return policy
 
 

@@ -24,14 +24,12 @@ from promptloop.world.backbone import load_backbone
 from promptloop.world.prompts import sample_prompts
 
 
-def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float = 4.0, backbone: str | None = None,
-             policy_path: str | None = None) -> dict[str, Any]:
-    from promptloop.policy.vlm import VLMPolicy
-    from promptloop.train.components import world_policy_path
+def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float = 4.0,
+             backbone: str | None = None) -> dict[str, Any]:
+    from promptloop.eval.compare import load_world_policy
 
     pipe = load_backbone(backbone)
-    policy = VLMPolicy.from_pretrained(policy_path or world_policy_path())
-    policy.prompt_length_fn = lambda text, tok=pipe.tokenizer: len(tok(text).input_ids)
+    policy = load_world_policy(None, pipe)  # the shipped SFT world policy
     queries = [it.caption for it in sample_prompts("heldout", batch, seed=0)]
     sampler = PromptLoopSampler(pipe)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
 _LABEL = re.compile(r"^\s*(?:new\s+)?prompt\s*:\s*", re.IGNORECASE)
@@ -23,6 +24,15 @@ _LABEL = re.compile(r"^\s*(?:new\s+)?prompt\s*:\s*", re.IGNORECASE)
 def rough_length(text: str) -> int:
     """Number of words and punctuation marks: a tokenizer-free stand-in for a prompt's token count."""
     return len(_WORDISH.findall(text))
+
+
+def token_length_fn(tokenizer: Any) -> Callable[[str], int]:
+    """A prompt-length function counting `tokenizer`'s tokens (e.g. the diffusion pipeline's own)."""
+
+    def length(text: str) -> int:
+        return len(tokenizer(text).input_ids)
+
+    return length
 
 
 def clean_text(text: str) -> str:

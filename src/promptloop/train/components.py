@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from promptloop.policy.sanitize import token_length_fn
 from promptloop.train.config import PipelineConfig, PolicyConfig, TrainConfig
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -120,7 +121,7 @@ def prepare_policy(policy: Any, cfg: TrainConfig, pipe: Any | None = None) -> li
         policy.max_prompt_tokens = pc.max_prompt_tokens
         tokenizer = getattr(pipe, "tokenizer", None)
         if policy.prompt_length_fn is None and tokenizer is not None:
-            policy.prompt_length_fn = lambda text, tok=tokenizer: len(tok(text).input_ids)
+            policy.prompt_length_fn = token_length_fn(tokenizer)
     if pc.finetune == "lora":
         if not policy.has_lora:
             policy.enable_lora(r=pc.lora_r, alpha=pc.lora_alpha, target_modules=pc.lora_target_modules)

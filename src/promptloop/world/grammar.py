@@ -15,10 +15,12 @@ from promptloop.world.scene import (
     GRID,
     INVERSE_RELATION,
     MAX_OBJECTS,
+    RELATIONS,
     ObjectQuery,
     Query,
     Scene,
     SpecError,
+    relation_holds,
 )
 
 COLOUR_WORDS: dict[str, tuple[str, ...]] = {
@@ -176,8 +178,6 @@ def query_from_scene(
         objs.append(ObjectQuery(o.colour, o.shape, o.size if rng.random() < p_size else None, col, row))
     rels: list[tuple[int, str, int]] = []
     if len(objs) >= 2 and rng.random() < p_relation:
-        from promptloop.world.scene import RELATIONS, relation_holds
-
         a, b = rng.sample(range(len(objs)), 2)
         holding = [r for r in RELATIONS if relation_holds(scene.objects[a].cell, r, scene.objects[b].cell)]
         if holding:

@@ -259,19 +259,8 @@ def cmd_world_train_policy(args: Any) -> dict[str, Any]:
 
 def add_world_policy_parser(world_subparsers: Any) -> Any:
     """Mount `train-policy` under `promptloop world`: SFT of the Shapes-world policy, then its evaluation."""
-    import argparse
-
-    def positive(text: str) -> int:
-        v = int(text)
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-        return v
-
-    def non_negative(text: str) -> int:
-        v = int(text)
-        if v < 0:
-            raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-        return v
+    from promptloop.cli import non_negative_int as non_negative
+    from promptloop.cli import positive_int as positive
 
     p = world_subparsers.add_parser(
         "train-policy", help="SFT of the world refinement policy (the shipped recipe), then its held-out evaluation")
