@@ -42,6 +42,7 @@ import torch
 from PIL import Image
 
 from promptloop.policy.base import PolicyInput, PolicyOutput
+from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
 from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.sanitize import Sanitizer
 
@@ -148,6 +149,8 @@ class VLMPolicy:
         max_prompt_tokens, prompt_length_fn: the diffusion text encoder's window and a token counter for
             it; longer rewrites fall back (see `Sanitizer`).
         validator: optional callable rejecting invalid prompts (return False or raise).
+        constraint: optional `DecodingConstraint` restricting the tokens of a completion, applied alike when
+            sampling and when scoring (see `promptloop.policy.constraint`); saved by class reference.
         system_prompt: optional system turn.
         image_size: previews are resized to this square size before the processor (None: as given).
     """
@@ -165,6 +168,7 @@ class VLMPolicy:
         max_prompt_tokens: int | None = None,
         prompt_length_fn: Callable[[str], int] | None = None,
         validator: Callable[[str], object] | None = None,
+        constraint: DecodingConstraint | None = None,
         system_prompt: str | None = None,
         image_size: int | None = None,
         name_or_path: str | None = None,
@@ -181,6 +185,7 @@ class VLMPolicy:
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
         self.sanitizer = Sanitizer(max_prompt_tokens, prompt_length_fn, validator)
+        self.constraint = constraint
         self.system_prompt = system_prompt
         self.image_size = image_size
         self.name_or_path = name_or_path or getattr(self.base_model.config, "_name_or_path", None) or None
@@ -332,12 +337,18 @@ class VLMPolicy:
 
     # ------------------------------------------------------------------ log-probs
 
-    def _token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor, temperature: float) -> torch.Tensor:
-        """log softmax(mask(logits) / T) gathered at `tokens`; logits (B, S, V), tokens (B, S)."""
+    def _token_logprobs(self, logits: torch.Tensor, tokens: torch.Tensor, temperature: float,
+                        queries: Sequence[str]) -> torch.Tensor:
+        """log softmax(mask(logits) / T) gathered at `tokens`; logits (B, S, V), tokens (B, S). The mask
+        holds the suppressed tokens and, with a constraint, the tokens it disallows after each prefix."""
         logits = logits.float()
         if self.suppressed_token_ids:
             sup = torch.tensor(self.suppressed_token_ids, device=logits.device)
             logits = logits.index_fill(-1, sup, float("-inf"))
+        if self.constraint is not None:
+            allowed = allowed_mask(self.constraint, queries, tokens, logits.shape[-1], self.eos_token_ids,
+                                   self.suppressed_token_ids)
+            logits = logits.masked_fill(~allowed, float("-inf"))
         t = temperature if temperature > 0 else 1.0
         logp = torch.log_softmax(logits / t, dim=-1)
         return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
@@ -379,7 +390,7 @@ class VLMPolicy:
             model_kwargs["position_ids"] = self._position_ids(model_kwargs)
             out = self.model(**model_kwargs, use_cache=False, logits_to_keep=n_comp + 1)
             logits = out.logits[:, -(n_comp + 1): -1]
-            lp = self._token_logprobs(logits, comp, temperature)
+            lp = self._token_logprobs(logits, comp, temperature, inputs.queries)
             return [lp[i, : lengths[i]] for i in range(b)]
 
     # ------------------------------------------------------------------ sampling
@@ -401,7 +412,7 @@ class VLMPolicy:
             kw.update(do_sample=False)
         return GenerationConfig(**kw)
 
-    def _logits_processor(self) -> Any:
+    def _logits_processor(self, queries: Sequence[str], prompt_length: int) -> Any:
         from transformers import LogitsProcessor, LogitsProcessorList
 
         suppressed = self.suppressed_token_ids
@@ -412,7 +423,11 @@ class VLMPolicy:
                     scores = scores.index_fill(-1, torch.tensor(suppressed, device=scores.device), float("-inf"))
                 return scores
 
-        return LogitsProcessorList([_Suppress()])
+        processors: list[Any] = [_Suppress()]
+        if self.constraint is not None:
+            processors.append(ConstraintLogitsProcessor(self.constraint, queries, prompt_length, self.eos_token_ids,
+                                                        suppressed))
+        return LogitsProcessorList(processors)
 
     def generate(
         self,
@@ -433,13 +448,14 @@ class VLMPolicy:
         with torch.no_grad(), rng:
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model.generate(**enc, generation_config=gen_cfg, logits_processor=self._logits_processor())
-        p = enc["input_ids"].shape[1]
+            p = enc["input_ids"].shape[1]
+            out = self.model.generate(**enc, generation_config=gen_cfg,
+                                      logits_processor=self._logits_processor(inputs.queries, p))
         seq = out.sequences[:, p:]
         if seq.shape[1] == 0:
             return [seq[i] for i in range(seq.shape[0])], [torch.zeros(0, device=seq.device)] * seq.shape[0]
         logits = torch.stack(list(out.logits), dim=1)[:, : seq.shape[1]]
-        lp = self._token_logprobs(logits, seq, temperature)
+        lp = self._token_logprobs(logits, seq, temperature, inputs.queries)
         eos = torch.tensor(self.eos_token_ids, device=seq.device)
         ids, lps = [], []
         for i in range(seq.shape[0]):
@@ -542,6 +558,7 @@ class VLMPolicy:
             "base_model": self.name_or_path,
             "validator": _callable_ref(self.validator),
             "prompt_length_fn": _callable_ref(self.prompt_length_fn),
+            "constraint": _callable_ref(type(self.constraint)) if self.constraint is not None else None,
         }
 
     def save_pretrained(self, path: str | Path, merge_lora: bool = False, dtype: torch.dtype | None = None) -> None:
@@ -612,6 +629,8 @@ class VLMPolicy:
         kwargs = cls._saved_kwargs(saved)
         kwargs.update(policy_kwargs)
         kwargs.setdefault("name_or_path", str(path))
+        if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
+            kwargs["constraint"] = kwargs["constraint"](tokenizer)
         policy = cls(model, tokenizer, processor, **kwargs)
         if adapter_path is not None:
             policy.load_adapter(adapter_path, is_trainable=is_trainable)
@@ -625,7 +644,7 @@ class VLMPolicy:
         for k in ("temperature", "top_p", "max_new_tokens", "max_prompt_tokens", "system_prompt", "image_size"):
             if k in saved:
                 kw[k] = saved[k]
-        for k in ("validator", "prompt_length_fn"):
+        for k in ("validator", "prompt_length_fn", "constraint"):
             fn = _resolve_ref(saved.get(k))
             if fn is not None:
                 kw[k] = fn

@@ -8,19 +8,21 @@ conditioned on the preview's error) computed through `VLMPolicy.logprobs` — th
 uses later — at temperature 1. Rewrites are length-checked in the backbone's text window
 (`policy_data.minilm_length`, at most `MAX_PROMPT_TOKENS` = 48 MiniLM word pieces).
 
-Reproduce the shipped policy (assets/world/policy), one SFT stage from scratch (`RECIPE`) and the
-held-out evaluation (`evaluate_world_policy(out, n=100, seed=1)`, 8 raw samples per query at T = 1)::
+Decoding constraint. The policy samples under `copy_constraint.CopyEditConstraint`: a rewrite is the
+user query's own words, in order, with edit phrases (intensifier, repeated colour, size, position,
+background) inserted. Every SFT target lies in that language (tested), so the constraint only removes
+what the small model gets wrong on its own — mostly binding a colour word to the wrong object, which broke
+half of its unconstrained samples (valid 0.485, keeps 0.354 at T = 1). SFT itself is unconstrained
+(plain next-token likelihood); `build_world_policy` attaches the constraint, saved with the policy, so
+`propose`, `logprobs` and GRPO all use it. Pass `constrained=False` to measure the raw model.
+
+Reproduce the shipped policy (assets/world/policy), one SFT stage from scratch (`RECIPE`, about 15 min on
+2 cores) and the held-out evaluation (`evaluate_world_policy(out, n=100, seed=1)`, 8 raw samples per
+query at T = 1)::
 
     promptloop world train-policy --json                       # or, in Python:
     from promptloop.world.train_policy import reproduce_world_policy
     reproduce_world_policy("assets/world/policy")
-
-Status: this recipe is NOT yet measured end to end. One run (1,800 planned steps, 1 thread of a shared
-2-core CPU, about 0.34 s/step) was cut off by CPU contention at step 1,100 with the loss still falling
-(3.2 at step 50 of a 6-layer/256 trial, 2.66 / 1.57 / 1.20 / 0.97 / 0.80 / 0.75 at steps 100 / 200 / 400 /
-600 / 1000 / 1100); 2,600 steps is about 15 min on one free core. assets/world/policy still holds the
-previous policy (paraphrase targets, 1,300 steps: valid 40%, keeps 10%, distinct 8.0 / 8; see its
-train_summary.json), which misses the targets (valid >= 95%, keeps >= 90%, distinct >= 3 / 8).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.testing import tiny_llava_model, tiny_llava_processor
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.world import grammar
+from promptloop.world.copy_constraint import CopyEditConstraint
 from promptloop.world.policy_data import (
     PREVIEW_SIZE,
     TEXT_WINDOW,
@@ -66,8 +69,10 @@ WORLD_INSTRUCTION = InstructionTemplate(
 def build_world_policy(
     seed: int = 0, hidden: int = 256, layers: int = 6, heads: int = 8, vision_hidden: int = 128,
     vision_layers: int = 2, image_size: int = PREVIEW_SIZE, patch_size: int = 8, tie_embeddings: bool = False,
+    constrained: bool = True,
 ) -> VLMPolicy:
-    """A randomly initialised world policy (about 5M parameters with the defaults)."""
+    """A randomly initialised world policy (about 5M parameters with the defaults), decoding under
+    `CopyEditConstraint` unless `constrained` is False."""
     tokenizer = build_world_tokenizer()
     model = tiny_llava_model(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden, layers=layers,
                              vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed,
@@ -75,7 +80,8 @@ def build_world_policy(
     processor = tiny_llava_processor(tokenizer, image_size=image_size, patch_size=patch_size)
     return VLMPolicy(model, tokenizer, processor, instruction=WORLD_INSTRUCTION, temperature=1.0,
                      max_new_tokens=MAX_NEW_TOKENS, max_prompt_tokens=MAX_PROMPT_TOKENS, prompt_length_fn=minilm_length,
-                     image_size=image_size, validator=grammar.parse)
+                     image_size=image_size, validator=grammar.parse,
+                     constraint=CopyEditConstraint(tokenizer) if constrained else None)
 
 
 def _batch(rng: random.Random, sampler: SceneSampler, batch_size: int, p_no_preview: float
@@ -126,6 +132,7 @@ def train_world_policy(
     else:
         policy = build_world_policy(seed=seed, **model_kwargs)
     n_params = sum(p.numel() for p in policy.model.parameters())
+    constraint, policy.constraint = policy.constraint, None  # SFT: plain next-token likelihood (module docstring)
     opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
@@ -154,6 +161,7 @@ def train_world_policy(
             if not progress_bar:
                 print(f"step {_step + 1}: loss {curve[-1][1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
     wall = time.time() - t0
+    policy.constraint = constraint
     policy.save_pretrained(out_dir, dtype=save_dtype)
     summary = {
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "split": split,
