@@ -1,0 +1,144 @@
+"""Smoke check of the real-model path on a CUDA GPU in bf16; prints one JSON object.
+
+What CI checks on CPU in fp32 (tests/test_loop.py, tests/test_policy.py, tests/test_train_e2e.py), run
+once on a GPU with bf16 weights and autocast, offline, with tiny random models of the real classes:
+
+1. `loop`: for tiny SD 1.x / SDXL / SD3 / FLUX pipelines in bf16 on CUDA, PromptLoop latents equal
+   plain sampling up to the swap step and differ after it; images are finite.
+2. `policy`: tiny Qwen2.5-VL and LLaVA policies in bf16 on CUDA: generation's log-probs vs the one-pass
+   `logprobs` (max abs difference; bf16, so reported rather than held to the fp32 1e-5).
+3. `grpo`: two GRPO steps, tiny SDXL + tiny Qwen2.5-VL with LoRA + tiny CLIP-score reward, bf16 weights
+   and `accelerate.mixed_precision=bf16`, a checkpoint, then `resume=true` from it (nothing left to do,
+   same adapter weights).
+
+    python benchmarks/gpu_smoke.py --out /tmp/gpu_smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+STEPS = 6
+
+
+def check_loop(device: str) -> dict[str, Any]:
+    from promptloop.loop import PromptLoopSampler
+    from promptloop.loop.testing import TINY_PIPELINES, tiny_call_kwargs
+    from promptloop.policy.base import FixedPromptPolicy
+
+    queries, new = ["a red cat", "a green tree"], ["a blue square", "a yellow star"]
+    out: dict[str, Any] = {}
+    for family, build in TINY_PIPELINES.items():
+        pipe = build(seed=0, device=device, dtype=torch.bfloat16)
+        kw = {**tiny_call_kwargs(family), "num_inference_steps": STEPS, "output_type": "np", "record_latents": True}
+        t0 = time.perf_counter()
+        plain = PromptLoopSampler(pipe, None)(queries, mode="none", generator=torch.Generator(device).manual_seed(0), **kw)
+        swap = 2
+        loop = PromptLoopSampler(pipe, FixedPromptPolicy(new))(
+            queries, mode="feedback", refinement_steps=[swap], generator=torch.Generator(device).manual_seed(0), **kw)
+        out[family] = {
+            "latent_dtype": str(loop.latents.dtype),
+            "equal_up_to_swap": bool(torch.equal(loop.latents[: swap + 1], plain.latents[: swap + 1])),
+            "differs_after_swap": bool(all(not torch.equal(loop.latents[t, k], plain.latents[t, k])
+                                           for t in range(swap + 1, STEPS) for k in range(len(queries)))),
+            "images_finite": bool(torch.isfinite(torch.as_tensor(loop.images)).all()),
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    return out
+
+
+def check_policy(device: str) -> dict[str, Any]:
+    from PIL import Image
+
+    from promptloop.policy.base import PolicyInput
+    from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
+
+    out: dict[str, Any] = {}
+    previews = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
+    inp = PolicyInput(["a red circle", "a blue box on the left"], ["a red circle", "a blue box"], 0.5, previews)
+    for name, build in (("qwen25vl", tiny_qwen25vl_policy), ("llava", tiny_llava_policy)):
+        policy = build(seed=0)
+        policy.model.to(device=device, dtype=torch.bfloat16)
+        gen = policy.propose(inp, temperature=1.0, seed=0)
+        again = policy.logprobs(inp, gen.completion_ids, temperature=1.0)
+        diff = max(float((a.cpu().float() - b.float()).abs().max()) for a, b in zip(again, gen.logprobs, strict=True)
+                   if len(a))
+        out[name] = {"dtype": str(policy.dtype), "device": str(policy.device), "logprob_max_abs_diff": diff,
+                     "completion_tokens": [len(c) for c in gen.completion_ids]}
+    return out
+
+
+def check_grpo(device: str, work: Path) -> dict[str, Any]:
+    from promptloop.rewards.testing import tiny_clip_dir
+    from promptloop.train import GRPOTrainer, load_config
+    from promptloop.train.logging import read_metrics
+
+    clip = tiny_clip_dir(work)
+    prompts = work / "prompts.txt"
+    prompts.write_text("a red circle\na blue square on the left\na cat next to a tree\n")
+    overrides = [
+        f"output_dir={work / 'run'}", "pipeline.name_or_path=tiny:sdxl", "policy.name_or_path=tiny:qwen25vl",
+        "pipeline.dtype=bfloat16", "policy.dtype=bfloat16", "accelerate.mixed_precision=bf16",
+        "pipeline.num_inference_steps=4", "loop.num_refinements=2", f"data.train={prompts}", "data.eval=null",
+        "grpo.queries_per_step=2", "grpo.num_generations=2", "grpo.num_iterations=2", "grpo.beta=0.05",
+        "rewards={clipscore: 1.0}", f"reward_kwargs={{clipscore: {{model_name_or_path: '{clip}'}}}}",
+        "steps=2", "logging.progress_bar=false", "policy.lora_r=4",
+    ]
+    t0 = time.perf_counter()
+    trainer = GRPOTrainer(load_config(None, overrides))
+    result = trainer.train()
+    seconds = time.perf_counter() - t0
+    recs = [r for r in read_metrics(result.metrics_path) if r["kind"] == "train"]
+    lora = {n: p.detach().float().cpu().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" in n}
+    again = GRPOTrainer(load_config(None, [*overrides, "resume=true"]))
+    resumed = again.train()
+    lora2 = {n: p.detach().float().cpu() for n, p in again.policy.model.named_parameters() if "lora_" in n}
+    keep = ("reward/clipscore/mean", "reward/total/std", "kl", "clip_fraction", "fallback_rate",
+            "ratio_first_pass_max_dev", "time/rollout_s", "time/update_s")
+    return {
+        "device": str(trainer.accelerator.device), "mixed_precision": trainer.accelerator.mixed_precision,
+        "policy_dtype": str(trainer.policy.dtype), "pipeline_dtype": str(trainer.pipe.unet.dtype),
+        "steps": result.steps, "metrics": [{k: r.get(k) for k in ("step", *keep)} for r in recs],
+        "checkpoint": result.checkpoint.name if result.checkpoint else None,
+        "resumed_steps": resumed.steps,
+        "resumed_lora_identical": all(torch.equal(lora[n], lora2[n]) for n in lora) and len(lora) > 0,
+        "lora_moved": any(float(v.abs().sum()) > 0 for n, v in lora.items() if "lora_B" in n),
+        "seconds": round(seconds, 1),
+        "max_memory_allocated_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device == "cuda" else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=None, help="folder for the JSON result and the GRPO run (default: a temp dir)")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = ap.parse_args(argv)
+    work = Path(args.out or tempfile.mkdtemp(prefix="gpu_smoke_"))
+    work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, Any] = {"device": args.device, "torch": torch.__version__,
+                              "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    for name, fn in (("loop", lambda: check_loop(args.device)), ("policy", lambda: check_policy(args.device)),
+                     ("grpo", lambda: check_grpo(args.device, work))):
+        try:
+            result[name] = fn()
+        except Exception as e:  # report every part, even when one breaks
+            result[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    text = json.dumps(result, indent=2, default=str)
+    (work / "gpu_smoke.json").write_text(text)
+    print(text)
+    return 0 if all("error" not in result[k] for k in ("loop", "policy", "grpo")) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
