@@ -103,3 +103,21 @@ def test_first_pass_ratio_is_one_with_a_real_policy(tmp_path) -> None:
     assert stats["clip_fraction"] == 0.0
     assert stats["kl"] < 1e-6  # LoRA B starts at zero: the policy equals its reference on pass 1
     assert all(torch.equal(a.old_logprobs, r) for a, r in zip(batch.actions, recorded, strict=True))
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_shared_noise_gives_a_group_one_initial_noise(shared: bool) -> None:
+    """grpo.shared_noise: with the plain pipeline (no policy) the members of a group are then identical."""
+    import numpy as np
+
+    from promptloop.loop import PromptLoopSampler
+    from promptloop.loop.testing import tiny_call_kwargs, tiny_sd_pipeline
+    from promptloop.train.rollout import run_rollout
+
+    sampler = PromptLoopSampler(tiny_sd_pipeline(seed=0), None)
+    batch = run_rollout(sampler, [(0, "a red cat"), (1, "a green tree")], 2, seed=0, tag="step0", num_refinements=1,
+                        schedule="random", groups_per_call=2, mode="none", shared_noise=shared,
+                        call_kwargs={**tiny_call_kwargs("sd"), "num_inference_steps": 3})
+    img = [np.asarray(im) for im in batch.images]
+    assert np.array_equal(img[0], img[1]) == shared and np.array_equal(img[2], img[3]) == shared
+    assert not np.array_equal(img[0], img[2])  # groups never share noise

@@ -95,7 +95,9 @@ class GRPOConfig:
     """Group-relative policy optimisation."""
 
     queries_per_step: int = _f(4, "queries per GRPO step over all processes (divisible by the process count)")
-    num_generations: int = _f(4, "trajectories per query (G), each with its own seed")
+    num_generations: int = _f(4, "trajectories per query (G)")
+    shared_noise: bool = _f(False, "the G trajectories of a query share one initial noise (common random numbers): "
+                                   "advantages then compare prompts, not seeds")
     groups_per_rollout_call: int = _f(1, "query groups per sampler call (per-process group counts should be a "
                                          "multiple of it for identical results across process counts)")
     num_iterations: int = _f(1, "optimizer passes per rollout batch (mu); pass 1 is exactly on-policy")

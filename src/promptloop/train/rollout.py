@@ -127,10 +127,12 @@ def run_rollout(
     groups_per_call: int,
     mode: str,
     call_kwargs: dict[str, Any],
+    shared_noise: bool = False,
 ) -> RolloutBatch:
     """Sample `group_size` trajectories for each (global group index, query) in `groups`.
 
-    `tag` distinguishes rollouts (the training step, or "eval"); seeds derive from (seed, tag, group, member).
+    `tag` distinguishes rollouts (the training step, or "eval"); seeds derive from (seed, tag, group, member),
+    or from (seed, tag, group) alone with `shared_noise` (every member of a group starts from the same noise).
     """
     t0 = time.perf_counter()
     queries: list[str] = []
@@ -139,7 +141,7 @@ def run_rollout(
     for start in range(0, len(groups), groups_per_call):
         chunk = groups[start : start + groups_per_call]
         call_queries = [q for _, q in chunk for _ in range(group_size)]
-        gens = [torch.Generator(device="cpu").manual_seed(derive_seed(seed, tag, gid, "noise", k) % (2**63))
+        gens = [torch.Generator(device="cpu").manual_seed(derive_seed(seed, tag, gid, "noise", 0 if shared_noise else k) % (2**63))
                 for gid, _ in chunk for k in range(group_size)]
         call_seed = derive_seed(seed, tag, chunk[0][0], "call")
         kwargs: dict[str, Any] = dict(call_kwargs)

@@ -206,7 +206,7 @@ class GRPOTrainer:
             return run_rollout(self.sampler, groups, cfg.grpo.num_generations, seed=cfg.seed, tag=f"step{step}",
                                num_refinements=cfg.loop.num_refinements, schedule="random",
                                groups_per_call=cfg.grpo.groups_per_rollout_call, mode=cfg.loop.mode,
-                               call_kwargs=self.call_kwargs)
+                               call_kwargs=self.call_kwargs, shared_noise=cfg.grpo.shared_noise)
 
     @torch.no_grad()
     def score(self, batch: RolloutBatch) -> RolloutBatch:
