@@ -77,3 +77,21 @@ def test_missing_or_corrupt_folders_raise_clear_errors(tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(BackboneLoadError, match="cannot load backbone"):
         load_backbone(corrupt)
+
+
+def test_decoder_stage_keeps_the_encoder_and_finishes_once(tmp_path: Path) -> None:
+    """Stage 4 trains only the decoder (latents the UNet learned stay valid) and is marked done."""
+    from promptloop.world.backbone import build_vae
+    from promptloop.world.train_backbone import BackboneTrainConfig, train_decoder
+
+    torch.manual_seed(0)
+    vae = build_vae()
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    cfg = BackboneTrainConfig(work_dir=str(tmp_path), decoder_steps=3, vae_batch=2, checkpoint_every=2)
+    vae = train_decoder(cfg, tmp_path, vae)
+    after = vae.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in after if k.startswith(("encoder.", "quant_conv.")))
+    assert any(not torch.equal(before[k], after[k]) for k in after if k.startswith("decoder."))
+    assert not any(p.requires_grad for p in vae.parameters())
+    again = train_decoder(cfg, tmp_path, build_vae())  # done: loads the result, trains nothing
+    assert all(torch.equal(again.state_dict()[k], after[k]) for k in after)

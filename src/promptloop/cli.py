@@ -60,7 +60,8 @@ def _print_result(result: dict[str, Any], as_json: bool) -> None:
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
-    cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at)
+    cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at,
+                              decoder_steps=args.decoder_steps)
     if args.out:
         cfg.out_dir = args.out
     out = train_backbone(cfg)
@@ -169,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--steps", type=positive_int, default=5000,
                     help="UNet training steps (length of the cosine schedule); a larger value resumes and extends a run")
     tb.add_argument("--stop-at", type=non_negative_int, default=0, help="end after this step and save (0: all steps)")
+    tb.add_argument("--decoder-steps", type=non_negative_int, default=3000,
+                    help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
     tb.add_argument("--seed", type=non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)

@@ -1,11 +1,15 @@
 """Train backbone A of the Shapes world from scratch on CPU (`promptloop world train-backbone`).
 
-Three resumable stages, each with a progress bar and atomic checkpoints in `work_dir`:
+Four resumable stages, each with a progress bar and atomic checkpoints in `work_dir`:
 1. `vae`: the AutoencoderKL on random renders (MSE + a tiny KL), then the latent scaling factor.
 2. `data`: a fixed pool of (train-split scene, caption) pairs: VAE latents and the pipeline's own
    MiniLM token states, cached once (captions: paraphrases, detailed and emphasised variants).
 3. `unet`: v-prediction with min-SNR-5 weighting, AdamW with warm-up and cosine decay, EMA of the
    weights, 10% caption dropout for classifier-free guidance.
+4. `decoder`: the VAE decoder alone is trained on (MSE + L1) for longer, its encoder frozen — so the
+   latents the UNet learned are unchanged — on slightly noised latents (robustness to the UNet's imperfect
+   ones). Measured on 256 train renders (encode, decode, analyze): the stage-1 VAE kept only 68% of scenes
+   fully correct (shapes blurred away: shape accuracy 0.84), 3000 decoder steps bring it to about 0.87.
 The EMA UNet, the VAE and the DDIM scheduler are saved to `out_dir` (fp16 safetensors).
 """
 
@@ -53,6 +57,9 @@ class BackboneTrainConfig:
     threads: int = 0  # torch threads (0: leave torch's default)
     max_minutes: float = 0.0  # stop the UNet stage (checkpointed, resumable) after this long; 0: no limit
     stop_at: int = 0  # end the UNet stage after this step and save its EMA weights (0: run all unet_steps)
+    decoder_steps: int = 3000  # VAE-decoder-only steps after the UNet stage (encoder frozen); 0 skips the stage
+    decoder_lr: float = 5e-4  # peak AdamW learning rate of the decoder stage
+    decoder_latent_noise: float = 0.1  # std of the noise added to latents in the decoder stage, relative to their std
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -81,6 +88,26 @@ def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
 
 
+def _autoencoder_step_lr(opt: torch.optim.Optimizer, peak: float, step: int, total: int) -> None:
+    """Set the learning rate of the VAE stages: 50 warm-up steps, then cosine decay to 10% of `peak`."""
+    lr = peak * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def _render_batch(sampler: SceneSampler, n: int) -> torch.Tensor:
+    return _images_to_tensor(np.stack([render(sampler.sample()) for _ in range(n)]))
+
+
+def _resume(state: dict | None, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    """Restore model and optimizer from a stage checkpoint; the step to continue from (0 without one)."""
+    if not state:
+        return 0
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    return int(state["step"])
+
+
 def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
     ckpt = work / "vae.pt"
     vae = bb.build_vae()
@@ -91,18 +118,12 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
         return vae
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    start = 0
-    if state:
-        vae.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        start = state["step"]
+    start = _resume(state, vae, opt)
     sampler = SceneSampler(cfg.seed + 1000 + start, "any")
     bar = tqdm(range(start, cfg.vae_steps), desc="vae", initial=start, total=cfg.vae_steps)
     for step in bar:
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.vae_steps)))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x = _images_to_tensor(np.stack([render(sampler.sample()) for _ in range(cfg.vae_batch)]))
+        _autoencoder_step_lr(opt, cfg.vae_lr, step, cfg.vae_steps)
+        x = _render_batch(sampler, cfg.vae_batch)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = F.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean()
@@ -210,6 +231,46 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
     return unet
 
 
+def train_decoder(cfg: BackboneTrainConfig, work: Path, vae: torch.nn.Module) -> torch.nn.Module:
+    """Stage 4: fine-tune the VAE decoder (post_quant_conv + decoder) with the encoder frozen."""
+    ckpt = work / "decoder.pt"
+    state = _load(ckpt) if ckpt.exists() else None
+    if state and state.get("done"):
+        vae.load_state_dict(state["model"])
+        return vae
+    if cfg.decoder_steps <= 0:
+        return vae
+    torch.manual_seed(cfg.seed + 11)
+    vae.requires_grad_(False)
+    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    start = _resume(state, vae, opt)
+    if state:
+        torch.set_rng_state(state["torch_rng"])
+    sampler = SceneSampler(cfg.seed + 77 + start, "any")
+    bar = tqdm(range(start, cfg.decoder_steps), desc="decoder", initial=start, total=cfg.decoder_steps)
+    for step in bar:
+        _autoencoder_step_lr(opt, cfg.decoder_lr, step, cfg.decoder_steps)
+        x = _render_batch(sampler, cfg.vae_batch)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mean
+            z = z + cfg.decoder_latent_noise * z.std() * torch.randn_like(z)
+        rec = vae.decode(z).sample
+        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.decoder_steps:
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
+                          "torch_rng": torch.get_rng_state()}, ckpt)
+    vae.requires_grad_(False)
+    _atomic_save({"model": vae.state_dict(), "done": True}, ckpt)
+    return vae
+
+
 def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     """Save the current EMA UNet of an (unfinished) run as a backbone folder, e.g. to evaluate it."""
     from diffusers.training_utils import EMAModel
@@ -219,6 +280,9 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     vae_state = _load(work / "vae.pt")
     vae.load_state_dict(vae_state["model"])
     vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
+    dec = work / "decoder.pt"
+    if dec.exists() and (dec_state := _load(dec)).get("done"):
+        vae.load_state_dict(dec_state["model"])
     unet = bb.build_unet()
     st = _load(work / "unet.pt")
     unet.load_state_dict(st["model"])
@@ -252,6 +316,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
     pipe = bb.assemble_pipeline(bb.build_unet(), vae, scheduler, tokenizer, text_encoder)
     latents, text, uncond = build_pool(cfg, work, pipe)
     unet = train_unet(cfg, work, latents, text, uncond, scheduler)
+    vae = train_decoder(cfg, work, vae).eval()
     pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer, text_encoder)
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".tmp")
