@@ -438,3 +438,15 @@ def test_constraint_saved_and_restored(tiny_world_policy: VLMPolicy, tmp_path: P
     loaded = VLMPolicy.from_pretrained(tmp_path / "p")
     assert isinstance(loaded.constraint, CopyEditConstraint)
     assert VLMPolicy.from_pretrained(tmp_path / "p", constraint=None).constraint is None
+
+
+def test_world_policy_sft_runs_and_saves_a_constrained_policy(tmp_path: Path) -> None:
+    from promptloop.world.train_policy import evaluate_world_policy, train_world_policy
+
+    summary = train_world_policy(tmp_path / "p", steps=2, batch_size=2, hidden=32, layers=1, heads=2, vision_hidden=16,
+                                 vision_layers=1, progress_bar=False, log_every=0)
+    assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+    loaded = VLMPolicy.from_pretrained(tmp_path / "p")
+    assert isinstance(loaded.constraint, CopyEditConstraint) and loaded.validator is grammar.parse
+    ev = evaluate_world_policy(loaded, n=2, seed=0, samples_per_query=2)
+    assert set(ev) >= {"valid", "keeps", "distinct"} and 0.0 <= ev["keeps"] <= ev["valid"] <= 1.0
