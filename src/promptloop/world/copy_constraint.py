@@ -37,6 +37,7 @@ POSITION_PHRASES: tuple[str, ...] = (
     "on the left", "on the right", "at the top", "at the bottom",
 )
 ARTICLES = ("a", "an")
+_MEMO_SIZE = 200_000  # cached (query, prefix) -> states entries before the cache is emptied
 # edit kinds in the order they may follow each other within a gap
 BG_START, POSITION, SIZE, EMPHASIS, BG_END = range(5)
 
@@ -80,6 +81,7 @@ class CopyEditConstraint:
         self.eos_id = tokenizer.eos_token_id
         self.unknown_ids = frozenset(int(i) for i in getattr(tokenizer, "all_special_ids", []))
         self._query_ids = lru_cache(maxsize=4096)(self._encode)
+        self._memo: dict[tuple[str, tuple[int, ...]], frozenset[_State]] = {}
 
     def _encode(self, query: str) -> tuple[int, ...]:
         ids = self.tokenizer(query, add_special_tokens=False)["input_ids"]
@@ -118,16 +120,25 @@ class CopyEditConstraint:
                 out.append(_State(st.copied, kind, phrase[1:], st.background or kind in (BG_START, BG_END)))
         return out
 
-    def states(self, query: str, prefix: Sequence[int]) -> set[_State]:
-        """Automaton states consistent with `prefix` (empty if `prefix` is outside the language)."""
-        q = self._query_ids(query)
-        states = {_State(0, -1, (), False)}
-        prev: int | None = None
-        for token in prefix:
-            states = {s for st in states for s in self._step(q, st, prev, int(token))}
-            prev = int(token)
-            if not states:
-                break
+    def states(self, query: str, prefix: Sequence[int]) -> frozenset[_State]:
+        """Automaton states consistent with `prefix` (empty if `prefix` is outside the language).
+
+        Memoised per (query, prefix): decoding extends a prefix by one token per call, so each call
+        steps the automaton once from the cached states of the prefix before."""
+        key = (query, tuple(int(t) for t in prefix))
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        if not key[1]:
+            states = frozenset({_State(0, -1, (), False)})
+        else:
+            before = self.states(query, key[1][:-1])
+            prev = key[1][-2] if len(key[1]) >= 2 else None
+            q = self._query_ids(query)
+            states = frozenset(s for st in before for s in self._step(q, st, prev, key[1][-1]))
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = states
         return states
 
     def accepts(self, query: str, completion: Sequence[int]) -> bool:
