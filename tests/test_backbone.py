@@ -95,3 +95,14 @@ def test_decoder_stage_keeps_the_encoder_and_finishes_once(tmp_path: Path) -> No
     assert not any(p.requires_grad for p in vae.parameters())
     again = train_decoder(cfg, tmp_path, build_vae())  # done: loads the result, trains nothing
     assert all(torch.equal(again.state_dict()[k], after[k]) for k in after)
+
+
+def test_backbone_eval_reports_the_quality_window() -> None:
+    from promptloop.eval.backbone import backbone_eval
+
+    r = backbone_eval(n=2, seed=0, steps=4, timing_images=2)
+    for key in ("alignment_train", "full_correct_train", "alignment_heldout", "full_correct_heldout", "count_accuracy"):
+        assert 0.0 <= r[key] <= 1.0, key
+    assert set(r["preview_accuracy"]) == {"0.25", "0.5", "0.75"}
+    assert all(0.0 <= v <= 1.0 for v in r["preview_verdict_agreement"].values())
+    assert r["images_per_second"] > 0

@@ -159,8 +159,11 @@ class AlignmentReward:
         batch = to_image_batch(images)
         qs = _check_queries(queries, batch.shape[0])
         parsed = [parse_query(q) for q in qs]  # parse first: fail fast before the analysis
-        analyses = analyze_scenes(batch)
-        device = _device_of(images)
+        return self.from_analyses(parsed, analyze_scenes(batch), _device_of(images))
+
+    def from_analyses(self, parsed: Sequence[Query], analyses: Sequence[Analysis],
+                      device: torch.device | str = "cpu") -> RewardOutput:
+        """The reward of images already analysed (`analyze_scenes`) against parsed queries."""
         scores: list[float] = []
         frac: dict[str, list[float]] = {k: [] for k in FACT_KINDS}
         mask: dict[str, list[bool]] = {k: [] for k in FACT_KINDS}
