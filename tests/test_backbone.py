@@ -106,3 +106,17 @@ def test_backbone_eval_reports_the_quality_window() -> None:
     assert set(r["preview_accuracy"]) == {"0.25", "0.5", "0.75"}
     assert all(0.0 <= v <= 1.0 for v in r["preview_verdict_agreement"].values())
     assert r["images_per_second"] > 0
+
+
+def test_room_reports_bounds_and_oracles() -> None:
+    from promptloop.eval.room import room
+
+    r = room(n=2, seeds=2, candidates=3, steps=4)
+    for pct in (25, 50):
+        oracle = r[f"midway_oracle_{pct}"]
+        assert oracle >= r["base"] - 1e-9 and oracle >= r[f"midway_random_{pct}"] - 1e-9
+        assert oracle >= r[f"midway_fair_{pct}"] - 1e-9  # hindsight per sample beats any fixed choice
+        assert r[f"gap_{pct}"] == pytest.approx(oracle - r["feed_forward_bound"])
+    assert r["feed_forward_in_sample"] >= r["feed_forward_bound"] - 1e-9
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        room(n=2, seeds=1)

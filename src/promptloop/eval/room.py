@@ -10,6 +10,11 @@ For `n` heldout queries, `seeds` seeds each (the seeds split in two halves A and
   (50%) of sampling, then switch each sample to the best of the candidates (max over candidates of
   the final alignment, per sample).
 - `gap_25` / `gap_50`: oracle minus feed-forward bound (the target is >= 0.15).
+- `midway_random_25` / `_50`: switching each sample to a random candidate instead (the mean over
+  candidates): how much of the oracle is selection among perturbations rather than a better prompt.
+- `midway_fair_25` / `_50`: the best single switch per query chosen on one half of the seeds and
+  scored on the other (as for the feed-forward bound): a switch that uses no per-sample information.
+  The oracle minus this is what seeing each sample's own preview could be worth at most.
 All alignments are against the original query, never the rewrite.
 """
 
@@ -80,8 +85,12 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
             switched[c] = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
         # the oracle may also keep the query (no switch): include the base
         oracle = np.maximum(switched.max(axis=0), base)
-        key = f"midway_oracle_{int(frac * 100)}"
-        result[key] = float(oracle.mean())
-        result[f"gap_{int(frac * 100)}"] = float(oracle.mean() - ff_bound)
+        pct = int(frac * 100)
+        result[f"midway_oracle_{pct}"] = float(oracle.mean())
+        result[f"gap_{pct}"] = float(oracle.mean() - ff_bound)
+        result[f"midway_random_{pct}"] = float(switched.mean())
+        sw_a = switched[:, :, a].mean(axis=2).argmax(axis=0)
+        sw_b = switched[:, :, b].mean(axis=2).argmax(axis=0)
+        result[f"midway_fair_{pct}"] = float(0.5 * (switched[sw_a, idx][:, b].mean() + switched[sw_b, idx][:, a].mean()))
     result["seconds"] = time.perf_counter() - t0
     return result
