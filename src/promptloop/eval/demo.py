@@ -37,7 +37,7 @@ def _short_grpo(out: Path, steps: int) -> list[dict[str, Any]]:
     cfg = load_config(CONFIG, [
         f"output_dir={out}", f"steps={steps}", "overwrite=true",
         "grpo.queries_per_step=4", "grpo.num_generations=6", "grpo.groups_per_rollout_call=4",
-        "grpo.learning_rate=3e-4", "grpo.warmup_steps=3",
+        "grpo.learning_rate=2e-3", "grpo.num_iterations=2", "grpo.warmup_steps=3",
         "loop.num_refinements=3", "eval.every=0", "checkpoint.every=0", "checkpoint.keep=1",
         "logging.plot=false",
     ])

@@ -9,7 +9,8 @@ Four resumable stages, each with a progress bar and atomic checkpoints in `work_
 4. `decoder`: the VAE decoder alone is trained on (MSE + L1) for longer, its encoder frozen — so the
    latents the UNet learned are unchanged — on slightly noised latents (robustness to the UNet's imperfect
    ones). Measured on 256 train renders (encode, decode, analyze): the stage-1 VAE kept only 68% of scenes
-   fully correct (shapes blurred away: shape accuracy 0.84), 3000 decoder steps bring it to about 0.87.
+   fully correct (shapes blurred away: shape accuracy 0.84, count 0.92); 3000 decoder steps bring it to
+   0.887 (shape 0.947, count 0.992).
 The EMA UNet, the VAE and the DDIM scheduler are saved to `out_dir` (fp16 safetensors).
 """
 
