@@ -29,16 +29,18 @@ class DecodingConstraint(Protocol):
     def allowed(self, query: str, prefix: Sequence[int]) -> Sequence[int] | None: ...
 
 
-def _row_allowed(constraint: DecodingConstraint, query: str, prefix: Sequence[int], vocab_size: int,
-                 eos: set[int], suppressed: set[int]) -> list[int] | None:
-    """Allowed ids after `prefix` (None: unrestricted), never empty."""
+def _restrict(row: torch.Tensor, constraint: DecodingConstraint, query: str, prefix: Sequence[int], eos: set[int],
+              suppressed: set[int]) -> None:
+    """Narrow the boolean mask `row` (V,) in place to the ids allowed after `prefix` (never to none)."""
     if eos.intersection(prefix):
-        return None
+        return
     ids = constraint.allowed(query, prefix)
     if ids is None:
-        return None
-    keep = [int(v) for v in ids if 0 <= int(v) < vocab_size and int(v) not in suppressed]
-    return keep or sorted(eos)
+        return
+    vocab_size = row.shape[0]
+    keep = [int(v) for v in ids if 0 <= int(v) < vocab_size and int(v) not in suppressed] or sorted(eos)
+    row[:] = False
+    row[keep] = True
 
 
 def allowed_mask(
@@ -56,10 +58,7 @@ def allowed_mask(
     eos, suppressed = {int(e) for e in eos_ids}, {int(x) for x in suppressed_ids}
     for i, row in enumerate(completions.detach().cpu().tolist()):
         for t in range(s):
-            keep = _row_allowed(constraint, queries[i], row[:t], vocab_size, eos, suppressed)
-            if keep is not None:
-                mask[i, t] = False
-                mask[i, t, keep] = True
+            _restrict(mask[i, t], constraint, queries[i], row[:t], eos, suppressed)
     return mask.to(completions.device)
 
 
@@ -79,8 +78,5 @@ class ConstraintLogitsProcessor:
         rows = input_ids[:, self.prompt_length:].detach().cpu().tolist()
         mask = torch.ones(scores.shape, dtype=torch.bool)
         for i, prefix in enumerate(rows):
-            keep = _row_allowed(self.constraint, self.queries[i], prefix, scores.shape[-1], self.eos, self.suppressed)
-            if keep is not None:
-                mask[i] = False
-                mask[i, keep] = True
+            _restrict(mask[i], self.constraint, self.queries[i], prefix, self.eos, self.suppressed)
         return scores.masked_fill(~mask.to(scores.device), float("-inf"))

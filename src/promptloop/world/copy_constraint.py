@@ -18,9 +18,10 @@ swap or misspell a word of the query, nor loop on edit words — so rewrites kee
 by construction — but it still chooses which edits to make and where: what GRPO trains.
 
 Acceptance is a small nondeterministic automaton whose states are (words copied, last edit kind in the
-current gap, the rest of a phrase being emitted, background used); they are recomputed from the prefix on
-every call, so `allowed` is a pure function of (query, prefix), as `DecodingConstraint` requires. Every
-SFT target is accepted (tested).
+current gap, the rest of a phrase being emitted, background used). The states of a prefix depend on the
+prefix alone (memoised per (query, prefix), so decoding steps the automaton once per token), and
+`allowed` is a pure function of (query, prefix), as `DecodingConstraint` requires. Every SFT target is
+accepted (tested).
 """
 
 from __future__ import annotations
@@ -31,11 +32,24 @@ from functools import lru_cache
 from typing import Any
 
 from promptloop.world import grammar
+from promptloop.world.scene import ObjectQuery, SpecError
 
-POSITION_PHRASES: tuple[str, ...] = (
-    "in the centre", "in the top left", "in the top right", "in the bottom left", "in the bottom right",
-    "on the left", "on the right", "at the top", "at the bottom",
-)
+
+def _position_phrases() -> tuple[str, ...]:
+    """Every absolute position phrase the grammar writes ("in the top left", "on the right", ...)."""
+    out = []
+    for col in (None, 0, 1, 2):
+        for row in (None, 0, 1, 2):
+            try:
+                phrase = grammar._position_phrase(ObjectQuery("red", "circle", None, col, row)).strip()
+            except SpecError:  # e.g. the centre column alone has no name
+                continue
+            if phrase:
+                out.append(phrase)
+    return tuple(out)
+
+
+POSITION_PHRASES = _position_phrases()
 ARTICLES = ("a", "an")
 _MEMO_SIZE = 200_000  # cached (query, prefix) -> states entries before the cache is emptied
 # edit kinds in the order they may follow each other within a gap
