@@ -6,11 +6,12 @@ Bad input ends with one line `promptloop: error: ...` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from promptloop.cli_runner import run_command
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -44,14 +45,6 @@ def non_negative_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
     return v
-
-
-def _print_result(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(result, indent=None, sort_keys=False))
-        return
-    for k, v in result.items():
-        print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
 
 
 # ----------------------------------------------------------------------------- world commands
@@ -248,18 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
-    try:
-        result = func(args)
-    except _known_errors() as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"promptloop: error: {str(msg).splitlines()[0] if str(msg) else type(e).__name__}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("promptloop: interrupted", file=sys.stderr)
-        return 130
-    if result:
-        _print_result(result, getattr(args, "json", False))
-    return 0
+    return run_command("promptloop", lambda: func(args), _known_errors(), getattr(args, "json", False))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,9 +7,7 @@ handler returns a result dict (the main CLI prints it).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,20 +89,8 @@ def known_errors() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m promptloop.train`; returns the exit code."""
+    from promptloop.cli_runner import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        result = cmd_train(args)
-    except known_errors() as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"promptloop train: error: {msg}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("promptloop train: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
-    if result:
-        if args.json:
-            print(json.dumps(result))
-        else:
-            for k, v in result.items():
-                print(f"{k}: {v}")
-    return 0
+    return run_command("promptloop train", lambda: cmd_train(args), known_errors(), args.json,
+                       interrupt_hint="resume with --resume")
