@@ -258,6 +258,20 @@ def test_modes_policy_calls_and_records(pipes: dict[str, Any]) -> None:
     assert ff.trajectories[0].initial_prompt == NEW_PROMPTS[0] and ff.trajectories[0].refinements[0].step == -1
     np.testing.assert_array_equal(ff.images, _plain(pipe, family, NEW_PROMPTS))
 
+    # feedback with rewrite_first: the feed-forward call, then the feedback calls; with the same prompts at
+    # every call nothing changes after the first rewrite, so the images are the feed-forward ones
+    log.clear()
+    policy = RecordingPolicy(NEW_PROMPTS, log)
+    both = _run(pipe, family, policy, mode="feedback", refinement_steps=[1, 3], rewrite_first=True,
+                callback_on_step_end=step_marker)
+    assert both.num_policy_calls == 3 and log == ["policy", 0, "policy", 1, 2, "policy", 3, 4, 5]
+    assert policy.inputs[0].previews is None and policy.inputs[0].progress == 0.0
+    assert [r.step for r in both.trajectories[0].refinements] == [-1, 1, 3]
+    assert both.trajectories[0].initial_prompt == NEW_PROMPTS[0]
+    np.testing.assert_array_equal(both.images, ff.images)
+    with pytest.raises(ValueError, match="rewrite_first"):
+        _run(pipe, family, policy, mode="no-feedback", refinement_steps=[1], rewrite_first=True)
+
     # none: no call at all
     policy = RecordingPolicy(NEW_PROMPTS)
     assert _run(pipe, family, policy, mode="none").num_policy_calls == 0 and not policy.inputs

@@ -83,6 +83,12 @@ def test_bad_values_are_clear(override: str, match: str) -> None:
         load_config(None, [override])
 
 
+def test_rewrite_first_needs_feedback_mode() -> None:
+    assert load_config(None, ["loop.rewrite_first=true"]).loop.rewrite_first is True
+    with pytest.raises(ConfigError, match="loop.rewrite_first: applies to mode: feedback only"):
+        load_config(None, ["loop.rewrite_first=true", "loop.mode=no-feedback"])
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")

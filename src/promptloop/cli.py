@@ -116,7 +116,8 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.compare import compare
 
     return compare(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, refinements=args.refine,
-                   grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter)
+                   grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
+                   rewrite_first=args.rewrite_first)
 
 
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
@@ -211,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--adapter", default=None, help="GRPO LoRA adapter (default: assets/world/policy_grpo)")
     cmp_.add_argument("--feed-forward-adapter", default=None,
                       help="feed-forward rewriter adapter (default: assets/world/policy_feedforward)")
+    cmp_.add_argument("--rewrite-first", action=argparse.BooleanOptionalAction, default=False,
+                      help="the feedback rows also rewrite the query before sampling (for a policy trained with "
+                           "loop.rewrite_first)")
     cmp_.add_argument("--json", action="store_true")
     cmp_.set_defaults(func=cmd_eval_compare)
 

@@ -6,7 +6,8 @@ same seeds, for:
 - `feed_forward`: one rewrite before sampling by a feed-forward rewriter GRPO-trained with the same
   rollout budget (assets/world/policy_feedforward);
 - `promptloop_no_feedback`: the GRPO policy, all N_R prompts produced before sampling;
-- `promptloop`: the GRPO policy with feedback, N_R refinements equally spaced (the method);
+- `promptloop`: the GRPO policy with feedback, N_R refinements equally spaced (the method); with
+  `rewrite_first` the feedback rows also rewrite the query once before sampling;
 - `promptloop_sft`: the same loop with the SFT policy before any RL (the "untrained rewriter" row).
 The proxy reward of every row is reported too (`proxy_*`): an over-optimisation monitor.
 """
@@ -46,7 +47,7 @@ def load_world_policy(adapter: str | Path | None, pipe: Any) -> Any:
 
 def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0, refinements: int = 5,
             grpo_adapter: str | Path | None = None, feed_forward_adapter: str | Path | None = None,
-            include_sft: bool = True, progress: bool = True) -> dict[str, Any]:
+            include_sft: bool = True, rewrite_first: bool = False, progress: bool = True) -> dict[str, Any]:
     t0 = time.perf_counter()
     pipe = load_backbone()
     alignment, proxy = get_reward("alignment"), get_reward("proxy")
@@ -62,13 +63,14 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0,
     }
     if include_sft:
         rows["promptloop_sft"] = (load_world_policy(None, pipe), "feedback")
-    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance, "refinements": refinements}
+    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance, "refinements": refinements,
+                              "rewrite_first": rewrite_first}
     fallback: dict[str, float] = {}
     for name, (policy, mode) in rows.items():
         torch.manual_seed(seed)  # the policy samples from the global generator
         out = sample(pipe, queries, seeds, policy=policy, mode=mode, steps=steps, guidance=guidance,
                      num_refinements=refinements if mode in ("feedback", "no-feedback") else None,
-                     progress=progress, desc=f"compare {name}")
+                     rewrite_first=rewrite_first, progress=progress, desc=f"compare {name}")
         result[name] = float(alignment(out.images, queries).scores.mean())
         result[f"proxy_{name}"] = float(proxy(out.images, queries).scores.mean())
         flags = [r.fallback for t in out.trajectories for r in t.refinements]

@@ -42,15 +42,18 @@ def sample(
     steps: int = 20,
     guidance: float = 4.0,
     batch_size: int = 64,
+    rewrite_first: bool = False,
     progress: bool = True,
     desc: str = "sampling",
 ) -> SampleBatch:
-    """Sample one image per (query, seed) pair with the given policy/mode (mode 'none': the plain pipeline)."""
+    """Sample one image per (query, seed) pair with the given policy/mode (mode 'none': the plain pipeline).
+
+    `rewrite_first` (feedback mode): the policy also rewrites the query before sampling."""
     import time
 
     if len(queries) != len(seeds):
         raise ValueError(f"{len(queries)} queries for {len(seeds)} seeds")
-    sampler = PromptLoopSampler(pipe, policy)
+    sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first and mode == "feedback")
     images, trajs = [], []
     t0 = time.perf_counter()
     starts = range(0, len(queries), batch_size)

@@ -141,6 +141,9 @@ class PromptLoopSampler:
         schedule: default schedule kind, "uniform" (inference) or "random" (training).
         preview: "vae" (full decode) or "vae-lowres" (decode a downsampled latent: cheap, approximate).
         preview_size: longest side of previews in pixels (None: full resolution).
+        rewrite_first: in feedback mode, also rewrite the query once before sampling (no preview, as the
+            feed-forward mode does), so the layout-deciding first steps already use a rewritten prompt;
+            recorded as a refinement at step -1 (trained like the others).
 
     Example:
         sampler = PromptLoopSampler(pipe, policy, num_refinements=3)
@@ -158,6 +161,7 @@ class PromptLoopSampler:
         schedule: str = "uniform",
         preview: PreviewKind = "vae",
         preview_size: int | None = None,
+        rewrite_first: bool = False,
     ) -> None:
         self.pipe = pipe
         self.spec = detect_family(pipe)
@@ -169,6 +173,7 @@ class PromptLoopSampler:
             raise ValueError(f"preview must be 'vae' or 'vae-lowres', got {preview!r}")
         self.preview = preview
         self.preview_size = preview_size
+        self.rewrite_first = rewrite_first
 
     # ------------------------------------------------------------------------------------------------------------------
     def __call__(
@@ -189,12 +194,14 @@ class PromptLoopSampler:
         width: int | None = None,
         output_type: str = "pil",
         record_latents: bool = False,
+        rewrite_first: bool | None = None,
         **pipeline_kwargs: Any,
     ) -> PromptLoopOutput:
         """Sample one image per query (per-sample queries), refining the prompt at the scheduled steps.
 
         `refinement_steps` (explicit loop indices) overrides `num_refinements`/`schedule`; `schedule_seed`
-        seeds the "random" schedule. `guidance_scale=None` keeps the pipeline's default. Extra keyword
+        seeds the "random" schedule. `rewrite_first` overrides the sampler's default (feedback mode only).
+        `guidance_scale=None` keeps the pipeline's default. Extra keyword
         arguments go to the pipeline (`max_sequence_length`, `true_cfg_scale`, `clip_skip`, ...);
         `num_images_per_prompt=k` repeats every query (and per-sample negative prompt) k times.
         """
@@ -205,6 +212,9 @@ class PromptLoopSampler:
         policy = policy if policy is not None else self.policy
         if mode != "none" and policy is None:
             raise ValueError(f"mode {mode!r} needs a policy")
+        rewrite_first = self.rewrite_first if rewrite_first is None else rewrite_first
+        if rewrite_first and mode not in ("feedback", "feed-forward"):
+            raise ValueError(f"rewrite_first applies to feedback mode (feed-forward always rewrites first), not {mode!r}")
         for reserved in ("prompt", "prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs"):
             if reserved in pipeline_kwargs:
                 raise ValueError(f"{reserved!r} is set by the sampler; pass queries instead")
@@ -248,8 +258,9 @@ class PromptLoopSampler:
             record_latents=record_latents,
         )
 
-        # 2. Decisions made before sampling: the feed-forward rewrite, or all prompts in advance.
-        if mode == "feed-forward":
+        # 2. Decisions made before sampling: the feed-forward rewrite (also feedback's with rewrite_first),
+        #    or all prompts in advance.
+        if mode == "feed-forward" or (mode == "feedback" and rewrite_first):
             out = self._propose(policy, state, progress=0.0, previews=None)
             self._record(state, out, step=-1, timestep=None, progress=0.0)
             for traj, prompt in zip(state.trajectories, state.prompts, strict=True):

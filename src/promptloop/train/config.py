@@ -76,6 +76,8 @@ class LoopConfig:
     num_refinements: int = _f(3, "refinements per trajectory (K); drawn at random steps during training")
     preview: Literal["vae", "vae-lowres"] = _f("vae", "how x0 previews are decoded")
     preview_size: int | None = _f(None, "longest side of the previews in pixels (null: full resolution)")
+    rewrite_first: bool = _f(False, "feedback mode: also rewrite the query once before sampling, without a preview "
+                                    "(an extra action at step -1)")
 
 
 @dataclass
@@ -398,6 +400,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(lp.mode != "feed-forward" or lp.num_refinements == 1, "loop.num_refinements",
           "feed-forward mode makes exactly one rewrite: set loop.num_refinements: 1")
     check(lp.preview_size is None or lp.preview_size >= 8, "loop.preview_size", "must be >= 8")
+    check(not lp.rewrite_first or lp.mode == "feedback", "loop.rewrite_first",
+          f"applies to mode: feedback only (mode is {lp.mode!r})")
     d = cfg.data
     check(bool(d.train), "data.train", "must name a prompt source")
     check(d.max_train_prompts is None or d.max_train_prompts >= 1, "data.max_train_prompts", "must be >= 1")

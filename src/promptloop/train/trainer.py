@@ -123,7 +123,8 @@ class GRPOTrainer:
 
         self.sampler = PromptLoopSampler(self.pipe, self.policy, mode=cfg.loop.mode,  # type: ignore[arg-type]
                                          num_refinements=cfg.loop.num_refinements, schedule="random",
-                                         preview=cfg.loop.preview, preview_size=cfg.loop.preview_size)
+                                         preview=cfg.loop.preview, preview_size=cfg.loop.preview_size,
+                                         rewrite_first=cfg.loop.rewrite_first)
         self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts)
         self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_prompts: list[str] = []
