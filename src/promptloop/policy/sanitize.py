@@ -27,10 +27,13 @@ def rough_length(text: str) -> int:
 
 
 def token_length_fn(tokenizer: Any) -> Callable[[str], int]:
-    """A prompt-length function counting `tokenizer`'s tokens (e.g. the diffusion pipeline's own)."""
+    """A prompt-length function counting `tokenizer`'s tokens (e.g. the diffusion pipeline's own).
+
+    Measuring an over-long candidate is the point, so the tokenizer's "longer than the maximum sequence
+    length" warning is not raised (`verbose=False`)."""
 
     def length(text: str) -> int:
-        return len(tokenizer(text).input_ids)
+        return len(tokenizer(text, verbose=False).input_ids)
 
     return length
 
