@@ -22,7 +22,7 @@ from promptloop.loop import (
     uniform_schedule,
 )
 from promptloop.loop.testing import TINY_PIPELINES, make_scheduler, tiny_call_kwargs
-from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput
+from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput, StagedPolicy
 
 FAMILY_NAMES = list(TINY_PIPELINES)
 QUERIES = ["a red cat", "a green tree"]
@@ -271,6 +271,13 @@ def test_modes_policy_calls_and_records(pipes: dict[str, Any]) -> None:
     np.testing.assert_array_equal(both.images, ff.images)
     with pytest.raises(ValueError, match="rewrite_first"):
         _run(pipe, family, policy, mode="no-feedback", refinement_steps=[1], rewrite_first=True)
+
+    # a staged policy: one policy for the rewrite before sampling, another for the feedback calls
+    first, later = RecordingPolicy(NEW_PROMPTS), RecordingPolicy(list(QUERIES))
+    staged = _run(pipe, family, StagedPolicy(first, later), mode="feedback", refinement_steps=[1, 3], rewrite_first=True)
+    assert len(first.inputs) == 1 and first.inputs[0].previews is None
+    assert len(later.inputs) == 2 and all(i.previews is not None for i in later.inputs)
+    assert [r.prompt for r in staged.trajectories[0].refinements] == [NEW_PROMPTS[0], QUERIES[0], QUERIES[0]]
 
     # none: no call at all
     policy = RecordingPolicy(NEW_PROMPTS)

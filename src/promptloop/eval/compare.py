@@ -8,7 +8,9 @@ same seeds, for:
 - `promptloop_no_feedback`: the GRPO policy, all N_R prompts produced before sampling;
 - `promptloop`: the GRPO policy with feedback, N_R refinements equally spaced (the method); with
   `rewrite_first` the feedback rows also rewrite the query once before sampling;
-- `promptloop_sft`: the same loop with the SFT policy before any RL (the "untrained rewriter" row).
+- `promptloop_sft`: the same loop with the SFT policy before any RL (the "untrained rewriter" row);
+- `feed_forward_then_promptloop`: the feed-forward rewriter's rewrite before sampling, then the GRPO
+  policy's N_R feedback refinements on top (does feedback add to a strong up-front prompt?).
 The proxy reward of every row is reported too (`proxy_*`): an over-optimisation monitor.
 """
 
@@ -21,6 +23,7 @@ from typing import Any
 import torch
 
 from promptloop.eval.sampling import sample
+from promptloop.policy.base import StagedPolicy
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
@@ -55,22 +58,24 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0,
     queries = [it.caption for it in items]
     seeds = [seed * 1_000_003 + 17 * i for i in range(n)]
     grpo = load_world_policy(grpo_adapter or GRPO_ADAPTER, pipe)
-    rows: dict[str, tuple[Any, str]] = {
-        "base": (None, "none"),
-        "feed_forward": (load_world_policy(feed_forward_adapter or FEED_FORWARD_ADAPTER, pipe), "feed-forward"),
-        "promptloop_no_feedback": (grpo, "no-feedback"),
-        "promptloop": (grpo, "feedback"),
+    feed_forward = load_world_policy(feed_forward_adapter or FEED_FORWARD_ADAPTER, pipe)
+    rows: dict[str, tuple[Any, str, bool]] = {
+        "base": (None, "none", False),
+        "feed_forward": (feed_forward, "feed-forward", False),
+        "promptloop_no_feedback": (grpo, "no-feedback", False),
+        "promptloop": (grpo, "feedback", rewrite_first),
     }
     if include_sft:
-        rows["promptloop_sft"] = (load_world_policy(None, pipe), "feedback")
+        rows["promptloop_sft"] = (load_world_policy(None, pipe), "feedback", rewrite_first)
+    rows["feed_forward_then_promptloop"] = (StagedPolicy(feed_forward, grpo), "feedback", True)
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance, "refinements": refinements,
                               "rewrite_first": rewrite_first}
     fallback: dict[str, float] = {}
-    for name, (policy, mode) in rows.items():
+    for name, (policy, mode, first) in rows.items():
         torch.manual_seed(seed)  # the policy samples from the global generator
         out = sample(pipe, queries, seeds, policy=policy, mode=mode, steps=steps, guidance=guidance,
                      num_refinements=refinements if mode in ("feedback", "no-feedback") else None,
-                     rewrite_first=rewrite_first, progress=progress, desc=f"compare {name}")
+                     rewrite_first=first, progress=progress, desc=f"compare {name}")
         result[name] = float(alignment(out.images, queries).scores.mean())
         result[f"proxy_{name}"] = float(proxy(out.images, queries).scores.mean())
         flags = [r.fallback for t in out.trajectories for r in t.refinements]

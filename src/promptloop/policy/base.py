@@ -74,3 +74,18 @@ class FixedPromptPolicy:
             fallback=[False] * n,
             raw_texts=prompts,
         )
+
+
+class StagedPolicy:
+    """Two policies in one loop: `first` answers the calls made without previews (the rewrite before
+    sampling, e.g. a feed-forward rewriter), `later` the feedback calls that see x0 previews.
+
+    For evaluation (e.g. a feed-forward rewrite, then PromptLoop's refinements on top); not trainable as one.
+    """
+
+    def __init__(self, first: RefinementPolicy, later: RefinementPolicy) -> None:
+        self.first = first
+        self.later = later
+
+    def propose(self, inputs: PolicyInput) -> PolicyOutput:
+        return (self.first if inputs.previews is None else self.later).propose(inputs)
