@@ -79,3 +79,30 @@ def test_generate_writes_images_strip_and_record(capsys: pytest.CaptureFixture[s
                           "--seed", "0", "--num-images", "2", "--out", str(tmp_path / "again"), "--json")
     again = json.loads(out2)
     assert [s["final_prompt"] for s in again["samples"]] == [s["final_prompt"] for s in record["samples"]]
+
+
+def test_run_command_reports_errors_interrupts_and_results(capsys: pytest.CaptureFixture[str]) -> None:
+    from collections.abc import Callable
+
+    from promptloop.cli_runner import run_command
+
+    def fail(exc: BaseException) -> Callable[[], dict]:
+        def call() -> dict:
+            raise exc
+
+        return call
+
+    assert run_command("prog", fail(ValueError("bad value\nsecond line")), (ValueError,), False) == 2
+    assert capsys.readouterr().err == "prog: error: bad value\n"  # first line only
+    assert run_command("prog", fail(KeyError("missing")), (KeyError,), False) == 2
+    assert capsys.readouterr().err == "prog: error: missing\n"  # a KeyError's key, unquoted
+    assert run_command("prog", fail(ValueError()), (ValueError,), False) == 2
+    assert capsys.readouterr().err == "prog: error: ValueError\n"  # no message: the class name
+    assert run_command("prog", fail(KeyboardInterrupt()), (ValueError,), False, interrupt_hint="resume") == 130
+    assert capsys.readouterr().err == "prog: interrupted (resume)\n"
+    with pytest.raises(RuntimeError):  # an unknown error is a bug: it propagates with its traceback
+        run_command("prog", fail(RuntimeError("boom")), (ValueError,), False)
+    assert run_command("prog", lambda: {"a": 1, "b": {"c": 2}}, (ValueError,), True) == 0
+    assert json.loads(capsys.readouterr().out) == {"a": 1, "b": {"c": 2}}
+    assert run_command("prog", lambda: {"a": 1, "b": [2]}, (ValueError,), False) == 0
+    assert capsys.readouterr().out == "a: 1\nb: [2]\n"
