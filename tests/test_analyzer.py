@@ -18,6 +18,7 @@ from promptloop.world.analyzer import (
     analyzer_check,
     gaussian_blur,
     label_components,
+    render_shaded,
     to_image_batch,
 )
 from promptloop.world.render import render, render_batch
@@ -173,21 +174,16 @@ def test_analyzer_check_small() -> None:
 
 def test_shaded_object_is_one_object() -> None:
     """An object whose colour drifts across it (orange to red) is split by colour label, then merged."""
-    from promptloop.world.analyzer import _analyze_one, render_shaded
-
     scene = Scene((SceneObject("circle", "orange", "large", (1, 1)),), "black")
-    img = render_shaded(scene, np.random.default_rng(0), strength=0.6)
-    objs = _analyze_one(img).objects
+    objs = analyze(render_shaded(scene, np.random.default_rng(0), strength=0.6))
     assert [(o.shape, o.colour, o.size, o.cell) for o in objs] == [("circle", "orange", "large", (1, 1))]
 
 
 def test_touching_objects_of_different_colours_stay_apart() -> None:
     """Two large objects in adjacent cells touch; one template cannot explain them, so no merge."""
-    from promptloop.world.analyzer import _analyze_one
-
     scene = Scene(
         (SceneObject("square", "orange", "large", (0, 1)), SceneObject("square", "red", "large", (1, 1))), "black"
     )
     img = gaussian_blur(render(scene)[None].astype(np.float64), 0.8)[0]
-    found = sorted((o.shape, o.colour, o.cell) for o in _analyze_one(img).objects)
+    found = sorted((o.shape, o.colour, o.cell) for o in analyze(img))
     assert found == [("square", "orange", (0, 1)), ("square", "red", (1, 1))]

@@ -53,7 +53,7 @@ def sample(
 
     if len(queries) != len(seeds):
         raise ValueError(f"{len(queries)} queries for {len(seeds)} seeds")
-    sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first and mode == "feedback")
+    sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first)
     images, trajs = [], []
     t0 = time.perf_counter()
     starts = range(0, len(queries), batch_size)

@@ -260,7 +260,7 @@ class PromptLoopSampler:
 
         # 2. Decisions made before sampling: the feed-forward rewrite (also feedback's with rewrite_first),
         #    or all prompts in advance.
-        if mode == "feed-forward" or (mode == "feedback" and rewrite_first):
+        if mode == "feed-forward" or rewrite_first:
             out = self._propose(policy, state, progress=0.0, previews=None)
             self._record(state, out, step=-1, timestep=None, progress=0.0)
             for traj, prompt in zip(state.trajectories, state.prompts, strict=True):

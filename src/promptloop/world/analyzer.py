@@ -181,9 +181,7 @@ def to_image_batch(images: Any) -> np.ndarray:
             )
         if arr.shape[-1] != 3:
             hint = " (channels-first? numpy input must be channels-last)" if arr.shape[1] == 3 else ""
-            raise AnalyzerInputError(
-                f"numpy images need 3 channels in the last axis, got shape {tuple(images.shape)}{hint}"
-            )
+            raise AnalyzerInputError(f"numpy images need 3 channels in the last axis, got shape {tuple(images.shape)}{hint}")
         out = _check_array(arr, "(N, H, W, 3)")
         _check_hw(out)
         return out
@@ -193,9 +191,7 @@ def to_image_batch(images: Any) -> np.ndarray:
         if t.ndim == 3:
             t = t.unsqueeze(0)
         if t.ndim != 4:
-            raise AnalyzerInputError(
-                f"torch images must have shape (3, H, W) or (N, 3, H, W), got {len(shape)} dims {shape}"
-            )
+            raise AnalyzerInputError(f"torch images must have shape (3, H, W) or (N, 3, H, W), got {len(shape)} dims {shape}")
         if t.shape[1] != 3:
             hint = " (channels-last? torch input must be channels-first)" if t.shape[-1] == 3 else ""
             raise AnalyzerInputError(f"torch images need 3 channels in dim 1, got shape {shape}{hint}")
@@ -385,9 +381,7 @@ def _analyze_one(img: np.ndarray) -> Analysis:
     # attach a one-pixel ring of weak pixels to the neighbouring component of least residual
     ring = weak & (comp < 0)
     if ring.any():
-        comp_col = np.array(
-            [np.bincount(best[comp == lab], minlength=len(COLOUR_NAMES)).argmax() for lab in range(len(keep))]
-        )
+        comp_col = np.array([np.bincount(best[comp == lab], minlength=len(COLOUR_NAMES)).argmax() for lab in range(len(keep))])
         nbs = _neighbours8(comp, -1)
         cand_best = np.full((h, w), -1, dtype=np.int64)
         cand_err = np.full((h, w), np.inf)
@@ -408,7 +402,7 @@ def _analyze_one(img: np.ndarray) -> Analysis:
 
     objects: list[DetectedObject] = []
     claimed = comp >= 0
-    for lab in range(len(keep)):
+    for lab in range(int(comp.max()) + 1):
         m = comp == lab
         ys, xs = np.nonzero(m)
         k = int(np.argmin(resid2[ys, xs].sum(axis=0)))
@@ -448,10 +442,7 @@ def _merge_shaded_fragments(comp: np.ndarray, coverage: np.ndarray, scale: float
     (summed template error); two distinct touching objects fit two templates far better than one.
     Repeats until no pair merges. Labels are renumbered 0..K-1.
     """
-    while True:
-        labs = [int(v) for v in np.unique(comp) if v >= 0]
-        if len(labs) < 2:
-            return comp
+    while comp.max() >= 1:
         pairs: set[tuple[int, int]] = set()
         for nb in _neighbours8(comp, -1):
             touch = (comp >= 0) & (nb >= 0) & (nb != comp)
@@ -468,11 +459,10 @@ def _merge_shaded_fragments(comp: np.ndarray, coverage: np.ndarray, scale: float
         comp = np.where(comp == q, p, comp)
         _, inv = np.unique(comp[comp >= 0], return_inverse=True)
         comp[comp >= 0] = inv
+    return comp
 
 
-def _fit_template(
-    obs_full: np.ndarray, cx: float, cy: float, scale: float
-) -> tuple[str, str, tuple[float, float], float]:
+def _fit_template(obs_full: np.ndarray, cx: float, cy: float, scale: float) -> tuple[str, str, tuple[float, float], float]:
     """Best (shape, size) template for the coverage map around centroid (cx, cy)."""
     h, w = obs_full.shape
     half = int(math.ceil(max(SIZE_RADIUS.values()) * 1.1 * scale + 3 * max(TEMPLATE_BLURS) * scale + 1))
@@ -575,12 +565,10 @@ def render_shaded(scene: Scene, rng: np.random.Generator, strength: float = 0.45
     x, y = np.meshgrid(coords, coords)
     for obj in scene.objects:
         cov = object_coverage(obj, resolution)[..., None].astype(np.float64)
-        col = np.asarray(COLOURS[obj.colour], dtype=np.float64) / 255.0
-        others = [c for c in COLOUR_NAMES if c != obj.colour]
-        near = (
-            np.asarray(COLOURS[min(others, key=lambda c: float(((PALETTE[COLOUR_NAMES.index(c)] - col) ** 2).sum()))])
-            / 255.0
-        )
+        col = PALETTE[COLOUR_NAMES.index(obj.colour)]
+        dist = ((PALETTE - col) ** 2).sum(axis=1)
+        dist[COLOUR_NAMES.index(obj.colour)] = np.inf
+        near = PALETTE[int(np.argmin(dist))]
         theta = rng.uniform(0.0, 2.0 * math.pi)
         proj = np.cos(theta) * x + np.sin(theta) * y
         inside = cov[..., 0] > 0
