@@ -97,6 +97,23 @@ def test_decoder_stage_keeps_the_encoder_and_finishes_once(tmp_path: Path) -> No
     assert all(torch.equal(again.state_dict()[k], after[k]) for k in after)
 
 
+def test_warm_start_keeps_the_vae_and_trains_the_unet_further(tmp_path: Path) -> None:
+    """`init_from` continues a backbone: same VAE, a UNet moved from its weights, saved as a backbone."""
+    from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
+
+    cfg = BackboneTrainConfig(work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"), init_from=str(DEFAULT_BACKBONE),
+                              pool_size=16, unet_steps=2, batch=4, lr=1e-2, warmup=1, ema_decay=0.5)
+    out = train_backbone(cfg)
+    init, new = load_backbone(DEFAULT_BACKBONE), load_backbone(out)
+    assert all(torch.equal(v, new.vae.state_dict()[k]) for k, v in init.vae.state_dict().items())
+    assert new.vae.config.scaling_factor == init.vae.config.scaling_factor
+    moved = [k for k, v in init.unet.state_dict().items() if not torch.equal(v, new.unet.state_dict()[k])]
+    assert moved and not (tmp_path / "work" / "vae.pt").exists()
+    other = BackboneTrainConfig(work_dir=cfg.work_dir, out_dir=cfg.out_dir, pool_size=16, unet_steps=2, batch=4)
+    with pytest.raises(ValueError, match="another config"):
+        train_backbone(other)  # a from-scratch run cannot reuse a warm-started work dir
+
+
 def test_backbone_eval_reports_the_quality_window() -> None:
     from promptloop.eval.backbone import backbone_eval
 

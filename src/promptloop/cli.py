@@ -37,6 +37,16 @@ def positive_int(text: str) -> int:
     return v
 
 
+def positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not v > 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
+    return v
+
+
 def non_negative_int(text: str) -> int:
     try:
         v = int(text)
@@ -54,7 +64,9 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
     cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at,
-                              decoder_steps=args.decoder_steps)
+                              decoder_steps=args.decoder_steps, init_from=args.init_from or "")
+    if args.lr is not None:
+        cfg.lr = args.lr
     if args.out:
         cfg.out_dir = args.out
     out = train_backbone(cfg)
@@ -166,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--stop-at", type=non_negative_int, default=0, help="end after this step and save (0: all steps)")
     tb.add_argument("--decoder-steps", type=non_negative_int, default=3000,
                     help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
+    tb.add_argument("--init-from", default=None,
+                    help="continue from this backbone folder: keep its VAE, train its UNet --steps more steps")
+    tb.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the UNet (default 5e-4)")
     tb.add_argument("--seed", type=non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)

@@ -130,6 +130,10 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
     pipe.vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
     pipe.unet.to(torch.float32)
     pipe.vae.to(torch.float32)
+    for sub in ("unet", "vae"):  # a model loaded from a folder records that local path: not part of the backbone
+        config = json.loads((out / sub / "config.json").read_text())
+        if config.pop("_name_or_path", None) is not None:
+            (out / sub / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     pipe.scheduler.save_pretrained(out / "scheduler")
     index = {
         "_class_name": "StableDiffusionPipeline",

@@ -12,6 +12,10 @@ Four resumable stages, each with a progress bar and atomic checkpoints in `work_
    fully correct (shapes blurred away: shape accuracy 0.84, count 0.92); 3000 decoder steps bring it to
    0.887 (shape 0.947, count 0.992).
 The EMA UNet, the VAE and the DDIM scheduler are saved to `out_dir` (fp16 safetensors).
+
+`init_from` continues a finished backbone instead (a warm start): its VAE is kept (stages 1 and 4 are
+skipped), the pool is encoded with it, and its UNet is trained for `unet_steps` more steps on a fresh
+warm-up and cosine schedule, the EMA starting at its weights.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ class BackboneTrainConfig:
     decoder_steps: int = 3000  # VAE-decoder-only steps after the UNet stage (encoder frozen); 0 skips the stage
     decoder_lr: float = 5e-4  # peak AdamW learning rate of the decoder stage
     decoder_latent_noise: float = 0.1  # std of the noise added to latents in the decoder stage, relative to their std
+    init_from: str = ""  # a backbone folder to continue from: its VAE is kept, its UNet is trained further; "" trains from scratch
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -166,13 +171,18 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     return latents, text, uncond
 
 
-def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, scheduler) -> torch.nn.Module:
+def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, scheduler,
+               init_unet: torch.nn.Module | None = None) -> torch.nn.Module:
+    """Stage 3. With `init_unet` (a warm start), training continues from its weights and the EMA starts at
+    them (no EMA warm-up: the starting weights are already a good model)."""
     from diffusers.training_utils import EMAModel
 
     ckpt = work / "unet.pt"
     torch.manual_seed(cfg.seed)
     unet = bb.build_unet()
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=True, power=0.75)
+    if init_unet is not None:
+        unet.load_state_dict({k: v.float() for k, v in init_unet.state_dict().items()})
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=init_unet is None, power=0.75)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     start = 0
     gen = torch.Generator().manual_seed(cfg.seed + 5)
@@ -277,13 +287,17 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     from diffusers.training_utils import EMAModel
 
     work = Path(work_dir)
-    vae = bb.build_vae()
-    vae_state = _load(work / "vae.pt")
-    vae.load_state_dict(vae_state["model"])
-    vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
-    dec = work / "decoder.pt"
-    if dec.exists() and (dec_state := _load(dec)).get("done"):
-        vae.load_state_dict(dec_state["model"])
+    init_from = json.loads((work / "config.json").read_text()).get("init_from", "") if (work / "config.json").exists() else ""
+    if init_from:  # a warm-started run keeps its initial backbone's VAE
+        vae = bb.load_backbone(init_from).vae.float()
+    else:
+        vae = bb.build_vae()
+        vae_state = _load(work / "vae.pt")
+        vae.load_state_dict(vae_state["model"])
+        vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
+        dec = work / "decoder.pt"
+        if dec.exists() and (dec_state := _load(dec)).get("done"):
+            vae.load_state_dict(dec_state["model"])
     unet = bb.build_unet()
     st = _load(work / "unet.pt")
     unet.load_state_dict(st["model"])
@@ -306,18 +320,23 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
     cfg_path = work / "config.json"
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        keys = ("seed", "vae_steps", "pool_size", "batch")
+        keys = ("seed", "vae_steps", "pool_size", "batch", "init_from")
         if any(old.get(k) != getattr(cfg, k) for k in keys):
             raise ValueError(f"{work} holds a run with another config ({ {k: old.get(k) for k in keys} }); use another --work-dir")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     tokenizer, text_encoder = bb.load_text_encoder()
-    vae = train_vae(cfg, work).eval()
+    init = bb.load_backbone(cfg.init_from) if cfg.init_from else None
+    if init is not None:  # warm start: the VAE (encoder and fine-tuned decoder) is kept as it is
+        vae = init.vae.float().eval()
+    else:
+        vae = train_vae(cfg, work).eval()
     vae.requires_grad_(False)
     scheduler = bb.build_scheduler()
     pipe = bb.assemble_pipeline(bb.build_unet(), vae, scheduler, tokenizer, text_encoder)
     latents, text, uncond = build_pool(cfg, work, pipe)
-    unet = train_unet(cfg, work, latents, text, uncond, scheduler)
-    vae = train_decoder(cfg, work, vae).eval()
+    unet = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None)
+    if init is None:
+        vae = train_decoder(cfg, work, vae).eval()
     pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer, text_encoder)
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".tmp")
