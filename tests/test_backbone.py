@@ -112,6 +112,10 @@ def test_warm_start_keeps_the_vae_and_trains_the_unet_further(tmp_path: Path) ->
     other = BackboneTrainConfig(work_dir=cfg.work_dir, out_dir=cfg.out_dir, pool_size=16, unet_steps=2, batch=4)
     with pytest.raises(ValueError, match="another config"):
         train_backbone(other)  # a from-scratch run cannot reuse a warm-started work dir
+    bad = BackboneTrainConfig(work_dir=str(tmp_path / "bad"), init_from=str(tmp_path / "missing"))
+    with pytest.raises(BackboneLoadError, match="not found"):
+        train_backbone(bad)
+    assert not (tmp_path / "bad").exists()  # nothing written for a bad starting folder
 
 
 def test_backbone_eval_reports_the_quality_window() -> None:

@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--decoder-steps", type=non_negative_int, default=3000,
                     help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
     tb.add_argument("--init-from", default=None,
-                    help="continue from this backbone folder: keep its VAE, train its UNet --steps more steps")
+                    help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
     tb.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the UNet (default 5e-4)")
     tb.add_argument("--seed", type=non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")

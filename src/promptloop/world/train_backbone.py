@@ -323,6 +323,7 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
 
 
 def _train_backbone(cfg: BackboneTrainConfig) -> Path:
+    init = bb.load_backbone(cfg.init_from) if cfg.init_from else None  # a bad folder fails before anything is written
     work = Path(cfg.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "config.json"
@@ -333,7 +334,6 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
             raise ValueError(f"{work} holds a run with another config ({ {k: old.get(k) for k in keys} }); use another --work-dir")
     cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
     tokenizer, text_encoder = bb.load_text_encoder()
-    init = bb.load_backbone(cfg.init_from) if cfg.init_from else None
     if init is not None:  # warm start: the VAE (encoder and fine-tuned decoder) is kept as it is
         vae = init.vae.float().eval()
     else:
