@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def test_decoder_stage_keeps_the_encoder_and_finishes_once(tmp_path: Path) -> No
 
 def test_warm_start_keeps_the_vae_and_trains_the_unet_further(tmp_path: Path) -> None:
     """`init_from` continues a backbone: same VAE, a UNet moved from its weights, saved as a backbone."""
-    from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
+    from promptloop.world.train_backbone import BackboneTrainConfig, check_work_dir, train_backbone
 
     cfg = BackboneTrainConfig(work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"), init_from=str(DEFAULT_BACKBONE),
                               pool_size=16, unet_steps=2, batch=4, lr=1e-2, warmup=1, ema_decay=0.5)
@@ -112,6 +113,12 @@ def test_warm_start_keeps_the_vae_and_trains_the_unet_further(tmp_path: Path) ->
     other = BackboneTrainConfig(work_dir=cfg.work_dir, out_dir=cfg.out_dir, pool_size=16, unet_steps=2, batch=4)
     with pytest.raises(ValueError, match="another config"):
         train_backbone(other)  # a from-scratch run cannot reuse a warm-started work dir
+    config = json.loads((tmp_path / "work" / "config.json").read_text())
+    config.pop("init_from")  # as a from-scratch work dir written before the field existed
+    (tmp_path / "work" / "config.json").write_text(json.dumps(config))
+    check_work_dir(other, tmp_path / "work")  # read as init_from="" (the default): the same run, resumable
+    with pytest.raises(ValueError, match="another config"):
+        check_work_dir(cfg, tmp_path / "work")
     bad = BackboneTrainConfig(work_dir=str(tmp_path / "bad"), init_from=str(tmp_path / "missing"))
     with pytest.raises(BackboneLoadError, match="not found"):
         train_backbone(bad)

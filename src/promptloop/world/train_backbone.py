@@ -308,6 +308,19 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     bb.save_backbone(pipe, out_dir)
 
 
+def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
+    """Refuse to resume a work dir written by a run whose data or starting point differ from `cfg`'s."""
+    cfg_path = work / "config.json"
+    if not cfg_path.exists():
+        return
+    old = json.loads(cfg_path.read_text())
+    keys = ("seed", "vae_steps", "pool_size", "batch", "init_from")
+    defaults = BackboneTrainConfig()  # a work dir written before a field existed holds its default
+    stored = {k: old.get(k, getattr(defaults, k)) for k in keys}
+    if any(stored[k] != getattr(cfg, k) for k in keys):
+        raise ValueError(f"{work} holds a run with another config ({stored}); use another --work-dir")
+
+
 def train_backbone(cfg: BackboneTrainConfig) -> Path:
     """Run (or resume) all stages and save the pipeline to cfg.out_dir."""
     if cfg.threads:
@@ -325,18 +338,14 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
 def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     init = bb.load_backbone(cfg.init_from) if cfg.init_from else None  # a bad folder fails before anything is written
     work = Path(cfg.work_dir)
+    check_work_dir(cfg, work)
     work.mkdir(parents=True, exist_ok=True)
-    cfg_path = work / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        keys = ("seed", "vae_steps", "pool_size", "batch", "init_from")
-        if any(old.get(k) != getattr(cfg, k) for k in keys):
-            raise ValueError(f"{work} holds a run with another config ({ {k: old.get(k) for k in keys} }); use another --work-dir")
-    cfg_path.write_text(json.dumps(asdict(cfg), indent=2))
-    tokenizer, text_encoder = bb.load_text_encoder()
+    (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if init is not None:  # warm start: the VAE (encoder and fine-tuned decoder) is kept as it is
+        tokenizer, text_encoder = init.tokenizer, init.text_encoder
         vae = init.vae.float().eval()
     else:
+        tokenizer, text_encoder = bb.load_text_encoder()
         vae = train_vae(cfg, work).eval()
     vae.requires_grad_(False)
     scheduler = bb.build_scheduler()
