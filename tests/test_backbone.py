@@ -128,7 +128,7 @@ def test_warm_start_keeps_the_vae_and_trains_the_unet_further(tmp_path: Path) ->
 def test_backbone_eval_reports_the_quality_window() -> None:
     from promptloop.eval.backbone import backbone_eval
 
-    r = backbone_eval(n=2, seed=0, steps=4, timing_images=2)
+    r = backbone_eval(n=2, seed=0, steps=4)
     for key in ("alignment_train", "full_correct_train", "alignment_heldout", "full_correct_heldout", "count_accuracy"):
         assert 0.0 <= r[key] <= 1.0, key
     assert set(r["preview_accuracy"]) == {"0.25", "0.5", "0.75"}

@@ -11,7 +11,9 @@ Figures (fixed seeds, `steps` DDIM steps, CFG `guidance`):
 - `preview_alignment`: mean alignment of the previews themselves against the query.
 - `preview_verdict_agreement`: fraction of samples whose preview and final image get the same
   fully-correct verdict (what a policy watching the preview could know about the outcome).
-- `images_per_second`: plain sampling throughput (batch 64) on this machine.
+- `images_per_second`: throughput of the evaluation's own sampling on this machine (batch 64, `steps`
+  steps with CFG, three x0 previews decoded per image: the loop's workload; plain sampling without
+  previews is a few per cent faster, see `benchmarks/sampling_speed.py`).
 """
 
 from __future__ import annotations
@@ -44,47 +46,54 @@ def preview_object_accuracy(previews: list[Analysis], finals: list[Analysis]) ->
     return hits / total if total else 1.0
 
 
-def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0,
-                  timing_images: int = 64) -> dict[str, Any]:
+def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[str, Any]:
+    """Every figure of one split's samples: final alignment, count hits, and the previews' accuracies."""
+    parsed = [parse_query(q) for q in queries]
+    final_analyses = analyze_scenes(out.images)  # analysed once, reused for every figure
+    r = reward.from_analyses(parsed, final_analyses)
+    scores = r.scores.numpy()
+    fig: dict[str, Any] = {
+        "alignment": float(scores.mean()),
+        "full_correct": float((scores >= 1.0 - 1e-6).mean()),
+        "breakdown": {k: float(np.nanmean(v.numpy())) for k, v in r.breakdown.items()},
+        "count_hits": r.breakdown["count"].numpy().tolist(),
+        "preview_accuracy": {}, "preview_alignment": {}, "preview_verdict_agreement": {},
+    }
+    for j, f in enumerate(PREVIEW_FRACTIONS):
+        pv = np.stack([np.asarray(t.refinements[j].preview, dtype=np.float32) / 255.0 for t in out.trajectories])
+        pv_analyses = analyze_scenes(pv)
+        pr = reward.from_analyses(parsed, pv_analyses).scores.numpy()
+        fig["preview_accuracy"][str(f)] = preview_object_accuracy(pv_analyses, final_analyses)
+        fig["preview_alignment"][str(f)] = float(pr.mean())
+        fig["preview_verdict_agreement"][str(f)] = float(((pr >= 1 - 1e-6) == (scores >= 1 - 1e-6)).mean())
+    return fig
+
+
+def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, steps: int = 20,
+                  guidance: float = 4.0) -> dict[str, Any]:
     """Measure the quality window of a backbone on `n` train and `n` heldout queries."""
     t_start = time.perf_counter()
     pipe = load_backbone(backbone)
     reward = AlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance}
-    count_hits: list[float] = []
-    preview_acc: dict[str, list[float]] = {str(f): [] for f in PREVIEW_FRACTIONS}
-    preview_align: dict[str, list[float]] = {str(f): [] for f in PREVIEW_FRACTIONS}
-    verdict: dict[str, list[float]] = {str(f): [] for f in PREVIEW_FRACTIONS}
+    sampled, sampling_seconds = 0, 0.0
+    figs: dict[str, dict[str, Any]] = {}
     for split in ("train", "heldout"):
         items = sample_prompts(split, n, seed)
         queries = [it.caption for it in items]
         seeds = [seed * 1_000_003 + i for i in range(len(items))]
         out = sample(pipe, queries, seeds, policy=NullPolicy(), mode="feedback", refinement_steps=refine_steps,
                      steps=steps, guidance=guidance, desc=f"backbone-eval {split}")
-        parsed = [parse_query(q) for q in queries]
-        final_analyses = analyze_scenes(out.images)  # analysed once, reused for every figure
-        r = reward.from_analyses(parsed, final_analyses)
-        scores = r.scores.numpy()
-        result[f"alignment_{split}"] = float(scores.mean())
-        result[f"full_correct_{split}"] = float((scores >= 1.0 - 1e-6).mean())
-        result[f"breakdown_{split}"] = {k: float(np.nanmean(v.numpy())) for k, v in r.breakdown.items()}
-        count_hits.extend(r.breakdown["count"].numpy().tolist())
-        for j, f in enumerate(PREVIEW_FRACTIONS):
-            pv = np.stack([np.asarray(t.refinements[j].preview, dtype=np.float32) / 255.0 for t in out.trajectories])
-            pv_analyses = analyze_scenes(pv)
-            preview_acc[str(f)].append(preview_object_accuracy(pv_analyses, final_analyses))
-            pr = reward.from_analyses(parsed, pv_analyses).scores.numpy()
-            preview_align[str(f)].append(float(pr.mean()))
-            verdict[str(f)].append(float(((pr >= 1 - 1e-6) == (scores >= 1 - 1e-6)).mean()))
-    result["count_accuracy"] = float(np.mean(count_hits))
-    result["preview_accuracy"] = {k: float(np.mean(v)) for k, v in preview_acc.items()}
-    result["preview_alignment"] = {k: float(np.mean(v)) for k, v in preview_align.items()}
-    result["preview_verdict_agreement"] = {k: float(np.mean(v)) for k, v in verdict.items()}
-    # plain sampling throughput
-    items = sample_prompts("train", timing_images, seed + 1)
-    timing = sample(pipe, [it.caption for it in items], list(range(timing_images)), steps=steps, guidance=guidance,
-                    progress=False)
-    result["images_per_second"] = timing_images / timing.seconds
+        sampled, sampling_seconds = sampled + len(queries), sampling_seconds + out.seconds
+        figs[split] = _score_split(reward, queries, out)
+    for split, fig in figs.items():
+        result[f"alignment_{split}"] = fig["alignment"]
+        result[f"full_correct_{split}"] = fig["full_correct"]
+        result[f"breakdown_{split}"] = fig["breakdown"]
+    result["count_accuracy"] = float(np.mean([h for fig in figs.values() for h in fig["count_hits"]]))
+    for key in ("preview_accuracy", "preview_alignment", "preview_verdict_agreement"):
+        result[key] = {str(f): float(np.mean([fig[key][str(f)] for fig in figs.values()])) for f in PREVIEW_FRACTIONS}
+    result["images_per_second"] = sampled / sampling_seconds
     result["seconds"] = time.perf_counter() - t_start
     return result

@@ -54,6 +54,8 @@ def sample(
     if len(queries) != len(seeds):
         raise ValueError(f"{len(queries)} queries for {len(seeds)} seeds")
     sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first)
+    # the unconditional ("") token states are the same for every sample: encode them once, not per batch row
+    uncond = pipe.encode_prompt([""], pipe.device, 1, False)[0] if guidance > 1.0 else None
     images, trajs = [], []
     t0 = time.perf_counter()
     starts = range(0, len(queries), batch_size)
@@ -61,6 +63,8 @@ def sample(
         q = list(queries[i : i + batch_size])
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i : i + batch_size]]
         kwargs: dict[str, Any] = {}
+        if uncond is not None:
+            kwargs["negative_prompt_embeds"] = uncond.expand(len(q), -1, -1)
         if mode != "none":
             if refinement_steps is not None:
                 kwargs["refinement_steps"] = list(refinement_steps)

@@ -315,6 +315,14 @@ def _template(shape: str, radius: float, blur: float, half: int, qx: int, qy: in
     return cov
 
 
+@lru_cache(maxsize=4096)
+def _template_stack(shape: str, radius: float, half: int, qx: int, qy: int, scale: float) -> np.ndarray:
+    """The templates of every blur in TEMPLATE_BLURS (in that order), stacked: (len(TEMPLATE_BLURS), n, n)."""
+    out = np.stack([_template(shape, radius, round(b * scale, 6), half, qx, qy) for b in TEMPLATE_BLURS])
+    out.setflags(write=False)
+    return out
+
+
 # ----------------------------------------------------------------------------- analysis
 
 
@@ -480,12 +488,11 @@ def _fit_template(obs_full: np.ndarray, cx: float, cy: float, scale: float) -> t
             x0, x1 = ix - half, ix + half + 1
             cy0, cy1, cx0, cx1 = max(y0, 0), min(y1, h), max(x0, 0), min(x1, w)
             obs = obs_full[cy0:cy1, cx0:cx1]
-            for blur in TEMPLATE_BLURS:
-                t = _template(shape, round(r, 6), round(blur * scale, 6), half, qx, qy)
-                t = t[cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
-                err = float(((obs - t) ** 2).sum())
-                if best is None or err < best[0]:
-                    best = (err, shape, size, (ex, ey))
+            # every blur at once; the first blur of least error, as a loop over TEMPLATE_BLURS would pick
+            t = _template_stack(shape, round(r, 6), half, qx, qy, scale)[:, cy0 - y0 : cy1 - y0, cx0 - x0 : cx1 - x0]
+            err = float(((obs - t) ** 2).sum(axis=(1, 2)).min())
+            if best is None or err < best[0]:
+                best = (err, shape, size, (ex, ey))
     assert best is not None
     n_pix = (2 * half + 1) ** 2
     return best[1], best[2], best[3], best[0] / n_pix

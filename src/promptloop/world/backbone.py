@@ -153,8 +153,12 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
 
 
 def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
-    """Load a world backbone folder as a StableDiffusionPipeline (MiniLM from its package)."""
+    """Load a world backbone folder as a StableDiffusionPipeline (MiniLM from its package).
+
+    Its UNet reuses the text's cross-attention keys/values across steps (`loop.kv_cache`; bit-exact)."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    from promptloop.loop.kv_cache import cache_cross_attention
 
     folder = Path(path) if path is not None else DEFAULT_BACKBONE
     if not folder.is_dir():
@@ -169,6 +173,7 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     except Exception as e:  # corrupt safetensors, bad JSON, missing weights
         raise BackboneLoadError(f"cannot load backbone from {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     tokenizer, text_encoder = load_text_encoder()
+    cache_cross_attention(unet)
     pipe = assemble_pipeline(unet.eval(), vae.eval(), scheduler, tokenizer, text_encoder.to(dtype))
     return pipe.to(device)
 
