@@ -106,3 +106,16 @@ def test_run_command_reports_errors_interrupts_and_results(capsys: pytest.Captur
     assert json.loads(capsys.readouterr().out) == {"a": 1, "b": {"c": 2}}
     assert run_command("prog", lambda: {"a": 1, "b": [2]}, (ValueError,), False) == 0
     assert capsys.readouterr().out == "a: 1\nb: [2]\n"
+
+
+def test_help_and_argument_errors_do_not_load_torch() -> None:
+    """The parser is built without torch/diffusers/transformers: `--help` and bad arguments answer at once."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom promptloop.cli import build_parser\np = build_parser()\n"
+            "try:\n    p.parse_args(['world', 'room', '--n', '0'])\nexcept SystemExit as e:\n    assert e.code == 2\n"
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules)\n"
+            "assert not heavy, heavy\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -300,17 +300,14 @@ def test_apply_edits_keeps_words_and_facts() -> None:
 
 
 def test_world_policy_cli_parser() -> None:
-    import argparse
+    from promptloop.cli import build_parser, cmd_world_train_policy
 
-    from promptloop.world.train_policy import RECIPE, add_world_policy_parser, cmd_world_train_policy
-
-    parser = argparse.ArgumentParser()
-    add_world_policy_parser(parser.add_subparsers(dest="cmd"))
-    args = parser.parse_args(["train-policy", "--out", "/tmp/x", "--steps", "5", "--seed", "2", "--json"])
+    parser = build_parser()
+    args = parser.parse_args(["world", "train-policy", "--out", "/tmp/x", "--steps", "5", "--seed", "2", "--json"])
     assert (args.out, args.steps, args.seed, args.json, args.func) == ("/tmp/x", 5, 2, True, cmd_world_train_policy)
-    assert parser.parse_args(["train-policy"]).steps == RECIPE["steps"]
+    assert parser.parse_args(["world", "train-policy"]).steps is None  # reproduce_world_policy: the recipe's steps
     with pytest.raises(SystemExit):
-        parser.parse_args(["train-policy", "--steps", "0"])
+        parser.parse_args(["world", "train-policy", "--steps", "0"])
 
 
 def test_keeps_query_facts() -> None:

@@ -85,6 +85,13 @@ def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
     return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
 
 
+def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.world.train_policy import DEFAULT_OUT, reproduce_world_policy
+
+    return reproduce_world_policy(args.out or DEFAULT_OUT, steps=args.steps, seed=args.seed, num_threads=args.threads,
+                                  progress_bar=not args.json)
+
+
 def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.room import room
 
@@ -185,9 +192,14 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)
 
-    from promptloop.world.train_policy import add_world_policy_parser
-
-    add_world_policy_parser(world)
+    tp = world.add_parser(
+        "train-policy", help="SFT of the world refinement policy (the shipped recipe), then its held-out evaluation")
+    tp.add_argument("--out", default=None, help="output folder (default: assets/world/policy)")
+    tp.add_argument("--steps", type=positive_int, default=None, help="SFT steps (default: the shipped recipe's)")
+    tp.add_argument("--seed", type=non_negative_int, default=0)
+    tp.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    tp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    tp.set_defaults(func=cmd_world_train_policy)
 
     ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
     ac.add_argument("--n", type=positive_int, default=500)

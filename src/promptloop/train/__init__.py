@@ -11,30 +11,66 @@ Public API:
     read_metrics, plot_reward_curve                                                    -- logging.py
     main(argv), add_train_parser(subparsers)                                           -- cli.py
 Command line: `python -m promptloop.train configs/world.yaml grpo.beta=0.02 --resume`.
+
+The names are imported on first use (PEP 562), so that `promptloop --help` and the config tools do not
+load torch, diffusers and transformers.
 """
 
-from promptloop.train.advantages import group_advantages
-from promptloop.train.checkpoint import CheckpointError, latest_checkpoint
-from promptloop.train.cli import add_train_parser, main
-from promptloop.train.config import (
-    AccelerateConfig,
-    CheckpointConfig,
-    ConfigError,
-    DataConfig,
-    EvalConfig,
-    GRPOConfig,
-    LoggingConfig,
-    LoopConfig,
-    PipelineConfig,
-    PolicyConfig,
-    TrainConfig,
-    dump_yaml,
-    load_config,
-)
-from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
-from promptloop.train.logging import plot_reward_curve, read_metrics
-from promptloop.train.loss import grpo_loss, grpo_token_loss, kl_k3
-from promptloop.train.trainer import GRPOTrainer, TrainError, TrainResult, train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from promptloop.train.advantages import group_advantages
+    from promptloop.train.checkpoint import CheckpointError, latest_checkpoint
+    from promptloop.train.cli import add_train_parser, main
+    from promptloop.train.config import (
+        AccelerateConfig,
+        CheckpointConfig,
+        ConfigError,
+        DataConfig,
+        EvalConfig,
+        GRPOConfig,
+        LoggingConfig,
+        LoopConfig,
+        PipelineConfig,
+        PolicyConfig,
+        TrainConfig,
+        dump_yaml,
+        load_config,
+    )
+    from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
+    from promptloop.train.logging import plot_reward_curve, read_metrics
+    from promptloop.train.loss import grpo_loss, grpo_token_loss, kl_k3
+    from promptloop.train.trainer import GRPOTrainer, TrainError, TrainResult, train
+
+_MODULE_OF: dict[str, str] = {
+    "group_advantages": "advantages",
+    "CheckpointError": "checkpoint", "latest_checkpoint": "checkpoint",
+    "add_train_parser": "cli", "main": "cli",
+    **{name: "config" for name in (
+        "AccelerateConfig", "CheckpointConfig", "ConfigError", "DataConfig", "EvalConfig", "GRPOConfig",
+        "LoggingConfig", "LoopConfig", "PipelineConfig", "PolicyConfig", "TrainConfig", "dump_yaml", "load_config")},
+    "PromptFileError": "data", "PromptOrder": "data", "load_prompts": "data",
+    "plot_reward_curve": "logging", "read_metrics": "logging",
+    "grpo_loss": "loss", "grpo_token_loss": "loss", "kl_k3": "loss",
+    "GRPOTrainer": "trainer", "TrainError": "trainer", "TrainResult": "trainer", "train": "trainer",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'promptloop.train' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"promptloop.train.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_MODULE_OF})
+
 
 __all__ = [
     "AccelerateConfig",

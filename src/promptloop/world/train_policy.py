@@ -257,25 +257,3 @@ def reproduce_world_policy(
     summary[f"eval_heldout_n{eval_n}_seed{eval_seed}_T1"] = ev
     (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary
-
-
-def cmd_world_train_policy(args: Any) -> dict[str, Any]:
-    """Handler of `promptloop world train-policy` (returns the summary; the main CLI prints it)."""
-    return reproduce_world_policy(args.out, steps=args.steps, seed=args.seed, num_threads=args.threads,
-                                  progress_bar=not args.json)
-
-
-def add_world_policy_parser(world_subparsers: Any) -> Any:
-    """Mount `train-policy` under `promptloop world`: SFT of the Shapes-world policy, then its evaluation."""
-    from promptloop.cli import non_negative_int as non_negative
-    from promptloop.cli import positive_int as positive
-
-    p = world_subparsers.add_parser(
-        "train-policy", help="SFT of the world refinement policy (the shipped recipe), then its held-out evaluation")
-    p.add_argument("--out", default=str(DEFAULT_OUT), help="output folder (default: assets/world/policy)")
-    p.add_argument("--steps", type=positive, default=RECIPE["steps"], help="SFT steps")
-    p.add_argument("--seed", type=non_negative, default=0)
-    p.add_argument("--threads", type=positive, default=2, help="torch CPU threads")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.set_defaults(func=cmd_world_train_policy)
-    return p
