@@ -139,12 +139,13 @@ def test_backbone_eval_reports_the_quality_window() -> None:
 def test_room_reports_bounds_and_oracles() -> None:
     from promptloop.eval.room import room
 
-    r = room(n=2, seeds=2, candidates=3, steps=4)
+    r = room(n=2, seeds=2, candidates=3, steps=4, anchored=True)
     for pct in (25, 50):
-        oracle = r[f"midway_oracle_{pct}"]
-        assert oracle >= r["base"] - 1e-9 and oracle >= r[f"midway_random_{pct}"] - 1e-9
-        assert oracle >= r[f"midway_fair_{pct}"] - 1e-9  # hindsight per sample beats any fixed choice
-        assert r[f"gap_{pct}"] == pytest.approx(oracle - r["feed_forward_bound"])
+        for prefix in ("", "anchored_"):
+            oracle = r[f"midway_{prefix}oracle_{pct}"]
+            assert oracle >= r["base"] - 1e-9 and oracle >= r[f"midway_{prefix}random_{pct}"] - 1e-9
+            assert oracle >= r[f"midway_{prefix}fair_{pct}"] - 1e-9  # hindsight per sample beats any fixed choice
+            assert r[f"gap_{prefix}{pct}"] == pytest.approx(oracle - r["feed_forward_bound"])
     assert r["feed_forward_in_sample"] >= r["feed_forward_bound"] - 1e-9
     with pytest.raises(ValueError, match="at least 2 seeds"):
         room(n=2, seeds=1)

@@ -108,3 +108,33 @@ def test_candidate_rewrites_keep_every_fact() -> None:
             assert keeps_query(parse(c), it.query), (it.caption, c)
     dropped = Query((ObjectQuery("red", "circle"),))
     assert not keeps_query(dropped, Query((ObjectQuery("red", "circle", "large"),)))
+
+
+def test_anchored_rewrites_keep_every_fact_and_pin_objects_to_the_preview() -> None:
+    from promptloop.world.analyzer import analyze_scene
+    from promptloop.world.render import render
+    from promptloop.world.rewrites import anchored_rewrites, keeps_query
+    from promptloop.world.scene import Scene
+    from promptloop.world.scene import SceneObject as Object
+
+    # the preview shows the query's red circle in the top-left corner and its blue square on the right
+    scene = Scene((Object("circle", "red", "large", (0, 0)), Object("square", "blue", "small", (2, 1))), "black")
+    preview = analyze_scene(render(scene))
+    query = parse("a red circle left of a blue box")
+    cands = anchored_rewrites(query, preview, 8, random.Random(0))
+    assert len(cands) == 8 == len(set(cands)) and cands[0] == realise(query, random.Random(0))
+    pinned = [parse(c) for c in cands[1:]]
+    for c, q in zip(cands[1:], pinned, strict=True):
+        assert keeps_query(q, query), c
+    red = [next(o for o in q.objects if o.colour == "red") for q in pinned]
+    blue = [next(o for o in q.objects if o.colour == "blue") for q in pinned]
+    # the best matching first: each object pinned where the preview shows it ((2, 1) is said as "on the right")
+    assert (red[0].column, red[0].row) == (0, 0) and (blue[0].column, blue[0].row) == (2, None)
+    # never a pin against the query's relation, whatever the matching
+    assert all(r.column is None or b.column is None or r.column < b.column for r, b in zip(red, blue, strict=True))
+    assert anchored_rewrites(query, preview, 8, random.Random(0)) == cands  # deterministic
+    # nothing in the preview: the plain candidates stand in
+    empty = analyze_scene(render(Scene((Object("circle", "red", "large", (1, 1)),), "black")) * 0 + 0.05)
+    assert not empty.objects
+    fallback = anchored_rewrites(query, empty, 8, random.Random(0))
+    assert len(fallback) >= 6 and all(keeps_query(parse(c), query) for c in fallback)

@@ -96,7 +96,7 @@ def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.room import room
 
     return room(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates, steps=args.steps,
-                guidance=args.guidance, seed=args.seed)
+                guidance=args.guidance, seed=args.seed, anchored=args.anchored)
 
 
 def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "room":
             c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")
             c.add_argument("--candidates", type=positive_int, default=8, help="candidate rewrites per query")
+            c.add_argument("--anchored", action="store_true",
+                           help="also the mid-way oracles over candidates pinned to each sample's preview")
         c.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)

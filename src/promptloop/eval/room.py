@@ -15,6 +15,11 @@ For `n` heldout queries, `seeds` seeds each (the seeds split in two halves A and
 - `midway_fair_25` / `_50`: the best single switch per query chosen on one half of the seeds and
   scored on the other (as for the feed-forward bound): a switch that uses no per-sample information.
   The oracle minus this is what seeing each sample's own preview could be worth at most.
+With `anchored=True`, the same three mid-way figures again with candidates that see the preview
+(`midway_anchored_oracle_25` / `_50`, `midway_anchored_random_*`, `midway_anchored_fair_*`, `gap_anchored_*`):
+at the switch each sample's x0 preview is analysed and its candidates pin the query's objects to where
+the preview shows them (`world.rewrites.anchored_rewrites`; candidate 0 is again the plain query). This
+is what a policy that sees the preview can say and a feed-forward rewriter cannot.
 All alignments are against the original query, never the rewrite.
 """
 
@@ -27,15 +32,37 @@ from typing import Any
 import numpy as np
 
 from promptloop.eval.sampling import fraction_to_step, sample
-from promptloop.policy.base import FixedPromptPolicy
+from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards import get_reward
+from promptloop.rewards.world import parse_query
+from promptloop.world.analyzer import analyze_scenes
 from promptloop.world.backbone import load_backbone
 from promptloop.world.prompts import sample_prompts
-from promptloop.world.rewrites import candidate_rewrites
+from promptloop.world.rewrites import anchored_rewrites, candidate_rewrites
+
+
+class AnchoredCandidatePolicy:
+    """Switches each sample to candidate `index` of `anchored_rewrites(query, its preview's analysis, k)`.
+
+    The candidates of a sample depend only on its query, its preview and its position in the batch (the
+    seed of their random choices), so the k passes of an oracle see the same k candidates."""
+
+    def __init__(self, index: int, k: int) -> None:
+        self.index, self.k = index, k
+
+    def propose(self, inputs: PolicyInput) -> PolicyOutput:
+        if inputs.previews is None:
+            raise ValueError("AnchoredCandidatePolicy needs previews (feedback mode)")
+        analyses = analyze_scenes([np.asarray(p, dtype=np.float32) / 255.0 for p in inputs.previews])
+        prompts = []
+        for i, (q, a) in enumerate(zip(inputs.queries, analyses, strict=True)):
+            cands = anchored_rewrites(parse_query(q), a, self.k, random.Random(i))
+            prompts.append(cands[min(self.index, len(cands) - 1)])
+        return FixedPromptPolicy(prompts).propose(inputs)
 
 
 def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: int = 8, steps: int = 20,
-         guidance: float = 4.0, seed: int = 0) -> dict[str, Any]:
+         guidance: float = 4.0, seed: int = 0, anchored: bool = False) -> dict[str, Any]:
     if seeds < 2:
         raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
     t0 = time.perf_counter()
@@ -73,24 +100,30 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
         "feed_forward_bound": float(ff_bound),
         "feed_forward_in_sample": float(ff_in),
     }
-    for frac in (0.25, 0.5):
-        step = fraction_to_step(frac, steps)
-        switched = np.zeros((k, len(items), seeds))
-        for c in range(k):
-            prompts = [cands[i][c] for i in range(len(items)) for _ in range(seeds)]
-            # one batch: FixedPromptPolicy holds one prompt per sample of the whole call
-            out = sample(pipe, queries, sample_seeds, policy=FixedPromptPolicy(prompts), mode="feedback",
-                         refinement_steps=[step], steps=steps, guidance=guidance, batch_size=len(queries),
-                         desc=f"room oracle {int(frac * 100)}% {c + 1}/{k}")
-            switched[c] = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
-        # the oracle may also keep the query (no switch): include the base
-        oracle = np.maximum(switched.max(axis=0), base)
-        pct = int(frac * 100)
-        result[f"midway_oracle_{pct}"] = float(oracle.mean())
-        result[f"gap_{pct}"] = float(oracle.mean() - ff_bound)
-        result[f"midway_random_{pct}"] = float(switched.mean())
-        sw_a = switched[:, :, a].mean(axis=2).argmax(axis=0)
-        sw_b = switched[:, :, b].mean(axis=2).argmax(axis=0)
-        result[f"midway_fair_{pct}"] = float(0.5 * (switched[sw_a, idx][:, b].mean() + switched[sw_b, idx][:, a].mean()))
+    kinds = [("", "blind")] + ([("anchored_", "anchored")] if anchored else [])
+    for prefix, kind in kinds:
+        for frac in (0.25, 0.5):
+            step = fraction_to_step(frac, steps)
+            pct = int(frac * 100)
+            switched = np.zeros((k, len(items), seeds))
+            for c in range(k):
+                if kind == "blind":  # FixedPromptPolicy holds one prompt per sample of the whole call: one batch
+                    policy: Any = FixedPromptPolicy([cands[i][c] for i in range(len(items)) for _ in range(seeds)])
+                    batch = len(queries)
+                else:
+                    policy, batch = AnchoredCandidatePolicy(c, k), 64
+                out = sample(pipe, queries, sample_seeds, policy=policy, mode="feedback", refinement_steps=[step],
+                             steps=steps, guidance=guidance, batch_size=batch,
+                             desc=f"room {prefix}oracle {pct}% {c + 1}/{k}")
+                switched[c] = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
+            # the oracle may also keep the query (no switch): include the base
+            oracle = np.maximum(switched.max(axis=0), base)
+            result[f"midway_{prefix}oracle_{pct}"] = float(oracle.mean())
+            result[f"gap_{prefix}{pct}"] = float(oracle.mean() - ff_bound)
+            result[f"midway_{prefix}random_{pct}"] = float(switched.mean())
+            sw_a = switched[:, :, a].mean(axis=2).argmax(axis=0)
+            sw_b = switched[:, :, b].mean(axis=2).argmax(axis=0)
+            fair = 0.5 * (switched[sw_a, idx][:, b].mean() + switched[sw_b, idx][:, a].mean())
+            result[f"midway_{prefix}fair_{pct}"] = float(fair)
     result["seconds"] = time.perf_counter() - t0
     return result

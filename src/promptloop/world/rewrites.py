@@ -8,11 +8,14 @@ object, a background. Candidate 0 is always the query itself (the "keep" action)
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import replace
+from typing import Any
 
+from promptloop.world.analyzer import Analysis
 from promptloop.world.grammar import parse, realise
-from promptloop.world.scene import BACKGROUNDS, GRID, SIZES, Query
+from promptloop.world.scene import BACKGROUNDS, GRID, SIZES, Query, relation_holds
 
 _POSITIONS: list[tuple[int | None, int | None]] = [
     (0, None), (2, None), (None, 0), (None, 2), (0, 0), (2, 0), (0, 2), (2, 2), (1, 1)
@@ -83,4 +86,85 @@ def candidate_rewrites(query: Query, k: int, rng: random.Random) -> list[str]:
         if not keeps_query(parse(text), query):  # defensive: never hand out a rewrite that drops a fact
             continue
         out.append(text)
+    return out
+
+
+def _expressible(o: Any, cell: tuple[int, int]) -> tuple[int | None, int | None]:
+    """The query object's position pinned to `cell` as far as the grammar can say it (corners, centre, or
+    one axis: "at the top", "on the left"), never changing a column or row the query asserts."""
+    col = o.column if o.column is not None else cell[0]
+    row = o.row if o.row is not None else cell[1]
+    if (col, row) in _POSITIONS:
+        return col, row
+    # a middle-of-a-side cell: say only the other axis ("on the left" for (0, 1))
+    if row == 1 and o.row is None and (col, None) in _POSITIONS:
+        return col, None
+    if col == 1 and o.column is None and (None, row) in _POSITIONS:
+        return None, row
+    return o.column, o.row
+
+
+def _assignments(query: Query, dets: list[Any]) -> list[tuple[int, tuple[int | None, ...]]]:
+    """Injective matchings of the query's objects to detections, best first, by (colour + shape) agreements.
+
+    A matching must respect what the query asserts: a matched object's asserted column/row equal its
+    detection's cell, and every relation between two matched objects hold between their cells."""
+    slots: list[int | None] = [*range(len(dets)), *([None] * len(query.objects))]
+    seen: set[tuple[int | None, ...]] = set()
+    ranked: list[tuple[int, tuple[int | None, ...]]] = []
+    for perm in itertools.permutations(slots, len(query.objects)):
+        if perm in seen:
+            continue
+        seen.add(perm)
+        ok, score = True, 0
+        for o, j in zip(query.objects, perm, strict=True):
+            if j is None:
+                continue
+            d = dets[j]
+            if (o.column is not None and d.cell[0] != o.column) or (o.row is not None and d.cell[1] != o.row):
+                ok = False
+                break
+            score += (d.colour == o.colour) + (d.shape == o.shape)
+        for a, rel, b in query.relations:
+            if ok and perm[a] is not None and perm[b] is not None:
+                ok = relation_holds(dets[perm[a]].cell, rel, dets[perm[b]].cell)
+        if ok and any(j is not None for j in perm):
+            ranked.append((score, perm))
+    ranked.sort(key=lambda sp: -sp[0])  # stable: ties keep enumeration order (deterministic)
+    return ranked
+
+
+def anchored_rewrites(query: Query, preview: Analysis, k: int, rng: random.Random, max_detections: int = 5) -> list[str]:
+    """`k` distinct captions that keep every fact of `query` and pin its objects to where a preview shows them.
+
+    What a policy that sees the x0 preview can say and a feed-forward rewriter cannot: the query's
+    objects are matched to the preview's detections (the `max_detections` largest; see `_assignments`),
+    and a candidate pins each matched object's column and row (where the query leaves them open), and
+    at random its size, to its detection, so that the rest of sampling renders the intended object where
+    a blob already stands. Candidates come from the best matchings first, with and without sizes and
+    emphasis. Candidate 0 is the plain query; fewer than `k` anchored captions are topped up with
+    `candidate_rewrites`."""
+    out = [realise(query, random.Random(0))]
+    dets = sorted(preview.objects, key=lambda d: -d.area)[:max_detections]
+    ranked = _assignments(query, dets)
+    attempts = 0
+    while len(out) < k and ranked and attempts < 20 * k:
+        _, perm = ranked[min(attempts // 2, len(ranked) - 1)] if attempts < 2 * len(ranked) else rng.choice(ranked)
+        attempts += 1
+        objs = []
+        for o, j in zip(query.objects, perm, strict=True):
+            if j is not None:
+                d = dets[j]
+                col, row = _expressible(o, d.cell)
+                o = replace(o, column=col, row=row, size=o.size or (d.size if rng.random() < 0.5 else None))
+            objs.append(o)
+        text = realise(Query(tuple(objs), query.relations, query.background), rng, emphasis=rng.choice([0.0, 0.0, 0.5]))
+        if text in out or not keeps_query(parse(text), query):
+            continue
+        out.append(text)
+    for text in candidate_rewrites(query, 2 * k, rng)[1:]:
+        if len(out) >= k:
+            break
+        if text not in out:
+            out.append(text)
     return out
