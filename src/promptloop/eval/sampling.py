@@ -55,7 +55,8 @@ def sample(
         raise ValueError(f"{len(queries)} queries for {len(seeds)} seeds")
     sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first)
     # the unconditional ("") token states are the same for every sample: encode them once, not per batch row
-    uncond = pipe.encode_prompt([""], pipe.device, 1, False)[0] if guidance > 1.0 else None
+    with torch.no_grad():
+        uncond = pipe.encode_prompt([""], pipe.device, 1, False)[0] if guidance > 1.0 else None
     images, trajs = [], []
     t0 = time.perf_counter()
     starts = range(0, len(queries), batch_size)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import replace
-from typing import Any
 
-from promptloop.world.analyzer import Analysis
+from promptloop.world.analyzer import Analysis, DetectedObject
 from promptloop.world.grammar import parse, realise
-from promptloop.world.scene import BACKGROUNDS, GRID, SIZES, Query, relation_holds
+from promptloop.world.scene import BACKGROUNDS, GRID, SIZES, ObjectQuery, Query, relation_holds
 
 _POSITIONS: list[tuple[int | None, int | None]] = [
     (0, None), (2, None), (None, 0), (None, 2), (0, 0), (2, 0), (0, 2), (2, 2), (1, 1)
@@ -89,7 +88,7 @@ def candidate_rewrites(query: Query, k: int, rng: random.Random) -> list[str]:
     return out
 
 
-def _expressible(o: Any, cell: tuple[int, int]) -> tuple[int | None, int | None]:
+def _expressible(o: ObjectQuery, cell: tuple[int, int]) -> tuple[int | None, int | None]:
     """The query object's position pinned to `cell` as far as the grammar can say it (corners, centre, or
     one axis: "at the top", "on the left"), never changing a column or row the query asserts."""
     col = o.column if o.column is not None else cell[0]
@@ -104,7 +103,7 @@ def _expressible(o: Any, cell: tuple[int, int]) -> tuple[int | None, int | None]
     return o.column, o.row
 
 
-def _assignments(query: Query, dets: list[Any]) -> list[tuple[int, tuple[int | None, ...]]]:
+def _assignments(query: Query, dets: list[DetectedObject]) -> list[tuple[int, tuple[int | None, ...]]]:
     """Injective matchings of the query's objects to detections, best first, by (colour + shape) agreements.
 
     A matching must respect what the query asserts: a matched object's asserted column/row equal its
@@ -149,7 +148,8 @@ def anchored_rewrites(query: Query, preview: Analysis, k: int, rng: random.Rando
     ranked = _assignments(query, dets)
     attempts = 0
     while len(out) < k and ranked and attempts < 20 * k:
-        _, perm = ranked[min(attempts // 2, len(ranked) - 1)] if attempts < 2 * len(ranked) else rng.choice(ranked)
+        # each matching twice in rank order (sizes and emphasis drawn anew), then matchings at random
+        _, perm = ranked[attempts // 2] if attempts < 2 * len(ranked) else rng.choice(ranked)
         attempts += 1
         objs = []
         for o, j in zip(query.objects, perm, strict=True):
