@@ -148,3 +148,17 @@ def test_prompt_order_is_a_function_of_the_position() -> None:
     assert seq == [x for s in range(0, 12, 4) for x in b.take(s, 4)][:12]
     assert sorted(seq[:5]) == prompts and sorted(seq[5:10]) == prompts
     assert PromptOrder(prompts, seed=3, shuffle=False).take(3, 4) == ["p3", "p4", "p0", "p1"]
+
+
+def test_lazy_exports_of_promptloop_train_resolve() -> None:
+    """`promptloop.train` lists its names twice (the literal `__all__` linters read, and the lazy map): same set,
+    and every name resolves to the object of the module the map names."""
+    import importlib
+
+    import promptloop.train as train_pkg
+
+    assert set(train_pkg.__all__) == set(train_pkg._MODULE_OF)
+    for name, module in train_pkg._MODULE_OF.items():
+        assert getattr(train_pkg, name) is getattr(importlib.import_module(f"promptloop.train.{module}"), name)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        train_pkg.nope  # noqa: B018

@@ -297,7 +297,6 @@ def _centroid_offset(shape: str, radius: float) -> tuple[float, float]:
     return float(x[m].mean()), float(y[m].mean())
 
 
-@lru_cache(maxsize=8192)
 def _template(shape: str, radius: float, blur: float, half: int, qx: int, qy: int) -> np.ndarray:
     """Coverage of a shape on a (2*half+1)^2 window whose centre pixel's corner is at (0, 0).
 
@@ -317,7 +316,9 @@ def _template(shape: str, radius: float, blur: float, half: int, qx: int, qy: in
 
 @lru_cache(maxsize=4096)
 def _template_stack(shape: str, radius: float, half: int, qx: int, qy: int, scale: float) -> np.ndarray:
-    """The templates of every blur in TEMPLATE_BLURS (in that order), stacked: (len(TEMPLATE_BLURS), n, n)."""
+    """The templates of every blur in TEMPLATE_BLURS (in that order), stacked: (len(TEMPLATE_BLURS), n, n).
+
+    The one cache of templates: `_template` itself is only called from here."""
     out = np.stack([_template(shape, radius, round(b * scale, 6), half, qx, qy) for b in TEMPLATE_BLURS])
     out.setflags(write=False)
     return out
