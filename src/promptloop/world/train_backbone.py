@@ -5,7 +5,8 @@ Four resumable stages, each with a progress bar and atomic checkpoints in `work_
 2. `data`: a fixed pool of (train-split scene, caption) pairs: VAE latents and the pipeline's own
    MiniLM token states, cached once (captions: paraphrases, detailed and emphasised variants).
 3. `unet`: v-prediction with min-SNR-5 weighting, AdamW with warm-up and cosine decay, EMA of the
-   weights, 10% caption dropout for classifier-free guidance.
+   weights, 10% caption dropout for classifier-free guidance. The text binder (`world.text_binder`,
+   `text_binder_layers` layers between the cached MiniLM states and the UNet) is trained with it.
 4. `decoder`: the VAE decoder alone is trained on (MSE + L1) for longer, its encoder frozen — so the
    latents the UNet learned are unchanged — on slightly noised latents (robustness to the UNet's imperfect
    ones). Measured on 256 train renders (encode, decode, analyze): the stage-1 VAE kept only 68% of scenes
@@ -15,7 +16,8 @@ The EMA UNet, the VAE and the DDIM scheduler are saved to `out_dir` (fp16 safete
 
 `init_from` continues a finished backbone instead (a warm start): its VAE is kept (stages 1 and 4 are
 skipped), the pool is encoded with it, and its UNet is trained for `unet_steps` more steps on a fresh
-warm-up and cosine schedule, the EMA starting at its weights.
+warm-up and cosine schedule, the EMA starting at its weights. A backbone without a text binder gets a
+new one, which starts as the identity (its UNet's behaviour is unchanged at step 0).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from promptloop.world import backbone as bb
 from promptloop.world.grammar import caption_scene
 from promptloop.world.render import render
 from promptloop.world.scene import SceneSampler
+from promptloop.world.text_binder import BoundTextEncoder, TextBinder
 
 
 @dataclass
@@ -66,6 +69,7 @@ class BackboneTrainConfig:
     decoder_lr: float = 5e-4  # peak AdamW learning rate of the decoder stage
     decoder_latent_noise: float = 0.1  # std of the noise added to latents in the decoder stage, relative to their std
     init_from: str = ""  # a backbone folder to continue from: its VAE is kept, its UNet is trained further; "" trains from scratch
+    text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -171,31 +175,48 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     return latents, text, uncond
 
 
+def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None = None,
+                   init_binder: torch.nn.Module | None = None) -> tuple[torch.nn.Module, TextBinder | None]:
+    """A fresh (or warm-started) UNet and text binder (None when cfg.text_binder_layers is 0)."""
+    unet = bb.build_unet()
+    if init_unet is not None:
+        unet.load_state_dict({k: v.float() for k, v in init_unet.state_dict().items()})
+    binder = None
+    if cfg.text_binder_layers > 0:
+        binder = TextBinder(num_layers=cfg.text_binder_layers, max_tokens=bb.TEXT_MAX_TOKENS)
+        if init_binder is not None:
+            binder.load_state_dict({k: v.float() for k, v in init_binder.state_dict().items()})
+    return unet, binder
+
+
 def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, scheduler,
-               init_unet: torch.nn.Module | None = None) -> torch.nn.Module:
-    """Stage 3. With `init_unet` (a warm start), training continues from its weights and the EMA starts at
-    them (no EMA warm-up: the starting weights are already a good model)."""
+               init_unet: torch.nn.Module | None = None,
+               init_binder: torch.nn.Module | None = None) -> tuple[torch.nn.Module, TextBinder | None]:
+    """Stage 3: the UNet and the text binder. With `init_unet` (a warm start), training continues from its
+    weights (and `init_binder`'s, else a new identity binder) and the EMA starts at them (no EMA warm-up:
+    the starting weights are already a good model)."""
     from diffusers.training_utils import EMAModel
 
     ckpt = work / "unet.pt"
     torch.manual_seed(cfg.seed)
-    unet = bb.build_unet()
-    if init_unet is not None:
-        unet.load_state_dict({k: v.float() for k, v in init_unet.state_dict().items()})
-    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=init_unet is None, power=0.75)
-    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    unet, binder = _trained_parts(cfg, init_unet, init_binder)
+    trained = torch.nn.ModuleList([unet] if binder is None else [unet, binder])  # what the optimizer and EMA see
+    ema = EMAModel(trained.parameters(), decay=cfg.ema_decay, use_ema_warmup=init_unet is None, power=0.75)
+    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, weight_decay=0.01)
     start = 0
     gen = torch.Generator().manual_seed(cfg.seed + 5)
     if ckpt.exists():
         st = _load(ckpt)
         unet.load_state_dict(st["model"])
+        if binder is not None:
+            binder.load_state_dict(st["binder"])
         opt.load_state_dict(st["opt"])
         ema.load_state_dict(st["ema"])
         gen.set_state(st["gen"])
         start = st["step"]
     if start >= cfg.unet_steps or (cfg.stop_at and start >= cfg.stop_at):
-        ema.copy_to(unet.parameters())
-        return unet
+        ema.copy_to(trained.parameters())
+        return unet, binder
     acp = scheduler.alphas_cumprod.float()
     snr = acp / (1 - acp)
     n = latents.shape[0]
@@ -211,6 +232,8 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         cond = text[idx].float()
         drop = torch.rand(cfg.batch, generator=gen) < cfg.cfg_dropout
         cond[drop] = uncond.float()
+        if binder is not None:
+            cond = binder(cond)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
@@ -223,23 +246,24 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         loss = per.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         opt.step()
-        ema.step(unet.parameters())
+        ema.step(trained.parameters())
         bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
         last = step + 1 == cfg.unet_steps or step + 1 == cfg.stop_at
         out_of_time = cfg.max_minutes > 0 and (time.time() - t0) > cfg.max_minutes * 60
         if (step + 1) % cfg.checkpoint_every == 0 or last or out_of_time:
-            _atomic_save(
-                {"model": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(), "gen": gen.get_state(), "step": step + 1},
-                ckpt,
-            )
+            state = {"model": unet.state_dict(), "opt": opt.state_dict(), "ema": ema.state_dict(), "gen": gen.get_state(),
+                     "step": step + 1}
+            if binder is not None:
+                state["binder"] = binder.state_dict()
+            _atomic_save(state, ckpt)
         if out_of_time and not last:
             raise TimeoutError(f"stopped after {cfg.max_minutes} min at step {step + 1}; rerun to resume")
         if last:
             break
-    ema.copy_to(unet.parameters())
-    return unet
+    ema.copy_to(trained.parameters())
+    return unet, binder
 
 
 def train_decoder(cfg: BackboneTrainConfig, work: Path, vae: torch.nn.Module) -> torch.nn.Module:
@@ -298,14 +322,30 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
         dec = work / "decoder.pt"
         if dec.exists() and (dec_state := _load(dec)).get("done"):
             vae.load_state_dict(dec_state["model"])
-    unet = bb.build_unet()
     st = _load(work / "unet.pt")
+    unet, binder = _trained_parts(BackboneTrainConfig(text_binder_layers=_binder_layers_of(st)))
+    trained = torch.nn.ModuleList([unet] if binder is None else [unet, binder])
     unet.load_state_dict(st["model"])
-    ema = EMAModel(unet.parameters(), decay=0.999)
+    if binder is not None:
+        binder.load_state_dict(st["binder"])
+    ema = EMAModel(trained.parameters(), decay=0.999)
     ema.load_state_dict(st["ema"])
-    ema.copy_to(unet.parameters())
-    pipe = bb.assemble_pipeline(unet, vae, bb.build_scheduler())
+    ema.copy_to(trained.parameters())
+    pipe = bb.assemble_pipeline(unet, vae, bb.build_scheduler(), *_conditioning(binder))
     bb.save_backbone(pipe, out_dir)
+
+
+def _binder_layers_of(state: dict) -> int:
+    """Number of text-binder layers in a UNet-stage checkpoint (0: none)."""
+    keys = state.get("binder", {}).keys()
+    return len({k.split(".")[1] for k in keys if k.startswith("layers.")})
+
+
+def _conditioning(binder: TextBinder | None, tokenizer=None, text_encoder=None) -> tuple:
+    """(tokenizer, text encoder) of a pipeline: the frozen MiniLM, followed by `binder` when there is one."""
+    if tokenizer is None or text_encoder is None:
+        tokenizer, text_encoder = bb.load_text_encoder()
+    return tokenizer, bb.bind_text_encoder(text_encoder, binder)
 
 
 def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
@@ -314,8 +354,9 @@ def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
     if not cfg_path.exists():
         return
     old = json.loads(cfg_path.read_text())
-    keys = ("seed", "vae_steps", "pool_size", "batch", "init_from")
-    defaults = BackboneTrainConfig()  # a work dir written before a field existed holds its default
+    keys = ("seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers")
+    defaults = BackboneTrainConfig()  # a work dir written before a field existed holds its default ...
+    defaults.text_binder_layers = 0  # ... except the binder: runs before it had none
     stored = {k: old.get(k, getattr(defaults, k)) for k in keys}
     if any(stored[k] != getattr(cfg, k) for k in keys):
         raise ValueError(f"{work} holds a run with another config ({stored}); use another --work-dir")
@@ -343,6 +384,8 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if init is not None:  # warm start: the VAE (encoder and fine-tuned decoder) is kept as it is
         tokenizer, text_encoder = init.tokenizer, init.text_encoder
+        if isinstance(text_encoder, BoundTextEncoder):  # the pool caches the MiniLM states, before the binder
+            text_encoder = text_encoder.encoder
         vae = init.vae.float().eval()
     else:
         tokenizer, text_encoder = bb.load_text_encoder()
@@ -351,10 +394,11 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     scheduler = bb.build_scheduler()
     pipe = bb.assemble_pipeline(bb.build_unet(), vae, scheduler, tokenizer, text_encoder)
     latents, text, uncond = build_pool(cfg, work, pipe)
-    unet = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None)
+    unet, binder = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None,
+                              bb.text_binder_of(init) if init is not None else None)
     if init is None:
         vae = train_decoder(cfg, work, vae).eval()
-    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer, text_encoder)
+    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), *_conditioning(binder, tokenizer, text_encoder))
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
