@@ -37,7 +37,8 @@ def test_shipped_backbone_is_a_stable_diffusion_pipeline(pipe) -> None:
     assert isinstance(pipe, StableDiffusionPipeline)
     assert isinstance(pipe.scheduler, DDIMScheduler)
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    assert type(pipe.text_encoder).__name__ == "BertModel"
+    assert type(pipe.text_encoder).__name__ == "BoundTextEncoder"  # MiniLM, then the shipped text binder
+    assert type(pipe.text_encoder.encoder).__name__ == "BertModel"
     assert pipe.tokenizer.model_max_length == TEXT_MAX_TOKENS
     assert not (DEFAULT_BACKBONE / "text_encoder").exists()  # MiniLM comes from its package
 
@@ -134,6 +135,29 @@ def test_backbone_eval_reports_the_quality_window() -> None:
     assert set(r["preview_accuracy"]) == {"0.25", "0.5", "0.75"}
     assert all(0.0 <= v <= 1.0 for v in r["preview_verdict_agreement"].values())
     assert r["images_per_second"] > 0
+    assert 0.0 <= r["colour_swap_rate_train"] <= 1.0 and 0.0 <= r["colour_swap_rate_heldout"] <= 1.0
+
+
+def test_colour_swaps_count_shapes_found_only_in_another_queried_colour() -> None:
+    from promptloop.eval.backbone import colour_swaps
+    from promptloop.rewards.world import parse_query
+    from promptloop.world.analyzer import analyze_scenes
+    from promptloop.world.render import render
+    from promptloop.world.scene import Scene, SceneObject
+
+    def scene(*objs: tuple[str, str, tuple[int, int]]) -> Scene:
+        return Scene(tuple(SceneObject(shape=s, colour=c, size="large", cell=cell) for s, c, cell in objs), "black")
+
+    query = parse_query("a red circle and a blue square")
+    images = np.stack([
+        render(scene(("circle", "red", (0, 1)), ("square", "blue", (2, 1)))),  # right: no swap
+        render(scene(("circle", "blue", (0, 1)), ("square", "red", (2, 1)))),  # both swapped
+        render(scene(("circle", "green", (0, 1)), ("square", "blue", (2, 1)))),  # wrong colour, not a swap
+        render(scene(("circle", "blue", (0, 1)), ("circle", "red", (1, 1)), ("square", "green", (2, 1)))),  # a red one exists
+    ])
+    analyses = analyze_scenes(images)
+    assert colour_swaps([query] * 4, analyses) == (2, 8)  # both objects of the second image
+    assert colour_swaps([parse_query("a red circle")], analyses[1:2]) == (0, 0)  # single objects are not counted
 
 
 def test_room_reports_bounds_and_oracles() -> None:

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from promptloop.world.backbone import (
-    DEFAULT_BACKBONE,
     TEXT_MAX_TOKENS,
     BackboneLoadError,
     load_backbone,
@@ -95,7 +94,12 @@ def test_backbone_with_a_binder_saves_loads_and_samples_the_same(tmp_path: Path)
 def test_warm_start_trains_a_new_binder_with_the_unet_and_resumes(tmp_path: Path) -> None:
     from promptloop.world.train_backbone import BackboneTrainConfig, check_work_dir, export_snapshot, train_backbone
 
-    cfg = BackboneTrainConfig(work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"), init_from=str(DEFAULT_BACKBONE),
+    pipe = load_backbone()
+    if isinstance(pipe.text_encoder, BoundTextEncoder):  # a backbone made before binders: MiniLM straight into the UNet
+        pipe.text_encoder = pipe.text_encoder.encoder
+    save_backbone(pipe, tmp_path / "unbound", dtype=torch.float32)
+    assert not (tmp_path / "unbound" / "text_binder").exists()
+    cfg = BackboneTrainConfig(work_dir=str(tmp_path / "work"), out_dir=str(tmp_path / "out"), init_from=str(tmp_path / "unbound"),
                               pool_size=16, unet_steps=2, batch=4, lr=1e-2, warmup=1, ema_decay=0.5, text_binder_layers=1)
     out = train_backbone(cfg)
     new = load_backbone(out)
@@ -115,3 +119,6 @@ def test_warm_start_trains_a_new_binder_with_the_unet_and_resumes(tmp_path: Path
     (tmp_path / "work" / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match="another config"):
         check_work_dir(cfg, tmp_path / "work")
+    cfg = BackboneTrainConfig(work_dir=str(tmp_path / "again"), init_from=str(out), text_binder_layers=2)
+    with pytest.raises(ValueError, match="has a 1-layer text binder"):
+        train_backbone(cfg)  # a binder is continued as it is

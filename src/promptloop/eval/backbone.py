@@ -5,6 +5,9 @@ Figures (fixed seeds, `steps` DDIM steps, CFG `guidance`):
   number of objects the query asks for.
 - `alignment_train` / `full_correct_train`: mean alignment and fraction of fully correct samples on
   `train` compositions; `alignment_heldout` / `full_correct_heldout` likewise on `heldout` ones.
+- `colour_swap_rate_train` / `_heldout`: binding errors. Over the objects of queries with two or more
+  objects: the fraction whose shape is found only in another queried object's colour (for "a red
+  circle and a blue square", a blue circle and no red one).
 - `preview_accuracy`: for previews decoded from the Tweedie x0 estimate at 25/50/75% of sampling,
   the analyzer's accuracy on the preview taking the final image as ground truth: for each object of
   the final image, presence at its cell, colour, shape and size (4 checks per object).
@@ -29,6 +32,7 @@ from promptloop.rewards.world import AlignmentReward, parse_query
 from promptloop.world.analyzer import Analysis, analyze_scenes
 from promptloop.world.backbone import load_backbone
 from promptloop.world.prompts import sample_prompts
+from promptloop.world.scene import Query
 
 PREVIEW_FRACTIONS = (0.25, 0.5, 0.75)
 
@@ -46,6 +50,20 @@ def preview_object_accuracy(previews: list[Analysis], finals: list[Analysis]) ->
     return hits / total if total else 1.0
 
 
+def colour_swaps(parsed: list[Query], analyses: list[Analysis]) -> tuple[int, int]:
+    """(swapped, counted) objects of multi-object queries; see the module docstring."""
+    swapped = counted = 0
+    for query, analysis in zip(parsed, analyses, strict=True):
+        if len(query.objects) < 2:
+            continue
+        colours = {o.colour for o in query.objects}
+        for o in query.objects:
+            counted += 1
+            found = {d.colour for d in analysis.objects if d.shape == o.shape}
+            swapped += o.colour not in found and bool(found & (colours - {o.colour}))
+    return swapped, counted
+
+
 def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[str, Any]:
     """Every figure of one split's samples: final alignment, count hits, and the previews' accuracies."""
     parsed = [parse_query(q) for q in queries]
@@ -57,6 +75,7 @@ def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[
         "full_correct": float((scores >= 1.0 - 1e-6).mean()),
         "breakdown": {k: float(np.nanmean(v.numpy())) for k, v in r.breakdown.items()},
         "count_hits": r.breakdown["count"].numpy().tolist(),
+        "colour_swaps": colour_swaps(parsed, final_analyses),
         "preview_accuracy": {}, "preview_alignment": {}, "preview_verdict_agreement": {},
     }
     for j, f in enumerate(PREVIEW_FRACTIONS):
@@ -91,6 +110,8 @@ def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, step
         result[f"alignment_{split}"] = fig["alignment"]
         result[f"full_correct_{split}"] = fig["full_correct"]
         result[f"breakdown_{split}"] = fig["breakdown"]
+        swapped, counted = fig["colour_swaps"]
+        result[f"colour_swap_rate_{split}"] = swapped / counted if counted else 0.0
     result["count_accuracy"] = float(np.mean([h for fig in figs.values() for h in fig["count_hits"]]))
     for key in ("preview_accuracy", "preview_alignment", "preview_verdict_agreement"):
         result[key] = {str(f): float(np.mean([fig[key][str(f)] for fig in figs.values()])) for f in PREVIEW_FRACTIONS}

@@ -70,6 +70,7 @@ class BackboneTrainConfig:
     decoder_latent_noise: float = 0.1  # std of the noise added to latents in the decoder stage, relative to their std
     init_from: str = ""  # a backbone folder to continue from: its VAE is kept, its UNet is trained further; "" trains from scratch
     text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
+    text_binder_lr_scale: float = 10.0  # the binder's learning rate relative to `lr` (it starts from nothing; the UNet may not)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -202,7 +203,10 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
     unet, binder = _trained_parts(cfg, init_unet, init_binder)
     trained = torch.nn.ModuleList([unet] if binder is None else [unet, binder])  # what the optimizer and EMA see
     ema = EMAModel(trained.parameters(), decay=cfg.ema_decay, use_ema_warmup=init_unet is None, power=0.75)
-    opt = torch.optim.AdamW(trained.parameters(), lr=cfg.lr, weight_decay=0.01)
+    groups = [{"params": list(unet.parameters()), "lr_scale": 1.0}]
+    if binder is not None:
+        groups.append({"params": list(binder.parameters()), "lr_scale": cfg.text_binder_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
     start = 0
     gen = torch.Generator().manual_seed(cfg.seed + 5)
     if ckpt.exists():
@@ -226,7 +230,7 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         prog = step / cfg.unet_steps
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
         for g in opt.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         idx = torch.randint(0, n, (cfg.batch,), generator=gen)
         x0 = latents[idx]
         cond = text[idx].float()
@@ -378,6 +382,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
 
 def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     init = bb.load_backbone(cfg.init_from) if cfg.init_from else None  # a bad folder fails before anything is written
+    if init is not None and (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
+        raise ValueError(f"{cfg.init_from} has a {len(binder.layers)}-layer text binder; continue it with "
+                         f"text_binder_layers={len(binder.layers)} (--text-binder-layers), not {cfg.text_binder_layers}")
     work = Path(cfg.work_dir)
     check_work_dir(cfg, work)
     work.mkdir(parents=True, exist_ok=True)
