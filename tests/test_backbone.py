@@ -136,6 +136,8 @@ def test_backbone_eval_reports_the_quality_window() -> None:
     assert all(0.0 <= v <= 1.0 for v in r["preview_verdict_agreement"].values())
     assert r["images_per_second"] > 0
     assert 0.0 <= r["colour_swap_rate_train"] <= 1.0 and 0.0 <= r["colour_swap_rate_heldout"] <= 1.0
+    assert set(r["full_correct_by_objects_train"]) <= {"1", "2", "3"}
+    assert all(0.0 <= v <= 1.0 for v in r["full_correct_by_objects_train"].values())
 
 
 def test_colour_swaps_count_shapes_found_only_in_another_queried_colour() -> None:

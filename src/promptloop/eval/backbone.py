@@ -5,6 +5,7 @@ Figures (fixed seeds, `steps` DDIM steps, CFG `guidance`):
   number of objects the query asks for.
 - `alignment_train` / `full_correct_train`: mean alignment and fraction of fully correct samples on
   `train` compositions; `alignment_heldout` / `full_correct_heldout` likewise on `heldout` ones.
+- `full_correct_by_objects_train` / `_heldout`: the fully correct fraction per number of queried objects.
 - `colour_swap_rate_train` / `_heldout`: binding errors. Over the objects of queries with two or more
   objects: the fraction whose shape is found only in another queried object's colour (for "a red
   circle and a blue square", a blue circle and no red one).
@@ -76,6 +77,10 @@ def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[
         "breakdown": {k: float(np.nanmean(v.numpy())) for k, v in r.breakdown.items()},
         "count_hits": r.breakdown["count"].numpy().tolist(),
         "colour_swaps": colour_swaps(parsed, final_analyses),
+        "full_correct_by_objects": {
+            str(k): float(np.mean([s >= 1.0 - 1e-6 for s, q in zip(scores, parsed, strict=True) if len(q.objects) == k]))
+            for k in sorted({len(q.objects) for q in parsed})
+        },
         "preview_accuracy": {}, "preview_alignment": {}, "preview_verdict_agreement": {},
     }
     for j, f in enumerate(PREVIEW_FRACTIONS):
@@ -110,6 +115,7 @@ def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, step
         result[f"alignment_{split}"] = fig["alignment"]
         result[f"full_correct_{split}"] = fig["full_correct"]
         result[f"breakdown_{split}"] = fig["breakdown"]
+        result[f"full_correct_by_objects_{split}"] = fig["full_correct_by_objects"]
         swapped, counted = fig["colour_swaps"]
         result[f"colour_swap_rate_{split}"] = swapped / counted if counted else 0.0
     result["count_accuracy"] = float(np.mean([h for fig in figs.values() for h in fig["count_hits"]]))
