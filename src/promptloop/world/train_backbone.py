@@ -176,9 +176,10 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     return latents, text, uncond
 
 
-def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None = None,
-                   init_binder: torch.nn.Module | None = None) -> tuple[torch.nn.Module, TextBinder | None]:
-    """A fresh (or warm-started) UNet and text binder (None when cfg.text_binder_layers is 0)."""
+def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None = None, init_binder: torch.nn.Module | None = None
+                   ) -> tuple[torch.nn.Module, TextBinder | None, torch.nn.ModuleList]:
+    """A fresh (or warm-started) UNet, text binder (None when cfg.text_binder_layers is 0), and both as the
+    one module list the optimizer and the EMA see."""
     unet = bb.build_unet()
     if init_unet is not None:
         unet.load_state_dict({k: v.float() for k, v in init_unet.state_dict().items()})
@@ -187,7 +188,7 @@ def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None =
         binder = TextBinder(num_layers=cfg.text_binder_layers, max_tokens=bb.TEXT_MAX_TOKENS)
         if init_binder is not None:
             binder.load_state_dict({k: v.float() for k, v in init_binder.state_dict().items()})
-    return unet, binder
+    return unet, binder, torch.nn.ModuleList([unet] if binder is None else [unet, binder])
 
 
 def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, scheduler,
@@ -200,13 +201,10 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
 
     ckpt = work / "unet.pt"
     torch.manual_seed(cfg.seed)
-    unet, binder = _trained_parts(cfg, init_unet, init_binder)
-    trained = torch.nn.ModuleList([unet] if binder is None else [unet, binder])  # what the optimizer and EMA see
+    unet, binder, trained = _trained_parts(cfg, init_unet, init_binder)
     ema = EMAModel(trained.parameters(), decay=cfg.ema_decay, use_ema_warmup=init_unet is None, power=0.75)
-    groups = [{"params": list(unet.parameters()), "lr_scale": 1.0}]
-    if binder is not None:
-        groups.append({"params": list(binder.parameters()), "lr_scale": cfg.text_binder_lr_scale})
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=0.01)
+    lr_scales = [1.0, cfg.text_binder_lr_scale][: len(trained)]  # per part, from cfg (also after a resume)
+    opt = torch.optim.AdamW([{"params": list(part.parameters())} for part in trained], lr=cfg.lr, weight_decay=0.01)
     start = 0
     gen = torch.Generator().manual_seed(cfg.seed + 5)
     if ckpt.exists():
@@ -229,8 +227,8 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
     for step in bar:
         prog = step / cfg.unet_steps
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup) * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
-        for g in opt.param_groups:
-            g["lr"] = lr * g["lr_scale"]
+        for g, scale in zip(opt.param_groups, lr_scales, strict=True):
+            g["lr"] = lr * scale
         idx = torch.randint(0, n, (cfg.batch,), generator=gen)
         x0 = latents[idx]
         cond = text[idx].float()
@@ -327,15 +325,15 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
         if dec.exists() and (dec_state := _load(dec)).get("done"):
             vae.load_state_dict(dec_state["model"])
     st = _load(work / "unet.pt")
-    unet, binder = _trained_parts(BackboneTrainConfig(text_binder_layers=_binder_layers_of(st)))
-    trained = torch.nn.ModuleList([unet] if binder is None else [unet, binder])
+    unet, binder, trained = _trained_parts(BackboneTrainConfig(text_binder_layers=_binder_layers_of(st)))
     unet.load_state_dict(st["model"])
     if binder is not None:
         binder.load_state_dict(st["binder"])
     ema = EMAModel(trained.parameters(), decay=0.999)
     ema.load_state_dict(st["ema"])
     ema.copy_to(trained.parameters())
-    pipe = bb.assemble_pipeline(unet, vae, bb.build_scheduler(), *_conditioning(binder))
+    tokenizer, text_encoder = bb.load_text_encoder()
+    pipe = bb.assemble_pipeline(unet, vae, bb.build_scheduler(), tokenizer, bb.bind_text_encoder(text_encoder, binder))
     bb.save_backbone(pipe, out_dir)
 
 
@@ -343,13 +341,6 @@ def _binder_layers_of(state: dict) -> int:
     """Number of text-binder layers in a UNet-stage checkpoint (0: none)."""
     keys = state.get("binder", {}).keys()
     return len({k.split(".")[1] for k in keys if k.startswith("layers.")})
-
-
-def _conditioning(binder: TextBinder | None, tokenizer=None, text_encoder=None) -> tuple:
-    """(tokenizer, text encoder) of a pipeline: the frozen MiniLM, followed by `binder` when there is one."""
-    if tokenizer is None or text_encoder is None:
-        tokenizer, text_encoder = bb.load_text_encoder()
-    return tokenizer, bb.bind_text_encoder(text_encoder, binder)
 
 
 def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
@@ -405,7 +396,8 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
                               bb.text_binder_of(init) if init is not None else None)
     if init is None:
         vae = train_decoder(cfg, work, vae).eval()
-    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), *_conditioning(binder, tokenizer, text_encoder))
+    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer,
+                              bb.bind_text_encoder(text_encoder, binder))
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
