@@ -47,6 +47,16 @@ def positive_float(text: str) -> float:
     return v
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text}")
+    return v
+
+
 def non_negative_int(text: str) -> int:
     try:
         v = int(text)
@@ -65,7 +75,9 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
 
     cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at,
                               decoder_steps=args.decoder_steps, init_from=args.init_from or "",
-                              text_binder_layers=args.text_binder_layers)
+                              text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss)
+    if args.binding_loss > 0 and args.text_binder_layers == 0:
+        raise UsageError("--binding-loss trains the text binder: it needs --text-binder-layers > 0")
     if args.lr is not None:
         cfg.lr = args.lr
     if args.out:
@@ -191,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the UNet (default 5e-4)")
     tb.add_argument("--text-binder-layers", type=non_negative_int, default=2,
                     help="trainable layers binding words between MiniLM and the UNet (0: condition on MiniLM directly)")
+    tb.add_argument("--binding-loss", type=non_negative_float, default=0.0,
+                    help="weight of the binder's auxiliary loss binding each word to its object's attributes (0: off)")
     tb.add_argument("--seed", type=non_negative_int, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)

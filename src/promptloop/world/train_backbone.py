@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from promptloop.world import backbone as bb
+from promptloop.world.binding_loss import binding_loss, phrase_labels, probe_directions
 from promptloop.world.grammar import caption_scene
 from promptloop.world.render import render
 from promptloop.world.scene import SceneSampler
@@ -71,6 +72,7 @@ class BackboneTrainConfig:
     init_from: str = ""  # a backbone folder to continue from: its VAE is kept, its UNet is trained further; "" trains from scratch
     text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
     text_binder_lr_scale: float = 10.0  # the binder's learning rate relative to `lr` (it starts from nothing; the UNet may not)
+    binding_loss: float = 0.0  # weight of the binder's auxiliary binding loss (world.binding_loss); 0: diffusion loss only
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -153,15 +155,27 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
     return vae
 
 
-def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    path = work / "pool.pt"
-    if path.exists():
-        d = _load(path)
-        return d["latents"], d["text"], d["uncond"]
+def _pool_captions(cfg: BackboneTrainConfig) -> tuple[list, list[str]]:
+    """The pool's (scene, caption) pairs: a pure function of cfg.seed and cfg.pool_size."""
     rng = random.Random(cfg.seed + 2)
     sampler = SceneSampler(cfg.seed + 3, "train")
     scenes = [sampler.sample() for _ in range(cfg.pool_size)]
-    captions = [_random_caption(s, rng) for s in scenes]
+    return scenes, [_random_caption(s, rng) for s in scenes]
+
+
+def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Stage 2: (latents, MiniLM token states, the "" states, captions) of the pool, cached in work/pool.pt."""
+    path = work / "pool.pt"
+    if path.exists():
+        d = _load(path)
+        captions = d.get("captions")
+        if captions is None:  # a pool cached before captions were kept: regenerate them, checked against its record
+            captions = _pool_captions(cfg)[1]
+            record = (work / "pool_captions.txt").read_text().splitlines() if (work / "pool_captions.txt").exists() else []
+            if captions[: len(record)] != record:
+                raise ValueError(f"{path} was built from other captions than this code generates; use another --work-dir")
+        return d["latents"], d["text"], d["uncond"], captions
+    scenes, captions = _pool_captions(cfg)
     lat, txt = [], []
     bs = 256
     for i in tqdm(range(0, cfg.pool_size, bs), desc="data"):
@@ -171,9 +185,9 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
         txt.append(bb.encode_captions(pipe, captions[i : i + bs]).half())
     uncond = bb.encode_captions(pipe, [""])[0]
     latents, text = torch.cat(lat), torch.cat(txt)
-    _atomic_save({"latents": latents, "text": text, "uncond": uncond}, path)
+    _atomic_save({"latents": latents, "text": text, "uncond": uncond, "captions": captions}, path)
     (work / "pool_captions.txt").write_text("\n".join(captions[:200]) + "\n")
-    return latents, text, uncond
+    return latents, text, uncond, captions
 
 
 def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None = None, init_binder: torch.nn.Module | None = None
@@ -193,10 +207,12 @@ def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None =
 
 def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, scheduler,
                init_unet: torch.nn.Module | None = None,
-               init_binder: torch.nn.Module | None = None) -> tuple[torch.nn.Module, TextBinder | None]:
+               init_binder: torch.nn.Module | None = None,
+               labels: torch.Tensor | None = None) -> tuple[torch.nn.Module, TextBinder | None]:
     """Stage 3: the UNet and the text binder. With `init_unet` (a warm start), training continues from its
     weights (and `init_binder`'s, else a new identity binder) and the EMA starts at them (no EMA warm-up:
-    the starting weights are already a good model)."""
+    the starting weights are already a good model). `labels` (the pool's `phrase_labels`) feed the binding
+    loss when cfg.binding_loss > 0."""
     from diffusers.training_utils import EMAModel
 
     ckpt = work / "unet.pt"
@@ -219,6 +235,10 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
     if start >= cfg.unet_steps or (cfg.stop_at and start >= cfg.stop_at):
         ema.copy_to(trained.parameters())
         return unet, binder
+    use_binding = binder is not None and cfg.binding_loss > 0
+    if use_binding and labels is None:
+        raise ValueError("binding_loss > 0 needs the pool's phrase labels")
+    directions = probe_directions(text.shape[-1], cfg.seed) if use_binding else None
     acp = scheduler.alphas_cumprod.float()
     snr = acp / (1 - acp)
     n = latents.shape[0]
@@ -234,8 +254,11 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         cond = text[idx].float()
         drop = torch.rand(cfg.batch, generator=gen) < cfg.cfg_dropout
         cond[drop] = uncond.float()
+        aux = None
         if binder is not None:
             cond = binder(cond)
+            if use_binding:  # dropped captions (now "") have no objects to bind
+                aux = binding_loss(cond[~drop], labels[idx][~drop], directions)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
@@ -246,12 +269,15 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
             s = snr[t]
             per = per * torch.clamp(s, max=cfg.snr_gamma) / (s + 1)
         loss = per.mean()
+        if aux is not None:
+            loss = loss + cfg.binding_loss * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained.parameters(), 1.0)
         opt.step()
         ema.step(trained.parameters())
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.1e}")
+        bar.set_postfix(loss=f"{per.mean().item():.4f}", lr=f"{lr:.1e}",
+                        **({"bind": f"{aux.item():.3f}"} if aux is not None else {}))
         last = step + 1 == cfg.unet_steps or step + 1 == cfg.stop_at
         out_of_time = cfg.max_minutes > 0 and (time.time() - t0) > cfg.max_minutes * 60
         if (step + 1) % cfg.checkpoint_every == 0 or last or out_of_time:
@@ -391,9 +417,10 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     vae.requires_grad_(False)
     scheduler = bb.build_scheduler()
     pipe = bb.assemble_pipeline(bb.build_unet(), vae, scheduler, tokenizer, text_encoder)
-    latents, text, uncond = build_pool(cfg, work, pipe)
+    latents, text, uncond, captions = build_pool(cfg, work, pipe)
+    labels = phrase_labels(tokenizer, captions, text.shape[1]) if cfg.binding_loss > 0 and cfg.text_binder_layers else None
     unet, binder = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None,
-                              bb.text_binder_of(init) if init is not None else None)
+                              bb.text_binder_of(init) if init is not None else None, labels)
     if init is None:
         vae = train_decoder(cfg, work, vae).eval()
     pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer,
