@@ -33,6 +33,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["generate", "a red circle", "--mode", "sideways"], "invalid choice"),
         (["world", "backbone-eval", "--backbone", "/no/such/backbone", "--n", "2"], "backbone folder not found"),
         (["world", "analyzer-check", "--n", "0"], "expected a positive integer"),
+        (["world", "room", "--timestep-shift", "0"], "expected a positive finite number"),
+        (["world", "backbone-eval", "--timestep-shift", "abc"], "expected a positive number"),
         (["world", "train-backbone", "--binding-loss", "-1"], "expected a non-negative finite number"),
         (["world", "train-backbone", "--binding-loss", "0.1", "--text-binder-layers", "0"], "needs --text-binder-layers > 0"),
         (["world", "prompts", "test"], "invalid choice"),

@@ -95,7 +95,8 @@ def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.backbone import backbone_eval
 
-    return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
+    return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
+                         timestep_shift=args.timestep_shift)
 
 
 def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,7 +110,7 @@ def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.room import room
 
     return room(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates, steps=args.steps,
-                guidance=args.guidance, seed=args.seed, anchored=args.anchored)
+                guidance=args.guidance, seed=args.seed, anchored=args.anchored, timestep_shift=args.timestep_shift)
 
 
 def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
@@ -232,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--seed", type=non_negative_int, default=0)
         c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
         c.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+        c.add_argument("--timestep-shift", type=positive_float, default=None,
+                       help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
         c.add_argument("--json", action="store_true")
         if name == "room":
             c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")

