@@ -1,6 +1,6 @@
 """Quality window of a world backbone (`promptloop world backbone-eval`).
 
-Figures (fixed seeds, `steps` DDIM steps, CFG `guidance`):
+Figures (fixed seeds, `steps` sampling steps with the backbone's own schedule or `timestep_shift`, CFG `guidance`):
 - `count_accuracy`: fraction of images (train + heldout) in which the analyzer finds exactly the
   number of objects the query asks for.
 - `alignment_train` / `full_correct_train`: mean alignment and fraction of fully correct samples on

@@ -111,7 +111,7 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
     lines = [
         "# PromptLoop demo (embedded Shapes world)",
         "",
-        f"Backbone A (frozen), {steps} DDIM steps, CFG {guidance}; {n} heldout queries (unseen colour-shape pairs),",
+        f"Backbone A (frozen), {steps} sampling steps, CFG {guidance}; {n} heldout queries (unseen colour-shape pairs),",
         "one fixed seed each, the same for every row. Alignment is judged against the original query.",
         "",
         "| method | mean alignment | fully correct |",

@@ -107,6 +107,7 @@ def build_scheduler() -> Any:
         clip_sample=False,
         set_alpha_to_one=False,
         timestep_spacing="trailing",
+        steps_offset=1,  # what StableDiffusionPipeline would set (with a deprecation warning); trailing spacing ignores it
         rescale_betas_zero_snr=False,
     )
 
