@@ -32,6 +32,7 @@ from promptloop.policy.base import NullPolicy
 from promptloop.rewards.world import AlignmentReward, parse_query
 from promptloop.world.analyzer import Analysis, analyze_scenes
 from promptloop.world.backbone import load_backbone
+from promptloop.world.scheduler import timestep_shift_of
 from promptloop.world.prompts import sample_prompts
 from promptloop.world.scene import Query
 
@@ -103,7 +104,7 @@ def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, step
     reward = AlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance,
-                              "timestep_shift": pipe.scheduler.timestep_shift}
+                              "timestep_shift": timestep_shift_of(pipe.scheduler)}
     sampled, sampling_seconds = 0, 0.0
     figs: dict[str, dict[str, Any]] = {}
     for split in ("train", "heldout"):

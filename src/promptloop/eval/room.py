@@ -40,6 +40,7 @@ from promptloop.rewards import get_reward
 from promptloop.rewards.world import parse_query
 from promptloop.world.analyzer import analyze_scenes
 from promptloop.world.backbone import load_backbone
+from promptloop.world.scheduler import timestep_shift_of
 from promptloop.world.prompts import sample_prompts
 from promptloop.world.rewrites import anchored_rewrites, candidate_rewrites
 
@@ -100,7 +101,7 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
 
     result: dict[str, Any] = {
         "n": n, "seeds": seeds, "candidates": k, "steps": steps, "guidance": guidance,
-        "timestep_shift": pipe.scheduler.timestep_shift,
+        "timestep_shift": timestep_shift_of(pipe.scheduler),
         "base": float(base.mean()),
         "feed_forward_bound": float(ff_bound),
         "feed_forward_in_sample": float(ff_in),

@@ -93,7 +93,7 @@ def build_unet() -> Any:
     )
 
 
-WORLD_TIMESTEP_SHIFT = 2.5  # the sampling schedule's timestep shift saved with new backbones (world.scheduler)
+WORLD_TIMESTEP_SHIFT = 1.0  # the sampling schedule's timestep shift saved with new backbones (world.scheduler; 1: unshifted)
 
 
 def build_scheduler() -> Any:
@@ -113,9 +113,12 @@ def build_scheduler() -> Any:
 
 
 def build_sampling_scheduler(timestep_shift: float = WORLD_TIMESTEP_SHIFT) -> Any:
-    """The sampling scheduler saved with a backbone: DDIM's update on shifted timesteps, same VP schedule."""
+    """The sampling scheduler saved with a backbone: DDIM itself when unshifted, else DDIM's update on shifted
+    timesteps (`world.scheduler.ShiftedEulerScheduler`), on the same VP schedule."""
     from promptloop.world.scheduler import ShiftedEulerScheduler
 
+    if timestep_shift == 1.0:  # DDIM works in x-space: no huge initial sigma (safe in fp16)
+        return build_scheduler()
     return ShiftedEulerScheduler.from_config(build_scheduler().config, timestep_shift=timestep_shift)
 
 
@@ -196,13 +199,12 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
                   timestep_shift: float | None = None) -> Any:
     """Load a world backbone folder as a StableDiffusionPipeline (MiniLM from its package).
 
-    Its scheduler is a `ShiftedEulerScheduler` with the folder's `timestep_shift` (1.0 for folders saved with
-    DDIM, which it then reproduces), or `timestep_shift` when given.
+    Its sampling schedule has the folder's timestep shift, or `timestep_shift` when given (`world.scheduler`):
+    DDIM when it is 1, else a `ShiftedEulerScheduler`.
     Its UNet reuses the text's cross-attention keys/values across steps (`loop.kv_cache`; bit-exact)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from promptloop.loop.kv_cache import cache_cross_attention
-    from promptloop.world.scheduler import ShiftedEulerScheduler
     from promptloop.world.text_binder import TextBinder
 
     if timestep_shift is not None and not timestep_shift > 0:
@@ -216,8 +218,12 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
-        shift = {} if timestep_shift is None else {"timestep_shift": timestep_shift}
-        scheduler = ShiftedEulerScheduler.from_pretrained(folder / "scheduler", **shift)
+        config = DDIMScheduler.load_config(folder / "scheduler")
+        shift = float(config.get("timestep_shift", 1.0)) if timestep_shift is None else timestep_shift
+        if shift == 1.0 and config.get("_class_name") == "DDIMScheduler":
+            scheduler = DDIMScheduler.from_config(config)
+        else:
+            scheduler = build_sampling_scheduler(shift)
         binder = TextBinder.from_pretrained(folder / "text_binder", torch_dtype=dtype) if (folder / "text_binder").is_dir() else None
     except Exception as e:  # corrupt safetensors, bad JSON, missing weights
         raise BackboneLoadError(f"cannot load backbone from {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from e

@@ -16,7 +16,9 @@ spacing samples (mean |difference| 2e-4 on 64 world images, float32). What this 
 diffusers: `set_timesteps` called with a step count only, which passes the shifted timesteps to the
 parent's `set_timesteps(timesteps=...)`; and the `timestep_shift` entry it keeps in its config. Explicit
 `timesteps` or `sigmas` pass through unchanged. Folders saved with it load in plain diffusers as an
-unshifted `EulerDiscreteScheduler` (the extra entry is ignored there).
+unshifted `EulerDiscreteScheduler` (the extra entry is ignored there). The world keeps DDIM itself where the
+shift is 1 (`world.backbone.build_sampling_scheduler`): Euler's latents start at sigma_max (about 2e4 on
+this schedule), which overflows in fp16.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ from typing import Any
 
 import numpy as np
 from diffusers import EulerDiscreteScheduler
+
+
+def timestep_shift_of(scheduler: Any) -> float:
+    """The timestep shift a scheduler samples with (1.0 for any scheduler without one, e.g. DDIM)."""
+    return float(scheduler.config.get("timestep_shift", 1.0))
 
 
 def shifted_timesteps(num_steps: int, shift: float, num_train_timesteps: int = 1000) -> list[int]:
