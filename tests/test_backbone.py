@@ -32,14 +32,10 @@ def _sample(pipe, prompts: list[str], seed: int) -> np.ndarray:
 
 
 def test_shipped_backbone_is_a_stable_diffusion_pipeline(pipe) -> None:
-    from diffusers import StableDiffusionPipeline
-
-    from promptloop.world.scheduler import ShiftedEulerScheduler
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
 
     assert isinstance(pipe, StableDiffusionPipeline)
-    assert isinstance(pipe.scheduler, ShiftedEulerScheduler)
-    assert pipe.scheduler.timestep_shift == json.loads((DEFAULT_BACKBONE / "scheduler" / "scheduler_config.json")
-                                                       .read_text()).get("timestep_shift", 1.0)
+    assert isinstance(pipe.scheduler, DDIMScheduler)  # the shipped schedule is unshifted
     assert pipe.scheduler.config.prediction_type == "v_prediction"
     assert type(pipe.text_encoder).__name__ == "BoundTextEncoder"  # MiniLM, then the shipped text binder
     assert type(pipe.text_encoder.encoder).__name__ == "BertModel"

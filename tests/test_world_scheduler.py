@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from promptloop.world.backbone import build_sampling_scheduler, build_scheduler
-from promptloop.world.scheduler import ShiftedEulerScheduler, shifted_timesteps
+from promptloop.world.scheduler import ShiftedEulerScheduler, shifted_timesteps, timestep_shift_of
 
 
 def test_shift_one_is_trailing_spacing() -> None:
@@ -60,7 +60,8 @@ def test_shift_one_samples_what_ddim_samples() -> None:
         return a * eps - s * x0
 
     noise = torch.randn(2, 4, 8, 8)
-    a, b = _x0_path(ddim, model, noise), _x0_path(build_sampling_scheduler(1.0), model, noise)
+    euler = ShiftedEulerScheduler.from_config(ddim.config, timestep_shift=1.0)
+    a, b = _x0_path(ddim, model, noise), _x0_path(euler, model, noise)
     assert len(a) == len(b) == 10
     for x0_ddim, x0_euler in zip(a, b, strict=True):
         torch.testing.assert_close(x0_euler, x0_ddim, atol=1e-3, rtol=1e-3)  # float32 rounding
@@ -86,3 +87,27 @@ def test_explicit_timesteps_pass_through() -> None:
     sched = build_sampling_scheduler(3.0)
     sched.set_timesteps(timesteps=[999, 500, 100])
     assert [int(t) for t in sched.timesteps] == [999, 500, 100]
+
+
+def test_sampling_scheduler_is_ddim_when_unshifted() -> None:
+    from diffusers import DDIMScheduler
+
+    assert isinstance(build_sampling_scheduler(1.0), DDIMScheduler)
+    assert timestep_shift_of(build_sampling_scheduler(1.0)) == 1.0
+    assert timestep_shift_of(build_sampling_scheduler(2.0)) == 2.0
+
+
+def test_load_backbone_with_a_shift(tmp_path) -> None:
+    from diffusers import DDIMScheduler
+
+    from promptloop.world.backbone import load_backbone, save_backbone
+
+    pipe = load_backbone(timestep_shift=2.5)
+    assert isinstance(pipe.scheduler, ShiftedEulerScheduler) and pipe.scheduler.timestep_shift == 2.5
+    pipe.scheduler.set_timesteps(20)
+    assert [int(t) for t in pipe.scheduler.timesteps] == shifted_timesteps(20, 2.5)
+    save_backbone(pipe, tmp_path / "shifted")  # the shift is saved with the folder and loaded back
+    assert load_backbone(tmp_path / "shifted").scheduler.timestep_shift == 2.5
+    assert isinstance(load_backbone(tmp_path / "shifted", timestep_shift=1.0).scheduler, DDIMScheduler)
+    with pytest.raises(ValueError, match="timestep_shift"):
+        load_backbone(timestep_shift=0.0)

@@ -40,9 +40,9 @@ from promptloop.rewards import get_reward
 from promptloop.rewards.world import parse_query
 from promptloop.world.analyzer import analyze_scenes
 from promptloop.world.backbone import load_backbone
-from promptloop.world.scheduler import timestep_shift_of
 from promptloop.world.prompts import sample_prompts
 from promptloop.world.rewrites import anchored_rewrites, candidate_rewrites
+from promptloop.world.scheduler import timestep_shift_of
 
 
 class AnchoredCandidatePolicy:
