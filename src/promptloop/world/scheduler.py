@@ -6,9 +6,10 @@ its flow sigmas with resolution: the fraction u = t / T of the way from data to 
 
     u' = s * u / (1 + (s - 1) * u)        (s = `timestep_shift`; s = 1 is the unshifted trailing spacing)
 
-for every inference step (the first step stays at t = T - 1). Measured on the shipped backbone
-(`promptloop world backbone-eval --timestep-shift S`, n = 256): s = 2.5 raised train alignment from
-0.833 to 0.846 and lowered the x0-preview accuracy at 50 % of sampling from 0.885 to 0.761.
+for every inference step (the first step stays at t = T - 1). Measured with `promptloop world
+backbone-eval --timestep-shift S` (n = 256): on the shipped backbone s = 2.5 left train alignment where it
+was (0.867 -> 0.864) and lowered the x0-preview accuracy at 50 % of sampling from 0.888 to 0.762 (on the
+one before it, train alignment rose 0.833 -> 0.846), so backbones are saved unshifted.
 
 It is diffusers' `EulerDiscreteScheduler` on the same VP schedule: its deterministic Euler step in sigma
 space is DDIM's update (Karras et al. 2022, sec. 3), so at s = 1 it samples what DDIM with trailing
@@ -35,12 +36,19 @@ def timestep_shift_of(scheduler: Any) -> float:
     return float(scheduler.config.get("timestep_shift", 1.0))
 
 
+def check_timestep_shift(shift: float) -> float:
+    """`shift` as a float, or a ValueError naming it when it is not a positive number (0, negative, NaN)."""
+    shift = float(shift)
+    if not shift > 0:
+        raise ValueError(f"timestep_shift must be > 0, got {shift}")
+    return shift
+
+
 def shifted_timesteps(num_steps: int, shift: float, num_train_timesteps: int = 1000) -> list[int]:
     """Descending integer timesteps of a `num_steps`-step trailing schedule under timestep shift `shift`."""
     if num_steps < 1:
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
-    if not shift > 0:
-        raise ValueError(f"timestep_shift must be > 0, got {shift}")
+    shift = check_timestep_shift(shift)
     u = np.arange(num_steps, 0, -1, dtype=np.float64) / num_steps  # trailing spacing: 1, ..., 1/n
     u = shift * u / (1.0 + (shift - 1.0) * u)
     t = np.clip(np.round(u * num_train_timesteps).astype(np.int64) - 1, 0, num_train_timesteps - 1)
@@ -53,9 +61,7 @@ class ShiftedEulerScheduler(EulerDiscreteScheduler):
     @classmethod
     def from_config(cls, config: Any = None, return_unused_kwargs: bool = False, **kwargs: Any) -> Any:
         config = dict(config or {})
-        shift = float(kwargs.pop("timestep_shift", config.pop("timestep_shift", 1.0)))
-        if not shift > 0:
-            raise ValueError(f"timestep_shift must be > 0, got {shift}")
+        shift = check_timestep_shift(kwargs.pop("timestep_shift", config.pop("timestep_shift", 1.0)))
         # a DDIM config (older world backbones) carries entries Euler has no use for: drop them quietly
         allowed = set(inspect.signature(EulerDiscreteScheduler.__init__).parameters) | {"_class_name", "_diffusers_version"}
         config = {k: v for k, v in config.items() if k in allowed}
@@ -67,7 +73,7 @@ class ShiftedEulerScheduler(EulerDiscreteScheduler):
 
     @property
     def timestep_shift(self) -> float:
-        return float(self.config.get("timestep_shift", 1.0))
+        return timestep_shift_of(self)
 
     def set_timesteps(self, num_inference_steps: int | None = None, device: Any = None,
                       timesteps: list[int] | None = None, sigmas: list[float] | None = None) -> None:
