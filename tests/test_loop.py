@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -430,6 +431,29 @@ def test_recorder_inside_pipeline(pipes: dict[str, Any], family: str) -> None:
         torch.testing.assert_close(x0, own, rtol=1e-4, atol=1e-4)
     if family == "sd3":
         torch.testing.assert_close(seen[-1][0], seen[-1][2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("scheduler", "call_kwargs"), [("ddim", {"eta": 1.0}), ("euler_a", {}), ("ddpm", {})])
+def test_stochastic_schedulers_keep_eta_and_generator(pipes: dict[str, Any], scheduler: str,
+                                                      call_kwargs: dict[str, Any]) -> None:
+    """The recorder's wrapped step keeps the step's signature, so the pipeline still passes `eta` and the
+    user's `generator` to a stochastic step: the loop with NullPolicy samples exactly what the plain
+    pipeline samples, and DDIM's eta = 1 is not silently eta = 0."""
+    pipe = pipes["sd"]
+    saved = pipe.scheduler
+    pipe.scheduler = make_scheduler(scheduler)
+    try:
+        with StepRecorder(pipe.scheduler):
+            params = inspect.signature(pipe.scheduler.step).parameters
+        assert "generator" in params
+        plain = _plain(pipe, "sd", QUERIES, **call_kwargs)
+        looped = _run(pipe, "sd", NullPolicy(), mode="feedback", num_refinements=2, **call_kwargs).images
+        np.testing.assert_array_equal(looped, plain)
+        if call_kwargs:
+            deterministic = _run(pipe, "sd", NullPolicy(), mode="feedback", num_refinements=2).images
+            assert np.abs(looped - deterministic).max() > 1e-3
+    finally:
+        pipe.scheduler = saved
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ to produce x0 for the latest step, without changing the step's result.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,8 @@ class StepRecorder:
     """Context manager: wraps `scheduler.step` to remember the latest step and expose its x0 estimate.
 
     The wrapped step calls the original once with the same arguments (`return_dict=True`) and returns
-    exactly what the caller asked for (an output object or its tuple), so sampling is unchanged.
+    exactly what the caller asked for (an output object or its tuple), and keeps the original's signature,
+    so sampling is unchanged.
     """
 
     def __init__(self, scheduler: Any) -> None:
@@ -123,6 +125,11 @@ class StepRecorder:
         self._saved = vars(scheduler).get("step")
         original = scheduler.step
 
+        # functools.wraps keeps the original signature visible to `inspect.signature`: pipelines pass `eta`
+        # and `generator` only to a step whose signature names them (prepare_extra_step_kwargs), so a bare
+        # (*args, **kwargs) wrapper would silently make DDIM(eta > 0) and ancestral samplers deterministic
+        # and unseeded.
+        @functools.wraps(original)
         def step(model_output: torch.Tensor, timestep: Any, sample: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             return_dict = kwargs.pop("return_dict", True)
             index = current_step_index(scheduler, timestep)
