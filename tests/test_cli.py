@@ -35,6 +35,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["world", "analyzer-check", "--n", "0"], "expected a positive integer"),
         (["world", "room", "--timestep-shift", "0"], "expected a positive finite number"),
         (["world", "backbone-eval", "--timestep-shift", "abc"], "expected a positive number"),
+        (["world", "room", "--eta", "1.5"], "expected a number in [0, 1]"),
+        (["world", "backbone-eval", "--eta", "0.5", "--timestep-shift", "2", "--n", "2"], "needs a DDIM schedule"),
         (["world", "train-backbone", "--binding-loss", "-1"], "expected a non-negative finite number"),
         (["world", "train-backbone", "--binding-loss", "0.1", "--text-binder-layers", "0"], "needs --text-binder-layers > 0"),
         (["world", "prompts", "test"], "invalid choice"),

@@ -57,6 +57,16 @@ def non_negative_float(text: str) -> float:
     return v
 
 
+def unit_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
+    return v
+
+
 def non_negative_int(text: str) -> int:
     try:
         v = int(text)
@@ -96,7 +106,7 @@ def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.backbone import backbone_eval
 
     return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                         timestep_shift=args.timestep_shift)
+                         timestep_shift=args.timestep_shift, eta=args.eta)
 
 
 def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,7 +120,8 @@ def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.room import room
 
     return room(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates, steps=args.steps,
-                guidance=args.guidance, seed=args.seed, anchored=args.anchored, timestep_shift=args.timestep_shift)
+                guidance=args.guidance, seed=args.seed, anchored=args.anchored, timestep_shift=args.timestep_shift,
+                eta=args.eta)
 
 
 def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
@@ -235,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
         c.add_argument("--timestep-shift", type=positive_float, default=None,
                        help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
+        c.add_argument("--eta", type=unit_float, default=0.0,
+                       help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")
         if name == "room":
             c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.sampling import fraction_to_step, sample
+from promptloop.eval.sampling import check_eta_and_shift, fraction_to_step, sample
 from promptloop.policy.base import NullPolicy
 from promptloop.rewards.world import AlignmentReward, parse_query
 from promptloop.world.analyzer import Analysis, analyze_scenes
@@ -95,16 +95,18 @@ def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[
 
 
 def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, steps: int = 20,
-                  guidance: float = 4.0, timestep_shift: float | None = None) -> dict[str, Any]:
+                  guidance: float = 4.0, timestep_shift: float | None = None, eta: float = 0.0) -> dict[str, Any]:
     """Measure the quality window of a backbone on `n` train and `n` heldout queries.
 
-    `timestep_shift` overrides the backbone's sampling schedule (`world.scheduler`; None: its own)."""
+    `timestep_shift` overrides the backbone's sampling schedule (`world.scheduler`; None: its own); `eta` > 0
+    samples stochastically (DDIM's eta)."""
     t_start = time.perf_counter()
+    check_eta_and_shift(eta, timestep_shift)
     pipe = load_backbone(backbone, timestep_shift=timestep_shift)
     reward = AlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance,
-                              "timestep_shift": timestep_shift_of(pipe.scheduler)}
+                              "timestep_shift": timestep_shift_of(pipe.scheduler), "eta": eta}
     sampled, sampling_seconds = 0, 0.0
     figs: dict[str, dict[str, Any]] = {}
     for split in ("train", "heldout"):
@@ -112,7 +114,7 @@ def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, step
         queries = [it.caption for it in items]
         seeds = [seed * 1_000_003 + i for i in range(len(items))]
         out = sample(pipe, queries, seeds, policy=NullPolicy(), mode="feedback", refinement_steps=refine_steps,
-                     steps=steps, guidance=guidance, desc=f"backbone-eval {split}")
+                     steps=steps, guidance=guidance, eta=eta, desc=f"backbone-eval {split}")
         sampled, sampling_seconds = sampled + len(queries), sampling_seconds + out.seconds
         figs[split] = _score_split(reward, queries, out)
     for split, fig in figs.items():

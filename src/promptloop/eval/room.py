@@ -24,6 +24,8 @@ the preview shows them (`world.rewrites.anchored_rewrites`; candidate 0 is again
 is what a policy that sees the preview can say and a feed-forward rewriter cannot.
 All alignments are against the original query, never the rewrite. `timestep_shift` overrides the backbone's
 sampling schedule (`world.scheduler`; None: its own): the fractions above are fractions of the steps taken.
+`eta` > 0 samples stochastically (DDIM's eta; every pass of a sample draws the same noise from its seed), so
+that fresh noise keeps parts of the image undecided after a switch.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.sampling import fraction_to_step, sample
+from promptloop.eval.sampling import check_eta_and_shift, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards import get_reward
 from promptloop.rewards.world import parse_query
@@ -67,10 +69,11 @@ class AnchoredCandidatePolicy:
 
 def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: int = 8, steps: int = 20,
          guidance: float = 4.0, seed: int = 0, anchored: bool = False,
-         timestep_shift: float | None = None) -> dict[str, Any]:
+         timestep_shift: float | None = None, eta: float = 0.0) -> dict[str, Any]:
     if seeds < 2:
         raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
     t0 = time.perf_counter()
+    check_eta_and_shift(eta, timestep_shift)
     pipe = load_backbone(backbone, timestep_shift=timestep_shift)
     reward = get_reward("alignment")
     items = sample_prompts("heldout", n, seed)
@@ -85,10 +88,10 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
     ff = np.zeros((k, len(items), seeds))
     for c in range(k):
         prompts = [cands[i][c] for i in range(len(items)) for _ in range(seeds)]
-        out = sample(pipe, prompts, sample_seeds, steps=steps, guidance=guidance, desc=f"room feed-forward {c + 1}/{k}")
+        out = sample(pipe, prompts, sample_seeds, steps=steps, guidance=guidance, eta=eta, desc=f"room feed-forward {c + 1}/{k}")
         ff[c] = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
     # base: the query as written (it is also a realisation; report it separately)
-    out = sample(pipe, queries, sample_seeds, steps=steps, guidance=guidance, desc="room base")
+    out = sample(pipe, queries, sample_seeds, steps=steps, guidance=guidance, eta=eta, desc="room base")
     base = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
 
     half = seeds // 2
@@ -101,7 +104,7 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
 
     result: dict[str, Any] = {
         "n": n, "seeds": seeds, "candidates": k, "steps": steps, "guidance": guidance,
-        "timestep_shift": timestep_shift_of(pipe.scheduler),
+        "timestep_shift": timestep_shift_of(pipe.scheduler), "eta": eta,
         "base": float(base.mean()),
         "feed_forward_bound": float(ff_bound),
         "feed_forward_in_sample": float(ff_in),
@@ -120,7 +123,7 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
                 else:
                     policy, batch = AnchoredCandidatePolicy(c, k), 64
                 out = sample(pipe, queries, sample_seeds, policy=policy, mode="feedback", refinement_steps=[step],
-                             steps=steps, guidance=guidance, batch_size=batch,
+                             steps=steps, guidance=guidance, eta=eta, batch_size=batch,
                              desc=f"room {prefix}oracle {pct}% {c + 1}/{k}")
                 switched[c] = reward(out.images, queries).scores.numpy().reshape(len(items), seeds)
             # the oracle may also keep the query (no switch): include the base

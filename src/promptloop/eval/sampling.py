@@ -6,6 +6,7 @@ prompt, its seed and the policy — never on how samples were batched.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,23 @@ def fraction_to_step(fraction: float, num_steps: int) -> int:
     return min(max(round(fraction * num_steps) - 1, 0), num_steps - 2)
 
 
+def check_eta(scheduler: Any, eta: float) -> None:
+    """`eta` must be in [0, 1], and above 0 only for a scheduler whose step takes it (DDIM, not Euler)."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if eta and "eta" not in inspect.signature(scheduler.step).parameters:
+        raise ValueError(f"eta {eta} needs a DDIM schedule; {type(scheduler).__name__} (a timestep shift) ignores it")
+
+
+def check_eta_and_shift(eta: float, timestep_shift: float | None) -> None:
+    """Before loading a backbone: eta > 0 needs the unshifted (DDIM) schedule, as `check_eta` checks after."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    if eta and timestep_shift not in (None, 1.0):
+        raise ValueError(f"eta {eta} needs a DDIM schedule; a timestep shift of {timestep_shift} samples with Euler, "
+                         "which ignores it")
+
+
 def sample(
     pipe: Any,
     queries: Sequence[str],
@@ -43,16 +61,19 @@ def sample(
     guidance: float = 4.0,
     batch_size: int = 64,
     rewrite_first: bool = False,
+    eta: float = 0.0,
     progress: bool = True,
     desc: str = "sampling",
 ) -> SampleBatch:
     """Sample one image per (query, seed) pair with the given policy/mode (mode 'none': the plain pipeline).
 
-    `rewrite_first` (feedback mode): the policy also rewrites the query before sampling."""
+    `rewrite_first` (feedback mode): the policy also rewrites the query before sampling. `eta` > 0 samples
+    stochastically (DDIM's eta: 1 is DDPM's ancestral noise), each sample's noise drawn from its own generator."""
     import time
 
     if len(queries) != len(seeds):
         raise ValueError(f"{len(queries)} queries for {len(seeds)} seeds")
+    check_eta(pipe.scheduler, eta)
     sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first)
     # the unconditional ("") token states are the same for every sample: encode them once, not per batch row
     with torch.no_grad():
@@ -66,6 +87,8 @@ def sample(
         kwargs: dict[str, Any] = {}
         if uncond is not None:
             kwargs["negative_prompt_embeds"] = uncond.expand(len(q), -1, -1)
+        if eta:
+            kwargs["eta"] = eta
         if mode != "none":
             if refinement_steps is not None:
                 kwargs["refinement_steps"] = list(refinement_steps)
