@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.sampling import check_eta_and_shift, fraction_to_step, sample
+from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import NullPolicy
 from promptloop.rewards.world import AlignmentReward, parse_query
 from promptloop.world.analyzer import Analysis, analyze_scenes
@@ -101,7 +101,7 @@ def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, step
     `timestep_shift` overrides the backbone's sampling schedule (`world.scheduler`; None: its own); `eta` > 0
     samples stochastically (DDIM's eta)."""
     t_start = time.perf_counter()
-    check_eta_and_shift(eta, timestep_shift)
+    check_eta(eta, timestep_shift=timestep_shift)
     pipe = load_backbone(backbone, timestep_shift=timestep_shift)
     reward = AlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.sampling import check_eta_and_shift, fraction_to_step, sample
+from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards import get_reward
 from promptloop.rewards.world import parse_query
@@ -73,7 +73,7 @@ def room(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: 
     if seeds < 2:
         raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
     t0 = time.perf_counter()
-    check_eta_and_shift(eta, timestep_shift)
+    check_eta(eta, timestep_shift=timestep_shift)
     pipe = load_backbone(backbone, timestep_shift=timestep_shift)
     reward = get_reward("alignment")
     items = sample_prompts("heldout", n, seed)

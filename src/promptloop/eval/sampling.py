@@ -31,19 +31,16 @@ def fraction_to_step(fraction: float, num_steps: int) -> int:
     return min(max(round(fraction * num_steps) - 1, 0), num_steps - 2)
 
 
-def check_eta(scheduler: Any, eta: float) -> None:
-    """`eta` must be in [0, 1], and above 0 only for a scheduler whose step takes it (DDIM, not Euler)."""
+def check_eta(eta: float, *, scheduler: Any = None, timestep_shift: float | None = None) -> None:
+    """`eta` must be in [0, 1], and above 0 only where the step takes it (DDIM, not the Euler of a timestep
+    shift): checked on `scheduler` when given, and before a backbone loads on the `timestep_shift` asked for."""
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if eta and "eta" not in inspect.signature(scheduler.step).parameters:
+    if not eta:
+        return
+    if scheduler is not None and "eta" not in inspect.signature(scheduler.step).parameters:
         raise ValueError(f"eta {eta} needs a DDIM schedule; {type(scheduler).__name__} (a timestep shift) ignores it")
-
-
-def check_eta_and_shift(eta: float, timestep_shift: float | None) -> None:
-    """Before loading a backbone: eta > 0 needs the unshifted (DDIM) schedule, as `check_eta` checks after."""
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    if eta and timestep_shift not in (None, 1.0):
+    if timestep_shift not in (None, 1.0):
         raise ValueError(f"eta {eta} needs a DDIM schedule; a timestep shift of {timestep_shift} samples with Euler, "
                          "which ignores it")
 
@@ -73,7 +70,7 @@ def sample(
 
     if len(queries) != len(seeds):
         raise ValueError(f"{len(queries)} queries for {len(seeds)} seeds")
-    check_eta(pipe.scheduler, eta)
+    check_eta(eta, scheduler=pipe.scheduler)
     sampler = PromptLoopSampler(pipe, policy, rewrite_first=rewrite_first)
     # the unconditional ("") token states are the same for every sample: encode them once, not per batch row
     with torch.no_grad():
