@@ -19,11 +19,10 @@ import torch
 import torch.nn.functional as F
 
 from promptloop.world.backbone import TEXT_MAX_TOKENS, load_backbone
-from promptloop.world.binding_loss import ATTRIBUTES, phrase_labels, probe_directions
-from promptloop.world.grammar import _LOOKUP
-from promptloop.world.scene import SceneSampler
+from promptloop.world.shapes.binding_loss import ATTRIBUTES, phrase_labels, probe_directions
+from promptloop.world.shapes.grammar import _LOOKUP, training_caption
+from promptloop.world.shapes.scene import SceneSampler
 from promptloop.world.text_binder import BoundTextEncoder
-from promptloop.world.train_backbone import _random_caption
 
 
 def _linear_probe(x: torch.Tensor, y: torch.Tensor, seed: int = 0) -> float:
@@ -53,7 +52,7 @@ def main() -> None:
     pipe = load_backbone(args.backbone)
     tok = pipe.tokenizer
     rng, sampler = random.Random(5), SceneSampler(7, "train")
-    captions = [_random_caption(sampler.sample(), rng) for _ in range(args.n)]
+    captions = [training_caption(sampler.sample(), rng) for _ in range(args.n)]
     labels = phrase_labels(tok, captions, TEXT_MAX_TOKENS).long()
     ids = tok(captions, padding="max_length", max_length=TEXT_MAX_TOKENS, truncation=True, return_tensors="pt")
     encoder = pipe.text_encoder

@@ -37,7 +37,7 @@ def switch_study(n: int, steps: int = 20, guidance: float = 4.0) -> dict[str, An
     from promptloop.policy.base import FixedPromptPolicy
     from promptloop.rewards import get_reward
     from promptloop.world.backbone import load_backbone
-    from promptloop.world.prompts import sample_prompts
+    from promptloop.world.shapes.prompts import sample_prompts
 
     pipe = load_backbone()
     reward = get_reward("alignment")
@@ -63,7 +63,7 @@ def switch_study(n: int, steps: int = 20, guidance: float = 4.0) -> dict[str, An
 def subset_study(which: str, objects: int, n: int) -> dict[str, Any]:
     import promptloop.eval.room as room_module
     from promptloop.rewards.world import parse_query
-    from promptloop.world.prompts import prompt_set
+    from promptloop.world.shapes.prompts import prompt_set
 
     items = []
     for it in prompt_set("heldout"):
@@ -84,9 +84,9 @@ def subset_study(which: str, objects: int, n: int) -> dict[str, Any]:
 
 def corrective_rewrites(query: Any, preview: Any, k: int, rng: random.Random) -> list[str]:
     """Query, 3 preview-anchored rewrites, the query without each of its objects in turn, emphasised fill."""
-    from promptloop.world.grammar import realise
-    from promptloop.world.rewrites import anchored_rewrites
-    from promptloop.world.scene import Query
+    from promptloop.world.shapes.grammar import realise
+    from promptloop.world.shapes.rewrites import anchored_rewrites
+    from promptloop.world.shapes.scene import Query
 
     out = anchored_rewrites(query, preview, 4, rng)
     n = len(query.objects)

@@ -7,7 +7,7 @@ import torch
 
 from promptloop.eval.sampling import sample
 from promptloop.world.backbone import load_backbone
-from promptloop.world.prompts import sample_prompts
+from promptloop.world.shapes.prompts import sample_prompts
 
 if __name__ == "__main__":
     pipe = load_backbone()

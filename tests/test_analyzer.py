@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from promptloop.world.analyzer import (
+from promptloop.world.shapes.analyzer import (
     AnalyzerInputError,
     DetectedObject,
     analyze,
@@ -21,8 +21,8 @@ from promptloop.world.analyzer import (
     render_shaded,
     to_image_batch,
 )
-from promptloop.world.render import render, render_batch
-from promptloop.world.scene import BACKGROUNDS, COLOURS, GRID, SHAPES, SIZES, Scene, SceneObject
+from promptloop.world.shapes.render import render, render_batch
+from promptloop.world.shapes.scene import BACKGROUNDS, COLOURS, GRID, SHAPES, SIZES, Scene, SceneObject
 
 
 @st.composite

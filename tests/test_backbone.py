@@ -143,9 +143,9 @@ def test_backbone_eval_reports_the_quality_window() -> None:
 def test_colour_swaps_count_shapes_found_only_in_another_queried_colour() -> None:
     from promptloop.eval.backbone import colour_swaps
     from promptloop.rewards.world import parse_query
-    from promptloop.world.analyzer import analyze_scenes
-    from promptloop.world.render import render
-    from promptloop.world.scene import Scene, SceneObject
+    from promptloop.world.shapes.analyzer import analyze_scenes
+    from promptloop.world.shapes.render import render
+    from promptloop.world.shapes.scene import Scene, SceneObject
 
     def scene(*objs: tuple[str, str, tuple[int, int]]) -> Scene:
         return Scene(tuple(SceneObject(shape=s, colour=c, size="large", cell=cell) for s, c, cell in objs), "black")

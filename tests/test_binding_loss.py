@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from promptloop.world.backbone import TEXT_MAX_TOKENS, load_text_encoder
-from promptloop.world.binding_loss import ATTRIBUTES, binding_loss, phrase_labels, probe_directions
+from promptloop.world.shapes.binding_loss import ATTRIBUTES, binding_loss, phrase_labels, probe_directions
 from promptloop.world.text_binder import TextBinder
 
 

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from promptloop.world.grammar import ParseError, caption_scene, parse, realise
-from promptloop.world.prompts import PROMPT_SET_SIZE, prompt_set, sample_prompts
-from promptloop.world.scene import HELDOUT_PAIRS, ObjectQuery, Query, SceneSampler, SpecError, relation_holds
+from promptloop.world.shapes.grammar import ParseError, caption_scene, parse, realise
+from promptloop.world.shapes.prompts import PROMPT_SET_SIZE, prompt_set, sample_prompts
+from promptloop.world.shapes.scene import HELDOUT_PAIRS, ObjectQuery, Query, SceneSampler, SpecError, relation_holds
 
 
 @settings(max_examples=200, deadline=None, derandomize=True)
@@ -63,7 +63,7 @@ def test_bad_captions_raise_specific_errors(caption: str, message: str) -> None:
 
 
 def test_spec_errors() -> None:
-    from promptloop.world.scene import Scene, SceneObject
+    from promptloop.world.shapes.scene import Scene, SceneObject
 
     with pytest.raises(SpecError, match="unknown shape"):
         SceneObject("hexagon", "red", "small", (0, 0))
@@ -97,7 +97,7 @@ def test_backbone_training_captions_avoid_heldout_pairs() -> None:
 
 
 def test_candidate_rewrites_keep_every_fact() -> None:
-    from promptloop.world.rewrites import candidate_rewrites, keeps_query
+    from promptloop.world.shapes.rewrites import candidate_rewrites, keeps_query
 
     rng = random.Random(0)
     for it in prompt_set("heldout")[:60]:
@@ -111,11 +111,11 @@ def test_candidate_rewrites_keep_every_fact() -> None:
 
 
 def test_anchored_rewrites_keep_every_fact_and_pin_objects_to_the_preview() -> None:
-    from promptloop.world.analyzer import analyze_scene
-    from promptloop.world.render import render
-    from promptloop.world.rewrites import anchored_rewrites, keeps_query
-    from promptloop.world.scene import Scene
-    from promptloop.world.scene import SceneObject as Object
+    from promptloop.world.shapes.analyzer import analyze_scene
+    from promptloop.world.shapes.render import render
+    from promptloop.world.shapes.rewrites import anchored_rewrites, keeps_query
+    from promptloop.world.shapes.scene import Scene
+    from promptloop.world.shapes.scene import SceneObject as Object
 
     # the preview shows the query's red circle in the top-left corner and its blue square on the right
     scene = Scene((Object("circle", "red", "large", (0, 0)), Object("square", "blue", "small", (2, 1))), "black")

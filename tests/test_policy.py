@@ -17,9 +17,9 @@ from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.sanitize import Sanitizer, clean_text
 from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
 from promptloop.policy.vlm import VLMPolicy
-from promptloop.world import grammar
-from promptloop.world.copy_constraint import CopyEditConstraint
-from promptloop.world.policy_data import (
+from promptloop.world.shapes import grammar
+from promptloop.world.shapes.copy_constraint import CopyEditConstraint
+from promptloop.world.shapes.policy_data import (
     TEXT_WINDOW,
     Edits,
     apply_edits,
@@ -29,7 +29,7 @@ from promptloop.world.policy_data import (
     make_example,
     minilm_length,
 )
-from promptloop.world.scene import SceneSampler
+from promptloop.world.shapes.scene import SceneSampler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -329,8 +329,8 @@ def test_shipped_world_policy_loads_and_rewrites() -> None:
 
 def _shipped_quality_check(policy: VLMPolicy) -> None:
     """Raw samples at T = 1 on fixed queries with corrupted previews parse, keep every fact and differ."""
-    from promptloop.world.policy_data import corrupt, degrade, render_objects
-    from promptloop.world.scene import Scene, SceneObject
+    from promptloop.world.shapes.policy_data import corrupt, degrade, render_objects
+    from promptloop.world.shapes.scene import Scene, SceneObject
 
     assert policy.prompt_length_fn is minilm_length and policy.max_prompt_tokens == TEXT_WINDOW
     rng = random.Random(0)
@@ -356,7 +356,7 @@ def _shipped_quality_check(policy: VLMPolicy) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_world_policy() -> VLMPolicy:
-    from promptloop.world.train_policy import build_world_policy
+    from promptloop.world.shapes.train_policy import build_world_policy
 
     return build_world_policy(seed=0, hidden=32, layers=1, heads=2, vision_hidden=16, vision_layers=1)
 
@@ -438,7 +438,7 @@ def test_constraint_saved_and_restored(tiny_world_policy: VLMPolicy, tmp_path: P
 
 
 def test_world_policy_sft_runs_and_saves_a_constrained_policy(tmp_path: Path) -> None:
-    from promptloop.world.train_policy import evaluate_world_policy, train_world_policy
+    from promptloop.world.shapes.train_policy import evaluate_world_policy, train_world_policy
 
     summary = train_world_policy(tmp_path / "p", steps=2, batch_size=2, hidden=32, layers=1, heads=2, vision_hidden=16,
                                  vision_layers=1, progress_bar=False, log_every=0)

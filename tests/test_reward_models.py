@@ -23,9 +23,9 @@ from promptloop.rewards.adapters import (
     model_rewards_registered,
 )
 from promptloop.rewards.testing import TINY_PROJECTION_DIM, tiny_aesthetic_head, tiny_clip_dir
-from promptloop.world.analyzer import AnalyzerInputError
-from promptloop.world.render import render_batch
-from promptloop.world.scene import Scene, SceneObject
+from promptloop.world.imaging import AnalyzerInputError
+from promptloop.world.shapes.render import render_batch
+from promptloop.world.shapes.scene import Scene, SceneObject
 
 QUERIES = ["a red circle", "a blue square", "a green triangle on the left", "a red circle"]
 MODEL_REWARDS = ("aesthetic", "clipscore", "hpsv2", "imagereward", "pickscore")

@@ -21,9 +21,9 @@ from promptloop.rewards import (
     register_reward,
     unregister_reward,
 )
-from promptloop.world.grammar import caption_scene
-from promptloop.world.render import render, render_batch
-from promptloop.world.scene import Scene, SceneObject, SceneSampler
+from promptloop.world.shapes.grammar import caption_scene
+from promptloop.world.shapes.render import render, render_batch
+from promptloop.world.shapes.scene import Scene, SceneObject, SceneSampler
 
 RED_CIRCLE_LEFT = SceneObject("circle", "red", "small", (0, 1))
 BLUE_SQUARE_RIGHT = SceneObject("square", "blue", "large", (2, 1))

@@ -59,7 +59,7 @@ def _compare(a: list[dict], b: list[dict]) -> None:
 def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
     d = tmp_path_factory.mktemp("dist")
     prompts = d / "prompts.txt"  # world queries, so that the alignment reward applies
-    from promptloop.world.prompts import prompt_set
+    from promptloop.world.shapes.prompts import prompt_set
 
     prompts.write_text("".join(it.caption + "\n" for it in prompt_set("train")[:5]))
     cfg_file = d / "tiny.yaml"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from promptloop.cli_runner import run_command
+from promptloop.world import DEFAULT_WORLD
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -79,11 +80,23 @@ def non_negative_int(text: str) -> int:
 
 # ----------------------------------------------------------------------------- world commands
 
+WORLD_HELP = "the embedded world: shapes (v1, the default) or patterns (v2)"
+
+
+def world_arg(text: str) -> str:
+    from promptloop.world import UnknownWorldError, world_name
+
+    try:
+        return world_name(text)
+    except UnknownWorldError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
 
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
-    cfg = BackboneTrainConfig(work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps, stop_at=args.stop_at,
+    cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
+                              stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
                               decoder_steps=args.decoder_steps, init_from=args.init_from or "",
                               text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss)
     if args.binding_loss > 0 and args.text_binder_layers == 0:
@@ -97,7 +110,7 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world.analyzer import analyzer_check
+    from promptloop.world.shapes.analyzer import analyzer_check
 
     return analyzer_check(n=args.n, seed=args.seed)
 
@@ -110,7 +123,7 @@ def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world.train_policy import DEFAULT_OUT, reproduce_world_policy
+    from promptloop.world.shapes.train_policy import DEFAULT_OUT, reproduce_world_policy
 
     return reproduce_world_policy(args.out or DEFAULT_OUT, steps=args.steps, seed=args.seed, num_threads=args.threads,
                                   progress_bar=not args.json)
@@ -125,7 +138,7 @@ def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world.prompts import prompt_set
+    from promptloop.world.shapes.prompts import prompt_set
 
     items = prompt_set(args.name)[: args.n] if args.n else prompt_set(args.name)
     if not args.json:
@@ -203,8 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     world = sub.add_parser("world", help="the embedded Shapes world").add_subparsers(dest="world_command", required=True)
 
     tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
+    tb.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
     tb.add_argument("--work-dir", default="runs/backbone", help="checkpoints and caches; rerun to resume")
-    tb.add_argument("--out", default=None, help="output folder (default: assets/world/backbone)")
+    tb.add_argument("--out", default=None, help="output folder (default: the world's shipped backbone folder)")
+    tb.add_argument("--vae-steps", type=positive_int, default=1200, help="AutoencoderKL steps (stage 1)")
+    tb.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
     tb.add_argument("--steps", type=positive_int, default=5000,
                     help="UNet training steps (length of the cosine schedule); a larger value resumes and extends a run")
     tb.add_argument("--stop-at", type=non_negative_int, default=0, help="end after this step and save (0: all steps)")

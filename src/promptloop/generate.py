@@ -134,7 +134,7 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     scores = None
     if is_world:
         from promptloop.rewards import get_reward
-        from promptloop.world.grammar import ParseError, parse
+        from promptloop.world.shapes.grammar import ParseError, parse
 
         try:
             parse(req.query)

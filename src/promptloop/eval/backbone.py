@@ -30,11 +30,11 @@ import numpy as np
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import NullPolicy
 from promptloop.rewards.world import AlignmentReward, parse_query
-from promptloop.world.analyzer import Analysis, analyze_scenes
 from promptloop.world.backbone import load_backbone
-from promptloop.world.prompts import sample_prompts
-from promptloop.world.scene import Query
 from promptloop.world.scheduler import timestep_shift_of
+from promptloop.world.shapes.analyzer import Analysis, analyze_scenes
+from promptloop.world.shapes.prompts import sample_prompts
+from promptloop.world.shapes.scene import Query
 
 PREVIEW_FRACTIONS = (0.25, 0.5, 0.75)
 

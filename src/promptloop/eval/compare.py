@@ -27,7 +27,7 @@ from promptloop.policy.base import StagedPolicy
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
-from promptloop.world.prompts import sample_prompts
+from promptloop.world.shapes.prompts import sample_prompts
 
 ASSETS = DEFAULT_BACKBONE.parent
 GRPO_ADAPTER = ASSETS / "policy_grpo"

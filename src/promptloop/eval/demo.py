@@ -23,7 +23,7 @@ from promptloop.eval.figures import labelled_grid, reward_curve
 from promptloop.eval.sampling import sample
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import load_backbone
-from promptloop.world.prompts import sample_prompts
+from promptloop.world.shapes.prompts import sample_prompts
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "world.yaml"
 

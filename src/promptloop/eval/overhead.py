@@ -21,7 +21,7 @@ import torch
 from promptloop.loop.sampler import PromptLoopSampler
 from promptloop.policy.base import NullPolicy
 from promptloop.world.backbone import load_backbone
-from promptloop.world.prompts import sample_prompts
+from promptloop.world.shapes.prompts import sample_prompts
 
 
 def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float = 4.0,

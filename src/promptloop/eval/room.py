@@ -40,11 +40,11 @@ from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards import get_reward
 from promptloop.rewards.world import parse_query
-from promptloop.world.analyzer import analyze_scenes
 from promptloop.world.backbone import load_backbone
-from promptloop.world.prompts import sample_prompts
-from promptloop.world.rewrites import anchored_rewrites, candidate_rewrites
 from promptloop.world.scheduler import timestep_shift_of
+from promptloop.world.shapes.analyzer import analyze_scenes
+from promptloop.world.shapes.prompts import sample_prompts
+from promptloop.world.shapes.rewrites import anchored_rewrites, candidate_rewrites
 
 
 class AnchoredCandidatePolicy:

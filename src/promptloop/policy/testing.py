@@ -81,7 +81,7 @@ def tiny_llava_processor(tokenizer: Any, image_size: int = 32, patch_size: int =
 
 def tiny_llava_policy(seed: int = 0, image_size: int = 32, **policy_kwargs: Any) -> VLMPolicy:
     """A tiny random LLaVA policy (about 0.1M parameters) with the world tokenizer."""
-    from promptloop.world.policy_data import build_world_tokenizer
+    from promptloop.world.shapes.policy_data import build_world_tokenizer
 
     tokenizer = build_world_tokenizer()
     model = tiny_llava_model(tokenizer, image_size=image_size, seed=seed)
@@ -96,7 +96,7 @@ def tiny_qwen25vl_policy(seed: int = 0, image_size: int = 56, **policy_kwargs: A
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-    from promptloop.world.policy_data import build_world_tokenizer
+    from promptloop.world.shapes.policy_data import build_world_tokenizer
 
     tokenizer = build_world_tokenizer(extra_special_tokens=QWEN_SPECIAL_TOKENS)
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE

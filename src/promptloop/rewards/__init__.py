@@ -22,7 +22,7 @@ from promptloop.rewards.registry import (
     unregister_reward,
 )
 from promptloop.rewards.world import AlignmentReward, CountReward, ProxyReward, alignment_facts, parse_query
-from promptloop.world.analyzer import AnalyzerInputError
+from promptloop.world.imaging import AnalyzerInputError
 
 register_model_rewards()  # real-model rewards by name; each imports its model lazily, on first use
 

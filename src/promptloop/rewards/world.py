@@ -1,4 +1,4 @@
-"""Shapes-world rewards computed with the classical analyzer (`promptloop.world.analyzer`).
+"""Shapes-world rewards computed with the classical analyzer (`promptloop.world.shapes.analyzer`).
 
 ``alignment`` (GenEval-like, the task reward)
     Each query is parsed with `grammar.parse` (an unparsable query raises ValueError naming it) and
@@ -51,9 +51,15 @@ import numpy as np
 import torch
 
 from promptloop.rewards.registry import RewardOutput, register_reward
-from promptloop.world.analyzer import Analysis, AnalyzerInputError, DetectedObject, analyze_scenes, to_image_batch
-from promptloop.world.grammar import ParseError, parse
-from promptloop.world.scene import Query, relation_holds
+from promptloop.world.shapes.analyzer import (
+    Analysis,
+    AnalyzerInputError,
+    DetectedObject,
+    analyze_scenes,
+    to_image_batch,
+)
+from promptloop.world.shapes.grammar import ParseError, parse
+from promptloop.world.shapes.scene import Query, relation_holds
 
 FACT_KINDS: tuple[str, ...] = ("colour", "shape", "size", "position", "count", "relation", "background")
 MAX_MATCH_CANDIDATES = 8

@@ -98,7 +98,7 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str) -> Any:
             path = world_policy_path()
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"world policy not found at {path} (train it with "
-                                        "promptloop.world.train_policy.train_world_policy)")
+                                        "promptloop.world.shapes.train_policy.train_world_policy)")
         dtype = None if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
         try:
             policy = VLMPolicy.from_pretrained(path, dtype=dtype, device=device)

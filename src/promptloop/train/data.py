@@ -1,7 +1,7 @@
 """Prompt sources and the deterministic order in which training queries are drawn.
 
 Sources (`load_prompts`):
-- `world:train`, `world:heldout`: the Shapes world's fixed prompt sets (`promptloop.world.prompts`);
+- `world:train`, `world:heldout`: the Shapes world's fixed prompt sets (`promptloop.world.shapes.prompts`);
 - a `.txt` file: one prompt per line (blank lines and lines starting with `#` skipped);
 - a `.jsonl` file: one JSON object per line holding the prompt under `column` (default: the first of
   prompt / caption / text present), or a JSON string;
@@ -115,7 +115,7 @@ def _load_hf(spec: str, column: str | None) -> list[str]:
 def load_prompts(source: str, column: str | None = None, limit: int | None = None) -> list[str]:
     """The prompts of a source (see the module docstring), non-empty, in file order (first `limit`)."""
     if source.startswith("world:"):
-        from promptloop.world.prompts import prompt_set
+        from promptloop.world.shapes.prompts import prompt_set
 
         name = source.split(":", 1)[1]
         try:
@@ -150,7 +150,7 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
 
 def is_world_query(text: str) -> bool:
     """True when `text` parses as a Shapes-world query (so the world's alignment reward applies)."""
-    from promptloop.world.grammar import parse
+    from promptloop.world.shapes.grammar import parse
 
     try:
         parse(text)

@@ -1,1 +1,42 @@
+"""The embedded worlds: procedural scenes with captions, an analyzer-verified reward and small backbones.
 
+Each world is a subpackage with the same interface, looked up by name (`get_world`):
+
+| name | alias | package | what |
+|---|---|---|---|
+| `shapes` | `v1` | `world.shapes` | 1-3 coloured shapes on a 3x3 grid, 32 px, 8x8 latents (the default) |
+| `patterns` | `v2` | `world.patterns` | 1-3 colour + shape + **pattern** objects, 64 px, 16x16 latents: layout early, pattern late |
+
+A world package exposes: `NAME`, `VERSION`, `RESOLUTION`, `DEFAULT_BACKBONE` (a Path), `SceneSampler(seed, split)`,
+`render(scene)`, `training_caption(scene, rng)`, `build_vae()`, `build_unet()`, `prompt_set(name)`,
+`sample_prompts(name, n, seed)`, `parse(caption)` and the name of its `ALIGNMENT_REWARD`. Shared machinery
+(grid geometry, the backbone pipeline, text binder, scheduler, backbone training) lives beside the packages
+in `world/`. A new world is a new subpackage and one line in `WORLDS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+WORLDS: dict[str, str] = {"shapes": "promptloop.world.shapes", "patterns": "promptloop.world.patterns"}
+ALIASES: dict[str, str] = {"v1": "shapes", "v2": "patterns"}
+DEFAULT_WORLD = "shapes"
+
+
+class UnknownWorldError(ValueError):
+    """A world name that is not registered."""
+
+
+def world_name(name: str) -> str:
+    """The registered name of a world given by name or alias ('v1' -> 'shapes')."""
+    canon = ALIASES.get(name, name)
+    if canon not in WORLDS:
+        known = ", ".join(f"{n} ({a})" for a, n in ALIASES.items())
+        raise UnknownWorldError(f"unknown world {name!r}; expected one of {known}")
+    return canon
+
+
+def get_world(name: str = DEFAULT_WORLD) -> ModuleType:
+    """The package of a world, by name or alias."""
+    return importlib.import_module(WORLDS[world_name(name)])

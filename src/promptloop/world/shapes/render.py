@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from promptloop.world.scene import BACKGROUNDS, COLOURS, GRID, SIZE_RADIUS, Scene, SceneObject
+from promptloop.world.geometry import SUPERSAMPLE, shape_mask  # noqa: F401  (re-exported)
+from promptloop.world.shapes.scene import BACKGROUNDS, COLOURS, GRID, SIZE_RADIUS, Scene, SceneObject
 
-SUPERSAMPLE = 4
 DEFAULT_RESOLUTION = 32
 
 
@@ -18,23 +18,6 @@ def cell_centre(cell: tuple[int, int], resolution: int = DEFAULT_RESOLUTION) -> 
     """Pixel coordinates (x, y) of a grid cell's centre."""
     step = resolution / GRID
     return (cell[0] + 0.5) * step, (cell[1] + 0.5) * step
-
-
-def shape_mask(shape: str, x: np.ndarray, y: np.ndarray, cx: float, cy: float, r: float) -> np.ndarray:
-    """Boolean mask of the points (x, y) inside a shape of bounding radius r centred at (cx, cy)."""
-    dx, dy = x - cx, y - cy
-    if shape == "circle":
-        return dx * dx + dy * dy <= r * r
-    if shape == "square":
-        h = 0.86 * r
-        return (np.abs(dx) <= h) & (np.abs(dy) <= h)
-    if shape == "diamond":
-        return np.abs(dx) + np.abs(dy) <= 1.08 * r
-    if shape == "triangle":  # apex up, base at the bottom
-        top, bottom = -r, 0.85 * r
-        t = (dy - top) / (bottom - top)  # 0 at the apex, 1 at the base
-        return (dy >= top) & (dy <= bottom) & (np.abs(dx) <= t * 1.05 * r)
-    raise ValueError(f"unknown shape {shape!r}")
 
 
 def object_coverage(obj: SceneObject, resolution: int = DEFAULT_RESOLUTION) -> np.ndarray:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 
-from promptloop.world.scene import (
+from promptloop.world.shapes.scene import (
     GRID,
     INVERSE_RELATION,
     MAX_OBJECTS,
@@ -316,3 +316,15 @@ def caption_scene(scene: Scene, rng: random.Random, emphasis: float = 0.0, **pro
     """A random caption of `scene` and the Query it asserts."""
     q = query_from_scene(scene, rng, **probs)
     return realise(q, rng, emphasis=emphasis), q
+
+
+def training_caption(scene: Scene, rng: random.Random) -> str:
+    """A caption of the backbone's training pool: from terse to fully detailed, with emphasis now and then."""
+    style = rng.random()
+    if style < 0.55:
+        cap, _ = caption_scene(scene, rng, emphasis=0.1)
+    elif style < 0.85:
+        cap, _ = caption_scene(scene, rng, emphasis=0.2, p_size=0.9, p_position=0.5, p_background=0.6)
+    else:
+        cap, _ = caption_scene(scene, rng, emphasis=0.1, p_size=1.0, p_position=1.0, p_background=1.0, p_relation=0.5)
+    return cap

@@ -12,6 +12,16 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
+from promptloop.world.geometry import (  # noqa: F401  (re-exported: the world's vocabulary)
+    COLUMNS,
+    GRID,
+    INVERSE_RELATION,
+    RELATIONS,
+    Relation,
+    SpecError,
+    relation_holds,
+)
+
 # Object colours (RGB, 0-255). Chosen so that several pairs are close (red/orange/pink,
 # blue/purple, green/cyan): colour leakage between objects is a real failure mode.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -33,11 +43,6 @@ SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond")
 SIZES: tuple[str, ...] = ("small", "large")
 # Radius of an object's bounding circle, in pixels of a 32 px image.
 SIZE_RADIUS: dict[str, float] = {"small": 3.2, "large": 5.0}
-GRID = 3  # objects sit at the centres of a GRID x GRID lattice of cells
-COLUMNS: tuple[str, ...] = ("left", "centre", "right")
-ROWS: tuple[str, ...] = ("top", "middle", "bottom")
-RELATIONS: tuple[str, ...] = ("left_of", "right_of", "above", "below")
-INVERSE_RELATION = {"left_of": "right_of", "right_of": "left_of", "above": "below", "below": "above"}
 MAX_OBJECTS = 3
 
 # Colour-shape pairs that never appear in the backbone's training captions or images. Queries in
@@ -55,11 +60,6 @@ HELDOUT_PAIRS: frozenset[tuple[str, str]] = frozenset(
     }
 )
 
-Relation = Literal["left_of", "right_of", "above", "below"]
-
-
-class SpecError(ValueError):
-    """A scene or query that violates the world's rules."""
 
 
 @dataclass(frozen=True)
@@ -97,19 +97,6 @@ class Scene:
         colours = [o.colour for o in self.objects]
         if len(set(colours)) != len(colours):
             raise SpecError("objects of one scene must have distinct colours")
-
-
-def relation_holds(a: tuple[int, int], rel: str, b: tuple[int, int]) -> bool:
-    """Whether an object in cell `a` stands in relation `rel` to one in cell `b`."""
-    if rel == "left_of":
-        return a[0] < b[0]
-    if rel == "right_of":
-        return a[0] > b[0]
-    if rel == "above":
-        return a[1] < b[1]
-    if rel == "below":
-        return a[1] > b[1]
-    raise SpecError(f"unknown relation {rel!r}; expected one of {RELATIONS}")
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ from promptloop.policy.instruction import (
     DEFAULT_INSTRUCTION,
     DEFAULT_NO_IMAGE_NOTE,
 )
-from promptloop.world import grammar
-from promptloop.world.render import object_coverage
-from promptloop.world.scene import (
+from promptloop.world.shapes import grammar
+from promptloop.world.shapes.render import object_coverage
+from promptloop.world.shapes.scene import (
     BACKGROUNDS,
     COLOURS,
     GRID,
@@ -368,7 +368,7 @@ def apply_edits(text: str, edits: Edits) -> str:
 
 
 def _positionable(query: Query, index: int, cell: tuple[int, int]) -> tuple[int | None, int | None] | None:
-    from promptloop.world.rewrites import _consistent_position
+    from promptloop.world.shapes.rewrites import _consistent_position
 
     col, row = _position_of(cell)
     return (col, row) if _consistent_position(query, index, col, row) else None

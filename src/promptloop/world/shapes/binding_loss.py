@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from promptloop.world.grammar import _LOOKUP, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
+from promptloop.world.shapes.grammar import _LOOKUP, COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS
 
 ATTRIBUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("colour", tuple(COLOUR_WORDS)), ("shape", tuple(SHAPE_WORDS)), ("size", tuple(SIZE_WORDS)),

@@ -15,8 +15,8 @@ import random
 from dataclasses import dataclass
 from functools import lru_cache
 
-from promptloop.world.grammar import caption_scene
-from promptloop.world.scene import Query, Scene, SceneSampler
+from promptloop.world.shapes.grammar import caption_scene
+from promptloop.world.shapes.scene import Query, Scene, SceneSampler
 
 PROMPT_SET_SIZE = 1024
 _SEEDS = {"train": 1001, "heldout": 2002}

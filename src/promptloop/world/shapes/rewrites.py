@@ -12,9 +12,9 @@ import itertools
 import random
 from dataclasses import replace
 
-from promptloop.world.analyzer import Analysis, DetectedObject
-from promptloop.world.grammar import parse, realise
-from promptloop.world.scene import BACKGROUNDS, GRID, SIZES, ObjectQuery, Query, relation_holds
+from promptloop.world.shapes.analyzer import Analysis, DetectedObject
+from promptloop.world.shapes.grammar import parse, realise
+from promptloop.world.shapes.scene import BACKGROUNDS, GRID, SIZES, ObjectQuery, Query, relation_holds
 
 _POSITIONS: list[tuple[int | None, int | None]] = [
     (0, None), (2, None), (None, 0), (None, 2), (0, 0), (2, 0), (0, 2), (2, 2), (1, 1)

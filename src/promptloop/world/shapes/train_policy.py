@@ -21,7 +21,7 @@ Reproduce the shipped policy (assets/world/policy), one SFT stage from scratch (
 query at T = 1)::
 
     promptloop world train-policy --json                       # or, in Python:
-    from promptloop.world.train_policy import reproduce_world_policy
+    from promptloop.world.shapes.train_policy import reproduce_world_policy
     reproduce_world_policy("assets/world/policy")
 """
 
@@ -41,9 +41,9 @@ from promptloop.policy.base import PolicyInput
 from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.testing import tiny_llava_model, tiny_llava_processor
 from promptloop.policy.vlm import VLMPolicy
-from promptloop.world import grammar
-from promptloop.world.copy_constraint import CopyEditConstraint
-from promptloop.world.policy_data import (
+from promptloop.world.shapes import grammar
+from promptloop.world.shapes.copy_constraint import CopyEditConstraint
+from promptloop.world.shapes.policy_data import (
     PREVIEW_SIZE,
     TEXT_WINDOW,
     build_world_tokenizer,
@@ -54,7 +54,7 @@ from promptloop.world.policy_data import (
     minilm_length,
     render_objects,
 )
-from promptloop.world.scene import SceneSampler
+from promptloop.world.shapes.scene import SceneSampler
 
 PROGRESS_LEVELS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8)
 MAX_PROMPT_TOKENS = TEXT_WINDOW  # the world backbone's text window: 48 MiniLM word pieces (`minilm_length`)

@@ -31,8 +31,8 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
-from promptloop.world import grammar
-from promptloop.world.scene import ObjectQuery, SpecError
+from promptloop.world.shapes import grammar
+from promptloop.world.shapes.scene import ObjectQuery, SpecError
 
 
 def _position_phrases() -> tuple[str, ...]:
