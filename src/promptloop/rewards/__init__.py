@@ -7,6 +7,7 @@ rewards with `register_reward(name)(factory)`.
 
 from __future__ import annotations
 
+from promptloop.rewards import patterns as patterns  # registers the Patterns world's rewards
 from promptloop.rewards import world as world  # registers the built-in rewards
 from promptloop.rewards.adapters import register_model_rewards
 from promptloop.rewards.registry import (

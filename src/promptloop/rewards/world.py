@@ -108,6 +108,31 @@ def _to_tensor(values: Sequence[float] | np.ndarray, device: torch.device) -> to
 # ----------------------------------------------------------------------------- alignment
 
 
+def best_matching(per_pair: Sequence[Sequence[dict[str, int]]], relations: Sequence[tuple[int, str, int]],
+                  cells: Sequence[tuple[int, int]], kinds: Sequence[str]) -> dict[str, int]:
+    """Satisfied facts per kind (`kinds` plus "relation") under the injective assignment of query objects to
+    detections (a query object may stay unmatched) that satisfies most facts; ties keep the first found.
+    `per_pair[i][j]`: the facts query object i satisfies when matched to detection j."""
+    best: dict[str, int] | None = None
+    best_total = -1
+    slots: list[int | None] = [*range(len(cells)), *([None] * len(per_pair))]
+    for assign in dict.fromkeys(itertools.permutations(slots, len(per_pair))):
+        sat = dict.fromkeys((*kinds, "relation"), 0)
+        for i, j in enumerate(assign):
+            if j is not None:
+                for kind, v in per_pair[i][j].items():
+                    sat[kind] += v
+        for a, rel, b in relations:
+            ja, jb = assign[a], assign[b]
+            if ja is not None and jb is not None and relation_holds(cells[ja], rel, cells[jb]):
+                sat["relation"] += 1
+        total = sum(sat.values())
+        if total > best_total:
+            best, best_total = sat, total
+    assert best is not None
+    return best
+
+
 def alignment_facts(query: Query, analysis: Analysis) -> dict[str, tuple[int, int]]:
     """(satisfied, asserted) fact counts per kind (FACT_KINDS) under the best object matching."""
     dets: list[DetectedObject] = sorted(analysis.objects, key=lambda d: -d.area)[:MAX_MATCH_CANDIDATES]
@@ -136,45 +161,45 @@ def alignment_facts(query: Query, analysis: Analysis) -> dict[str, tuple[int, in
     asserted["count"] = 1
     asserted["background"] = int(query.background is not None)
 
-    best: dict[str, int] | None = None
-    best_total = -1
-    slots: list[int | None] = [*range(len(dets)), *([None] * len(qobjs))]
-    for assign in dict.fromkeys(itertools.permutations(slots, len(qobjs))):
-        sat = dict.fromkeys(("colour", "shape", "size", "position", "relation"), 0)
-        for i, j in enumerate(assign):
-            if j is not None:
-                for kind, v in per_pair[i][j].items():
-                    sat[kind] += v
-        for a, rel, b in query.relations:
-            ja, jb = assign[a], assign[b]
-            if ja is not None and jb is not None and relation_holds(dets[ja].cell, rel, dets[jb].cell):
-                sat["relation"] += 1
-        total = sum(sat.values())
-        if total > best_total:
-            best, best_total = sat, total
-    assert best is not None
+    best = best_matching(per_pair, query.relations, [d.cell for d in dets], ("colour", "shape", "size", "position"))
     best["count"] = int(len(analysis.objects) == len(qobjs))
     best["background"] = int(query.background is not None and analysis.background == query.background)
     return {kind: (best[kind], asserted[kind]) for kind in FACT_KINDS}
 
 
 class AlignmentReward:
-    """GenEval-like fraction of the query's facts that the image satisfies (see the module docstring)."""
+    """GenEval-like fraction of the query's facts that the image satisfies (see the module docstring).
+
+    A world's alignment reward is this class with its own `fact_kinds`, `parse`, `analyze` and `facts`."""
+
+    fact_kinds: tuple[str, ...] = FACT_KINDS
 
     def __call__(self, images: Any, queries: Sequence[str]) -> RewardOutput:
         batch = to_image_batch(images)
         qs = _check_queries(queries, batch.shape[0])
-        parsed = [parse_query(q) for q in qs]  # parse first: fail fast before the analysis
-        return self.from_analyses(parsed, analyze_scenes(batch), _device_of(images))
+        parsed = [self.parse(q) for q in qs]  # parse first: fail fast before the analysis
+        return self.from_analyses(parsed, self.analyze(batch), _device_of(images))
 
-    def from_analyses(self, parsed: Sequence[Query], analyses: Sequence[Analysis],
+    @staticmethod
+    def parse(query: str) -> Any:
+        return parse_query(query)
+
+    @staticmethod
+    def analyze(batch: np.ndarray) -> list[Any]:
+        return analyze_scenes(batch)
+
+    @staticmethod
+    def facts(query: Any, analysis: Any) -> dict[str, tuple[int, int]]:
+        return alignment_facts(query, analysis)
+
+    def from_analyses(self, parsed: Sequence[Any], analyses: Sequence[Any],
                       device: torch.device | str = "cpu") -> RewardOutput:
         """The reward of images already analysed (`analyze_scenes`) against parsed queries."""
         scores: list[float] = []
-        frac: dict[str, list[float]] = {k: [] for k in FACT_KINDS}
-        mask: dict[str, list[bool]] = {k: [] for k in FACT_KINDS}
+        frac: dict[str, list[float]] = {k: [] for k in self.fact_kinds}
+        mask: dict[str, list[bool]] = {k: [] for k in self.fact_kinds}
         for query, analysis in zip(parsed, analyses, strict=True):
-            facts = alignment_facts(query, analysis)
+            facts = self.facts(query, analysis)
             n_items = query.n_items()
             n_sat = sum(s for s, _ in facts.values())
             assert sum(t for _, t in facts.values()) == n_items
@@ -266,6 +291,7 @@ __all__ = [
     "FACT_KINDS",
     "ProxyReward",
     "alignment_facts",
+    "best_matching",
     "parse_query",
     "proxy_components",
 ]
