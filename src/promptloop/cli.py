@@ -110,12 +110,22 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world.shapes.analyzer import analyzer_check
+    if args.world == "patterns":
+        from promptloop.world.patterns.analyzer import analyzer_check
+    else:
+        from promptloop.world.shapes.analyzer import analyzer_check
 
     return analyzer_check(n=args.n, seed=args.seed)
 
 
 def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
+    if args.world == "patterns":
+        from promptloop.world.patterns.evaluation import backbone_eval_patterns
+
+        if args.timestep_shift is not None:
+            raise UsageError("--timestep-shift is a Shapes-world (v1) option")
+        return backbone_eval_patterns(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps,
+                                      guidance=args.guidance, eta=args.eta)
     from promptloop.eval.backbone import backbone_eval
 
     return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
@@ -130,6 +140,17 @@ def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
+    if args.world == "patterns":
+        from promptloop.world.patterns.room import room_patterns
+
+        if args.timestep_shift is not None or args.anchored:
+            raise UsageError("--timestep-shift and --anchored are Shapes-world (v1) options")
+        if not args.rules:
+            raise UsageError("the Patterns world's room is measured with its rules: add --rules")
+        return room_patterns(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates,
+                             steps=args.steps, guidance=args.guidance, seed=args.seed, split=args.split, eta=args.eta)
+    if args.rules:
+        raise UsageError("--rules is measured in the Patterns world (--world v2)")
     from promptloop.eval.room import room
 
     return room(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates, steps=args.steps,
@@ -138,14 +159,15 @@ def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world.shapes.prompts import prompt_set
+    from promptloop.world import get_world
 
+    prompt_set = get_world(args.world).prompt_set
     items = prompt_set(args.name)[: args.n] if args.n else prompt_set(args.name)
     if not args.json:
         for it in items:
             print(it.caption)
         return {}
-    return {"name": args.name, "prompts": [it.caption for it in items]}
+    return {"world": args.world, "name": args.name, "prompts": [it.caption for it in items]}
 
 
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -247,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     tp.set_defaults(func=cmd_world_train_policy)
 
     ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
+    ac.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
     ac.add_argument("--n", type=positive_int, default=500)
     ac.add_argument("--seed", type=non_negative_int, default=0)
     ac.add_argument("--json", action="store_true")
@@ -255,7 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, n_default in (("backbone-eval", cmd_world_backbone_eval, 256), ("room", cmd_world_room, 128)):
         c = world.add_parser(name, help="quality window of the backbone" if name == "backbone-eval"
                              else "room for the loop: base vs feed-forward bound vs mid-way oracles")
-        c.add_argument("--backbone", default=None, help="backbone folder (default: the shipped one)")
+        c.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
+        c.add_argument("--backbone", default=None, help="backbone folder (default: the world's shipped one)")
         c.add_argument("--n", type=positive_int, default=n_default, help="prompts per set")
         c.add_argument("--seed", type=non_negative_int, default=0)
         c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
@@ -270,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--candidates", type=positive_int, default=8, help="candidate rewrites per query")
             c.add_argument("--anchored", action="store_true",
                            help="also the mid-way oracles over candidates pinned to each sample's preview")
+            c.add_argument("--rules", action="store_true",
+                           help="world v2: preview-reading rule policies and blind controls, cross-fitted, with CIs")
+            c.add_argument("--split", default="heldout", choices=["train", "heldout"], help="world v2: prompt set")
         c.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
@@ -302,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pr = world.add_parser("prompts", help="print a fixed prompt set")
     pr.add_argument("name", choices=["train", "heldout"])
+    pr.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
     pr.add_argument("--n", type=non_negative_int, default=0, help="only the first N (0: all)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_world_prompts)

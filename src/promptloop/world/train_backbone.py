@@ -53,6 +53,7 @@ class BackboneTrainConfig:
     vae_batch: int = 32  # renders per VAE step
     vae_lr: float = 1e-3  # AdamW learning rate of the VAE
     vae_kl: float = 1e-6  # weight of the KL term (keeps latents near N(0, 1) in scale)
+    scale_renders: int = 256  # renders the latent scaling factor is measured on, after the VAE stage
     pool_size: int = 24000  # (scene, caption) pairs cached for UNet training
     unet_steps: int = 5000  # UNet optimisation steps
     batch: int = 32  # pairs per UNet step
@@ -137,7 +138,7 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
             _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
     # latent scale so that scaled latents have unit variance
     with torch.no_grad():
-        x = _render_batch(world, world.SceneSampler(cfg.seed + 7, "any"), 256)
+        x = _render_batch(world, world.SceneSampler(cfg.seed + 7, "any"), cfg.scale_renders)
         z = vae.encode(x).latent_dist.mean
         vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     _atomic_save({"model": vae.state_dict(), "done": True, "scaling_factor": vae.config.scaling_factor}, ckpt)

@@ -1,0 +1,68 @@
+"""Fair selection and confidence intervals for room measurements (shared by the worlds).
+
+A choice (which rewrite, which rule) is always made on data it is not scored on:
+- `seed_crossfit`: per query, the best of several options chosen on one half of the seeds and scored on the
+  other (A->B and B->A averaged): e.g. the fair feed-forward bound, the best single rewrite per query.
+- `query_crossfit`: one option for all queries, chosen on one half of the queries and scored on the other:
+  e.g. the best preview-reading rule.
+`bootstrap_ci` resamples queries (the unit of variation) for a percentile interval of a mean.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+
+def seed_crossfit(scores: np.ndarray) -> np.ndarray:
+    """Per-query score of the option chosen on the other half of the seeds. `scores`: (options, queries, seeds)."""
+    k, n, s = scores.shape
+    if s < 2:
+        raise ValueError("seed cross-fitting needs at least 2 seeds per query")
+    half = s // 2
+    a, b = slice(0, half), slice(half, s)
+    idx = np.arange(n)
+    best_a = scores[:, :, a].mean(axis=2).argmax(axis=0)
+    best_b = scores[:, :, b].mean(axis=2).argmax(axis=0)
+    return 0.5 * (scores[best_a, idx][:, b].mean(axis=1) + scores[best_b, idx][:, a].mean(axis=1))
+
+
+def query_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded split of query indices 0..n-1 into two halves."""
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return np.asarray(sorted(order[: n // 2])), np.asarray(sorted(order[n // 2 :]))
+
+
+def query_crossfit(per_query: Mapping[str, np.ndarray], seed: int) -> tuple[np.ndarray, list[str]]:
+    """(per-query score of the option chosen on the other half of the queries, [option chosen on half 1,
+    option chosen on half 2]). `per_query`: option name -> per-query mean score, all of one length."""
+    names = list(per_query)
+    if not names:
+        raise ValueError("query cross-fitting needs at least one option")
+    n = len(per_query[names[0]])
+    h1, h2 = query_halves(n, seed)
+    table = np.stack([per_query[k] for k in names])  # (options, queries)
+    c1 = int(table[:, h1].mean(axis=1).argmax())
+    c2 = int(table[:, h2].mean(axis=1).argmax())
+    out = np.empty(n)
+    out[h2] = table[c1, h2]  # chosen on half 1, scored on half 2
+    out[h1] = table[c2, h1]
+    return out, [names[c1], names[c2]]
+
+
+def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, n_boot: int = 2000,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (one value per query), resampling queries."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("bootstrap of no values")
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+__all__ = ["bootstrap_ci", "query_crossfit", "query_halves", "seed_crossfit"]
