@@ -609,6 +609,7 @@ class VLMPolicy:
             merged = {**cls._saved_kwargs(saved), **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
                                        dtype=dtype, device=device, is_trainable=is_trainable, **merged)
+        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dtype is None:
             dtype = torch.float32 if dev.type == "cpu" else "auto"
@@ -616,7 +617,6 @@ class VLMPolicy:
         model.to(dev)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
-        kwargs = cls._saved_kwargs(saved)
         kwargs.update(policy_kwargs)
         kwargs.setdefault("name_or_path", str(path))
         if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer

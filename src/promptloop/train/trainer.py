@@ -104,6 +104,7 @@ class GRPOTrainer:
 
         set_seed(cfg.seed)
         device = acc.device
+        self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts)  # fails fast
         if pipeline is None:
             pipeline, self.call_kwargs = load_pipeline(cfg.pipeline, device)
         else:
@@ -130,7 +131,6 @@ class GRPOTrainer:
                                          num_refinements=cfg.loop.num_refinements, schedule="random",
                                          preview=cfg.loop.preview, preview_size=cfg.loop.preview_size,
                                          rewrite_first=cfg.loop.rewrite_first)
-        self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts)
         if getattr(self.policy, "tokenizer", None) is not None:  # limits: words were checked when loading
             check_prompt_tokens(self.train_prompts, self.policy.tokenizer, f"data.train {cfg.data.train!r}")
         self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
