@@ -18,7 +18,7 @@ from promptloop.eval.figures import labelled_grid
 from promptloop.fs_errors import output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
-from promptloop.validation import check_device, check_number, check_prompt
+from promptloop.validation import check_device, check_number, check_prompt, check_prompt_tokens
 
 
 @dataclass
@@ -123,6 +123,8 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if mode != "none":
         policy = load_policy(PolicyConfig(name_or_path=req.policy, dtype="auto" if req.dtype == "float32" else req.dtype),
                              device)
+        if getattr(policy, "tokenizer", None) is not None:
+            check_prompt_tokens([req.query], policy.tokenizer, "query")
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and getattr(policy, "prompt_length_fn", None) is None:
             policy.prompt_length_fn = token_length_fn(tokenizer)
