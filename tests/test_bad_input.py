@@ -46,6 +46,16 @@ def _assert_one_line(code: int, err: str, message: str) -> None:
     assert "error:" in lines[0] and message in lines[0], lines[0]
 
 
+def _check_all(cases: list[tuple[str, Any, str]], run: Callable[[Any], tuple[int, str]]) -> None:
+    """Run each (name, input, message) case; the failure names the case."""
+    for name, given, message in cases:
+        code, err = run(given)
+        try:
+            _assert_one_line(code, err, message)
+        except AssertionError as e:
+            raise AssertionError(f"case {name!r}: {e}") from None
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Prompt files, YAML configs and plain files with one defect each."""
@@ -157,12 +167,7 @@ def _cases_prompts(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
 def test_cli_config_and_prompt_file_cases(capsys: pytest.CaptureFixture[str], files: Path, tmp_path: Path) -> None:
     cases = _cases_cli(files) + _cases_config(files, tmp_path) + _cases_prompts(files, tmp_path)
     assert len(cases) >= 55
-    for name, argv, message in cases:
-        code, err = _cli(capsys, argv)
-        try:
-            _assert_one_line(code, err, message)
-        except AssertionError as e:
-            raise AssertionError(f"case {name!r}: {e}") from None
+    _check_all(cases, lambda argv: _cli(capsys, argv))
 
 
 def test_filesystem_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
@@ -275,12 +280,7 @@ def test_model_folder_cases(capsys: pytest.CaptureFixture[str], folders: dict[st
         ("safetensors header", lambda: VLMPolicy.from_pretrained(folders["bad_header"]),
          "not a valid safetensors file"),
     ]
-    for name, call, message in cases:
-        code, err = _api_error(capsys, call)
-        try:
-            _assert_one_line(code, err, message)
-        except AssertionError as e:
-            raise AssertionError(f"case {name!r}: {e}") from None
+    _check_all(cases, lambda call: _api_error(capsys, call))
 
 
 def test_generate_refuses_bad_folders_end_to_end(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],
@@ -332,9 +332,4 @@ def test_images_rewards_and_policy_output_cases(capsys: pytest.CaptureFixture[st
         ("policy output count", lambda: PromptLoopSampler(pipe, ShortPolicy(), mode="feedback", num_refinements=1)(
             q, num_inference_steps=3), "policy returned 1 prompts for a batch of 2"),
     ]
-    for name, call, message in cases:
-        code, err = _api_error(capsys, call)
-        try:
-            _assert_one_line(code, err, message)
-        except AssertionError as e:
-            raise AssertionError(f"case {name!r}: {e}") from None
+    _check_all(cases, lambda call: _api_error(capsys, call))
