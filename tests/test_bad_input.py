@@ -333,3 +333,16 @@ def test_images_rewards_and_policy_output_cases(capsys: pytest.CaptureFixture[st
             q, num_inference_steps=3), "policy returned 1 prompts for a batch of 2"),
     ]
     _check_all(cases, lambda call: _api_error(capsys, call))
+
+
+def test_config_errors_come_before_heavy_imports() -> None:
+    """`promptloop train` reports a config error without importing torch, diffusers or transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from promptloop.cli import main; rc = main(['train', 'grpo.learning_rate=.inf']); "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; print(rc, heavy)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "2 []", p.stdout
+    assert p.stderr.strip() == ("promptloop: error: defaults + overrides: grpo.learning_rate: expected a finite "
+                                "number, got inf")
