@@ -14,10 +14,14 @@ from collections.abc import Callable
 from typing import Any
 
 FIELDS = ("validator", "prompt_length_fn", "constraint")
+# the world's functions, under their module paths before and after the world/shapes/ move (world v1) and world v2's
 _REGISTRY: dict[str, set[str]] = {
-    "validator": {"promptloop.world.grammar:parse"},
-    "prompt_length_fn": {"promptloop.world.policy_data:minilm_length"},
-    "constraint": {"promptloop.world.copy_constraint:CopyEditConstraint"},
+    "validator": {"promptloop.world.grammar:parse", "promptloop.world.shapes.grammar:parse",
+                  "promptloop.world.patterns.grammar:parse"},
+    "prompt_length_fn": {"promptloop.world.policy_data:minilm_length",
+                         "promptloop.world.shapes.policy_data:minilm_length"},
+    "constraint": {"promptloop.world.copy_constraint:CopyEditConstraint",
+                   "promptloop.world.shapes.copy_constraint:CopyEditConstraint"},
 }
 
 
