@@ -77,7 +77,7 @@ def test_missing_or_corrupt_folders_raise_clear_errors(tmp_path: Path) -> None:
     shutil.copytree(DEFAULT_BACKBONE, corrupt)
     weights = corrupt / "unet" / "diffusion_pytorch_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
-    with pytest.raises(BackboneLoadError, match="cannot load backbone"):
+    with pytest.raises(BackboneLoadError, match=r"unet/diffusion_pytorch_model.safetensors has 1000 bytes"):
         load_backbone(corrupt)
 
 

@@ -22,8 +22,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["generate", ""], "the query is empty"),
-        (["generate", "   "], "the query is empty"),
+        (["generate", ""], "query: the prompt is empty"),
+        (["generate", "   "], "query: the prompt is empty"),
         (["generate", "a red circle", "--refine", "30", "--steps", "20"], "more than the 19 refinements"),
         (["generate", "a red circle", "--refine", "-1"], "expected a non-negative integer"),
         (["generate", "a red circle", "--steps", "-5"], "expected a positive integer"),

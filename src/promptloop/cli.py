@@ -9,9 +9,11 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from promptloop.cli_runner import run_command
+from promptloop.validation import number_arg
 from promptloop.world import DEFAULT_WORLD
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -76,6 +78,9 @@ def non_negative_int(text: str) -> int:
     if v < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
     return v
+
+
+GUIDANCE = number_arg(lo=0.0)  # a CFG scale: finite and >= 0
 
 
 # ----------------------------------------------------------------------------- world commands
@@ -158,6 +163,23 @@ def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
                 eta=args.eta)
 
 
+def cmd_world_write_manifests(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.integrity import verify_folder, write_manifest
+    from promptloop.world.backbone import DEFAULT_BACKBONE
+
+    shipped = DEFAULT_BACKBONE.parent
+    folders = args.folders or [str(shipped / n) for n in ("backbone", "policy", "policy_feedforward", "policy_grpo")]
+    done = {}
+    for f in folders:
+        if not Path(f).is_dir():
+            raise UsageError(f"not a folder: {f}")
+        if args.check:
+            done[f] = "ok" if verify_folder(f) else "no manifest"
+        else:
+            done[f] = str(write_manifest(f))
+    return done
+
+
 def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world import get_world
 
@@ -219,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=non_negative_int, default=0)
     gen.add_argument("--num-images", type=positive_int, default=1)
     gen.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
-    gen.add_argument("--guidance", type=float, default=None, help="CFG scale (default: 4 on the world backbone)")
+    gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world backbone)")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
     gen.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
@@ -283,7 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--n", type=positive_int, default=n_default, help="prompts per set")
         c.add_argument("--seed", type=non_negative_int, default=0)
         c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
-        c.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+        c.add_argument("--guidance", type=GUIDANCE, default=4.0, help="classifier-free guidance scale")
         c.add_argument("--timestep-shift", type=positive_float, default=None,
                        help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
         c.add_argument("--eta", type=unit_float, default=0.0,
@@ -312,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--n", type=positive_int, default=256, help="heldout queries")
     cmp_.add_argument("--seed", type=non_negative_int, default=0)
     cmp_.add_argument("--steps", type=positive_int, default=20)
-    cmp_.add_argument("--guidance", type=float, default=4.0)
+    cmp_.add_argument("--guidance", type=GUIDANCE, default=4.0)
     cmp_.add_argument("--refine", type=positive_int, default=5, help="refinements N_R of the loop rows")
     cmp_.add_argument("--adapter", default=None, help="GRPO LoRA adapter (default: assets/world/policy_grpo)")
     cmp_.add_argument("--feed-forward-adapter", default=None,
@@ -327,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub)
 
+    wm = world.add_parser("write-manifests", help="write (or --check) the sizes+sha256 manifest of model folders "
+                          "(default: the shipped ones in assets/world/)")
+    wm.add_argument("folders", nargs="*", help="model folders (default: assets/world/{backbone,policy,policy_*})")
+    wm.add_argument("--check", action="store_true", help="verify the manifests instead of writing them")
+    wm.add_argument("--json", action="store_true")
+    wm.set_defaults(func=cmd_world_write_manifests)
+
     pr = world.add_parser("prompts", help="print a fixed prompt set")
     pr.add_argument("name", choices=["train", "heldout"])
     pr.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
@@ -337,21 +366,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [UsageError, FileNotFoundError, NotADirectoryError, KeyError, ValueError]
-    from promptloop.world.backbone import BackboneLoadError
-
-    errors.append(BackboneLoadError)
     from promptloop.train.cli import known_errors
 
-    errors.extend(known_errors())
-    return tuple(errors)
+    return (UsageError, NotADirectoryError, KeyError, *known_errors())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from promptloop.fs_errors import check_argv
+    from promptloop.validation import InputError
+
+    try:
+        check_argv(sys.argv[1:] if argv is None else argv)
+    except InputError as e:
+        print(f"promptloop: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], dict[str, Any]] = args.func
-    return run_command("promptloop", lambda: func(args), _known_errors(), getattr(args, "json", False))
+    return run_command("promptloop", lambda: func(args), _known_errors, getattr(args, "json", False))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,14 +2,20 @@
 
 A known error becomes one `PROG: error: ...` line on stderr and exit code 2 (never a traceback),
 Ctrl-C exit code 130, and a result dict is printed as one JSON object (`--json`) or `key: value` lines.
+Filesystem and environment errors (any OSError: disk full, read-only folder, ...) are worded by
+`fs_errors.describe_os_error`. The known error classes are looked up only after a failure, among the
+modules already imported (`loaded_errors`): a class whose module was never imported cannot have been
+raised, so reporting an error needs no heavy import.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+ErrorsLike = tuple[type[BaseException], ...] | Callable[[], tuple[type[BaseException], ...]]
 
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
@@ -27,13 +33,33 @@ def error_line(e: BaseException) -> str:
     return msg.splitlines()[0] if msg.strip() else type(e).__name__
 
 
-def run_command(prog: str, call: Callable[[], dict[str, Any] | None], errors: tuple[type[BaseException], ...],
+def loaded_errors(names: Sequence[tuple[str, str]]) -> tuple[type[BaseException], ...]:
+    """The exception classes `(module, class name)` of the modules imported so far."""
+    out = []
+    for module, name in names:
+        mod = sys.modules.get(module)
+        if mod is not None and isinstance(cls := getattr(mod, name, None), type):
+            out.append(cls)
+    return tuple(out)
+
+
+def run_command(prog: str, call: Callable[[], dict[str, Any] | None], errors: ErrorsLike,
                 as_json: bool, interrupt_hint: str = "") -> int:
-    """Run `call()`, print its result, and return the process exit code (0, 2 or 130)."""
+    """Run `call()`, print its result, and return the process exit code (0, 2 or 130).
+
+    `errors`: the exception classes reported as one line, or a function returning them (called on failure)."""
     try:
         result = call()
-    except errors as e:
-        print(f"{prog}: error: {error_line(e)}", file=sys.stderr)
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno is not None:
+            from promptloop.fs_errors import describe_os_error
+
+            line = describe_os_error(e)
+        elif isinstance(e, OSError) or isinstance(e, errors() if callable(errors) else errors):
+            line = error_line(e)
+        else:
+            raise
+        print(f"{prog}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted{f' ({interrupt_hint})' if interrupt_hint else ''}", file=sys.stderr)

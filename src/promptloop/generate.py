@@ -15,8 +15,10 @@ import numpy as np
 import torch
 
 from promptloop.eval.figures import labelled_grid
+from promptloop.fs_errors import output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
+from promptloop.validation import check_device, check_number, check_prompt, check_prompt_tokens
 
 
 @dataclass
@@ -38,8 +40,12 @@ class GenerateRequest:
 
 def validate(req: GenerateRequest) -> None:
     """Reject bad requests before loading anything (clear, specific messages)."""
-    if not req.query or not req.query.strip():
-        raise ValueError("the query is empty")
+    req.query = check_prompt(req.query, "query")
+    if req.negative_prompt is not None:
+        check_prompt(req.negative_prompt, "--negative-prompt")
+    if req.guidance is not None:
+        req.guidance = check_number(req.guidance, "--guidance", lo=0.0)
+    check_device(req.device)
     if req.mode.replace("_", "-") not in MODES:
         raise ValueError(f"unknown mode {req.mode!r}; choose from {', '.join(MODES)}")
     if req.steps < 2:
@@ -106,6 +112,7 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     from promptloop.train.config import PipelineConfig, PolicyConfig
 
     validate(req)
+    folder = output_dir(req.out, "--out")  # before any model is loaded: a bad folder fails at once
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
     pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)
@@ -116,6 +123,8 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if mode != "none":
         policy = load_policy(PolicyConfig(name_or_path=req.policy, dtype="auto" if req.dtype == "float32" else req.dtype),
                              device)
+        if getattr(policy, "tokenizer", None) is not None:
+            check_prompt_tokens([req.query], policy.tokenizer, "query")
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and getattr(policy, "prompt_length_fn", None) is None:
             policy.prompt_length_fn = token_length_fn(tokenizer)
@@ -129,8 +138,6 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
                   negative_prompt=req.negative_prompt, generator=gens, **extra)
     seconds = time.perf_counter() - t0
 
-    folder = Path(req.out)
-    folder.mkdir(parents=True, exist_ok=True)
     scores = None
     if is_world:
         from promptloop.rewards import get_reward

@@ -42,6 +42,7 @@ from promptloop.loop.families import FamilySpec, decode_preview, default_size, d
 from promptloop.loop.schedule import make_schedule
 from promptloop.loop.x0 import StepRecorder
 from promptloop.policy.base import PolicyInput, PolicyOutput, RefinementPolicy
+from promptloop.validation import check_number
 
 Mode = Literal["feedback", "no-feedback", "feed-forward", "none"]
 MODES: tuple[str, ...] = ("feedback", "no-feedback", "feed-forward", "none")
@@ -287,7 +288,7 @@ class PromptLoopSampler:
             **pipeline_kwargs,
         }
         if guidance_scale is not None:
-            call_kwargs["guidance_scale"] = guidance_scale
+            call_kwargs["guidance_scale"] = check_number(guidance_scale, "guidance_scale", lo=0.0)
         if negative_prompt is None:
             del call_kwargs["negative_prompt"]
         hook_handle = None

@@ -41,7 +41,9 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop.integrity import verify_folder, write_manifest
 from promptloop.policy.base import PolicyInput, PolicyOutput
+from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
 from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
 from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.sanitize import Sanitizer
@@ -50,29 +52,6 @@ POLICY_CONFIG = "promptloop_policy.json"
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 _MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
                       "vision_start_token_id", "vision_end_token_id", "vision_token_id")
-
-
-def _callable_ref(fn: Callable[..., Any] | None) -> str | None:
-    """"module:qualname" of a module-level function of promptloop (the only ones saved and restored)."""
-    if fn is None:
-        return None
-    module, name = getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")
-    if not module.startswith("promptloop.") or "<" in name or "." in name:
-        return None
-    return f"{module}:{name}"
-
-
-def _resolve_ref(ref: str | None) -> Callable[..., Any] | None:
-    """Import a callable saved by `_callable_ref` (promptloop modules only; anything else is ignored)."""
-    if not ref or not ref.startswith("promptloop.") or ":" not in ref:
-        return None
-    import importlib
-
-    module, name = ref.split(":", 1)
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
 
 
 class QwenVLComponentProcessor:
@@ -528,6 +507,8 @@ class VLMPolicy:
 
         if self.has_lora:
             raise RuntimeError("a LoRA adapter is already attached")
+        if Path(path).is_dir():
+            verify_folder(path, "adapter folder")
         self.model = PeftModel.from_pretrained(self.model, str(path), is_trainable=is_trainable)
         self.model.eval()
         return self
@@ -556,9 +537,9 @@ class VLMPolicy:
             "system_prompt": self.system_prompt,
             "image_size": self.image_size,
             "base_model": self.name_or_path,
-            "validator": _callable_ref(self.validator),
-            "prompt_length_fn": _callable_ref(self.prompt_length_fn),
-            "constraint": _callable_ref(type(self.constraint)) if self.constraint is not None else None,
+            "validator": callable_ref("validator", self.validator),
+            "prompt_length_fn": callable_ref("prompt_length_fn", self.prompt_length_fn),
+            "constraint": callable_ref("constraint", type(self.constraint)) if self.constraint is not None else None,
         }
 
     def save_pretrained(self, path: str | Path, merge_lora: bool = False, dtype: torch.dtype | None = None) -> None:
@@ -584,6 +565,7 @@ class VLMPolicy:
         if not (self.has_lora and not merge_lora):
             cfg["base_model"] = None  # a full model needs no base
         (path / POLICY_CONFIG).write_text(json.dumps(cfg, indent=2))
+        write_manifest(path)
 
     @classmethod
     def from_pretrained(
@@ -607,8 +589,16 @@ class VLMPolicy:
         path = Path(path)
         saved: dict[str, Any] = {}
         cfg_file = path / POLICY_CONFIG
+        if path.is_dir():
+            verify_folder(path, "policy folder")
         if cfg_file.exists():
-            saved = json.loads(cfg_file.read_text())
+            try:
+                saved = json.loads(cfg_file.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
+            if not isinstance(saved, dict):
+                raise ValueError(f"{cfg_file}: expected a JSON object")
+            saved["_where"] = str(cfg_file)
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             adapter_path = adapter_path or path
             base = saved.get("base_model")
@@ -619,6 +609,7 @@ class VLMPolicy:
             merged = {**cls._saved_kwargs(saved), **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
                                        dtype=dtype, device=device, is_trainable=is_trainable, **merged)
+        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dtype is None:
             dtype = torch.float32 if dev.type == "cpu" else "auto"
@@ -626,7 +617,6 @@ class VLMPolicy:
         model.to(dev)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
         processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
-        kwargs = cls._saved_kwargs(saved)
         kwargs.update(policy_kwargs)
         kwargs.setdefault("name_or_path", str(path))
         if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
@@ -644,8 +634,8 @@ class VLMPolicy:
         for k in ("temperature", "top_p", "max_new_tokens", "max_prompt_tokens", "system_prompt", "image_size"):
             if k in saved:
                 kw[k] = saved[k]
-        for k in ("validator", "prompt_length_fn", "constraint"):
-            fn = _resolve_ref(saved.get(k))
+        for k in FIELDS:
+            fn = resolve_callable(k, saved.get(k), saved.get("_where", POLICY_CONFIG))
             if fn is not None:
                 kw[k] = fn
         return kw

@@ -112,7 +112,25 @@ def get_reward(name: str, **kwargs: Any) -> Reward:
     """Build the reward registered under `name` with the factory's keyword options."""
     if name not in _REGISTRY:
         raise UnknownRewardError(_unknown_message(name))
+    _check_options(name, _REGISTRY[name], kwargs)
     return _REGISTRY[name](**kwargs)
+
+
+def _check_options(name: str, factory: Callable[..., Any], kwargs: Mapping[str, Any]) -> None:
+    """ValueError naming the options the factory of reward `name` does not accept (before it runs)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    known = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(kwargs) - set(known))
+    if unknown:
+        raise ValueError(f"reward_kwargs.{name}: unknown option(s) {', '.join(map(repr, unknown))}; reward {name!r} "
+                         f"accepts: {', '.join(known) or '(none)'}")
 
 
 def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -130,6 +148,25 @@ def _check_weights(weights: Mapping[str, float]) -> dict[str, float]:
             raise ValueError(f"weight of reward {name!r} must be finite, got {w!r}")
         out[name] = wf
     return out
+
+
+def check_images(images: ImagesLike, queries: Sequence[str]) -> None:
+    """ValueError for a batch whose length differs from the queries' or whose image sides are out of range."""
+    from promptloop.validation import check_image_size
+
+    if isinstance(images, (list, tuple)):
+        n = len(images)
+        sizes = [(im.height, im.width) for im in images if hasattr(im, "height") and hasattr(im, "width")]
+    else:
+        shape = tuple(getattr(images, "shape", ()))
+        if len(shape) != 4:
+            raise ValueError(f"reward images: expected a batch (N, 3, H, W) or (N, H, W, 3), got shape {shape}")
+        n = shape[0]
+        sizes = [(shape[2], shape[3]) if shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4) else (shape[1], shape[2])]
+    if n != len(queries):
+        raise ValueError(f"reward images: {n} images for {len(queries)} queries")
+    for h, w in sizes:
+        check_image_size(h, w, "reward images")
 
 
 class CombinedReward:
@@ -167,6 +204,7 @@ class CombinedReward:
         }
 
     def _components(self, images: ImagesLike, queries: Sequence[str]) -> dict[str, RewardOutput]:
+        check_images(images, queries)
         return {name: reward(images, queries) for name, reward in self.rewards.items()}
 
     def _total(self, outs: Mapping[str, RewardOutput]) -> torch.Tensor:

@@ -18,7 +18,7 @@ with `weights_only=True`.
 
 from __future__ import annotations
 
-import hashlib
+import errno
 import json
 import os
 import random
@@ -29,6 +29,10 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from promptloop.fs_errors import describe_os_error
+from promptloop.integrity import IntegrityError, check_files, file_manifest
+from promptloop.train.faults import fault_point
 
 FORMAT_VERSION = 1
 STATE_FILE = "trainer_state.json"
@@ -104,24 +108,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------------------------------
 # files
 # ----------------------------------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _manifest(folder: Path) -> dict[str, dict[str, Any]]:
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name != STATE_FILE:
-            rel = p.relative_to(folder).as_posix()
-            size = p.stat().st_size
-            out[rel] = {"size": size, **({"sha256": _sha256(p)} if size <= _HASH_LIMIT else {})}
-    return out
-
-
 def _fsync_tree(folder: Path) -> None:
     for p in folder.rglob("*"):
         if p.is_file():
@@ -153,29 +139,54 @@ def save_checkpoint(
     root = checkpoint_root(output_dir)
     final = root / step_dir_name(step)
     tmp = root / f".tmp-{step_dir_name(step)}"
-    if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        (tmp / "rng").mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    torch.save(rng_state(), tmp / "rng" / f"rank-{accelerator.process_index}.pt")
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        policy.save_pretrained(tmp / "policy")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
-        full_state = {"format": FORMAT_VERSION, **state, "world_size": accelerator.num_processes,
-                      "files": _manifest(tmp)}
-        (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
-        _fsync_tree(tmp)
-        if final.exists():  # re-saving a step (e.g. after a resume at that step)
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if keep > 0:
-            for old in list_checkpoints(output_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+    try:
+        if accelerator.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            (tmp / "rng").mkdir(parents=True)
+        accelerator.wait_for_everyone()
+        torch.save(rng_state(), tmp / "rng" / f"rank-{accelerator.process_index}.pt")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            policy.save_pretrained(tmp / "policy")
+            fault_point("checkpoint:policy", step)
+            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+            full_state = {"format": FORMAT_VERSION, **state, "world_size": accelerator.num_processes,
+                          "files": file_manifest(tmp, exclude=(STATE_FILE,), hash_limit=_HASH_LIMIT)}
+            (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
+            _fsync_tree(tmp)
+            fault_point("checkpoint:state", step)
+            if final.exists():  # re-saving a step (e.g. after a resume at that step)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            fault_point("checkpoint:replaced", step)
+            if keep > 0:
+                for old in list_checkpoints(output_dir)[:-keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+    except (OSError, RuntimeError) as e:  # disk full, read-only: no partial checkpoint stays behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        os_error = e if isinstance(e, OSError) else _os_error_in(e)
+        if os_error is None:
+            raise
+        raise CheckpointError(f"cannot write checkpoint {final}: {describe_os_error(os_error)}; the partial "
+                              f"{tmp.name} was removed") from e
     accelerator.wait_for_everyone()
     return final
+
+
+def _os_error_in(e: BaseException) -> OSError | None:
+    """The OSError behind `e` (torch.save wraps write errors in RuntimeError), or None."""
+    seen = e
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
+    text = str(e)
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if os.strerror(code) in text:
+            return OSError(code, os.strerror(code))
+    return None
 
 
 def read_state(path: str | Path) -> dict[str, Any]:
@@ -193,15 +204,10 @@ def read_state(path: str | Path) -> dict[str, Any]:
     if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format {state.get('format') if isinstance(state, dict) else '?'}"
                               f", this version reads format {FORMAT_VERSION}")
-    for rel, info in state.get("files", {}).items():
-        f = path / rel
-        if not f.is_file():
-            raise CheckpointError(f"corrupt checkpoint {path}: file {rel} is missing")
-        if f.stat().st_size != info["size"]:
-            raise CheckpointError(f"corrupt checkpoint {path}: {rel} has {f.stat().st_size} bytes, "
-                                  f"expected {info['size']}")
-        if "sha256" in info and _sha256(f) != info["sha256"]:
-            raise CheckpointError(f"corrupt checkpoint {path}: {rel} does not match its recorded sha256")
+    try:
+        check_files(path, state.get("files", {}), "corrupt checkpoint")
+    except IntegrityError as e:
+        raise CheckpointError(str(e)) from None
     return state
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,8 +30,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Handler of `promptloop train`: load the config, train, return a summary dict."""
+    from promptloop.fs_errors import output_dir
     from promptloop.train.config import dump_yaml, load_config
-    from promptloop.train.trainer import train
 
     overrides = list(args.overrides)
     config = args.config
@@ -39,12 +40,15 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         config = None
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
-    if args.resume:
-        overrides.append("resume=true")
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, overrides)  # parsed and validated before torch is imported (errors in < 1 s)
+    if args.resume and not isinstance(cfg.resume, str):  # an explicit resume=PATH wins over --resume
+        cfg = load_config(config, [*overrides, "resume=true"])
     if args.print_config:
         print(dump_yaml(cfg))
         return {}
+    output_dir(cfg.output_dir, "output_dir")
+    from promptloop.train.trainer import train
+
     result = train(cfg)
     summary: dict[str, Any] = {
         "output_dir": str(result.output_dir),
@@ -74,23 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
     return _configure(argparse.ArgumentParser(prog="python -m promptloop.train", description=DESCRIPTION))
 
 
-def known_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions reported as one `error:` line (exit code 2) instead of a traceback."""
-    from promptloop.rewards import UnknownRewardError
-    from promptloop.train.checkpoint import CheckpointError
-    from promptloop.train.config import ConfigError
-    from promptloop.train.data import PromptFileError
-    from promptloop.train.trainer import TrainError
-    from promptloop.world.backbone import BackboneLoadError
+KNOWN_ERRORS = (("promptloop.validation", "InputError"), ("promptloop.rewards.registry", "UnknownRewardError"),
+                ("promptloop.train.checkpoint", "CheckpointError"), ("promptloop.train.config", "ConfigError"),
+                ("promptloop.train.data", "PromptFileError"), ("promptloop.train.trainer", "TrainError"),
+                ("promptloop.world.backbone", "BackboneLoadError"), ("promptloop.integrity", "IntegrityError"),
+                ("builtins", "FileNotFoundError"), ("builtins", "ValueError"))
 
-    return (ConfigError, CheckpointError, PromptFileError, TrainError, UnknownRewardError, BackboneLoadError,
-            FileNotFoundError, ValueError)
+
+def known_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions reported as one `error:` line (exit code 2) instead of a traceback (of the modules imported
+    so far: looking them up imports nothing)."""
+    from promptloop.cli_runner import loaded_errors
+
+    return loaded_errors(KNOWN_ERRORS)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m promptloop.train`; returns the exit code."""
     from promptloop.cli_runner import run_command
+    from promptloop.fs_errors import check_argv
+    from promptloop.validation import InputError
 
+    try:
+        check_argv(sys.argv[1:] if argv is None else argv)
+    except InputError as e:
+        print(f"promptloop train: error: {e}", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
-    return run_command("promptloop train", lambda: cmd_train(args), known_errors(), args.json,
+    return run_command("promptloop train", lambda: cmd_train(args), known_errors, args.json,
                        interrupt_hint="resume with --resume")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from typing import Any, Literal
 
 import yaml
 
+from promptloop.validation import InputError, check_number
+
+MAX_TRAJECTORIES_PER_STEP = 4096  # queries_per_step x num_generations above this is surely a typo
+MAX_MICRO_BATCH = 1024  # refinement actions per forward pass
 
 class ConfigError(ValueError):
     """A configuration error; the message names the file (or override) and the field."""
@@ -370,6 +375,18 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         if not ok:
             raise ConfigError(f"{source}: {key}: {msg}")
 
+    def finite(obj: Any, prefix: str) -> None:  # every float field: a finite number (nan / inf are typos)
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if dataclasses.is_dataclass(v):
+                finite(v, f"{prefix}{f.name}.")
+            elif isinstance(v, float):
+                try:
+                    check_number(v, f"{prefix}{f.name}")
+                except InputError as e:
+                    raise ConfigError(f"{source}: {e}") from None
+
+    finite(cfg, "")
     check(cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
     check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
     check(bool(cfg.output_dir), "output_dir", "must not be empty")
@@ -414,7 +431,18 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(0 < g.clip_eps < 1, "grpo.clip_eps", f"must be in (0, 1), got {g.clip_eps}")
     check(g.clip_eps_high is None or g.clip_eps_high > 0, "grpo.clip_eps_high", "must be > 0")
     check(g.beta >= 0, "grpo.beta", f"must be >= 0, got {g.beta}")
-    check(g.micro_batch_size >= 1, "grpo.micro_batch_size", "must be >= 1")
+    check(1 <= g.micro_batch_size <= MAX_MICRO_BATCH, "grpo.micro_batch_size",
+          f"must be in 1..{MAX_MICRO_BATCH}, got {g.micro_batch_size}")
+    n_traj = g.queries_per_step * g.num_generations
+    check(n_traj <= MAX_TRAJECTORIES_PER_STEP, "grpo.queries_per_step",
+          f"x grpo.num_generations = {n_traj} trajectories per step, the limit is {MAX_TRAJECTORIES_PER_STEP}")
+    if p.height and p.width:  # decoded images + previews held per step, float32
+        need = n_traj * (lp.num_refinements + 1) * p.height * p.width * 3 * 4
+        ram = _physical_memory()
+        check(ram is None or need <= ram // 2, "grpo.queries_per_step",
+              f"{n_traj} trajectories of {p.height}x{p.width} images with {lp.num_refinements} previews need about "
+              f"{need / 2**30:.1f} GiB, more than half of this machine's {(ram or 0) / 2**30:.1f} GiB: lower "
+              "grpo.queries_per_step or grpo.num_generations")
     check(g.learning_rate > 0, "grpo.learning_rate", f"must be > 0, got {g.learning_rate}")
     check(g.weight_decay >= 0, "grpo.weight_decay", "must be >= 0")
     check(0 <= g.adam_beta1 < 1 and 0 <= g.adam_beta2 < 1, "grpo.adam_beta1/adam_beta2", "must be in [0, 1)")
@@ -425,6 +453,8 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(e.every >= 0, "eval.every", "must be >= 0")
     check(e.num_queries >= 1, "eval.num_queries", "must be >= 1")
     check(e.seeds_per_query >= 1, "eval.seeds_per_query", "must be >= 1")
+    check(e.num_queries * e.seeds_per_query <= MAX_TRAJECTORIES_PER_STEP, "eval.num_queries",
+          f"x eval.seeds_per_query = {e.num_queries * e.seeds_per_query}, the limit is {MAX_TRAJECTORIES_PER_STEP}")
     check(e.every == 0 or d.eval is not None, "eval.every", "evaluation needs data.eval")
     check(e.num_refinements is None or 1 <= e.num_refinements <= p.num_inference_steps - 1, "eval.num_refinements",
           f"must be in 1..{p.num_inference_steps - 1}")
@@ -432,6 +462,13 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(c.every >= 0, "checkpoint.every", "must be >= 0")
     check(c.keep >= 0, "checkpoint.keep", "must be >= 0")
     check(not (cfg.resume and cfg.overwrite), "overwrite", "cannot be combined with resume")
+
+
+def _physical_memory() -> int | None:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return None
 
 
 # ----------------------------------------------------------------------------------------------------------------------

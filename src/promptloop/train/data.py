@@ -20,6 +20,8 @@ import json
 import random
 from pathlib import Path
 
+from promptloop.validation import InputError, check_prompt
+
 DEFAULT_COLUMNS = ("prompt", "caption", "text")
 
 
@@ -143,6 +145,11 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
     prompts = [p for p in prompts if p]
     if limit is not None:
         prompts = prompts[:limit]
+    for i, p in enumerate(prompts, start=1):
+        try:
+            check_prompt(p, f"prompt source {source!r}, prompt {i}")
+        except InputError as e:
+            raise PromptFileError(str(e)) from None
     if not prompts:
         raise PromptFileError(f"prompt source {source!r} holds no prompts")
     return prompts

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,14 +31,18 @@ from typing import Any
 
 import torch
 
+from promptloop.fs_errors import output_dir
 from promptloop.train import checkpoint as ckpt
 from promptloop.train.advantages import group_advantages, group_stats
 from promptloop.train.components import ReferencePolicy, load_pipeline, load_policy, prepare_policy
 from promptloop.train.config import TrainConfig
 from promptloop.train.data import PromptOrder, is_world_query, load_prompts
+from promptloop.train.faults import fault_point
 from promptloop.train.logging import PLOT_FILE, MetricsLogger, plot_reward_curve
 from promptloop.train.loss import grpo_loss
+from promptloop.train.resume import metrics_problems, resume_checkpoint
 from promptloop.train.rollout import RolloutBatch, derive_seed, micro_batches, policy_input, run_rollout
+from promptloop.validation import check_prompt_tokens
 
 # config sections that define a run: a checkpoint written under other values cannot be resumed
 _IDENTITY_KEYS = ("seed", "rewards", "reward_kwargs", "pipeline", "policy", "loop", "grpo")
@@ -81,7 +86,7 @@ class GRPOTrainer:
     def __init__(self, config: TrainConfig, *, pipeline: Any = None, policy: Any = None, reward: Any = None,
                  accelerator: Any = None) -> None:
         self.config = cfg = config.validate()
-        self.output_dir = Path(cfg.output_dir)
+        self.output_dir = output_dir(cfg.output_dir, "output_dir")
         self.accelerator = acc = accelerator or self._make_accelerator(cfg)
         world = acc.num_processes
         if int(os.environ.get("WORLD_SIZE", "1")) != world:
@@ -99,6 +104,7 @@ class GRPOTrainer:
 
         set_seed(cfg.seed)
         device = acc.device
+        self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts)  # fails fast
         if pipeline is None:
             pipeline, self.call_kwargs = load_pipeline(cfg.pipeline, device)
         else:
@@ -125,7 +131,8 @@ class GRPOTrainer:
                                          num_refinements=cfg.loop.num_refinements, schedule="random",
                                          preview=cfg.loop.preview, preview_size=cfg.loop.preview_size,
                                          rewrite_first=cfg.loop.rewrite_first)
-        self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts)
+        if getattr(self.policy, "tokenizer", None) is not None:  # limits: words were checked when loading
+            check_prompt_tokens(self.train_prompts, self.policy.tokenizer, f"data.train {cfg.data.train!r}")
         self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_prompts: list[str] = []
         if cfg.eval.every > 0 and cfg.data.eval:
@@ -432,18 +439,19 @@ class GRPOTrainer:
                 shutil.rmtree(ckpt.checkpoint_root(self.output_dir), ignore_errors=True)
             ckpt.remove_stale_tmp(self.output_dir)
         acc.wait_for_everyone()
-        path: Path | None = None
-        if isinstance(cfg.resume, str):
-            path = Path(cfg.resume)
-            if not path.is_dir():
-                raise ckpt.CheckpointError(f"resume: checkpoint not found: {path}")
-        elif cfg.resume:
-            path = ckpt.latest_checkpoint(self.output_dir)
-        elif ckpt.latest_checkpoint(self.output_dir) is not None:
+        path, warnings = resume_checkpoint(cfg.resume, self.output_dir)
+        if path is None and not cfg.resume and ckpt.latest_checkpoint(self.output_dir) is not None:
             raise TrainError(f"{self.output_dir} holds checkpoints of an earlier run: pass --resume (resume=true) to "
                              "continue it, or overwrite=true to start afresh")
         if path is not None:
             self.load_checkpoint(path)
+            if self.step > cfg.steps:
+                raise TrainError(f"steps={cfg.steps} is below the step {self.step} of checkpoint {path}: set steps >= "
+                                 f"{self.step} to continue, or overwrite=true to start afresh")
+            if acc.is_main_process:
+                warnings += metrics_problems(self.logger.path, self.step)
+                for w in warnings:
+                    print(f"promptloop.train: warning: {w}", file=sys.stderr)
             self.logger.truncate_after(self.step)
             if acc.is_main_process:
                 print(f"promptloop.train: resumed from {path} at step {self.step}")
@@ -464,10 +472,12 @@ class GRPOTrainer:
         with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
             torch.manual_seed(derive_seed(cfg.seed, s, "update", acc.process_index) % (2**63))
             batch = self.rollout(s)
+            fault_point("rollout", s + 1)
             t1 = time.perf_counter()
             self.score(batch)
             t2 = time.perf_counter()
             upd = self.update(batch)
+            fault_point("update", s + 1)
         t3 = time.perf_counter()
         self.step = s + 1
         record: dict[str, Any] = {"step": self.step, "kind": "train"}
@@ -498,6 +508,7 @@ class GRPOTrainer:
         while self.step < cfg.steps:
             last = self.train_step()
             self.logger.log(last)
+            fault_point("metrics", self.step)
             bar.update(1)
             bar.set_postfix(reward=f"{last.get('reward/total/mean', float('nan')):.3f}", kl=f"{last['kl']:.4f}",
                             clip=f"{last['clip_fraction']:.2f}")

@@ -9,8 +9,10 @@ DDIM's update on timesteps shifted towards high noise (`world.scheduler.ShiftedE
 The shipped folder holds `unet/`, `vae/`, `scheduler/`, `text_binder/` and `model_index.json`;
 `load_backbone` adds the text encoder and tokenizer from the package. The text binder
 (`world.text_binder`) is a small trainable layer stack between MiniLM and the UNet that tells the
-UNet which colour goes with which shape; a folder without `text_binder/` (backbones made before it)
-conditions on the MiniLM states directly.
+UNet which colour goes with which shape. `model_index.json` records whether the backbone has one
+(`promptloop_text_binder`): a folder that records true but lacks `text_binder/` is an error (not a
+different, weaker model); only a genuinely old folder (no record) without it conditions on MiniLM directly.
+Saving writes the folder's integrity manifest (`promptloop.integrity`); loading checks it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from promptloop.integrity import IntegrityError, verify_folder, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +197,7 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
         "promptloop_text_binder": binder is not None,  # text_binder/: promptloop.world.text_binder.TextBinder
     }
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_manifest(out)
 
 
 def load_backbone(path: str | Path | None = None, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
@@ -216,6 +221,17 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     for sub in ("unet", "vae", "scheduler"):
         if not (folder / sub).is_dir():
             raise BackboneLoadError(f"backbone folder {folder} lacks '{sub}/': not a world backbone or incomplete")
+    has_binder = _records_text_binder(folder)
+    if has_binder and not (folder / "text_binder").is_dir():
+        raise BackboneLoadError(f"backbone folder {folder} lacks 'text_binder/', which its model_index.json requires "
+                                "(promptloop_text_binder: true): the folder is incomplete")
+    if has_binder is False and (folder / "text_binder").is_dir():
+        raise BackboneLoadError(f"backbone folder {folder} holds 'text_binder/' but its model_index.json records "
+                                "promptloop_text_binder: false")
+    try:
+        verify_folder(folder, "backbone folder")
+    except IntegrityError as e:
+        raise BackboneLoadError(str(e)) from None
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
@@ -233,6 +249,18 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     cache_cross_attention(unet)
     pipe = assemble_pipeline(unet.eval(), vae.eval(), scheduler, tokenizer, text_encoder.to(dtype))
     return pipe.to(device)
+
+
+def _records_text_binder(folder: Path) -> bool | None:
+    """What the folder's model_index.json records about its text binder (None: nothing, an old folder)."""
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BackboneLoadError(f"backbone folder {folder}: model_index.json is not valid JSON ({e})") from None
+    value = index.get("promptloop_text_binder") if isinstance(index, dict) else None
+    return None if value is None else bool(value)
 
 
 @torch.no_grad()

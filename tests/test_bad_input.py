@@ -1,0 +1,348 @@
+"""Bad-input suite (issue 21): every case ends in exit code 2 and one specific `error:` line, no traceback.
+
+Table-driven, in process. CLI and config cases call `promptloop.cli.main`; model folders, images and
+rewards are driven through the same `run_command` error path the CLI uses (so the exit code and the line
+are the ones a user sees). Model folders are copies of the shipped ones with one defect each.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from promptloop.cli import _known_errors, main
+from promptloop.cli_runner import run_command
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets" / "world"
+TINY_TRAIN = ["pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava", "pipeline.num_inference_steps=4",
+              "loop.num_refinements=2", "data.eval=null", "grpo.queries_per_step=2", "grpo.num_generations=2",
+              "logging.progress_bar=false", "logging.plot=false", "rewards={proxy: 1.0}"]
+
+
+def _cli(capsys: pytest.CaptureFixture[str], argv: list[str]) -> tuple[int, str]:
+    try:
+        code = main(argv)
+    except SystemExit as e:  # argparse's own errors
+        code = int(e.code or 0)
+    _, err = capsys.readouterr()
+    return code, err
+
+
+def _assert_one_line(code: int, err: str, message: str) -> None:
+    err = err.replace("\r", "\n")  # progress bars (model loading) are not error lines
+    lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith(("promptloop.train: warning", "  "))
+             and "Warning" not in ln and "it/s]" not in ln]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "error:" in lines[0] and message in lines[0], lines[0]
+
+
+def _check_all(cases: list[tuple[str, Any, str]], run: Callable[[Any], tuple[int, str]]) -> None:
+    """Run each (name, input, message) case; the failure names the case."""
+    for name, given, message in cases:
+        code, err = run(given)
+        try:
+            _assert_one_line(code, err, message)
+        except AssertionError as e:
+            raise AssertionError(f"case {name!r}: {e}") from None
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Prompt files, YAML configs and plain files with one defect each."""
+    d = tmp_path_factory.mktemp("bad")
+    (d / "a_file").write_text("x")
+    (d / "prompts.pdf").write_text("a red circle\n")
+    (d / "bad.jsonl").write_text('{"prompt": "a red circle"}\n{oops\n')
+    (d / "nonstr.jsonl").write_text('{"prompt": 3}\n')
+    (d / "bad.csv").write_text("prompt,extra\na red circle,1\na blue square\n")
+    (d / "latin1.txt").write_bytes("a red circle\nun caf\xe9\n".encode("latin-1"))
+    (d / "long.txt").write_text("a red circle\n" + " ".join(["red"] * 3000) + "\n")
+    (d / "wide.txt").write_text("a red circle\n" + "x" * 2500 + "\n")
+    (d / "empty.txt").write_text("# only a comment\n\n")
+    (d / "nul.txt").write_text("a red\x00 circle\n")
+    (d / "bad.yaml").write_text("grpo: {beta: [1,\n")
+    (d / "list.yaml").write_text("- 1\n- 2\n")
+    (d / "unknown.yaml").write_text("grpo:\n  betta: 0.1\n")
+    (d / "inf.yaml").write_text("grpo:\n  learning_rate: .inf\n")
+    return d
+
+
+def _cases_cli(f: Path) -> list[tuple[str, list[str], str]]:
+    g = ["generate", "a red circle"]
+    cuda = torch.cuda.is_available()
+    return [
+        ("guidance nan", [*g, "--guidance", "nan"], "--guidance: expected a finite number >= 0, got nan"),
+        ("guidance -5", [*g, "--guidance", "-5"], "expected a finite number >= 0, got -5"),
+        ("guidance inf", [*g, "--guidance", "inf"], "expected a finite number >= 0, got inf"),
+        ("guidance text", [*g, "--guidance", "strong"], "got 'strong'"),
+        ("room guidance nan", ["world", "room", "--guidance", "nan"], "expected a finite number >= 0, got nan"),
+        ("backbone-eval guidance -1", ["world", "backbone-eval", "--guidance", "-1"], "expected a finite number >= 0"),
+        ("compare guidance inf", ["eval", "compare", "--guidance", "inf"], "expected a finite number >= 0, got inf"),
+        ("device bogus", [*g, "--device", "bogus"], "--device: unknown device 'bogus'"),
+        ("device cuda:99", [*g, "--device", "cuda:99"],
+         "only" if cuda else "no CUDA GPU is available here"),
+        ("device cuda", [*g, "--device", "cuda" if not cuda else "mps"],
+         "no CUDA GPU is available here" if not cuda else "MPS is not available"),
+        ("device xla", [*g, "--device", "meta"], "unsupported device 'meta'"),
+        ("dtype int8", [*g, "--dtype", "int8"], "invalid choice: 'int8'"),
+        ("num-images 0", [*g, "--num-images", "0"], "expected a positive integer, got 0"),
+        ("steps 1", [*g, "--steps", "1", "--refine", "0"], "--steps must be at least 2"),
+        ("query 3000 words", ["generate", " ".join(["red"] * 3000)], "query: the prompt has 3000 words, the limit is 200"),
+        ("query 2500 chars", ["generate", "x" * 2500], "query: the prompt has 2500 characters, the limit is 2000"),
+        ("query NUL", ["generate", "a red\x00 circle"], "query: NUL byte in the prompt"),
+        ("negative prompt 300 words", [*g, "--negative-prompt", " ".join(["blur"] * 300)],
+         "--negative-prompt: the prompt has 300 words"),
+        ("argv not UTF-8", ["generate", "a red \udcff circle"], "argument 2 ('a red \ufffd circle') is not valid UTF-8"),
+        ("train argv not UTF-8", ["train", "output_dir=/tmp/\udcfe"], "is not valid UTF-8"),
+        ("out is a file", [*g, "--out", str(f / "a_file")], f"--out {f / 'a_file'}: exists and is a file, not a folder"),
+        ("out below a file", [*g, "--out", str(f / "a_file" / "sub")], "is a file, not a folder"),
+        ("unknown command", ["paint"], "invalid choice: 'paint'"),
+        ("prompts set bogus", ["world", "prompts", "bogus"], "invalid choice: 'bogus'"),
+        ("overhead batch 0", ["bench", "overhead", "--batch", "0"], "expected a positive integer, got 0"),
+        ("manifests not a folder", ["world", "write-manifests", str(f / "a_file")], "not a folder"),
+    ]
+
+
+def _cases_config(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    t = ["train", f"output_dir={tmp / 'cfg'}"]
+    return [
+        ("lr inf", [*t, "grpo.learning_rate=.inf"], "grpo.learning_rate: expected a finite number, got inf"),
+        ("beta nan", [*t, "grpo.beta=.nan"], "grpo.beta: expected a finite number, got nan"),
+        ("adam_eps inf (yaml)", ["train", str(f / "inf.yaml")], "grpo.learning_rate: expected a finite number, got inf"),
+        ("guidance_scale -1", [*t, "pipeline.guidance_scale=-1"], "pipeline.guidance_scale: must be >= 0"),
+        ("temperature 0", [*t, "policy.temperature=0"], "policy.temperature: must be > 0"),
+        ("top_p 2", [*t, "policy.top_p=2"], "policy.top_p: must be in (0, 1]"),
+        ("unknown key", [*t, "bogus=1"], "unknown key 'bogus'"),
+        ("unknown key in yaml", ["train", str(f / "unknown.yaml")], "unknown key 'betta'"),
+        ("yaml not valid", ["train", str(f / "bad.yaml")], "not valid YAML"),
+        ("yaml a list", ["train", str(f / "list.yaml")], "the top level must be a mapping"),
+        ("config missing", ["train", str(f / "missing.yaml")], "config file not found"),
+        ("num_generations 1", [*t, "grpo.num_generations=1"], "grpo.num_generations: must be >= 2"),
+        ("steps 0", [*t, "steps=0"], "steps: must be >= 1, got 0"),
+        ("batch too large", [*t, "grpo.queries_per_step=1000", "grpo.num_generations=100"],
+         "100000 trajectories per step, the limit is 4096"),
+        ("micro batch too large", [*t, "grpo.micro_batch_size=5000"], "grpo.micro_batch_size: must be in 1..1024"),
+        ("batch against memory", [*t, "pipeline.height=4096", "pipeline.width=4096", "grpo.queries_per_step=64",
+                                  "grpo.num_generations=16"], "GiB, more than half of this machine's"),
+        ("eval batch too large", [*t, "eval.num_queries=100", "eval.seeds_per_query=100"],
+         "eval.seeds_per_query = 10000, the limit is 4096"),
+        ("resume + overwrite", [*t, "resume=true", "overwrite=true"], "overwrite: cannot be combined with resume"),
+        ("reward weight nan", [*t, "rewards={alignment: .nan}"], "rewards.alignment: weight must be finite, got nan"),
+        ("kwargs without weight", [*t, "reward_kwargs={proxy: {}}"], "options for a reward without a weight"),
+        ("refinements > steps", [*t, "loop.num_refinements=50"], "loop.num_refinements: must be in 1..19"),
+        ("height not /8", [*t, "pipeline.height=30"], "pipeline.height: must be a positive multiple of 8"),
+        ("output_dir a file", ["train", f"output_dir={f / 'a_file'}"], "output_dir " + str(f / "a_file") +
+         ": exists and is a file"),
+        ("steps type", [*t, "steps=many"], "steps: expected an integer, got 'many'"),
+    ]
+
+
+def _cases_prompts(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    t = ["train", f"output_dir={tmp / 'prm'}", *TINY_TRAIN]
+    return [
+        ("prompt file missing", [*t, f"data.train={f / 'nope.txt'}"], "prompt file not found"),
+        ("prompt file type", [*t, f"data.train={f / 'prompts.pdf'}"], "unknown prompt file type '.pdf'"),
+        ("jsonl bad line", [*t, f"data.train={f / 'bad.jsonl'}"], "bad.jsonl:2: not valid JSON"),
+        ("jsonl non-string", [*t, f"data.train={f / 'nonstr.jsonl'}"], "field 'prompt' is not a string: 3"),
+        ("csv row width", [*t, f"data.train={f / 'bad.csv'}"], "bad.csv:3: 1 fields, the header has 2"),
+        ("txt not UTF-8", [*t, f"data.train={f / 'latin1.txt'}"], "not UTF-8 text"),
+        ("txt 3000 words", [*t, f"data.train={f / 'long.txt'}"], "prompt 2: the prompt has 3000 words, the limit is 200"),
+        ("txt 2500 chars", [*t, f"data.train={f / 'wide.txt'}"], "prompt 2: the prompt has 2500 characters"),
+        ("txt NUL", [*t, f"data.train={f / 'nul.txt'}"], "NUL byte in prompt"),
+        ("no prompts", [*t, f"data.train={f / 'empty.txt'}"], "holds no prompts"),
+        ("world set bogus", [*t, "data.train=world:bogus"], "prompt source 'world:bogus'"),
+    ]
+
+
+def test_cli_config_and_prompt_file_cases(capsys: pytest.CaptureFixture[str], files: Path, tmp_path: Path) -> None:
+    cases = _cases_cli(files) + _cases_config(files, tmp_path) + _cases_prompts(files, tmp_path)
+    assert len(cases) >= 55
+    _check_all(cases, lambda argv: _cli(capsys, argv))
+
+
+def test_filesystem_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tempfile
+
+    def refuse(code: int) -> Callable[..., Any]:
+        def mkstemp(*a: Any, **k: Any) -> Any:
+            raise OSError(code, "refused", str(k.get("dir", "")))
+        return mkstemp
+
+    cases = [(errno.EROFS, "read-only file system (choose a writable output folder)"),
+             (errno.EACCES, "permission denied"), (errno.ENOSPC, "no space left on device")]
+    for code, message in cases:
+        with monkeypatch.context() as m:
+            m.setattr(tempfile, "mkstemp", refuse(code))
+            got, err = _cli(capsys, ["generate", "a red circle", "--out", str(tmp_path / "ro")])
+            _assert_one_line(got, err, f"--out {tmp_path / 'ro'}: cannot write there")
+            _assert_one_line(got, err, message)
+            got, err = _cli(capsys, ["train", f"output_dir={tmp_path / 'ro2'}"])
+            _assert_one_line(got, err, message)
+
+    def disk_full() -> dict[str, Any]:
+        raise OSError(errno.ENOSPC, "No space left on device", "/data/out/image_0.png")
+
+    assert run_command("promptloop", disk_full, _known_errors, False) == 2
+    _assert_one_line(2, capsys.readouterr().err, "/data/out/image_0.png: no space left on device (free some space")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# model folders, policy outputs, images, rewards: through the CLI's error path
+# ----------------------------------------------------------------------------------------------------------------------
+def _flip(path: Path, at: int = -1000) -> None:
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("folders")
+    out: dict[str, Path] = {}
+
+    def copy(src: str, name: str) -> Path:
+        out[name] = shutil.copytree(ASSETS / src, d / name)
+        return out[name]
+
+    shutil.rmtree(copy("backbone", "no_binder") / "text_binder")
+    b = copy("backbone", "binder_false")
+    index = json.loads((b / "model_index.json").read_text())
+    (b / "model_index.json").write_text(json.dumps({**index, "promptloop_text_binder": False}))
+    (b / "promptloop_manifest.json").unlink()
+    _flip(copy("backbone", "flipped") / "unet" / "diffusion_pytorch_model.safetensors")
+    (copy("backbone", "lost_file") / "vae" / "config.json").unlink()
+    (copy("backbone", "bad_manifest") / "promptloop_manifest.json").write_text("{nope")
+    _truncate(copy("policy", "pol_trunc") / "model.safetensors")
+    p = copy("policy", "pol_trunc_nomanifest")
+    _truncate(p / "model.safetensors")
+    (p / "promptloop_manifest.json").unlink()
+    _truncate(copy("policy_grpo", "ada_trunc") / "adapter_model.safetensors")
+    for name, value in (("evil", "promptloop.cli:main"), ("evil_os", "os:system")):
+        p = copy("policy", name)
+        cfg = json.loads((p / "promptloop_policy.json").read_text())
+        (p / "promptloop_policy.json").write_text(json.dumps({**cfg, "validator": value}))
+        (p / "promptloop_manifest.json").unlink()  # the attack does not need to keep the manifest
+    p = copy("policy", "json_broken")
+    (p / "promptloop_policy.json").write_text("{")
+    (p / "promptloop_manifest.json").unlink()
+    p = copy("policy", "bad_header")
+    (p / "model.safetensors").write_bytes(struct.pack("<Q", 10**9) + b"{}")
+    (p / "promptloop_manifest.json").unlink()
+    return out
+
+
+def _api_error(capsys: pytest.CaptureFixture[str], call: Callable[[], Any]) -> tuple[int, str]:
+    code = run_command("promptloop", lambda: (call(), None)[1], _known_errors, False)
+    return code, capsys.readouterr().err
+
+
+def test_model_folder_cases(capsys: pytest.CaptureFixture[str], folders: dict[str, Path]) -> None:
+    from promptloop.policy.vlm import VLMPolicy
+    from promptloop.world.backbone import load_backbone
+
+    cases: list[tuple[str, Callable[[], Any], str]] = [
+        ("backbone without text binder", lambda: load_backbone(folders["no_binder"]),
+         "lacks 'text_binder/', which its model_index.json requires"),
+        ("binder present, index says none", lambda: load_backbone(folders["binder_false"]),
+         "holds 'text_binder/' but its model_index.json records promptloop_text_binder: false"),
+        ("backbone flipped byte", lambda: load_backbone(folders["flipped"]),
+         "unet/diffusion_pytorch_model.safetensors does not match its recorded sha256"),
+        ("backbone file missing", lambda: load_backbone(folders["lost_file"]), "file vae/config.json is missing"),
+        ("backbone manifest broken", lambda: load_backbone(folders["bad_manifest"]),
+         "promptloop_manifest.json is not a valid manifest"),
+        ("policy truncated", lambda: VLMPolicy.from_pretrained(folders["pol_trunc"]),
+         "model.safetensors has 2173692 bytes, expected 4347384"),
+        ("policy truncated, no manifest", lambda: VLMPolicy.from_pretrained(folders["pol_trunc_nomanifest"]),
+         "safetensors file has 2173692 bytes, its header describes 4347384 (truncated)"),
+        ("adapter truncated", lambda: VLMPolicy.from_pretrained(folders["ada_trunc"]),
+         "adapter_model.safetensors has 174344 bytes, expected 348688"),
+        ("policy names promptloop.cli:main", lambda: VLMPolicy.from_pretrained(folders["evil"]),
+         "validator 'promptloop.cli:main' is not a registered policy callable"),
+        ("policy names os:system", lambda: VLMPolicy.from_pretrained(folders["evil_os"]),
+         "validator 'os:system' is not a registered policy callable"),
+        ("policy json broken", lambda: VLMPolicy.from_pretrained(folders["json_broken"]),
+         "promptloop_policy.json: not valid JSON"),
+        ("safetensors header", lambda: VLMPolicy.from_pretrained(folders["bad_header"]),
+         "not a valid safetensors file"),
+    ]
+    _check_all(cases, lambda call: _api_error(capsys, call))
+
+
+def test_generate_refuses_bad_folders_end_to_end(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    g = ["generate", "a red circle", "--steps", "4", "--refine", "1", "--out", str(tmp_path / "g")]
+    code, err = _cli(capsys, [*g, "--pipeline", f"world:{folders['no_binder']}"])
+    _assert_one_line(code, err, "lacks 'text_binder/'")
+    code, err = _cli(capsys, [*g, "--policy", str(folders["ada_trunc"])])
+    _assert_one_line(code, err, "adapter_model.safetensors has 174344 bytes")
+
+
+def test_shipped_folders_carry_valid_manifests(capsys: pytest.CaptureFixture[str]) -> None:
+    from promptloop.integrity import MANIFEST_FILE
+
+    for name in ("backbone", "policy", "policy_feedforward", "policy_grpo"):
+        assert (ASSETS / name / MANIFEST_FILE).is_file(), name
+    assert main(["world", "write-manifests", "--check", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out).values()) == {"ok"}
+
+
+def test_images_rewards_and_policy_output_cases(capsys: pytest.CaptureFixture[str]) -> None:
+    from promptloop.loop.sampler import PromptLoopSampler
+    from promptloop.loop.testing import tiny_sd_pipeline
+    from promptloop.policy.base import PolicyInput, PolicyOutput
+    from promptloop.rewards import CombinedReward, get_reward
+
+    q = ["a red circle", "a blue square"]
+    ok = np.zeros((2, 32, 32, 3), dtype=np.float32)
+
+    class ShortPolicy:  # returns one prompt for a batch of two
+        def propose(self, inp: PolicyInput) -> PolicyOutput:
+            return PolicyOutput(prompts=[inp.current_prompts[0]])
+
+    pipe = tiny_sd_pipeline()
+    cases: list[tuple[str, Callable[[], Any], str]] = [
+        ("image 4x4", lambda: CombinedReward({"proxy": 1.0})(np.zeros((2, 4, 4, 3), np.float32), q),
+         "reward images: image height 4 px is outside 8..4096 px"),
+        ("tensor 5000 wide", lambda: CombinedReward({"proxy": 1.0})(torch.zeros(2, 3, 8, 5000), q),
+         "image width 5000 px is outside 8..4096 px"),
+        ("count mismatch", lambda: CombinedReward({"proxy": 1.0})(ok, q[:1]), "2 images for 1 queries"),
+        ("not a batch", lambda: CombinedReward({"proxy": 1.0})(np.zeros((32, 32, 3), np.float32), q),
+         "expected a batch (N, 3, H, W) or (N, H, W, 3)"),
+        ("unknown reward", lambda: get_reward("beauty"), "unknown reward 'beauty'"),
+        ("unknown reward option", lambda: CombinedReward({"alignment": 1.0}, reward_kwargs={"alignment": {"bogus": 1}}),
+         "reward_kwargs.alignment: unknown option(s) 'bogus'"),
+        ("sampler guidance nan", lambda: PromptLoopSampler(pipe, None, mode="none")(q, num_inference_steps=2,
+                                                                                   guidance_scale=float("nan")),
+         "guidance_scale: expected a finite number >= 0, got nan"),
+        ("policy output count", lambda: PromptLoopSampler(pipe, ShortPolicy(), mode="feedback", num_refinements=1)(
+            q, num_inference_steps=3), "policy returned 1 prompts for a batch of 2"),
+    ]
+    _check_all(cases, lambda call: _api_error(capsys, call))
+
+
+def test_config_errors_come_before_heavy_imports() -> None:
+    """`promptloop train` reports a config error without importing torch, diffusers or transformers."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from promptloop.cli import main; rc = main(['train', 'grpo.learning_rate=.inf']); "
+            "heavy = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules]; print(rc, heavy)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert p.stdout.strip() == "2 []", p.stdout
+    assert p.stderr.strip() == ("promptloop: error: defaults + overrides: grpo.learning_rate: expected a finite "
+                                "number, got inf")

@@ -1,0 +1,187 @@
+"""Fault injection and resume semantics of training (issue 21), on tiny random models in process.
+
+A crash hook (`promptloop.train.faults`) raises a BaseException at named points — after a rollout, after
+an update, after a metrics row, and inside checkpoint writes — at seeded steps; the run is then resumed
+with resume=true and must end bit-identical to an uninterrupted run (LoRA weights, optimizer state and
+metrics rows). A patched writer raising ENOSPC checks that a full disk leaves no partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import random
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from promptloop.cli import main
+from promptloop.train import faults, load_config, read_metrics, train
+from promptloop.train.checkpoint import list_checkpoints
+
+STEPS = 3
+BASE = ["pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava", "pipeline.num_inference_steps=4",
+        "loop.num_refinements=2", "data.train=world:train", "data.eval=null", "grpo.queries_per_step=2",
+        "grpo.num_generations=2", "grpo.learning_rate=0.001", "rewards={proxy: 1.0}", "logging.progress_bar=false",
+        "logging.plot=false", "checkpoint.every=1", "checkpoint.keep=0", "checkpoint.save_final_policy=false",
+        "seed=3"]
+
+
+def _run(out: Path, *extra: str) -> Any:
+    return train(load_config(None, [*BASE, f"output_dir={out}", f"steps={STEPS}", *extra]))
+
+
+def _final_state(out: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], list[dict[str, Any]]]:
+    last = list_checkpoints(out)[-1]
+    adapter = load_file(str(last / "policy" / "adapter_model.safetensors"))
+    optim = torch.load(last / "optimizer.pt", weights_only=True)
+    rows = [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(out / "metrics.jsonl")]
+    return adapter, optim, rows
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    out = tmp_path_factory.mktemp("faults") / "reference"
+    _run(out)
+    return out, _final_state(out)
+
+
+@pytest.fixture
+def crash_at() -> Iterator[Any]:
+    def arm(*targets: tuple[str, int]) -> list[tuple[str, int]]:
+        pending = list(targets)
+
+        def hook(point: str, step: int) -> None:
+            if pending and (point, step) == pending[0]:
+                pending.pop(0)
+                raise faults.SimulatedCrash(f"{point}@{step}")
+
+        faults.hook = hook
+        return pending
+
+    yield arm
+    faults.hook = None
+
+
+def _plan(seed: int = 21) -> list[tuple[str, int]]:
+    """Every fault point once, each at a seeded step (the checkpoint points are inside checkpoint writes)."""
+    rng = random.Random(seed)
+    return [(p, rng.randint(1, STEPS)) for p in faults.POINTS]
+
+
+def test_killed_at_seeded_points_resumes_bit_identically(reference: tuple[Path, Any], tmp_path: Path,
+                                                          crash_at: Any) -> None:
+    _, (adapter, optim, rows) = reference
+    plan = _plan()
+    assert len(plan) >= 5 and sum(p.startswith("checkpoint:") for p, _ in plan) >= 3
+    for point, step in plan:
+        out = tmp_path / f"{point.replace(':', '_')}-{step}"
+        crash_at((point, step))
+        with pytest.raises(faults.SimulatedCrash):
+            _run(out)
+        faults.hook = None
+        _run(out, "resume=true")
+        assert not any(p.name.startswith(".tmp-") for p in (out / "checkpoints").iterdir()), point
+        got_adapter, got_optim, got_rows = _final_state(out)
+        assert _same(got_adapter, adapter), (point, step, "adapter")
+        assert _same(got_optim, optim), (point, step, "optimizer")
+        assert got_rows == rows, (point, step, "metrics")
+
+
+def test_three_crashes_in_one_run_resume_bit_identically(reference: tuple[Path, Any], tmp_path: Path,
+                                                         crash_at: Any) -> None:
+    _, (adapter, optim, rows) = reference
+    out = tmp_path / "thrice"
+    for target in (("update", 1), ("checkpoint:state", 2), ("checkpoint:policy", 3)):
+        crash_at(target)
+        with pytest.raises(faults.SimulatedCrash):
+            _run(out, "resume=true")
+    faults.hook = None
+    _run(out, "resume=true")
+    got = _final_state(out)
+    assert _same(got[0], adapter) and _same(got[1], optim) and got[2] == rows
+
+
+def test_disk_full_during_a_checkpoint_leaves_no_partial_one(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptloop.train import checkpoint
+
+    real_save = torch.save
+
+    def full_disk(obj: Any, f: Any, *a: Any, **k: Any) -> None:
+        if str(f).endswith("optimizer.pt"):
+            Path(f).write_bytes(b"partial")  # what a full disk leaves: a short file, then ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(checkpoint.torch, "save", full_disk)
+    out = tmp_path / "full"
+    code = main(["train", *BASE, f"output_dir={out}", "steps=1"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = [ln for ln in err.splitlines() if "error:" in ln][0]
+    assert "cannot write checkpoint" in line and "step-00000001" in line and "no space left on device" in line
+    assert "the partial .tmp-step-00000001 was removed" in line
+    assert [p.name for p in (out / "checkpoints").iterdir()] == []
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# resume semantics through the CLI
+# ----------------------------------------------------------------------------------------------------------------------
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["train", *BASE, *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_resume_semantics(reference: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ref, (_, _, rows) = reference
+    # an explicit path wins over --resume
+    run = shutil.copytree(ref, tmp_path / "explicit")
+    first = run / "checkpoints" / "step-00000001"
+    code, out, _ = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", f"resume={first}", "--resume")
+    assert code == 0 and f"resumed from {first} at step 1" in out
+    # steps below the checkpoint is an error
+    code, _, err = _cli(capsys, f"output_dir={run}", "steps=1", "--resume")
+    assert code == 2 and f"steps=1 is below the step {STEPS} of checkpoint" in err
+    # a broken latest checkpoint and a stray folder: reported, the newest valid one is used
+    run = shutil.copytree(ref, tmp_path / "broken")
+    (run / "checkpoints" / f"step-{STEPS:08d}" / "optimizer.pt").write_bytes(b"torn")
+    (run / "checkpoints" / "step-00000009").mkdir()
+    code, out, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", "--resume")
+    assert code == 0, err
+    assert "warning: skipping a broken checkpoint: corrupt checkpoint" in err and "step-00000009" in err
+    assert "optimizer.pt has 4 bytes" in err and f"resumed from {run / 'checkpoints' / 'step-00000002'}" in out
+    assert [{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(run / "metrics.jsonl")] \
+        == rows  # continued from step 2: the same run
+    # an explicit broken path: an error offering the newest valid checkpoint
+    run = shutil.copytree(ref, tmp_path / "offer")
+    (run / "checkpoints" / f"step-{STEPS:08d}" / "trainer_state.json").write_text("{")
+    code, _, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", f"resume={run / 'checkpoints' / 'step-00000003'}")
+    assert code == 2 and "not valid JSON" in err and "the newest valid checkpoint is" in err and "step-00000002" in err
+    # nothing valid at all
+    for cp in list_checkpoints(run):
+        (cp / "trainer_state.json").write_text("{")
+    code, _, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", "--resume")
+    assert code == 2 and "no valid checkpoint in" in err
+    # metrics.jsonl cut in the middle: the lost rows are named
+    run = shutil.copytree(ref, tmp_path / "metrics")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text(lines[0][:15] + "\n" + "\n".join(lines[1:]) + "\n")
+    code, _, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", "--resume")
+    assert code == 0
+    assert "line(s) 1 are not valid JSON" in err and "lacks the train rows of step(s) 1 of the checkpoint at step 3" in err
