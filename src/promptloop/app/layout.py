@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,27 @@ def enlarge(image: Image.Image, size: int = DISPLAY) -> Image.Image:
     return image.resize((image.width * scale, image.height * scale), Image.Resampling.NEAREST)
 
 
+IMAGE_DIR = Path(tempfile.mkdtemp(prefix="promptloop-app-"))  # shown images, each written once (see ImageFiles)
+
+
+class ImageFiles:
+    """Each image of a session written once, as an enlarged PNG, and shown by its path.
+
+    Gradio writes a PIL value to its cache again at every update, even when unchanged, and a browser reading
+    that file meanwhile gets a truncated image; a file path it copies once."""
+
+    def __init__(self) -> None:
+        self._paths: dict[int, tuple[Image.Image, str]] = {}
+
+    def path(self, image: Image.Image) -> str:
+        if id(image) not in self._paths:
+            fd, name = tempfile.mkstemp(suffix=".png", dir=IMAGE_DIR)
+            with os.fdopen(fd, "wb") as fh:
+                enlarge(image).save(fh, format="PNG")
+            self._paths[id(image)] = (image, name)  # the image is kept so that its id stays its own
+        return self._paths[id(image)][1]
+
+
 def status_html(text: str, fraction: float, error: bool = False) -> str:
     if error:
         return f'<div class="error">{html.escape(text)}</div>'
@@ -56,14 +78,20 @@ def _prompt_rows(state: LiveState) -> list[list[Any]]:
     return rows
 
 
-def render(state: LiveState) -> tuple[Any, ...]:
-    """The values of the Sample tab's outputs for one snapshot of the session."""
-    previews = [(enlarge(r.preview), f"{r.progress:.0%}: {r.prompt}") for r in state.refinements if r.preview is not None]
+def render(state: LiveState, files: ImageFiles, shown: tuple[int, int, int] | None = None) -> tuple[Any, ...]:
+    """The values of the Sample tab's outputs for one snapshot of the session; outputs unchanged since the
+    snapshot `shown` (row, refinements, results) are skipped."""
+    key = (state.row, len(state.refinements), len(state.results))
+    new_refinements = shown is None or key[:2] != shown[:2]
+    new_results = shown is None or key[2] != shown[2]
+    skip = gr.skip()
+    previews = [(files.path(r.preview), f"{r.progress:.0%}: {r.prompt}") for r in state.refinements
+                if r.preview is not None]
     final = reward_md = None
     parts: list[list[str]] = []
     if state.results:
         last = state.results[-1]
-        final = enlarge(last.image)
+        final = files.path(last.image)
         s = last.score
         head = f"**{last.label}**: reward **{s.total:.3f}**" if s.total is not None else f"**{last.label}**: {s.note}"
         lines = [head, "", f"final prompt: `{last.trajectory.final_prompt}`"]
@@ -71,16 +99,16 @@ def render(state: LiveState) -> tuple[Any, ...]:
             lines += ["", "found in the image: " + "; ".join(s.detections)]
         reward_md = "\n".join(lines)
         parts = [[k, v] for k, v in s.parts]
-    compare = [(enlarge(r.image), f"{r.label}: " + (f"{r.score.total:.3f}" if r.score.total is not None else "n/a")
+    compare = [(files.path(r.image), f"{r.label}: " + (f"{r.score.total:.3f}" if r.score.total is not None else "n/a")
                 + f" | {r.trajectory.final_prompt}") for r in state.results]
     return (
         status_html(state.status(), state.fraction, bool(state.error)),
-        previews,
-        _prompt_rows(state),
-        final,
-        reward_md or "",
-        parts,
-        gr.Gallery(value=compare, visible=len(state.rows) > 1),
+        previews if new_refinements else skip,
+        _prompt_rows(state) if new_refinements else skip,
+        final if new_results else skip,
+        (reward_md or "") if new_results else skip,
+        parts if new_results else skip,
+        gr.Gallery(value=compare, visible=len(state.rows) > 1) if new_results else skip,
     )
 
 
@@ -89,13 +117,15 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
     store = store or ModelStore()
     examples = _example_queries(store.spec)
 
-    def sample(query: str, seed: float, steps: float, guidance: float | None, mode: str, refinements: float,
+    def sample(query: str, seed: float, steps: float, guidance: str, mode: str, refinements: float,
                schedule: str, negative: str, compare: bool) -> Iterator[tuple[Any, ...]]:
         req = SampleRequest(query=query, seed=seed, steps=steps, guidance=guidance, mode=mode,  # type: ignore[arg-type]
                             refinements=refinements, schedule=schedule, negative_prompt=negative or "",  # type: ignore[arg-type]
                             compare=bool(compare))
+        files, shown = ImageFiles(), None
         for state in stream_session(store.get, req, store.lock):
-            yield render(state)
+            yield render(state, files, shown)
+            shown = (state.row, len(state.refinements), len(state.results))
 
     def load_models(pipeline: str, policy: str, adapter: str, ff_adapter: str, reward: str, device: str,
                     dtype: str) -> str:
@@ -121,8 +151,12 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
         return (html.escape(view.summary()), curves_figure(view.train, view.evals), images,
                 gr.Dataframe(value=rows, headers=headers), config, view.report, view.prompts)
 
-    def filter_prompts(records: list[dict[str, Any]], text: str, min_reward: float | None) -> Any:
-        headers, rows = prompt_table(records or [], text, min_reward)
+    def filter_prompts(records: list[dict[str, Any]], text: str, min_reward: str) -> Any:
+        try:
+            bound = float(min_reward) if (min_reward or "").strip() else None
+        except ValueError:
+            return gr.Dataframe(value=[[f"minimum reward must be a number, got {min_reward!r}"]], headers=["error"])
+        headers, rows = prompt_table(records or [], text, bound)
         return gr.Dataframe(value=rows, headers=headers)
 
     with gr.Blocks(title="PromptLoop") as demo:
@@ -139,7 +173,8 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
                 steps = gr.Number(value=20, precision=0, label=f"steps (2-{MAX_STEPS})", elem_id="steps")
-                guidance = gr.Number(value=None, label="guidance (empty: the model's default)", elem_id="guidance")
+                guidance = gr.Textbox(value="4.0" if store.spec.is_world else "", elem_id="guidance",
+                                      label="guidance (empty: the pipeline's default)")
                 refinements = gr.Number(value=5, precision=0, label="N_R (refinements)", elem_id="refinements")
             with gr.Row():
                 mode = gr.Radio(list(MODES), value="feedback", label="mode", elem_id="mode")
@@ -148,18 +183,21 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                                       elem_id="compare-switch")
             negative = gr.Textbox(label="negative prompt (optional)", elem_id="negative")
             status = gr.HTML(elem_id="status")
-            previews = gr.Gallery(label="x0 previews the policy saw, with the prompt it chose", columns=6,
-                                  height=300, format="png", elem_id="previews")
-            prompts = gr.Dataframe(headers=PROMPT_HEADERS, label="the policy's prompts, step by step",
-                                   interactive=False, wrap=True, elem_id="prompts")
             with gr.Row():
-                final = gr.Image(label="final image", type="pil", format="png", height=260, elem_id="final")
-                with gr.Column():
+                previews = gr.Gallery(label="x0 previews the policy saw, with the prompt it chose", columns=5,
+                                      fit_columns=False, height="auto", object_fit="contain", format="png", scale=3,
+                                      elem_id="previews")
+                final = gr.Image(label="final image", type="pil", format="png", height=240, scale=1, elem_id="final")
+            with gr.Row():
+                prompts = gr.Dataframe(headers=PROMPT_HEADERS, label="the policy's prompts, step by step",
+                                       interactive=False, wrap=True, scale=3, elem_id="prompts")
+                with gr.Column(scale=2):
                     reward = gr.Markdown(elem_id="reward")
                     breakdown = gr.Dataframe(headers=["facts", "satisfied / asserted"], label="reward breakdown",
                                              interactive=False, elem_id="breakdown")
-            compare_gallery = gr.Gallery(label="same seed, side by side", columns=3, height=300, format="png",
-                                         visible=False, elem_id="compare")
+            compare_gallery = gr.Gallery(label="same seed, side by side", columns=3, fit_columns=False,
+                                         height="auto", format="png", object_fit="contain", visible=False,
+                                         elem_id="compare")
             with gr.Accordion("models", open=False):
                 gr.Markdown("`world` is the embedded Shapes world (backbone A + the shipped policies). Otherwise a "
                             "diffusers pipeline / transformers VLM / LoRA adapter by folder or Hub id.")
@@ -189,11 +227,11 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 open_btn = gr.Button("Open", variant="primary", scale=1, elem_id="open-run")
             run_status = gr.HTML(elem_id="run-status")
             curves = gr.Image(label="reward and KL", type="pil", format="png", elem_id="curves")
-            grids = gr.Gallery(label="trajectory grids and figures", columns=3, height=360, format="png",
-                               elem_id="grids")
+            grids = gr.Gallery(label="trajectory grids and figures", columns=4, fit_columns=False, height="auto",
+                               object_fit="contain", format="png", elem_id="grids")
             with gr.Row():
                 p_filter = gr.Textbox(label="filter prompts (text in the query or prompt)", elem_id="prompt-filter")
-                p_min = gr.Number(value=None, label="minimum reward")
+                p_min = gr.Textbox(value="", label="minimum reward (empty: all)", elem_id="prompt-min")
             records = gr.State([])
             p_table = gr.Dataframe(label="prompts and their rewards", interactive=False, wrap=True,
                                    elem_id="run-prompts")
@@ -230,4 +268,4 @@ def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: boo
     """Serve the app at http://host:port (never opens a browser); with block=False return at once."""
     return app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, inbrowser=False, share=False, prevent_thread_lock=not block,
-        show_error=False, ssr_mode=False, theme=gr.themes.Soft(), css=CSS, quiet=True, footer_links=[])
+        show_error=False, ssr_mode=False, allowed_paths=[str(IMAGE_DIR)], theme=gr.themes.Soft(), css=CSS, quiet=True, footer_links=[])

@@ -93,10 +93,11 @@ def find_runs(roots: Sequence[str | Path] = ("runs", "outputs")) -> list[str]:
 _STEP = re.compile(r"(\d+)")
 
 
-def _step_key(path: Path, root: Path) -> tuple[int, str]:
-    rel = str(path.relative_to(root))
-    numbers = _STEP.findall(rel)
-    return (int(numbers[-1]) if numbers else -1, rel)
+def _step_key(path: Path, root: Path) -> tuple[str, int, str]:
+    """Folder by folder; within a folder by the step number in the file's name (figures without one first)."""
+    rel = path.relative_to(root)
+    numbers = _STEP.findall(path.stem)
+    return (str(rel.parent), int(numbers[-1]) if numbers else -1, path.name)
 
 
 def _load_json(path: Path) -> Any:

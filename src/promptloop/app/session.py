@@ -38,7 +38,7 @@ class SampleRequest:
     query: str  # the user's query
     seed: int = 0  # seed of the initial noise (and of the policy's sampling)
     steps: int = 20  # sampling steps
-    guidance: float | None = None  # CFG scale (None: the models' default, 4.0 on the world backbone)
+    guidance: float | str | None = None  # CFG scale (None or "": the models' default, 4.0 on the world backbone)
     mode: str = "feedback"  # one of MODES (ignored with compare)
     refinements: int = 5  # N_R (feedback / no-feedback, and PromptLoop's row of compare)
     schedule: str = "uniform"  # refinement schedule kind: uniform | random (seeded by `seed`)
@@ -68,11 +68,15 @@ def validate_request(req: SampleRequest) -> SampleRequest:
     uses_refinements = req.compare or mode in ("feedback", "no-feedback")
     if uses_refinements and not 0 <= refinements <= steps - 1:
         raise RequestError(f"N_R must be between 0 and {steps - 1} (steps - 1) for {steps} steps, got {refinements}.")
-    guidance = req.guidance
-    if guidance is not None and (not math.isfinite(float(guidance)) or float(guidance) < 0):
-        raise RequestError(f"Guidance must be a finite number >= 0, got {guidance}.")
-    return replace(req, query=query, mode=mode, steps=steps, refinements=refinements, seed=seed,
-                   guidance=None if guidance is None else float(guidance))
+    guidance = None if req.guidance is None or str(req.guidance).strip() == "" else req.guidance
+    if guidance is not None:
+        try:
+            guidance = float(guidance)
+        except ValueError:
+            raise RequestError(f"Guidance must be a number (or empty for the default), got {req.guidance!r}.") from None
+        if not math.isfinite(guidance) or guidance < 0:
+            raise RequestError(f"Guidance must be a finite number >= 0, got {req.guidance}.")
+    return replace(req, query=query, mode=mode, steps=steps, refinements=refinements, seed=seed, guidance=guidance)
 
 
 def _integer(value: Any, label: str) -> int:
