@@ -109,6 +109,22 @@ def _shots(tmp_path: Path) -> Path:
     return folder
 
 
+def _screenshot(driver: Any, path: Path) -> None:
+    """The whole page (the window grown to its height for the shot)."""
+    height = driver.execute_script(
+        "return Math.max(...[...document.querySelectorAll('html, body, gradio-app, .gradio-container, .main, .wrap')]"
+        ".map(e => e.scrollHeight))")
+    driver.set_window_size(1280, min(int(height) + 40, 4000))
+    time.sleep(0.5)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(1280, 1500)
+    from PIL import Image
+
+    with Image.open(path) as shot:  # a 256-colour palette keeps the README's PNGs small
+        small = shot.convert("RGB").quantize(256)
+    small.save(path, optimize=True)
+
+
 def _set_number(driver: Any, elem_id: str, value: int) -> None:
     box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input")
     box.clear()
@@ -139,7 +155,7 @@ def test_sample_tab_streams_previews_prompts_then_final_image(app_url: str, brow
     seen = browser.execute_script("return window.__seen")
     before_final = {s["previews"] for s in seen if s["final"] == 0}
     assert set(range(1, N_R + 1)) <= before_final, before_final
-    browser.save_screenshot(str(_shots(tmp_path) / "app_sample.png"))
+    _screenshot(browser, _shots(tmp_path) / "app_sample.png")
 
     # bad input: a clear message in the page, and the app keeps serving
     _set_number(browser, "steps", 1000)
@@ -161,7 +177,7 @@ def test_compare_switch_shows_three_rows_side_by_side(app_url: str, browser: Any
     captions = browser.find_element(By.ID, "compare").text
     for label in ("base", "feed-forward", "PromptLoop"):
         assert label in captions
-    browser.save_screenshot(str(_shots(tmp_path) / "app_compare.png"))
+    _screenshot(browser, _shots(tmp_path) / "app_compare.png")
 
 
 def test_runs_tab_shows_curves_config_and_bad_path(app_url: str, browser: Any, run_dir: Path, tmp_path: Path) -> None:
@@ -182,4 +198,4 @@ def test_runs_tab_shows_curves_config_and_bad_path(app_url: str, browser: Any, r
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#curves img"))
     assert browser.find_elements(By.CSS_SELECTOR, "#grids img")  # reward_curve.png at least
     wait.until(lambda d: "grpo" in d.find_element(By.ID, "run-config").text)
-    browser.save_screenshot(str(_shots(tmp_path) / "app_runs.png"))
+    _screenshot(browser, _shots(tmp_path) / "app_runs.png")

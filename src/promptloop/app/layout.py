@@ -25,7 +25,9 @@ from promptloop.loop.sampler import MODES  # noqa: E402
 from promptloop.loop.schedule import SCHEDULE_KINDS  # noqa: E402
 
 DISPLAY = 192  # pixels of the longest side of shown images (the world's 32 px, enlarged without smoothing)
-PROMPT_HEADERS = ["run", "after step", "progress", "prompt", "negative prompt", "fallback"]
+PROMPT_HEADERS = ["run", "step", "at", "prompt", "negative prompt", "fallback"]
+COMPARE_HEADERS = ["row", "reward", "final prompt", "seconds"]
+PROMPT_WIDTHS = ["12%", "7%", "7%", "54%", "12%", "8%"]
 CSS = """
 #status .bar {height: 8px; background: #e5e7eb; border-radius: 4px; overflow: hidden; margin: 4px 0;}
 #status .bar > div {height: 100%; background: #6366f1;}
@@ -109,6 +111,9 @@ def render(state: LiveState, files: ImageFiles, shown: tuple[int, int, int] | No
         (reward_md or "") if new_results else skip,
         parts if new_results else skip,
         gr.Gallery(value=compare, visible=len(state.rows) > 1) if new_results else skip,
+        gr.Dataframe(value=[[r.label, "n/a" if r.score.total is None else round(r.score.total, 3),
+                             r.trajectory.final_prompt, round(r.seconds, 1)] for r in state.results],
+                     visible=len(state.rows) > 1) if new_results else skip,
     )
 
 
@@ -167,37 +172,41 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             with gr.Row():
                 query = gr.Textbox(label="query", placeholder="a crimson disc left of a blue box", scale=4,
                                    elem_id="query")
+                negative = gr.Textbox(label="negative prompt (optional)", scale=2, elem_id="negative")
                 run_btn = gr.Button("Sample", variant="primary", scale=1, elem_id="sample-btn")
             if examples:
                 gr.Examples(examples=[[q] for q in examples], inputs=[query], label="example queries (heldout)")
             with gr.Row():
-                seed = gr.Number(value=0, precision=0, label="seed", elem_id="seed")
-                steps = gr.Number(value=20, precision=0, label=f"steps (2-{MAX_STEPS})", elem_id="steps")
-                guidance = gr.Textbox(value="4.0" if store.spec.is_world else "", elem_id="guidance",
-                                      label="guidance (empty: the pipeline's default)")
-                refinements = gr.Number(value=5, precision=0, label="N_R (refinements)", elem_id="refinements")
-            with gr.Row():
-                mode = gr.Radio(list(MODES), value="feedback", label="mode", elem_id="mode")
-                schedule = gr.Radio(list(SCHEDULE_KINDS), value="uniform", label="refinement schedule")
+                seed = gr.Number(value=0, precision=0, label="seed", min_width=80, elem_id="seed")
+                steps = gr.Number(value=20, precision=0, label=f"steps (2-{MAX_STEPS})", min_width=80, elem_id="steps")
+                guidance = gr.Textbox(value="4.0" if store.spec.is_world else "", elem_id="guidance", min_width=80,
+                                      label="guidance (empty: default)")
+                refinements = gr.Number(value=5, precision=0, label="N_R (refinements)", min_width=80,
+                                        elem_id="refinements")
+                mode = gr.Radio(list(MODES), value="feedback", label="mode", scale=2, elem_id="mode")
+                schedule = gr.Radio(list(SCHEDULE_KINDS), value="uniform", label="schedule", scale=1)
                 compare = gr.Checkbox(value=False, label="compare: base, feed-forward and PromptLoop, same seed",
-                                      elem_id="compare-switch")
-            negative = gr.Textbox(label="negative prompt (optional)", elem_id="negative")
+                                      scale=1, elem_id="compare-switch")
             status = gr.HTML(elem_id="status")
             with gr.Row():
                 previews = gr.Gallery(label="x0 previews the policy saw, with the prompt it chose", columns=5,
-                                      fit_columns=False, height="auto", object_fit="contain", format="png", scale=3,
+                                      fit_columns=False, height=230, object_fit="contain", format="png", scale=3,
                                       elem_id="previews")
-                final = gr.Image(label="final image", type="pil", format="png", height=240, scale=1, elem_id="final")
+                final = gr.Image(label="final image", type="pil", format="png", height=230, scale=1, elem_id="final")
             with gr.Row():
-                prompts = gr.Dataframe(headers=PROMPT_HEADERS, label="the policy's prompts, step by step",
-                                       interactive=False, wrap=True, scale=3, elem_id="prompts")
+                prompts = gr.Dataframe(headers=PROMPT_HEADERS, label="the policy's prompts (in force after step)",
+                                       interactive=False, wrap=True, column_widths=PROMPT_WIDTHS, scale=3,
+                                       elem_id="prompts")
                 with gr.Column(scale=2):
                     reward = gr.Markdown(elem_id="reward")
                     breakdown = gr.Dataframe(headers=["facts", "satisfied / asserted"], label="reward breakdown",
                                              interactive=False, elem_id="breakdown")
-            compare_gallery = gr.Gallery(label="same seed, side by side", columns=3, fit_columns=False,
-                                         height="auto", format="png", object_fit="contain", visible=False,
-                                         elem_id="compare")
+            with gr.Row():
+                compare_gallery = gr.Gallery(label="same seed, side by side", columns=3, fit_columns=False,
+                                             height=260, format="png", object_fit="contain", visible=False, scale=1,
+                                             elem_id="compare")
+                compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="compare", interactive=False, wrap=True,
+                                             visible=False, scale=1, elem_id="compare-table")
             with gr.Accordion("models", open=False):
                 gr.Markdown("`world` is the embedded Shapes world (backbone A + the shipped policies). Otherwise a "
                             "diffusers pipeline / transformers VLM / LoRA adapter by folder or Hub id.")
@@ -213,7 +222,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                     m_dtype = gr.Radio(["float32", "bfloat16", "float16"], value=store.spec.dtype, label="dtype")
                     m_btn = gr.Button("Load", elem_id="m-load")
                 m_status = gr.HTML(f"Using: {_describe(store.spec)}", elem_id="model-status")
-            outputs = [status, previews, prompts, final, reward, breakdown, compare_gallery]
+            outputs = [status, previews, prompts, final, reward, breakdown, compare_gallery, compare_table]
             inputs = [query, seed, steps, guidance, mode, refinements, schedule, negative, compare]
             run_btn.click(sample, inputs, outputs, show_progress="hidden")
             query.submit(sample, inputs, outputs, show_progress="hidden")
@@ -227,7 +236,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 open_btn = gr.Button("Open", variant="primary", scale=1, elem_id="open-run")
             run_status = gr.HTML(elem_id="run-status")
             curves = gr.Image(label="reward and KL", type="pil", format="png", elem_id="curves")
-            grids = gr.Gallery(label="trajectory grids and figures", columns=4, fit_columns=False, height="auto",
+            grids = gr.Gallery(label="trajectory grids and figures", columns=4, fit_columns=False, height=360,
                                object_fit="contain", format="png", elem_id="grids")
             with gr.Row():
                 p_filter = gr.Textbox(label="filter prompts (text in the query or prompt)", elem_id="prompt-filter")

@@ -29,6 +29,7 @@ from promptloop.train.logging import METRICS_FILE, read_metrics
 RUN_MARKERS = (METRICS_FILE, "summary.json", "record.json", "config.json")  # a folder holding one is a run
 MAX_DEPTH = 3  # how deep below a run directory files are looked for
 MAX_IMAGES = 64  # trajectory grids / figures shown at most
+MIN_FIGURE_SIDE = 64  # PNGs smaller than this (single samples and previews) are not figures
 MAX_JSON_BYTES = 20 * 2**20  # JSON files larger than this are not read for prompts
 SKIP_DIRS = {"checkpoints", "policy", "rng", "__pycache__"}  # folders of weights and state, never browsed
 PROMPT_COLUMNS = ("step", "query", "prompt")  # the first columns of the prompts table
@@ -98,6 +99,15 @@ def _step_key(path: Path, root: Path) -> tuple[str, int, str]:
     rel = path.relative_to(root)
     numbers = _STEP.findall(path.stem)
     return (str(rel.parent), int(numbers[-1]) if numbers else -1, path.name)
+
+
+def _is_figure(path: Path) -> bool:
+    """A PNG at least MIN_FIGURE_SIDE pixels on its longer side (reads the header only)."""
+    try:
+        with Image.open(path) as im:
+            return max(im.size) >= MIN_FIGURE_SIDE
+    except OSError:
+        return False
 
 
 def _load_json(path: Path) -> Any:
@@ -171,7 +181,7 @@ def read_run(path: str | Path) -> RunView:
         data = _load_json(f) if f is not None else None
         if isinstance(data, dict):
             view.config[name] = data
-    pngs = sorted((f for f in files if f.suffix.lower() == ".png"), key=lambda f: _step_key(f, root))
+    pngs = sorted((f for f in files if f.suffix.lower() == ".png" and _is_figure(f)), key=lambda f: _step_key(f, root))
     view.images = [(f, str(f.relative_to(root))) for f in pngs[:MAX_IMAGES]]
     for f in files:
         if f.suffix in (".json", ".jsonl") and f.name not in (METRICS_FILE, "config.json", "summary.json"):
