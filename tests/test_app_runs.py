@@ -30,7 +30,8 @@ def _record(folder: Path) -> None:
                for k, a in enumerate((1.0, 0.5))]
     (folder / "record.json").write_text(json.dumps({"query": "a red circle", "mode": "feedback", "steps": 20,
                                                     "samples": samples}))
-    Image.new("RGB", (8, 8)).save(folder / "trajectory.png")
+    Image.new("RGB", (320, 160)).save(folder / "trajectory.png")
+    Image.new("RGB", (32, 32)).save(folder / "image_0.png")  # a single sample: not a figure
 
 
 def test_read_a_demo_like_run(tmp_path: Path) -> None:
@@ -40,7 +41,7 @@ def test_read_a_demo_like_run(tmp_path: Path) -> None:
     (root / "summary.json").write_text(json.dumps({"base": 0.8}))
     (root / "report.md").write_text("# report")
     for name in ("eval_step_10.png", "eval_step_2.png"):
-        Image.new("RGB", (8, 8)).save(root / "grpo" / name)
+        Image.new("RGB", (96, 64)).save(root / "grpo" / name)
     view = read_run(root)
     assert [r["step"] for r in view.train] == [1, 2] and [r["step"] for r in view.evals] == [0, 2]
     assert view.checkpoints == ["step-00000002"]
