@@ -227,6 +227,24 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(out_dir=args.out, quick=args.quick)
 
 
+def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        from promptloop.app.layout import build_app, launch
+    except ImportError as e:
+        raise UsageError(f"the app needs gradio ({e}): pip install 'promptloop[app]'") from None
+    from promptloop.app.models import ModelSpec, ModelStore
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"promptloop: warning: --host {args.host} serves the app (no authentication) to every machine that "
+              "can reach this one", file=sys.stderr)
+    store = ModelStore(ModelSpec(pipeline=args.pipeline, policy=args.policy, adapter=args.adapter,
+                                 feed_forward_adapter=args.feed_forward_adapter, reward=args.reward,
+                                 device=args.device, dtype=args.dtype))
+    print(f"PromptLoop app on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
+    launch(build_app(store), host=args.host, port=args.port)
+    return {}
+
+
 # ----------------------------------------------------------------------------- parser
 
 
@@ -256,6 +274,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller, faster run (for smoke tests)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=cmd_demo)
+
+    app = sub.add_parser("app", help="the web app: watch the loop sample, compare, browse runs (needs promptloop[app])")
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    app.add_argument("--port", type=positive_int, default=7860)
+    app.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
+    app.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
+    app.add_argument("--adapter", default=None, help="LoRA adapter of PromptLoop's policy (world: the GRPO one)")
+    app.add_argument("--feed-forward-adapter", default=None, help="adapter of the compare switch's feed-forward row")
+    app.add_argument("--reward", default=None, help="reward name (default: alignment on the world, none otherwise)")
+    app.add_argument("--device", default="auto")
+    app.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    app.set_defaults(func=cmd_app)
 
     world = sub.add_parser("world", help="the embedded Shapes world").add_subparsers(dest="world_command", required=True)
 

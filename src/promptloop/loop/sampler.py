@@ -120,6 +120,7 @@ class _CallState:
     height: int
     width: int
     record_latents: bool
+    on_refinement: Callable[[list[Refinement]], None] | None = None  # called with each decision's refinements
     latents: list[torch.Tensor] = field(default_factory=list)
     timesteps: list[float] = field(default_factory=list)
     num_policy_calls: int = 0
@@ -196,12 +197,15 @@ class PromptLoopSampler:
         output_type: str = "pil",
         record_latents: bool = False,
         rewrite_first: bool | None = None,
+        on_refinement: Callable[[list[Refinement]], None] | None = None,
         **pipeline_kwargs: Any,
     ) -> PromptLoopOutput:
         """Sample one image per query (per-sample queries), refining the prompt at the scheduled steps.
 
         `refinement_steps` (explicit loop indices) overrides `num_refinements`/`schedule`; `schedule_seed`
         seeds the "random" schedule. `rewrite_first` overrides the sampler's default (feedback mode only).
+        `on_refinement(refinements)` is called right after each policy decision is put in force, with that
+        decision's `Refinement` of every sample (batch order), while sampling runs: for live display.
         `guidance_scale=None` keeps the pipeline's default. Extra keyword
         arguments go to the pipeline (`max_sequence_length`, `true_cfg_scale`, `clip_skip`, ...);
         `num_images_per_prompt=k` repeats every query (and per-sample negative prompt) k times.
@@ -257,6 +261,7 @@ class PromptLoopSampler:
             height=height,
             width=width,
             record_latents=record_latents,
+            on_refinement=on_refinement,
         )
 
         # 2. Decisions made before sampling: the feed-forward rewrite (also feedback's with rewrite_first),
@@ -401,7 +406,10 @@ class PromptLoopSampler:
                     x0=x0[k].detach().cpu() if x0 is not None else None,
                 )
             )
-        return PromptLoopSampler._advance(state, out)
+        changed = PromptLoopSampler._advance(state, out)
+        if state.on_refinement is not None:
+            state.on_refinement([traj.refinements[-1] for traj in state.trajectories])
+        return changed
 
     # ------------------------------------------------------------------------------------------------------------------
     # conditioning swap

@@ -1,0 +1,146 @@
+"""The models the app samples with: which pipeline, policies and reward, loaded once and kept.
+
+The embedded world by default: backbone A, the shipped world policy with its GRPO adapter for
+PromptLoop (as the demo uses it) and its feed-forward adapter for the feed-forward row. Any diffusers
+pipeline / transformers VLM / LoRA adapter by folder or Hub id otherwise (loaded through the trainer's
+`load_pipeline` / `load_policy`, as `promptloop generate` does); a load failure is kept as a message for
+the page instead of raising, so the app keeps serving.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from promptloop.rewards import get_reward
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    pipeline: str = "world"  # 'world', 'world:PATH', a diffusers folder or Hub id
+    policy: str = "world"  # 'world' (the shipped SFT world policy), a VLM folder or Hub id
+    adapter: str | None = None  # LoRA adapter of PromptLoop's policy (None: the world's GRPO adapter on 'world')
+    feed_forward_adapter: str | None = None  # adapter of the feed-forward row (None: world's, else `adapter`)
+    reward: str | None = None  # reward name of the registry (None: 'alignment' on the world, none otherwise)
+    device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+
+    @property
+    def is_world(self) -> bool:
+        return self.pipeline == "world" or self.pipeline.startswith("world:")
+
+    def resolved(self) -> ModelSpec:
+        """The spec with the world's defaults filled in (adapters, reward)."""
+        from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER
+
+        world_policy = self.policy == "world"
+        adapter = self.adapter or (str(GRPO_ADAPTER) if world_policy else None)
+        ff = self.feed_forward_adapter or (str(FEED_FORWARD_ADAPTER) if world_policy else adapter)
+        reward = self.reward if self.reward is not None else ("alignment" if self.is_world else "")
+        return replace(self, adapter=adapter, feed_forward_adapter=ff, reward=reward)
+
+
+@dataclass
+class Models:
+    """What one spec loads to: the pipeline (+ the keyword arguments every call needs), the policies, the reward."""
+
+    spec: ModelSpec
+    pipe: Any
+    call_kwargs: dict[str, Any]
+    guidance: float | None  # default CFG scale (4.0 on the world backbone, the pipeline's own otherwise)
+    policies: dict[str, Any] = field(default_factory=dict)  # "promptloop" / "feed_forward" -> policy, loaded lazily
+    reward: Any = None  # the reward callable, or None
+
+    def policy(self, role: str) -> Any:
+        """The policy of a row ('promptloop' or 'feed_forward'), loaded on first use."""
+        if role not in self.policies:
+            spec = self.spec
+            adapter = spec.adapter if role == "promptloop" else spec.feed_forward_adapter
+            self.policies[role] = _load_policy(spec, adapter, self.pipe)
+        return self.policies[role]
+
+
+class ModelLoadError(Exception):
+    """A pipeline / policy / reward that cannot be loaded (its message is shown in the page)."""
+
+
+def _device(spec: ModelSpec) -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if spec.device == "auto" else spec.device
+
+
+def _check_path(what: str, name: str | None) -> None:
+    if name and name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+        raise ModelLoadError(f"{what} {name!r}: no such folder")
+
+
+def _load_policy(spec: ModelSpec, adapter: str | None, pipe: Any) -> Any:
+    from promptloop.policy.sanitize import token_length_fn
+    from promptloop.train.components import load_policy
+    from promptloop.train.config import PolicyConfig
+
+    _check_path("policy", spec.policy)
+    _check_path("adapter", adapter)
+    cfg = PolicyConfig(name_or_path=spec.policy, adapter_path=adapter or None,
+                       dtype="auto" if spec.dtype == "float32" else spec.dtype)
+    try:
+        policy = load_policy(cfg, _device(spec))
+    except Exception as e:  # any failure of a user-named model is reported in the page
+        raise ModelLoadError(f"cannot load policy {spec.policy!r}"
+                             f"{f' with adapter {adapter!r}' if adapter else ''}: {_first_line(e)}") from e
+    tokenizer = getattr(pipe, "tokenizer", None)
+    if tokenizer is not None and getattr(policy, "prompt_length_fn", None) is None:
+        policy.prompt_length_fn = token_length_fn(tokenizer)
+    return policy
+
+
+def _first_line(e: BaseException) -> str:
+    from promptloop.cli_runner import error_line
+
+    return f"{type(e).__name__}: {error_line(e)}"
+
+
+def load_models(spec: ModelSpec) -> Models:
+    """Load the pipeline and the reward of `spec` (policies load on first use); ModelLoadError says why not."""
+    from promptloop.train.components import load_pipeline
+    from promptloop.train.config import PipelineConfig
+
+    spec = spec.resolved()
+    _check_path("pipeline", spec.pipeline)
+    try:
+        pipe, extra = load_pipeline(PipelineConfig(name_or_path=spec.pipeline, dtype=spec.dtype), _device(spec))
+    except Exception as e:  # any failure of a user-named model is reported in the page
+        raise ModelLoadError(f"cannot load pipeline {spec.pipeline!r}: {_first_line(e)}") from e
+    if spec.is_world:
+        extra = {"height": 32, "width": 32, **extra}
+    reward = None
+    if spec.reward:
+        try:
+            reward = get_reward(spec.reward)
+        except Exception as e:
+            raise ModelLoadError(f"cannot load reward {spec.reward!r}: {_first_line(e)}") from e
+    return Models(spec=spec, pipe=pipe, call_kwargs=extra, guidance=4.0 if spec.is_world else None, reward=reward)
+
+
+class ModelStore:
+    """The loaded models of the app, swapped when the user loads another spec; one sampling run at a time."""
+
+    def __init__(self, spec: ModelSpec | None = None) -> None:
+        self.spec = spec or ModelSpec()
+        self._models: Models | None = None
+        self.lock = threading.Lock()  # held for a whole sampling run (the policy samples from torch's global RNG)
+
+    def get(self) -> Models:
+        """The models of the current spec (loaded on first use); ModelLoadError when they cannot load."""
+        if self._models is None or self._models.spec != self.spec.resolved():
+            self._models = load_models(self.spec)
+        return self._models
+
+    def load(self, spec: ModelSpec) -> Models:
+        """Switch to `spec` and load it now; on failure the previous models stay in use."""
+        models = load_models(spec)
+        self.spec, self._models = spec, models
+        return models
