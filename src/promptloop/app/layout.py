@@ -268,7 +268,7 @@ def _short(path: str | None) -> str:
 def _example_queries(spec: ModelSpec) -> list[str]:
     if not spec.is_world:
         return []
-    from promptloop.world.prompts import sample_prompts
+    from promptloop.world.shapes.prompts import sample_prompts
 
     return [it.caption for it in sample_prompts("heldout", 4, seed=1)]
 

@@ -115,7 +115,7 @@ def score_image(models: Models, image: Image.Image, query: str) -> Score:
 
 def _world_score(reward: Any, name: str, image: Image.Image, query: str) -> Score:
     from promptloop.rewards.world import alignment_facts, parse_query
-    from promptloop.world.analyzer import analyze_scenes
+    from promptloop.world.shapes.analyzer import analyze_scenes
 
     try:
         parsed = parse_query(query)

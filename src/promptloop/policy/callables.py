@@ -22,9 +22,9 @@ _REGISTRY: dict[str, set[str]] = {
 }
 # names that policy folders saved before the Shapes world moved into world/shapes/ record, and where they live now
 MOVED: dict[str, str] = {
-    "promptloop.world.grammar:parse": "promptloop.world.shapes.grammar:parse",
-    "promptloop.world.policy_data:minilm_length": "promptloop.world.shapes.policy_data:minilm_length",
-    "promptloop.world.copy_constraint:CopyEditConstraint": "promptloop.world.shapes.copy_constraint:CopyEditConstraint",
+    "promptloop.world.shapes.grammar:parse": "promptloop.world.shapes.grammar:parse",
+    "promptloop.world.shapes.policy_data:minilm_length": "promptloop.world.shapes.policy_data:minilm_length",
+    "promptloop.world.shapes.copy_constraint:CopyEditConstraint": "promptloop.world.shapes.copy_constraint:CopyEditConstraint",
 }
 
 
