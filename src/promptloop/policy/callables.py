@@ -22,9 +22,8 @@ _REGISTRY: dict[str, set[str]] = {
 }
 # names that policy folders saved before the Shapes world moved into world/shapes/ record, and where they live now
 MOVED: dict[str, str] = {
-    "promptloop.world.shapes.grammar:parse": "promptloop.world.shapes.grammar:parse",
-    "promptloop.world.shapes.policy_data:minilm_length": "promptloop.world.shapes.policy_data:minilm_length",
-    "promptloop.world.shapes.copy_constraint:CopyEditConstraint": "promptloop.world.shapes.copy_constraint:CopyEditConstraint",
+    f"promptloop.world.{ref}": f"promptloop.world.shapes.{ref}"
+    for ref in ("grammar:parse", "policy_data:minilm_length", "copy_constraint:CopyEditConstraint")
 }
 
 
