@@ -1,4 +1,5 @@
-"""Image helpers shared by the worlds' analyzers (numpy only): input checking, blur, connected components.
+"""Image helpers shared by the worlds' analyzers (numpy only): input checking, blur, connected components,
+and the round-trip scoring of an analyzer against the scenes it was given.
 
 `to_image_batch` reads what rewards and analyzers are given (numpy, torch, PIL; NHWC or NCHW; uint8 or
 float in [0, 1] or [-1, 1]) and refuses malformed input with `AnalyzerInputError`.
@@ -6,7 +7,9 @@ float in [0, 1] or [-1, 1]) and refuses malformed input with `AnalyzerInputError
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -192,3 +195,38 @@ def label_components(classes: np.ndarray) -> np.ndarray:
         _, inv = np.unique(labels[fg], return_inverse=True)
         out[fg] = inv
     return out
+
+
+# ----------------------------------------------------------------------------- round-trip scoring
+
+
+def score_detection(truth: Sequence[Any], detected: Sequence[Any], attributes: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """(correct, total) per attribute and for the count, under the assignment of true objects to detections
+    (a true object may stay unmatched) that gets most attributes right."""
+    slots = list(range(len(detected))) + [-1] * len(truth)
+    best = [0] * len(attributes)
+    for perm in set(itertools.permutations(slots, len(truth))):
+        hits = [0] * len(attributes)
+        for g, j in zip(truth, perm, strict=True):
+            if j >= 0:
+                for i, attr in enumerate(attributes):
+                    hits[i] += getattr(g, attr) == getattr(detected[j], attr)
+        if sum(hits) > sum(best):
+            best = hits
+    out = {attr: (best[i], len(truth)) for i, attr in enumerate(attributes)}
+    out["count"] = (int(len(detected) == len(truth)), 1)
+    return out
+
+
+def round_trip_accuracy(scenes: Sequence[Any], images: np.ndarray, analyze: Callable[[np.ndarray], Any],
+                        attributes: Sequence[str]) -> tuple[float, dict[str, float]]:
+    """(accuracy over every attribute of every object plus each image's count, per-attribute accuracy) of an
+    analyzer (`analyze(image).objects`) on images of known scenes (`scene.objects`)."""
+    totals = {a: [0, 0] for a in (*attributes, "count")}
+    for scene, img in zip(scenes, images, strict=True):
+        for key, (c, t) in score_detection(scene.objects, analyze(img).objects, attributes).items():
+            totals[key][0] += c
+            totals[key][1] += t
+    correct = sum(c for c, _ in totals.values())
+    total = sum(t for _, t in totals.values())
+    return correct / total, {k: c / t for k, (c, t) in totals.items()}

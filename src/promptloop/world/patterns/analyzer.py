@@ -41,8 +41,10 @@ from promptloop.world.imaging import (
     _blur2d,
     gaussian_blur,
     label_components,
+    round_trip_accuracy,
     to_image_batch,
 )
+from promptloop.world.imaging import score_detection as _score
 from promptloop.world.patterns.render import pattern_mask, render
 from promptloop.world.patterns.scene import (
     COLOURS,
@@ -291,33 +293,13 @@ def analyze_scenes(images: Any) -> list[PatternAnalysis]:
 # ----------------------------------------------------------------------------- round-trip check
 
 
-def score_detection(scene: Scene, detected: Sequence[PatternObject]) -> dict[str, tuple[int, int]]:
+def score_detection(scene: Scene, detected: Sequence[Any]) -> dict[str, tuple[int, int]]:
     """(correct, total) per attribute and for the count, under the best object assignment."""
-    gt = scene.objects
-    slots = list(range(len(detected))) + [-1] * len(gt)
-    best: list[int] = [0] * len(ATTRIBUTES)
-    for perm in set(itertools.permutations(slots, len(gt))):
-        hits = [0] * len(ATTRIBUTES)
-        for g, j in zip(gt, perm, strict=True):
-            if j >= 0:
-                for i, attr in enumerate(ATTRIBUTES):
-                    hits[i] += getattr(g, attr) == getattr(detected[j], attr)
-        if sum(hits) > sum(best):
-            best = hits
-    out = {attr: (best[i], len(gt)) for i, attr in enumerate(ATTRIBUTES)}
-    out["count"] = (int(len(detected) == len(gt)), 1)
-    return out
+    return _score(scene.objects, detected, ATTRIBUTES)
 
 
 def _accuracy(scenes: Sequence[Scene], images: np.ndarray) -> tuple[float, dict[str, float]]:
-    totals = {a: [0, 0] for a in (*ATTRIBUTES, "count")}
-    for scene, img in zip(scenes, images, strict=True):
-        for key, (c, t) in score_detection(scene, _analyze_one(img).objects).items():
-            totals[key][0] += c
-            totals[key][1] += t
-    correct = sum(c for c, _ in totals.values())
-    total = sum(t for _, t in totals.values())
-    return correct / total, {k: c / t for k, (c, t) in totals.items()}
+    return round_trip_accuracy(scenes, images, _analyze_one, ATTRIBUTES)
 
 
 def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:

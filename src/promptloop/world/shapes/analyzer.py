@@ -57,7 +57,6 @@ raises `AnalyzerInputError` on malformed *input* (shape, dtype, NaN, range).
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 from collections.abc import Sequence
@@ -73,8 +72,10 @@ from promptloop.world.imaging import (  # noqa: F401  (re-exported)
     _neighbours8,
     gaussian_blur,
     label_components,
+    round_trip_accuracy,
     to_image_batch,
 )
+from promptloop.world.imaging import score_detection as _score
 from promptloop.world.shapes.render import object_coverage, render, shape_mask
 from promptloop.world.shapes.scene import BACKGROUNDS, COLOURS, GRID, SHAPES, SIZE_RADIUS, SIZES, Scene, SceneSampler
 
@@ -355,37 +356,13 @@ def analyze_batch(images: Any) -> list[list[DetectedObject]]:
 ATTRIBUTES: tuple[str, ...] = ("shape", "colour", "size", "cell")
 
 
-def score_detection(scene: Scene, detected: Sequence[DetectedObject]) -> dict[str, tuple[int, int]]:
+def score_detection(scene: Scene, detected: Sequence[Any]) -> dict[str, tuple[int, int]]:
     """(correct, total) per attribute and for the count, under the best object assignment."""
-    gt = scene.objects
-    m = len(detected)
-    best_hits: list[int] | None = None
-    slots = list(range(m)) + [-1] * len(gt)
-    for perm in set(itertools.permutations(slots, len(gt))):
-        hits = [0] * len(ATTRIBUTES)
-        for g, j in zip(gt, perm, strict=True):
-            if j < 0:
-                continue
-            d = detected[j]
-            for i, attr in enumerate(ATTRIBUTES):
-                hits[i] += getattr(g, attr) == getattr(d, attr)
-        if best_hits is None or sum(hits) > sum(best_hits):
-            best_hits = hits
-    assert best_hits is not None
-    out = {attr: (best_hits[i], len(gt)) for i, attr in enumerate(ATTRIBUTES)}
-    out["count"] = (int(m == len(gt)), 1)
-    return out
+    return _score(scene.objects, detected, ATTRIBUTES)
 
 
 def _accuracy(scenes: Sequence[Scene], images: np.ndarray) -> tuple[float, dict[str, float]]:
-    totals = {a: [0, 0] for a in (*ATTRIBUTES, "count")}
-    for scene, img in zip(scenes, images, strict=True):
-        for key, (c, t) in score_detection(scene, _analyze_one(img).objects).items():
-            totals[key][0] += c
-            totals[key][1] += t
-    correct = sum(c for c, _ in totals.values())
-    total = sum(t for _, t in totals.values())
-    return correct / total, {k: c / t for k, (c, t) in totals.items()}
+    return round_trip_accuracy(scenes, images, _analyze_one, ATTRIBUTES)
 
 
 def render_shaded(scene: Scene, rng: np.random.Generator, strength: float = 0.45, resolution: int = 32) -> np.ndarray:
