@@ -116,7 +116,7 @@ class GRPOTrainer:
         if reward is None:
             from promptloop.rewards import CombinedReward
 
-            reward = CombinedReward(cfg.rewards, normalise=False, reward_kwargs=cfg.reward_kwargs)
+            reward = CombinedReward(cfg.rewards, normalise=False, reward_kwargs=cfg.reward_kwargs).preflight()
         self.reward = reward
         self._alignment: Any = None
         from promptloop.loop.sampler import PromptLoopSampler
