@@ -121,3 +121,22 @@ def test_shared_noise_gives_a_group_one_initial_noise(shared: bool) -> None:
     img = [np.asarray(im) for im in batch.images]
     assert np.array_equal(img[0], img[1]) == shared and np.array_equal(img[2], img[3]) == shared
     assert not np.array_equal(img[0], img[2])  # groups never share noise
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_first_pass_ratio_is_exactly_one_in_every_dtype(tmp_path, dtype: str) -> None:
+    """Old log-probs come from the first pass's own forward: ratio exactly 1, KL 0, even in bf16."""
+    from promptloop.train import GRPOTrainer, load_config
+
+    cfg = load_config(None, [
+        f"output_dir={tmp_path}", "pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava",
+        f"policy.dtype={dtype}", "pipeline.num_inference_steps=3", "loop.num_refinements=1",
+        "grpo.queries_per_step=1", "grpo.num_generations=3", "grpo.beta=0.0", "rewards={proxy: 1.0}",
+        "data.train=world:train", "logging.progress_bar=false", "grpo.micro_batch_size=2", "grpo.num_iterations=2",
+    ])
+    trainer = GRPOTrainer(cfg)
+    assert next(trainer.policy.model.parameters()).dtype == getattr(torch, dtype)
+    stats = trainer.update(trainer.score(trainer.rollout(0)))
+    assert stats["ratio_first_pass_max_dev"] == 0.0
+    assert stats["sampling_logprob_max_dev"] >= 0.0
+    assert math.isfinite(stats["loss"])

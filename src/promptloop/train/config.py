@@ -108,8 +108,8 @@ class GRPOConfig:
     beta: float = _f(0.04, "weight of the k3 KL penalty to the reference policy (0: no reference pass)")
     scale_rewards: bool = _f(True, "divide group-centred rewards by the group std (false: Dr. GRPO)")
     micro_batch_size: int = _f(8, "refinement actions per forward/backward pass (gradient accumulation)")
-    recompute_old_logprobs: bool = _f(False, "recompute old log-probs in one forward before the update instead "
-                                              "of the ones recorded at sampling (useful in bf16/fp16)")
+    recompute_old_logprobs: bool = _f(False, "ignored (kept for old configs): old log-probs always come from "
+                                              "the first update pass's own forward, so its ratio is exactly 1")
     learning_rate: float = _f(1e-4, "peak learning rate of AdamW")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     adam_beta1: float = _f(0.9, "AdamW beta1")

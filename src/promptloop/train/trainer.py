@@ -8,8 +8,10 @@ One step:
    against the ORIGINAL query; advantages are normalised within each group (groups never straddle
    processes, so this is the same as normalising the gathered batch).
 3. update — `num_iterations` optimizer passes over all K actions of every trajectory: token-level
-   PPO-clipped surrogate minus beta * k3 KL to the reference policy; old log-probs are those recorded at
-   sampling (first pass: ratio exactly 1). The loss is the token mean over the whole global batch:
+   PPO-clipped surrogate minus beta * k3 KL to the reference policy; old log-probs are the detached
+   log-probs of the first pass's own forward (the policy has not changed since sampling; as TRL does), so
+   the first-pass ratio is exactly 1 in every dtype; the sampling-time log-probs only feed the metric
+   `sampling_logprob_max_dev` (how far sampling and training forwards disagree numerically). The loss is the token mean over the whole global batch:
    micro-batches contribute sum/N_global and the gradients are summed over processes, which equals the
    single-process gradient (no DDP wrapper, so VLMPolicy keeps its plain model).
 
@@ -272,16 +274,14 @@ class GRPOTrainer:
         if cfg.policy.gradient_checkpointing:
             self.policy.model.train()
         with torch.no_grad():
-            if g.recompute_old_logprobs:
-                for mb in mbs:
-                    for a, lp in zip(mb, self._logprobs(self.policy, mb, False), strict=True):
-                        a.old_logprobs = lp.detach().float().cpu()
             if self.reference is not None:
                 with self.reference.active() as ref:
                     for mb in mbs:
                         for a, lp in zip(mb, self._logprobs(ref, mb, False), strict=True):
                             a.ref_logprobs = lp.detach().float().cpu()
         sums = {"loss": 0.0, "ratio": 0.0, "clipped": 0.0, "kl": 0.0, "tokens": 0.0, "dev1": 0.0}
+        first: dict[int, torch.Tensor] = {}  # id(action) -> its log-probs from the first pass's forward
+        sample_dev = 0.0  # max |first-pass - sampling-time| log-prob: the sampler/trainer numeric mismatch
         grad_norms = []
         for it in range(g.num_iterations):
             loss_total = 0.0
@@ -290,8 +290,13 @@ class GRPOTrainer:
                 if sum(a.num_tokens for a in mb) == 0:
                     continue
                 new = self._logprobs(self.policy, mb, True)
+                if it == 0:  # the policy has not changed yet: old = this very forward, so the ratio is exactly 1
+                    for a, n in zip(mb, new, strict=True):
+                        first[id(a)] = n.detach().float()
+                        if a.old_logprobs is not None and a.old_logprobs.numel():
+                            sample_dev = max(sample_dev, float((first[id(a)].cpu() - a.old_logprobs).abs().max()))
                 loss, st = grpo_loss(
-                    [n.float() for n in new], [a.old_logprobs for a in mb], [float(adv[a.traj]) for a in mb],
+                    [n.float() for n in new], [first[id(a)] for a in mb], [float(adv[a.traj]) for a in mb],
                     clip_eps=g.clip_eps, clip_eps_high=g.clip_eps_high, beta=g.beta,
                     logp_ref=[a.ref_logprobs for a in mb] if g.beta > 0 else None,  # type: ignore[misc]
                     normaliser=max(global_tokens, 1.0))
@@ -322,6 +327,7 @@ class GRPOTrainer:
         dev1 = sums["dev1"]
         if acc.num_processes > 1:
             dev1 = float(acc.gather(torch.tensor([dev1], device=acc.device)).max())
+            sample_dev = float(acc.gather(torch.tensor([sample_dev], device=acc.device)).max())
         tok = max(tokens, 1.0)
         return {
             "loss": loss_sum / g.num_iterations,
@@ -329,6 +335,7 @@ class GRPOTrainer:
             "clip_fraction": clipped / tok,
             "ratio_mean": ratio_sum / tok if tokens else 1.0,
             "ratio_first_pass_max_dev": dev1,
+            "sampling_logprob_max_dev": sample_dev,
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "lr": float(self.lr_scheduler.get_last_lr()[0]),
             "tokens": global_tokens,
