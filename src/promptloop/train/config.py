@@ -56,6 +56,11 @@ class PolicyConfig:
     adapter_path: str | None = _f(None, "an existing LoRA adapter to start from (null: a fresh one)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto", "dtype of the policy weights (auto: float32 on CPU, checkpoint dtype on GPU)")
+    trust_remote_code: bool = _f(False, "run the checkpoint's own Python code (only for repos you trust)")
+    revision: str | None = _f(None, "Hub branch, tag or commit of the policy (null: the default branch)")
+    attn_implementation: str | None = _f(None, "eager / sdpa / flash_attention_2 (null: transformers' default)")
+    device_map: str | None = _f(None, "transformers device_map, e.g. 'auto' (null: load straight onto this "
+                                      "process's device)")
     finetune: Literal["lora", "full"] = _f("lora", "train a LoRA adapter or all weights")
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
