@@ -135,14 +135,19 @@ class EvalConfig:
     num_refinements: int | None = _f(None, "refinements at evaluation, equally spaced (null: loop.num_refinements)")
     alignment: Literal["auto", "always", "never"] = _f("auto", "also report the world's alignment reward: auto = "
                                                                "when every eval query parses as a world query")
+    trajectories: int = _f(4, "trajectories drawn per evaluation (previews + prompts + reward) to "
+                              "OUTPUT_DIR/trajectories/step_N.png/.json and the tracker (0: none)")
 
 
 @dataclass
 class LoggingConfig:
     """Progress bar, metrics files, trackers, plots."""
 
-    report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Accelerate tracker besides metrics.jsonl")
+    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = _f(
+        "none", "Accelerate tracker besides metrics.jsonl (trackio: local-first, pip install trackio)")
     project_name: str = _f("promptloop", "tracker project name")
+    run_name: str | None = _f(None, "name of the run in the tracker (null: the output_dir's folder name)")
+    tags: list[str] = _f([], "tags of the run in the tracker (wandb / trackio)")
     progress_bar: bool = _f(True, "show a tqdm progress bar (main process)")
     plot: bool = _f(True, "write reward_curve.png at the end")
 

@@ -153,7 +153,7 @@ class GRPOTrainer:
             raise TrainError("accelerate.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
         log_with = None
         if cfg.logging.report_to != "none":
-            module = {"tensorboard": "tensorboard", "wandb": "wandb"}[cfg.logging.report_to]
+            module = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}[cfg.logging.report_to]
             try:
                 __import__(module if module != "tensorboard" else "torch.utils.tensorboard")
             except ImportError:
@@ -404,6 +404,12 @@ class GRPOTrainer:
             mean, std = _mean_std([r[key] for r in rows])
             out[f"eval/{key}/mean"] = mean
             out[f"eval/{key}/std"] = std
+        if cfg.eval.trajectories > 0 and self.accelerator.is_main_process:
+            from promptloop.train.trajectories import log_trajectory_grid, save_trajectory_grid
+
+            saved = save_trajectory_grid(batch, scores, cfg.output_dir, self.step, cfg.eval.trajectories)
+            if saved is not None and cfg.logging.report_to != "none":
+                log_trajectory_grid(self.accelerator, saved[0], self.step)
         fb = self._gather([int(a.fallback) for a in batch.actions])
         out["eval/fallback_rate"] = sum(fb) / max(1, len(fb))
         out["time/eval_s"] = time.perf_counter() - t0
@@ -491,7 +497,10 @@ class GRPOTrainer:
         if cfg.logging.report_to != "none":
             flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v
                     for k, v in _flatten(cfg.to_dict()).items()}
-            acc.init_trackers(cfg.logging.project_name, config=flat)
+            run_name = cfg.logging.run_name or Path(cfg.output_dir).name
+            init_kwargs = {"wandb": {"name": run_name, "tags": list(cfg.logging.tags)},
+                           "trackio": {"name": run_name}}
+            acc.init_trackers(cfg.logging.project_name, config=flat, init_kwargs=init_kwargs)
         last: dict[str, Any] = {}
         last_eval: dict[str, Any] | None = None
         if cfg.eval.every > 0 and self.step == 0:
