@@ -110,8 +110,12 @@ class GRPOConfig:
     num_iterations: int = _f(1, "optimizer passes per rollout batch (mu); pass 1 is exactly on-policy")
     clip_eps: float = _f(0.2, "PPO clip range below 1 (ratio >= 1 - clip_eps)")
     clip_eps_high: float | None = _f(None, "PPO clip range above 1 (null: clip_eps)")
-    beta: float = _f(0.04, "weight of the k3 KL penalty to the reference policy (0: no reference pass)")
+    beta: float = _f(0.04, "weight of the k3 estimator exp(r-n)-(r-n)-1 of KL(policy || reference) per token, "
+                           "added to the loss (0: no reference pass)")
     scale_rewards: bool = _f(True, "divide group-centred rewards by the group std (false: Dr. GRPO)")
+    loss_type: Literal["dapo", "grpo", "dr_grpo"] = _f("dapo", "token aggregation: dapo = mean over all tokens, "
+                                                               "grpo = per-rewrite mean then mean, dr_grpo = "
+                                                               "sum / (rewrites * max_new_tokens)")
     micro_batch_size: int = _f(8, "refinement actions per forward/backward pass (gradient accumulation)")
     recompute_old_logprobs: bool = _f(False, "ignored (kept for old configs): old log-probs always come from "
                                               "the first update pass's own forward, so its ratio is exactly 1")

@@ -270,7 +270,10 @@ class GRPOTrainer:
         adv = batch.advantages
         mbs = micro_batches(actions, g.micro_batch_size)
         local_tokens = sum(a.num_tokens for a in actions)
-        (global_tokens,) = self._global_sum([float(local_tokens)])
+        global_tokens, global_actions = self._global_sum([float(local_tokens), float(len(actions))])
+        max_tokens = int(getattr(self.policy, "max_new_tokens", 0) or max([a.num_tokens for a in actions] + [1]))
+        normaliser = {"dapo": global_tokens, "grpo": global_actions,
+                      "dr_grpo": global_actions * max_tokens}[g.loss_type]
         if cfg.policy.gradient_checkpointing:
             self.policy.model.train()
         with torch.no_grad():
@@ -299,7 +302,7 @@ class GRPOTrainer:
                     [n.float() for n in new], [first[id(a)] for a in mb], [float(adv[a.traj]) for a in mb],
                     clip_eps=g.clip_eps, clip_eps_high=g.clip_eps_high, beta=g.beta,
                     logp_ref=[a.ref_logprobs for a in mb] if g.beta > 0 else None,  # type: ignore[misc]
-                    normaliser=max(global_tokens, 1.0))
+                    normaliser=max(normaliser, 1.0), loss_type=g.loss_type, max_tokens=max_tokens)
                 acc.backward(loss)
                 loss_total += float(loss.detach())
                 sums["ratio"] += st.ratio_sum
