@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -128,3 +129,16 @@ def test_preflight_says_in_one_line_why_a_reward_cannot_load(tmp_path: Path, ir_
     ok = CombinedReward({"imagereward": 1.0}, reward_kwargs={"imagereward": {
         **offline, "model_name_or_path": str(ir_dir), "tokenizer_name_or_path": str(ir_dir / "tokenizer")}})
     assert ok.preflight().rewards["imagereward"].loaded
+
+
+def test_preprocessing_crops_and_pads_like_the_official_transforms() -> None:
+    from promptloop.rewards.adapters.checkpoints import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, center_crop, pad_square
+
+    wide = np.full((20, 40, 3), 255, dtype=np.uint8)
+    black = [(0 - m) / s for m, s in zip(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, strict=True)]
+    white = [(1 - m) / s for m, s in zip(OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, strict=True)]
+    crop = center_crop([wide], 10)
+    assert crop.shape == (1, 3, 10, 10) and torch.allclose(crop[0, :, 5, 5], torch.tensor(white), atol=1e-4)
+    pad = pad_square([wide], 10)  # 40x20 -> 10x5, centred: rows 0-1 and 8-9 black
+    assert torch.allclose(pad[0, :, 0, 5], torch.tensor(black), atol=1e-4)
+    assert torch.allclose(pad[0, :, 5, 5], torch.tensor(white), atol=1e-4)

@@ -86,39 +86,34 @@ def _normalise(arrays: list[np.ndarray]) -> torch.Tensor:
     return (x - mean) / std
 
 
-def center_crop(images: list[np.ndarray], size: int) -> torch.Tensor:
-    """(n, 3, size, size) pixels: shortest side to `size` (bicubic), centre crop, CLIP-normalised."""
+def _fit(im: np.ndarray, size: int, crop: bool) -> np.ndarray:
     from PIL import Image
 
-    out = []
-    for im in images:
-        pil = Image.fromarray(im)
-        w, h = pil.size
-        scale = size / min(w, h)
-        nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    pil = Image.fromarray(im)
+    w, h = pil.size
+    scale = size / (min(w, h) if crop else max(w, h))
+    nw, nh = round(w * scale), round(h * scale)
+    if crop:
+        nw, nh = max(size, nw), max(size, nh)
+    if (nw, nh) != (w, h):
         pil = pil.resize((nw, nh), Image.Resampling.BICUBIC)
+    if crop:
         left, top = (nw - size) // 2, (nh - size) // 2
-        out.append(np.asarray(pil.crop((left, top, left + size, top + size))))
-    return _normalise(out)
+        return np.asarray(pil.crop((left, top, left + size, top + size)))
+    canvas = np.zeros((size, size, 3), dtype=np.uint8)
+    top, left = (size - nh) // 2, (size - nw) // 2
+    canvas[top : top + nh, left : left + nw] = np.asarray(pil)
+    return canvas
+
+
+def center_crop(images: list[np.ndarray], size: int) -> torch.Tensor:
+    """(n, 3, size, size) pixels: shortest side to `size` (bicubic), centre crop, CLIP-normalised."""
+    return _normalise([_fit(im, size, crop=True) for im in images])
 
 
 def pad_square(images: list[np.ndarray], size: int) -> torch.Tensor:
     """(n, 3, size, size) pixels: longest side to `size` (bicubic), centred on black, CLIP-normalised."""
-    from PIL import Image
-
-    out = []
-    for im in images:
-        pil = Image.fromarray(im)
-        w, h = pil.size
-        scale = size / max(w, h)
-        nw, nh = round(w * scale), round(h * scale)
-        if (nw, nh) != (w, h):
-            pil = pil.resize((nw, nh), Image.Resampling.BICUBIC)
-        canvas = np.zeros((size, size, 3), dtype=np.uint8)
-        top, left = (size - nh) // 2, (size - nw) // 2
-        canvas[top : top + nh, left : left + nw] = np.asarray(pil)
-        out.append(canvas)
-    return _normalise(out)
+    return _normalise([_fit(im, size, crop=False) for im in images])
 
 
 __all__ = [
