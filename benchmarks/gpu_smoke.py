@@ -10,6 +10,8 @@ once on a GPU with bf16 weights and autocast, offline, with tiny random models o
 3. `grpo`: two GRPO steps, tiny SDXL + tiny Qwen2.5-VL with LoRA + tiny CLIP-score reward, bf16 weights
    and `accelerate.mixed_precision=bf16`, a checkpoint, then `resume=true` from it (nothing left to do,
    same adapter weights).
+4. `rewards` (issue 19): tiny ImageReward (BLIP) and HPSv2 (CLIP) checkpoints under the official key
+   names, scored on CUDA in bfloat16 and float32: max abs score difference and the load time.
 
     python benchmarks/gpu_smoke.py --out /tmp/gpu_smoke
 """
@@ -119,6 +121,29 @@ def check_grpo(device: str, work: Path) -> dict[str, Any]:
     }
 
 
+# --- issue 19: model rewards on the GPU -------------------------------------------------------------------------------
+def check_rewards(device: str, work: Path) -> dict[str, Any]:
+    from promptloop.rewards.adapters.hps import HPSv2Reward
+    from promptloop.rewards.adapters.image_reward import ImageRewardReward
+    from promptloop.rewards.testing import tiny_hps_dir, tiny_imagereward_dir
+
+    images = torch.rand(4, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+    queries = ["a red circle", "a blue square", "a red circle", "a cat"]
+    out: dict[str, Any] = {}
+    for name, cls, folder in (("imagereward", ImageRewardReward, tiny_imagereward_dir(work / "ir")),
+                              ("hpsv2", HPSv2Reward, tiny_hps_dir(work / "hps"))):
+        scores = {}
+        for dtype in ("float32", "bfloat16"):
+            t0 = time.perf_counter()
+            reward = cls(folder, tokenizer_name_or_path=str(folder / "tokenizer"), device=device, dtype=dtype,
+                         local_files_only=True).load()
+            load_s = time.perf_counter() - t0
+            scores[dtype] = reward(images, queries).scores.float().cpu()
+        out[name] = {"load_s_bf16": round(load_s, 3), "scores_fp32": scores["float32"].tolist(),
+                     "max_abs_diff_bf16": float((scores["float32"] - scores["bfloat16"]).abs().max())}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="folder for the JSON result and the GRPO run (default: a temp dir)")
@@ -129,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"device": args.device, "torch": torch.__version__,
                               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     for name, fn in (("loop", lambda: check_loop(args.device)), ("policy", lambda: check_policy(args.device)),
-                     ("grpo", lambda: check_grpo(args.device, work))):
+                     ("grpo", lambda: check_grpo(args.device, work)),
+                     ("rewards", lambda: check_rewards(args.device, work))):
         try:
             result[name] = fn()
         except Exception as e:  # report every part, even when one breaks
@@ -137,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2, default=str)
     (work / "gpu_smoke.json").write_text(text)
     print(text)
-    return 0 if all("error" not in result[k] for k in ("loop", "policy", "grpo")) else 1
+    return 0 if all("error" not in result[k] for k in ("loop", "policy", "grpo", "rewards")) else 1
 
 
 if __name__ == "__main__":

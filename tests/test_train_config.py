@@ -28,7 +28,7 @@ def test_shipped_configs_load_and_comment_every_field(name: str) -> None:
 def test_recipes_match_the_paper_setting() -> None:
     sd15, sdxl, world = (load_config(CONFIGS / n) for n in ("sd15_imagereward.yaml", "sdxl_imagereward.yaml",
                                                             "world.yaml"))
-    assert sd15.pipeline.name_or_path == "runwayml/stable-diffusion-v1-5"
+    assert sd15.pipeline.name_or_path == "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the maintained copy
     assert sdxl.pipeline.name_or_path == "stabilityai/stable-diffusion-xl-base-1.0"
     for c in (sd15, sdxl):
         assert c.policy.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct" and c.policy.finetune == "lora"

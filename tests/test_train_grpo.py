@@ -121,3 +121,40 @@ def test_shared_noise_gives_a_group_one_initial_noise(shared: bool) -> None:
     img = [np.asarray(im) for im in batch.images]
     assert np.array_equal(img[0], img[1]) == shared and np.array_equal(img[2], img[3]) == shared
     assert not np.array_equal(img[0], img[2])  # groups never share noise
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_first_pass_ratio_is_exactly_one_in_every_dtype(tmp_path, dtype: str) -> None:
+    """Old log-probs come from the first pass's own forward: ratio exactly 1, KL 0, even in bf16."""
+    from promptloop.train import GRPOTrainer, load_config
+
+    cfg = load_config(None, [
+        f"output_dir={tmp_path}", "pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava",
+        f"policy.dtype={dtype}", "pipeline.num_inference_steps=3", "loop.num_refinements=1",
+        "grpo.queries_per_step=1", "grpo.num_generations=3", "grpo.beta=0.0", "rewards={proxy: 1.0}",
+        "data.train=world:train", "logging.progress_bar=false", "grpo.micro_batch_size=2", "grpo.num_iterations=2",
+        f"grpo.loss_type={'grpo' if dtype == 'bfloat16' else 'dr_grpo'}",
+    ])
+    trainer = GRPOTrainer(cfg)
+    assert next(trainer.policy.model.parameters()).dtype == getattr(torch, dtype)
+    stats = trainer.update(trainer.score(trainer.rollout(0)))
+    assert stats["ratio_first_pass_max_dev"] == 0.0
+    assert stats["sampling_logprob_max_dev"] >= 0.0
+    assert math.isfinite(stats["loss"])
+
+
+def test_loss_types_aggregate_tokens_as_documented() -> None:
+    new = [torch.tensor([-1.0, -0.5, -2.0], requires_grad=True), torch.tensor([-0.2], requires_grad=True)]
+    old = [n.detach() for n in new]
+    adv = [1.0, -2.0]
+    per_tok = [-torch.ones(3) * 1.0, -torch.ones(1) * -2.0]  # ratio 1: loss_t = -A
+    dapo, _ = grpo_loss(new, old, adv, clip_eps=0.2)
+    assert torch.isclose(dapo, torch.cat(per_tok).sum() / 4)
+    grpo, _ = grpo_loss(new, old, adv, clip_eps=0.2, loss_type="grpo")
+    assert torch.isclose(grpo, (per_tok[0].mean() + per_tok[1].mean()) / 2)
+    dr, _ = grpo_loss(new, old, adv, clip_eps=0.2, loss_type="dr_grpo", max_tokens=8)
+    assert torch.isclose(dr, torch.cat(per_tok).sum() / (2 * 8))
+    with pytest.raises(ValueError, match="max_tokens"):
+        grpo_loss(new, old, adv, clip_eps=0.2, loss_type="dr_grpo")
+    with pytest.raises(ValueError, match="loss_type"):
+        grpo_loss(new, old, adv, clip_eps=0.2, loss_type="ppo")

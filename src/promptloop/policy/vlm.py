@@ -576,13 +576,20 @@ class VLMPolicy:
         dtype: torch.dtype | str | None = None,
         device: str | torch.device | None = None,
         is_trainable: bool = False,
+        revision: str | None = None,
+        attn_implementation: str | None = None,
+        device_map: str | dict[str, Any] | None = None,
         **policy_kwargs: Any,
     ) -> VLMPolicy:
         """Load a policy saved by `save_pretrained` (full model, or an adapter folder whose
         `promptloop_policy.json` / adapter config names its base) or any hub-format VLM folder.
 
         `dtype` defaults to float32 on CPU and to the checkpoint's dtype ("auto") elsewhere; `device`
-        defaults to CPU. Keyword arguments override the saved policy settings (`temperature`, ...).
+        defaults to CPU; the weights load straight onto it (``device_map=device``) unless `device_map`
+        (e.g. "auto", to spread a large model over GPUs) is given. `revision` (a Hub branch, tag or commit)
+        applies to the model and tokenizer; `attn_implementation` ("eager", "sdpa", "flash_attention_2")
+        is passed to transformers as is; `trust_remote_code` stays off unless asked for. Keyword
+        arguments override the saved policy settings (`temperature`, ...).
         """
         from transformers import AutoModelForImageTextToText, AutoTokenizer
 
@@ -608,14 +615,18 @@ class VLMPolicy:
                 raise ValueError(f"{path} is an adapter folder that names no base model")
             merged = {**cls._saved_kwargs(saved), **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
-                                       dtype=dtype, device=device, is_trainable=is_trainable, **merged)
+                                       dtype=dtype, device=device, is_trainable=is_trainable, revision=revision,
+                                       attn_implementation=attn_implementation, device_map=device_map, **merged)
         kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dtype is None:
             dtype = torch.float32 if dev.type == "cpu" else "auto"
-        model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype)
-        model.to(dev)
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+        load: dict[str, Any] = {"revision": revision, "device_map": dev if device_map is None else device_map}
+        if attn_implementation is not None:
+            load["attn_implementation"] = attn_implementation
+        model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype,
+                                                            **load)
+        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
         processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
         kwargs.update(policy_kwargs)
         kwargs.setdefault("name_or_path", str(path))

@@ -71,6 +71,10 @@ F = TypeVar("F", bound=RewardFactory)
 _REGISTRY: dict[str, RewardFactory] = {}
 
 
+class RewardLoadError(ValueError):
+    """A reward's model could not be loaded (pre-flight at start-up); the message says which and why."""
+
+
 class UnknownRewardError(KeyError):
     """A reward name that is not registered; the message lists the available names."""
 
@@ -202,6 +206,22 @@ class CombinedReward:
             name: rewards[name] if name in rewards else get_reward(name, **reward_kwargs.get(name, {}))
             for name in self.weights
         }
+
+    def preflight(self) -> CombinedReward:
+        """Load every component that has a `load()` now, before any rollout; returns self.
+
+        A component that cannot load raises `RewardLoadError` (a ValueError: one line, naming the reward
+        and the reason), so `train`, `eval` and `generate` fail at start-up rather than mid-run.
+        """
+        for name, reward in self.rewards.items():
+            load = getattr(reward, "load", None)
+            if callable(load):
+                try:
+                    load()
+                except Exception as e:  # noqa: BLE001 - any loading failure becomes one clear line
+                    reason = " ".join(str(e).split()) or type(e).__name__
+                    raise RewardLoadError(f"reward {name!r} cannot load: {reason}") from e
+        return self
 
     def _components(self, images: ImagesLike, queries: Sequence[str]) -> dict[str, RewardOutput]:
         check_images(images, queries)

@@ -137,3 +137,132 @@ __all__ = [
     "tiny_clip_dir",
     "write_tiny_clip_tokenizer",
 ]
+
+
+def _rand(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g) * 0.05
+
+
+def imagereward_official_state(
+    *, width: int = 128, depth: int = 2, patch: int = 8, image_size: int = 32, hidden: int = 64,
+    layers: int = 2, vocab_size: int = 40, max_positions: int = 40, seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A random state dict under the official ImageReward.pt key names (BLIP ViT + med BERT + MLP).
+
+    The names are enumerated here from the official modules (ImageReward/models/BLIP/vit.py, med.py,
+    blip_pretrain.py and ImageReward.MLP), independently of the converter under test.
+    """
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+
+    def lin(name: str, out: int, inp: int) -> None:
+        s[f"{name}.weight"], s[f"{name}.bias"] = _rand(g, out, inp), _rand(g, out)
+
+    def norm(name: str, dim: int) -> None:
+        s[f"{name}.weight"], s[f"{name}.bias"] = 1 + _rand(g, dim), _rand(g, dim)
+
+    v = "blip.visual_encoder"
+    s[f"{v}.cls_token"] = _rand(g, 1, 1, width)
+    s[f"{v}.pos_embed"] = _rand(g, 1, (image_size // patch) ** 2 + 1, width)
+    s[f"{v}.patch_embed.proj.weight"], s[f"{v}.patch_embed.proj.bias"] = _rand(g, width, 3, patch, patch), _rand(g, width)
+    for i in range(depth):
+        b = f"{v}.blocks.{i}"
+        norm(f"{b}.norm1", width)
+        lin(f"{b}.attn.qkv", 3 * width, width)
+        lin(f"{b}.attn.proj", width, width)
+        norm(f"{b}.norm2", width)
+        lin(f"{b}.mlp.fc1", 4 * width, width)
+        lin(f"{b}.mlp.fc2", width, 4 * width)
+    norm(f"{v}.norm", width)
+    t = "blip.text_encoder"
+    s[f"{t}.embeddings.word_embeddings.weight"] = _rand(g, vocab_size, hidden)
+    s[f"{t}.embeddings.position_embeddings.weight"] = _rand(g, max_positions, hidden)
+    s[f"{t}.embeddings.position_ids"] = torch.arange(max_positions).unsqueeze(0)
+    norm(f"{t}.embeddings.LayerNorm", hidden)
+    for i in range(layers):
+        b = f"{t}.encoder.layer.{i}"
+        for att, kv in (("attention", hidden), ("crossattention", width)):
+            lin(f"{b}.{att}.self.query", hidden, hidden)
+            lin(f"{b}.{att}.self.key", hidden, kv)
+            lin(f"{b}.{att}.self.value", hidden, kv)
+            lin(f"{b}.{att}.output.dense", hidden, hidden)
+            norm(f"{b}.{att}.output.LayerNorm", hidden)
+        lin(f"{b}.intermediate.dense", 2 * hidden, hidden)
+        lin(f"{b}.output.dense", hidden, 2 * hidden)
+        norm(f"{b}.output.LayerNorm", hidden)
+    lin("blip.vision_proj", 16, width)
+    lin("blip.text_proj", 16, hidden)
+    for i, (out, inp) in zip((0, 2, 4, 6, 7), ((1024, hidden), (128, 1024), (64, 128), (16, 64), (1, 16)), strict=True):
+        lin(f"mlp.layers.{i}", out, inp)
+    return s
+
+
+def tiny_imagereward_dir(directory: str | Path, *, seed: int = 0) -> Path:
+    """Folder laid out like the THUDM/ImageReward repo (ImageReward.pt, med_config.json) plus a tiny
+    BERT tokenizer (subfolder "tokenizer"), all random and tiny."""
+    from transformers import BertTokenizerFast
+
+    directory = Path(directory)
+    (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "green", "circle", "square",
+             "triangle", "on", "the", "left", "right", "photo", "of", "cat"]
+    vocab_file = directory / "tokenizer" / "vocab.txt"
+    vocab_file.write_text("\n".join(words) + "\n", encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(vocab_file)).save_pretrained(directory / "tokenizer")
+    vocab_size = len(words) + 2  # + BLIP's [DEC] and [ENC]
+    torch.save(imagereward_official_state(vocab_size=vocab_size, seed=seed), directory / "ImageReward.pt")
+    med = {"architectures": ["BertModel"], "hidden_act": "gelu", "hidden_size": 64, "intermediate_size": 128,
+           "layer_norm_eps": 1e-12, "max_position_embeddings": 40, "model_type": "bert", "num_attention_heads": 2,
+           "num_hidden_layers": 2, "pad_token_id": 0, "vocab_size": vocab_size, "encoder_width": 768,
+           "add_cross_attention": True}
+    (directory / "med_config.json").write_text(json.dumps(med), encoding="utf-8")
+    return directory
+
+
+def hps_official_state(
+    *, vision_width: int = 160, vision_layers: int = 2, patch: int = 8, image_size: int = 32, text_width: int = 128,
+    text_layers: int = 2, vocab_size: int = 49408, context: int = 77, embed_dim: int = 16, seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A random state dict under OpenCLIP's ViT key names (as in the HPSv2 checkpoints), enumerated from
+    open_clip's VisionTransformer / TextTransformer / ResidualAttentionBlock, independently of the converter."""
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+
+    def block(prefix: str, w: int) -> None:
+        s[f"{prefix}.ln_1.weight"], s[f"{prefix}.ln_1.bias"] = 1 + _rand(g, w), _rand(g, w)
+        s[f"{prefix}.attn.in_proj_weight"], s[f"{prefix}.attn.in_proj_bias"] = _rand(g, 3 * w, w), _rand(g, 3 * w)
+        s[f"{prefix}.attn.out_proj.weight"], s[f"{prefix}.attn.out_proj.bias"] = _rand(g, w, w), _rand(g, w)
+        s[f"{prefix}.ln_2.weight"], s[f"{prefix}.ln_2.bias"] = 1 + _rand(g, w), _rand(g, w)
+        s[f"{prefix}.mlp.c_fc.weight"], s[f"{prefix}.mlp.c_fc.bias"] = _rand(g, 4 * w, w), _rand(g, 4 * w)
+        s[f"{prefix}.mlp.c_proj.weight"], s[f"{prefix}.mlp.c_proj.bias"] = _rand(g, w, 4 * w), _rand(g, w)
+
+    vw, tw = vision_width, text_width
+    s["visual.class_embedding"] = _rand(g, vw)
+    s["visual.positional_embedding"] = _rand(g, (image_size // patch) ** 2 + 1, vw)
+    s["visual.conv1.weight"] = _rand(g, vw, 3, patch, patch)
+    for name in ("visual.ln_pre", "visual.ln_post", "ln_final"):
+        w = tw if name == "ln_final" else vw
+        s[f"{name}.weight"], s[f"{name}.bias"] = 1 + _rand(g, w), _rand(g, w)
+    for i in range(vision_layers):
+        block(f"visual.transformer.resblocks.{i}", vw)
+    s["visual.proj"] = _rand(g, vw, embed_dim)
+    s["token_embedding.weight"] = _rand(g, vocab_size, tw)
+    s["positional_embedding"] = _rand(g, context, tw)
+    for i in range(text_layers):
+        block(f"transformer.resblocks.{i}", tw)
+    s["text_projection"] = _rand(g, tw, embed_dim)
+    s["logit_scale"] = torch.tensor(4.6052)
+    return s
+
+
+def tiny_hps_dir(directory: str | Path, *, version_file: str = "HPS_v2.1_compressed.pt", seed: int = 0) -> Path:
+    """Folder laid out like the xswu/HPSv2 repo (``{"state_dict": ...}`` .pt file) plus a tiny CLIP BPE
+    tokenizer (subfolder "tokenizer"); the text vocabulary matches the tokenizer's."""
+    from transformers import CLIPTokenizer
+
+    directory = Path(directory)
+    vocab = write_tiny_clip_tokenizer(directory / "tokenizer")
+    tok = CLIPTokenizer(str(directory / "tokenizer" / "vocab.json"), str(directory / "tokenizer" / "merges.txt"))
+    tok.save_pretrained(directory / "tokenizer")
+    torch.save({"state_dict": hps_official_state(vocab_size=len(vocab), seed=seed)}, directory / version_file)
+    return directory

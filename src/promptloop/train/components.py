@@ -101,7 +101,9 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str) -> Any:
                                         "promptloop.world.shapes.train_policy.train_world_policy)")
         dtype = None if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
         try:
-            policy = VLMPolicy.from_pretrained(path, dtype=dtype, device=device)
+            policy = VLMPolicy.from_pretrained(path, dtype=dtype, device=device, trust_remote_code=cfg.trust_remote_code,
+                                               revision=cfg.revision, attn_implementation=cfg.attn_implementation,
+                                               device_map=cfg.device_map)
         except (OSError, ValueError) as e:
             raise ValueError(f"policy.name_or_path {name!r}: cannot load the policy: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from e

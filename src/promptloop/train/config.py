@@ -61,6 +61,11 @@ class PolicyConfig:
     adapter_path: str | None = _f(None, "an existing LoRA adapter to start from (null: a fresh one)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto", "dtype of the policy weights (auto: float32 on CPU, checkpoint dtype on GPU)")
+    trust_remote_code: bool = _f(False, "run the checkpoint's own Python code (only for repos you trust)")
+    revision: str | None = _f(None, "Hub branch, tag or commit of the policy (null: the default branch)")
+    attn_implementation: str | None = _f(None, "eager / sdpa / flash_attention_2 (null: transformers' default)")
+    device_map: str | None = _f(None, "transformers device_map, e.g. 'auto' (null: load straight onto this "
+                                      "process's device)")
     finetune: Literal["lora", "full"] = _f("lora", "train a LoRA adapter or all weights")
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
@@ -110,11 +115,15 @@ class GRPOConfig:
     num_iterations: int = _f(1, "optimizer passes per rollout batch (mu); pass 1 is exactly on-policy")
     clip_eps: float = _f(0.2, "PPO clip range below 1 (ratio >= 1 - clip_eps)")
     clip_eps_high: float | None = _f(None, "PPO clip range above 1 (null: clip_eps)")
-    beta: float = _f(0.04, "weight of the k3 KL penalty to the reference policy (0: no reference pass)")
+    beta: float = _f(0.04, "weight of the k3 estimator exp(r-n)-(r-n)-1 of KL(policy || reference) per token, "
+                           "added to the loss (0: no reference pass)")
     scale_rewards: bool = _f(True, "divide group-centred rewards by the group std (false: Dr. GRPO)")
+    loss_type: Literal["dapo", "grpo", "dr_grpo"] = _f("dapo", "token aggregation: dapo = mean over all tokens, "
+                                                               "grpo = per-rewrite mean then mean, dr_grpo = "
+                                                               "sum / (rewrites * max_new_tokens)")
     micro_batch_size: int = _f(8, "refinement actions per forward/backward pass (gradient accumulation)")
-    recompute_old_logprobs: bool = _f(False, "recompute old log-probs in one forward before the update instead "
-                                              "of the ones recorded at sampling (useful in bf16/fp16)")
+    recompute_old_logprobs: bool = _f(False, "ignored (kept for old configs): old log-probs always come from "
+                                              "the first update pass's own forward, so its ratio is exactly 1")
     learning_rate: float = _f(1e-4, "peak learning rate of AdamW")
     weight_decay: float = _f(0.0, "AdamW weight decay")
     adam_beta1: float = _f(0.9, "AdamW beta1")
@@ -135,14 +144,19 @@ class EvalConfig:
     num_refinements: int | None = _f(None, "refinements at evaluation, equally spaced (null: loop.num_refinements)")
     alignment: Literal["auto", "always", "never"] = _f("auto", "also report the world's alignment reward: auto = "
                                                                "when every eval query parses as a world query")
+    trajectories: int = _f(4, "trajectories drawn per evaluation (previews + prompts + reward) to "
+                              "OUTPUT_DIR/trajectories/step_N.png/.json and the tracker (0: none)")
 
 
 @dataclass
 class LoggingConfig:
     """Progress bar, metrics files, trackers, plots."""
 
-    report_to: Literal["none", "tensorboard", "wandb"] = _f("none", "Accelerate tracker besides metrics.jsonl")
+    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = _f(
+        "none", "Accelerate tracker besides metrics.jsonl (trackio: local-first, pip install trackio)")
     project_name: str = _f("promptloop", "tracker project name")
+    run_name: str | None = _f(None, "name of the run in the tracker (null: the output_dir's folder name)")
+    tags: list[str] = _f([], "tags of the run in the tracker (wandb / trackio)")
     progress_bar: bool = _f(True, "show a tqdm progress bar (main process)")
     plot: bool = _f(True, "write reward_curve.png at the end")
 

@@ -7,9 +7,16 @@ Per completion token t of refinement action a (all K actions of a trajectory car
     kl_t    = exp(logp_ref_t - logp_new_t) - (logp_ref_t - logp_new_t) - 1          (k3, >= 0)
     loss_t  = -surr_t + beta * kl_t
 
-and the loss is the token-level mean over all tokens of the batch: sum_t loss_t / N_tokens. Under
-gradient accumulation or several processes each part contributes sum_t loss_t / N_tokens(global), so
-summing the parts' gradients gives exactly the full-batch gradient (`normaliser`).
+and the per-token losses are aggregated by `loss_type` (the names TRL uses):
+
+- ``dapo`` (default): token-level mean over all tokens of the batch, sum_t loss_t / N_tokens;
+- ``grpo``: mean over each action's own tokens, then mean over actions (long rewrites weigh less per
+  token; the original GRPO paper);
+- ``dr_grpo``: sum_t loss_t / (N_actions * L_max), a constant normaliser (Dr. GRPO, no length bias).
+
+Under gradient accumulation or several processes each part is divided by the GLOBAL count
+(`normaliser`: tokens, actions or actions * L_max), so summing the parts' gradients gives exactly the
+full-batch gradient.
 
 Clip fraction (as TRL): the share of tokens whose gradient the clip removes, i.e. ratio < 1 - eps_low
 with A < 0, or ratio > 1 + eps_high with A > 0.
@@ -21,6 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+
+LOSS_TYPES = ("dapo", "grpo", "dr_grpo")
 
 
 def kl_k3(logp_new: torch.Tensor, logp_ref: torch.Tensor) -> torch.Tensor:
@@ -80,12 +89,19 @@ def grpo_loss(
     beta: float = 0.0,
     logp_ref: Sequence[torch.Tensor] | None = None,
     normaliser: int | float | None = None,
+    loss_type: str = "dapo",
+    max_tokens: int | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """GRPO loss over a list of actions (per-action 1-D token log-probs and one advantage per action).
 
-    Returns (sum of per-token losses / normaliser, stats). `normaliser` defaults to this batch's token
-    count (the token-level mean); pass the global token count under accumulation / several processes.
+    Returns (sum of weighted per-token losses / normaliser, stats). `normaliser` defaults to this batch's
+    count for `loss_type` (tokens for "dapo", actions for "grpo", actions * `max_tokens` for "dr_grpo");
+    pass the global count under accumulation / several processes.
     """
+    if loss_type not in LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
+    if loss_type == "dr_grpo" and not max_tokens:
+        raise ValueError("loss_type 'dr_grpo' needs max_tokens (the longest completion allowed)")
     if not (len(logp_new) == len(logp_old) == len(advantages)):
         raise ValueError(f"{len(logp_new)} new, {len(logp_old)} old log-prob rows for {len(advantages)} advantages")
     if logp_ref is not None and len(logp_ref) != len(logp_new):
@@ -106,7 +122,13 @@ def grpo_loss(
     adv_tok = torch.cat([torch.full((int(n.numel()),), a, device=device) for n, a in zip(logp_new, adv, strict=True)])
     loss_t, parts = grpo_token_loss(new, old, adv_tok, clip_eps=clip_eps, clip_eps_high=clip_eps_high, beta=beta,
                                     logp_ref=ref)
-    norm = float(tokens if normaliser is None else normaliser)
+    if loss_type == "grpo":  # each action's tokens averaged first
+        loss_t = loss_t / torch.cat([torch.full((int(n.numel()),), float(max(1, n.numel())), device=device)
+                                     for n in logp_new])
+        default = len(logp_new)
+    else:
+        default = tokens if loss_type == "dapo" else len(logp_new) * int(max_tokens or 1)
+    norm = float(default if normaliser is None else normaliser)
     stats = LossStats(
         tokens=tokens,
         ratio_sum=float(parts["ratio"].sum()),

@@ -8,8 +8,10 @@ One step:
    against the ORIGINAL query; advantages are normalised within each group (groups never straddle
    processes, so this is the same as normalising the gathered batch).
 3. update — `num_iterations` optimizer passes over all K actions of every trajectory: token-level
-   PPO-clipped surrogate minus beta * k3 KL to the reference policy; old log-probs are those recorded at
-   sampling (first pass: ratio exactly 1). The loss is the token mean over the whole global batch:
+   PPO-clipped surrogate minus beta * k3 KL to the reference policy; old log-probs are the detached
+   log-probs of the first pass's own forward (the policy has not changed since sampling; as TRL does), so
+   the first-pass ratio is exactly 1 in every dtype; the sampling-time log-probs only feed the metric
+   `sampling_logprob_max_dev` (how far sampling and training forwards disagree numerically). The loss is the token mean over the whole global batch:
    micro-batches contribute sum/N_global and the gradients are summed over processes, which equals the
    single-process gradient (no DDP wrapper, so VLMPolicy keeps its plain model).
 
@@ -122,7 +124,7 @@ class GRPOTrainer:
         if reward is None:
             from promptloop.rewards import CombinedReward
 
-            reward = CombinedReward(cfg.rewards, normalise=False, reward_kwargs=cfg.reward_kwargs)
+            reward = CombinedReward(cfg.rewards, normalise=False, reward_kwargs=cfg.reward_kwargs).preflight()
         self.reward = reward
         self._alignment: Any = None
         from promptloop.loop.sampler import PromptLoopSampler
@@ -158,7 +160,7 @@ class GRPOTrainer:
             raise TrainError("accelerate.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
         log_with = None
         if cfg.logging.report_to != "none":
-            module = {"tensorboard": "tensorboard", "wandb": "wandb"}[cfg.logging.report_to]
+            module = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}[cfg.logging.report_to]
             try:
                 __import__(module if module != "tensorboard" else "torch.utils.tensorboard")
             except ImportError:
@@ -275,20 +277,21 @@ class GRPOTrainer:
         adv = batch.advantages
         mbs = micro_batches(actions, g.micro_batch_size)
         local_tokens = sum(a.num_tokens for a in actions)
-        (global_tokens,) = self._global_sum([float(local_tokens)])
+        global_tokens, global_actions = self._global_sum([float(local_tokens), float(len(actions))])
+        max_tokens = int(getattr(self.policy, "max_new_tokens", 0) or max([a.num_tokens for a in actions] + [1]))
+        normaliser = {"dapo": global_tokens, "grpo": global_actions,
+                      "dr_grpo": global_actions * max_tokens}[g.loss_type]
         if cfg.policy.gradient_checkpointing:
             self.policy.model.train()
         with torch.no_grad():
-            if g.recompute_old_logprobs:
-                for mb in mbs:
-                    for a, lp in zip(mb, self._logprobs(self.policy, mb, False), strict=True):
-                        a.old_logprobs = lp.detach().float().cpu()
             if self.reference is not None:
                 with self.reference.active() as ref:
                     for mb in mbs:
                         for a, lp in zip(mb, self._logprobs(ref, mb, False), strict=True):
                             a.ref_logprobs = lp.detach().float().cpu()
         sums = {"loss": 0.0, "ratio": 0.0, "clipped": 0.0, "kl": 0.0, "tokens": 0.0, "dev1": 0.0}
+        first: dict[int, torch.Tensor] = {}  # id(action) -> its log-probs from the first pass's forward
+        sample_dev = 0.0  # max |first-pass - sampling-time| log-prob: the sampler/trainer numeric mismatch
         grad_norms = []
         for it in range(g.num_iterations):
             loss_total = 0.0
@@ -297,11 +300,16 @@ class GRPOTrainer:
                 if sum(a.num_tokens for a in mb) == 0:
                     continue
                 new = self._logprobs(self.policy, mb, True)
+                if it == 0:  # the policy has not changed yet: old = this very forward, so the ratio is exactly 1
+                    for a, n in zip(mb, new, strict=True):
+                        first[id(a)] = n.detach().float()
+                        if a.old_logprobs is not None and a.old_logprobs.numel():
+                            sample_dev = max(sample_dev, float((first[id(a)].cpu() - a.old_logprobs).abs().max()))
                 loss, st = grpo_loss(
-                    [n.float() for n in new], [a.old_logprobs for a in mb], [float(adv[a.traj]) for a in mb],
+                    [n.float() for n in new], [first[id(a)] for a in mb], [float(adv[a.traj]) for a in mb],
                     clip_eps=g.clip_eps, clip_eps_high=g.clip_eps_high, beta=g.beta,
                     logp_ref=[a.ref_logprobs for a in mb] if g.beta > 0 else None,  # type: ignore[misc]
-                    normaliser=max(global_tokens, 1.0))
+                    normaliser=max(normaliser, 1.0), loss_type=g.loss_type, max_tokens=max_tokens)
                 acc.backward(loss)
                 loss_total += float(loss.detach())
                 sums["ratio"] += st.ratio_sum
@@ -329,6 +337,7 @@ class GRPOTrainer:
         dev1 = sums["dev1"]
         if acc.num_processes > 1:
             dev1 = float(acc.gather(torch.tensor([dev1], device=acc.device)).max())
+            sample_dev = float(acc.gather(torch.tensor([sample_dev], device=acc.device)).max())
         tok = max(tokens, 1.0)
         return {
             "loss": loss_sum / g.num_iterations,
@@ -336,6 +345,7 @@ class GRPOTrainer:
             "clip_fraction": clipped / tok,
             "ratio_mean": ratio_sum / tok if tokens else 1.0,
             "ratio_first_pass_max_dev": dev1,
+            "sampling_logprob_max_dev": sample_dev,
             "grad_norm": sum(grad_norms) / len(grad_norms),
             "lr": float(self.lr_scheduler.get_last_lr()[0]),
             "tokens": global_tokens,
@@ -404,6 +414,12 @@ class GRPOTrainer:
             mean, std = _mean_std([r[key] for r in rows])
             out[f"eval/{key}/mean"] = mean
             out[f"eval/{key}/std"] = std
+        if cfg.eval.trajectories > 0 and self.accelerator.is_main_process:
+            from promptloop.train.trajectories import log_trajectory_grid, save_trajectory_grid
+
+            saved = save_trajectory_grid(batch, scores, cfg.output_dir, self.step, cfg.eval.trajectories)
+            if saved is not None and cfg.logging.report_to != "none":
+                log_trajectory_grid(self.accelerator, saved[0], self.step)
         fb = self._gather([int(a.fallback) for a in batch.actions])
         out["eval/fallback_rate"] = sum(fb) / max(1, len(fb))
         out["time/eval_s"] = time.perf_counter() - t0
@@ -494,7 +510,10 @@ class GRPOTrainer:
         if cfg.logging.report_to != "none":
             flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v
                     for k, v in _flatten(cfg.to_dict()).items()}
-            acc.init_trackers(cfg.logging.project_name, config=flat)
+            run_name = cfg.logging.run_name or Path(cfg.output_dir).name
+            init_kwargs = {"wandb": {"name": run_name, "tags": list(cfg.logging.tags)},
+                           "trackio": {"name": run_name}}
+            acc.init_trackers(cfg.logging.project_name, config=flat, init_kwargs=init_kwargs)
         last: dict[str, Any] = {}
         last_eval: dict[str, Any] | None = None
         if cfg.eval.every > 0 and self.step == 0:

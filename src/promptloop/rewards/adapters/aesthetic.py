@@ -3,11 +3,13 @@
 The head is the public improved-aesthetic-predictor MLP (`AestheticHead`): Linear(D, 1024) ->
 Dropout(0.2) -> Linear(1024, 128) -> Dropout(0.2) -> Linear(128, 64) -> Dropout(0.1) -> Linear(64, 16)
 -> Linear(16, 1), state-dict keys ``layers.{0,2,4,6,7}.{weight,bias}`` (D = 768 for CLIP ViT-L/14,
-the default backbone "openai/clip-vit-large-patch14"). Its weights are user-provided (`head_weights`):
-a local .safetensors file (preferred), a .pt/.pth/.bin state dict (read with
+the default backbone "openai/clip-vit-large-patch14"). Its weights (`head_weights`) default to the
+official v2 head ``sac+logos+ava1-l14-linearMSE.pth`` as published on the Hub by TRL
+("trl-lib/ddpo-aesthetic-predictor", file "aesthetic-model.pth"), downloaded once and cached; also
+accepted: a local .safetensors file, a .pt/.pth/.bin state dict (read with
 ``torch.load(weights_only=True)``, never unpickled otherwise), a directory holding one such file, or
-an HF repo id (file `head_filename`, default "model.safetensors"). Key prefixes before "layers." are
-stripped. The query is ignored.
+another HF repo id (file `head_filename`, default "model.safetensors"). Key prefixes before "layers."
+are stripped. The query is ignored.
 
 Scale: the predictor regresses AVA-style mean ratings, about 1-10 (typically 4-7 for generated
 images); pass ``normalize=(lo, hi)``, e.g. ``(4, 7)``, to map to [0, 1] for combinations.
@@ -24,9 +26,12 @@ import torch
 from torch import nn
 
 from promptloop.rewards.adapters.base import ModelReward
+from promptloop.rewards.adapters.checkpoints import load_state_dict_file
 from promptloop.rewards.adapters.clip import ClipEmbedder
 
 HEAD_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+DEFAULT_HEAD_REPO = "trl-lib/ddpo-aesthetic-predictor"
+DEFAULT_HEAD_FILE = "aesthetic-model.pth"
 
 
 class AestheticHead(nn.Module):
@@ -78,16 +83,7 @@ def load_head_state_dict(
 ) -> dict[str, torch.Tensor]:
     """The head's state dict (keys ``layers.N.*``) from a file, directory or HF repo id, never unpickled."""
     file = _resolve_head_file(head_weights, head_filename, local_files_only)
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state: Any = load_file(str(file))
-    else:
-        state = torch.load(str(file), map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{file} does not hold a state dict of tensors")
+    state = load_state_dict_file(file)
     out: dict[str, torch.Tensor] = {}
     for key, val in state.items():
         pos = key.find("layers.")
@@ -113,10 +109,7 @@ class AestheticReward(ModelReward):
         **kwargs: Any,
     ) -> None:
         if head_weights is None:
-            raise ValueError(
-                "the 'aesthetic' reward needs head_weights: a .safetensors (or .pt state dict) file of the "
-                "improved-aesthetic-predictor MLP head, a directory holding one, or an HF repo id"
-            )
+            head_weights, head_filename = DEFAULT_HEAD_REPO, head_filename or DEFAULT_HEAD_FILE
         super().__init__(model_name_or_path, **kwargs)
         self.head_weights = head_weights
         self.head_filename = head_filename
@@ -153,7 +146,7 @@ class AestheticReward(ModelReward):
 
 
 def make_aesthetic(**kwargs: Any) -> AestheticReward:
-    """Factory of the LAION aesthetic-predictor reward (`head_weights` required; see the module docstring)."""
+    """Factory of the LAION aesthetic-predictor v2 reward (see the module docstring)."""
     return AestheticReward(**kwargs)
 
 
