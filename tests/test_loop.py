@@ -335,7 +335,7 @@ def test_schedules_and_validation(pipes: dict[str, Any]) -> None:
     assert not policy.inputs  # rejected before any sampling
     zero = _run(pipes["sd"], "sd", policy, num_refinements=0)  # N_R = 0 is allowed: plain sampling
     assert zero.num_policy_calls == 0 and zero.refinement_steps == []
-    with pytest.raises(TypeError, match="unsupported pipeline"):
+    with pytest.raises(TypeError, match="not in the family table"):
         detect_family(object())
 
 
@@ -467,11 +467,11 @@ def test_preview_decode_matches_pipeline_decode(pipes: dict[str, Any], family: s
         QUERIES, num_inference_steps=2, generator=_gen(), output_type="latent", **tiny_call_kwargs(family)
     ).images
     images = pipe(QUERIES, num_inference_steps=2, generator=_gen(), output_type="np", **tiny_call_kwargs(family)).images
-    previews = decode_preview(pipe, FAMILIES[family], latents, 32, 32)
+    previews = decode_preview(pipe, latents, 32, 32)
     decoded = np.stack([np.asarray(p, dtype=np.float32) / 255 for p in previews])
     np.testing.assert_allclose(decoded, images, atol=1 / 255 + 1e-6)
-    small = decode_preview(pipe, FAMILIES[family], latents, 32, 32, preview_size=16)
-    cheap = decode_preview(pipe, FAMILIES[family], latents, 32, 32, preview_size=16, lowres=True)
+    small = decode_preview(pipe, latents, 32, 32, preview_size=16)
+    cheap = decode_preview(pipe, latents, 32, 32, preview_size=16, lowres=True)
     assert [p.size for p in small] == [(16, 16)] * 2 and [p.size for p in cheap] == [(16, 16)] * 2
 
 

@@ -1,20 +1,21 @@
 """PromptLoopSampler: rewrite the prompt during diffusion sampling, from x0 previews.
 
-Wraps a diffusers pipeline the user already has (StableDiffusionPipeline, StableDiffusionXLPipeline,
-StableDiffusion3Pipeline, FluxPipeline) and runs the pipeline's *own* `__call__`, so its sampling
-(CFG, negative prompt, schedulers, guidance, VAE decode) is untouched. Three things are attached for
-the duration of one call and removed afterwards:
+Wraps any diffusers text-to-image pipeline the user already has and runs the pipeline's *own*
+`__call__`, so its sampling (CFG, negative prompt, schedulers, guidance, VAE decode) is untouched.
+For the duration of one call:
 
 1. `scheduler.step` is wrapped to keep the step's x0 estimate (or what is needed to compute it);
-2. `callback_on_step_end` runs at every step; at a refinement step i it decodes x0 to a preview, asks
-   the policy for the next prompts, encodes them with the pipeline's own `encode_prompt` and returns
-   the new positive rows of the conditioning tensors (negative rows untouched) -> they condition
-   steps i+1 onwards;
-3. FLUX only: the pooled CLIP embedding (`pooled_projections`) is not reachable by the callback, so a
-   forward pre-hook on the transformer substitutes it in exactly those calls whose
-   `encoder_hidden_states` *is* the prompt_embeds tensor the callback returned (the conditional
-   call; FLUX's true-CFG negative call passes a different tensor). The sampler checks at the next step
-   that the hook fired and raises otherwise: no silent partial swap.
+2. a step callback (`callback_on_step_end`, or the legacy `callback` where a pipeline has only that)
+   runs after every step; at a refinement step i it decodes x0 to previews (batched; through a tiny
+   autoencoder when given), asks the policy for the next prompts (and optionally negative prompts),
+   and puts them in force from step i+1;
+3. the new conditioning reaches the denoiser by one of two routes:
+   - table route (`table_swap.py`; SD 1.x, SDXL, SD3, FLUX.1): the callback returns the new rows of the
+     conditioning tensors; FLUX's pooled projection goes through a transformer pre-hook;
+   - generic route (`generic.py`; every other pipeline): the pipeline's own `encode_prompt`, found by
+     signature, and forward pre-hooks on the denoisers that substitute every tensor equal to an
+     original encoding (embeddings, pooled, masks, text ids) by the new one.
+   Either route checks at the next step that the denoiser saw the new conditioning, else raises.
 
 Modes (one code path):
 - "feedback":     the method. Policy called at each refinement step with the x0 previews.
@@ -28,6 +29,7 @@ Modes (one code path):
 
 from __future__ import annotations
 
+import inspect
 import random
 import warnings
 from collections.abc import Callable, Sequence
@@ -38,8 +40,18 @@ import torch
 from diffusers.utils import logging as diffusers_logging
 from PIL import Image
 
-from promptloop.loop.families import FamilySpec, decode_preview, default_size, detect_family, execution_device
+from promptloop.loop.families import default_size, execution_device, table_family
+from promptloop.loop.generic import (
+    ConditioningSwap,
+    PromptEncoder,
+    UnsupportedPipelineError,
+    denoisers,
+    make_step_trigger,
+)
+from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
+from promptloop.loop.preview import decode_preview
 from promptloop.loop.schedule import make_schedule
+from promptloop.loop.table_swap import TableSwap
 from promptloop.loop.x0 import StepRecorder
 from promptloop.policy.base import PolicyInput, PolicyOutput, RefinementPolicy
 
@@ -49,84 +61,27 @@ PreviewKind = Literal["vae", "vae-lowres"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# outputs
-# ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class Refinement:
-    """One policy decision for one sample."""
-
-    step: int  # loop index after which the new prompt is in force (-1: before sampling, feed-forward)
-    timestep: float | None  # scheduler timestep of that step (None before sampling)
-    progress: float  # fraction of sampling done when the decision applies, as given to the policy
-    prompt: str  # the chosen (sanitised) prompt, in force from step + 1
-    previous_prompt: str  # the prompt in force before (PolicyInput.current_prompts)
-    history: list[str]  # prompts in force before previous_prompt (PolicyInput.history)
-    raw_text: str  # the policy's raw output
-    fallback: bool  # True where the raw output was rejected and previous_prompt kept
-    completion_ids: torch.Tensor  # sampled token ids (1-D long; empty for non-LM policies)
-    logprobs: torch.Tensor  # per-token log-probs at sampling time (1-D float)
-    preview: Image.Image | None = None  # decoded x0 preview the policy saw (feedback mode only)
-    x0: torch.Tensor | None = None  # the x0 latent of that step (CPU, denoiser space; feedback mode only)
-
-
-@dataclass
-class Trajectory:
-    """The prompt trajectory of one sample."""
-
-    query: str
-    initial_prompt: str  # the prompt at step 0 (the query, or the feed-forward rewrite)
-    refinements: list[Refinement] = field(default_factory=list)
-
-    @property
-    def final_prompt(self) -> str:
-        return self.refinements[-1].prompt if self.refinements else self.initial_prompt
-
-    def prompt_at(self, step: int) -> str:
-        """The prompt conditioning loop step `step`."""
-        prompt = self.initial_prompt
-        for r in self.refinements:
-            if r.step < step:
-                prompt = r.prompt
-        return prompt
-
-
-@dataclass
-class PromptLoopOutput:
-    """Result of one PromptLoopSampler call."""
-
-    images: Any  # as the pipeline returns them for output_type (list of PIL by default)
-    trajectories: list[Trajectory]  # one per sample, in batch order
-    mode: str
-    refinement_steps: list[int]
-    timesteps: list[float]  # the scheduler timestep of every loop step
-    num_policy_calls: int
-    latents: torch.Tensor | None = None  # (num_steps, batch, ...) latents after each step, if record_latents
-
-
-# ----------------------------------------------------------------------------------------------------------------------
 # internal per-call state
 # ----------------------------------------------------------------------------------------------------------------------
 @dataclass
 class _CallState:
-    spec: FamilySpec
     queries: list[str]
     prompts: list[str]  # prompt in force per sample
+    negatives: list[str]  # negative prompt in force per sample ("" where the pipeline's default is in force)
+    initial_negative: list[str] | None  # the negative prompts the pipeline was called with (None: its default)
     history: list[list[str]]  # earlier prompts per sample
     trajectories: list[Trajectory]
     refinement_steps: list[int]
     planned: dict[int, PolicyOutput]  # no-feedback: decisions made in advance, by step
-    encode_kwargs: dict[str, Any]
     height: int
     width: int
     record_latents: bool
+    swap: TableSwap | ConditioningSwap
+    pipeline_prompts: list[str] = field(default_factory=list)  # the prompts the pipeline call was given
+    negative_acted: bool = False  # a negative-prompt action has happened in this call
     latents: list[torch.Tensor] = field(default_factory=list)
     timesteps: list[float] = field(default_factory=list)
     num_policy_calls: int = 0
-    # hook (FLUX pooled) bookkeeping
-    hooked_values: dict[str, torch.Tensor] = field(default_factory=dict)  # current positive rows, by kwarg
-    hook_key: torch.Tensor | None = None  # the prompt_embeds object the callback returned
-    hook_hits: int = 0  # substitutions since the last callback
-    seen_calls: list[dict[str, torch.Tensor]] = field(default_factory=list)  # denoiser kwargs since last callback
     recorder: StepRecorder | None = None
 
 
@@ -134,13 +89,15 @@ class PromptLoopSampler:
     """Run a diffusers pipeline with prompt refinement by a policy during sampling.
 
     Args:
-        pipe: a StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline or FluxPipeline.
+        pipe: any diffusers text-to-image pipeline whose `__call__` takes `callback_on_step_end` (or the legacy
+            `callback`) and that has an `encode_prompt` (see the README's table of supported pipelines).
         policy: the default RefinementPolicy (can be overridden per call).
         mode: default mode, one of MODES.
         num_refinements: default N_R.
         schedule: default schedule kind, "uniform" (inference) or "random" (training).
         preview: "vae" (full decode) or "vae-lowres" (decode a downsampled latent: cheap, approximate).
         preview_size: longest side of previews in pixels (None: full resolution).
+        preview_vae: a tiny autoencoder for previews (diffusers `AutoencoderTiny`, TAESD-style), None: the pipeline's VAE.
         rewrite_first: in feedback mode, also rewrite the query once before sampling (no preview, as the
             feed-forward mode does), so the layout-deciding first steps already use a rewritten prompt;
             recorded as a refinement at step -1 (trained like the others).
@@ -161,10 +118,18 @@ class PromptLoopSampler:
         schedule: str = "uniform",
         preview: PreviewKind = "vae",
         preview_size: int | None = None,
+        preview_vae: Any = None,
         rewrite_first: bool = False,
     ) -> None:
         self.pipe = pipe
-        self.spec = detect_family(pipe)
+        self.spec = table_family(pipe)
+        self.install_trigger = make_step_trigger(pipe)
+        if self.spec is None:
+            if not callable(getattr(pipe, "encode_prompt", None)):
+                raise UnsupportedPipelineError(f"{type(pipe).__name__} has no encode_prompt to encode new prompts")
+            if not denoisers(pipe):
+                raise UnsupportedPipelineError(f"{type(pipe).__name__} has no unet/transformer to hook the conditioning into")
+        self.route = "table" if self.spec is not None else "generic"
         self.policy = policy
         self.mode = _check_mode(mode)
         self.num_refinements = num_refinements
@@ -173,6 +138,7 @@ class PromptLoopSampler:
             raise ValueError(f"preview must be 'vae' or 'vae-lowres', got {preview!r}")
         self.preview = preview
         self.preview_size = preview_size
+        self.preview_vae = preview_vae
         self.rewrite_first = rewrite_first
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -202,10 +168,10 @@ class PromptLoopSampler:
         `refinement_steps` (explicit loop indices) overrides `num_refinements`/`schedule`; `schedule_seed`
         seeds the "random" schedule. `rewrite_first` overrides the sampler's default (feedback mode only).
         `guidance_scale=None` keeps the pipeline's default. Extra keyword
-        arguments go to the pipeline (`max_sequence_length`, `true_cfg_scale`, `clip_skip`, ...);
+        arguments go to the pipeline (`max_sequence_length`, `true_cfg_scale`, `clip_skip`, `image`, ...);
         `num_images_per_prompt=k` repeats every query (and per-sample negative prompt) k times.
         """
-        pipe, spec = self.pipe, self.spec
+        pipe = self.pipe
 
         # 1. Resolve the call: mode, policy, batch, refinement schedule.
         mode = _check_mode(mode or self.mode)
@@ -215,7 +181,8 @@ class PromptLoopSampler:
         rewrite_first = self.rewrite_first if rewrite_first is None else rewrite_first
         if rewrite_first and mode not in ("feedback", "feed-forward"):
             raise ValueError(f"rewrite_first applies to feedback mode (feed-forward always rewrites first), not {mode!r}")
-        for reserved in ("prompt", "prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs"):
+        for reserved in ("prompt", "prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs",
+                         "callback", "callback_steps"):
             if reserved in pipeline_kwargs:
                 raise ValueError(f"{reserved!r} is set by the sampler; pass queries instead")
         queries = [queries] if isinstance(queries, str) else list(queries)
@@ -243,19 +210,29 @@ class PromptLoopSampler:
             default_h, default_w = default_size(pipe)
             height, width = height or default_h, width or default_w
         user_callback: Callable[..., dict[str, Any]] | None = pipeline_kwargs.pop("callback_on_step_end", None)
-
+        initial_negative = (
+            None if negative_prompt is None
+            else [negative_prompt] * len(queries) if isinstance(negative_prompt, str) else list(negative_prompt)
+        )
+        encode_kwargs = {**pipeline_kwargs, "height": height, "width": width}
+        if self.spec is not None:
+            swap: TableSwap | ConditioningSwap = TableSwap(pipe, self.spec, len(queries), encode_kwargs)
+        else:
+            swap = ConditioningSwap(pipe, PromptEncoder(pipe, encode_kwargs, execution_device(pipe)), len(queries))
         state = _CallState(
-            spec=spec,
             queries=queries,
             prompts=list(queries),
+            negatives=list(initial_negative) if initial_negative is not None else [""] * len(queries),
+            initial_negative=initial_negative,
             history=[[] for _ in queries],
-            trajectories=[Trajectory(q, q) for q in queries],
+            trajectories=[Trajectory(q, q, initial_negative_prompt=n) for q, n in
+                          zip(queries, initial_negative or [None] * len(queries), strict=True)],
             refinement_steps=steps,
             planned={},
-            encode_kwargs=dict(pipeline_kwargs),
             height=height,
             width=width,
             record_latents=record_latents,
+            swap=swap,
         )
 
         # 2. Decisions made before sampling: the feed-forward rewrite (also feedback's with rewrite_first),
@@ -263,50 +240,55 @@ class PromptLoopSampler:
         if mode == "feed-forward" or rewrite_first:
             out = self._propose(policy, state, progress=0.0, previews=None)
             self._record(state, out, step=-1, timestep=None, progress=0.0)
-            for traj, prompt in zip(state.trajectories, state.prompts, strict=True):
+            for traj, prompt, negative in zip(state.trajectories, state.prompts, state.negatives, strict=True):
                 traj.initial_prompt = prompt
+                if out.negative_prompts is not None:
+                    traj.initial_negative_prompt = negative
+            if out.negative_prompts is not None:
+                initial_negative = list(state.negatives)
+                state.initial_negative = initial_negative
         elif mode == "no-feedback":
             self._plan_in_advance(policy, state, num_inference_steps)
             state.prompts, state.history = list(queries), [[] for _ in queries]  # replayed during sampling
+            state.negatives = list(initial_negative) if initial_negative is not None else [""] * len(queries)
 
-        # 3. Attach: x0 recorder on the scheduler, pooled hook on the denoiser (FLUX), step callback.
-        callback = self._make_callback(state, policy, mode, user_callback)
-        tensor_inputs = ["latents", *spec.callback_tensors]
-        if user_callback is not None:
-            tensor_inputs += [t for t in getattr(user_callback, "tensor_inputs", []) if t not in tensor_inputs]
+        # 3. Attach: x0 recorder on the scheduler, the swap route's hooks, the step callback.
+        state.pipeline_prompts = list(state.prompts)
         call_kwargs: dict[str, Any] = {
             "prompt": list(state.prompts),
             "num_inference_steps": num_inference_steps,
-            "negative_prompt": negative_prompt,
+            "negative_prompt": initial_negative,
             "generator": generator,
             "height": height,
             "width": width,
             "output_type": output_type,
-            "callback_on_step_end": callback,
-            "callback_on_step_end_tensor_inputs": tensor_inputs,
             **pipeline_kwargs,
         }
+        self.install_trigger(call_kwargs, self._make_on_step(state, policy, mode, user_callback))
+        if "callback_on_step_end" in call_kwargs:
+            tensor_inputs = ["latents", *(self.spec.callback_tensors if self.spec is not None else ())]
+            if user_callback is not None:
+                tensor_inputs += [t for t in getattr(user_callback, "tensor_inputs", []) if t not in tensor_inputs]
+            call_kwargs["callback_on_step_end_tensor_inputs"] = tensor_inputs
+        elif user_callback is not None:
+            raise ValueError(f"{type(pipe).__name__} has no callback_on_step_end to pass yours to")
         if guidance_scale is not None:
             call_kwargs["guidance_scale"] = guidance_scale
-        if negative_prompt is None:
+        if initial_negative is None:
             del call_kwargs["negative_prompt"]
-        hook_handle = None
-        if spec.hooked_tensors:
-            denoiser = getattr(pipe, spec.denoiser)
-            hook_handle = denoiser.register_forward_pre_hook(self._make_hook(state), with_kwargs=True)
 
         # 4. Sample with the pipeline's own loop (its per-encode truncation warnings are silenced:
         #    check_queries warned once already).
         verbosity = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()
+        swap.attach()
         try:
             with StepRecorder(pipe.scheduler) as recorder:
                 state.recorder = recorder
                 result = pipe(**call_kwargs)
         finally:
             diffusers_logging.set_verbosity(verbosity)
-            if hook_handle is not None:
-                hook_handle.remove()
+            swap.detach()
 
         # 5. Assemble the output.
         latents = torch.stack(state.latents) if record_latents else None
@@ -332,6 +314,7 @@ class PromptLoopSampler:
             progress=progress,
             previews=previews,
             history=[list(h) for h in state.history],
+            current_negative_prompts=list(state.negatives),
         )
         state.num_policy_calls += 1
         return _check_policy_output(policy.propose(inputs), len(state.queries))
@@ -349,6 +332,7 @@ class PromptLoopSampler:
                 progress=progresses[0],
                 previews=None,
                 history=[[] for _ in state.queries],
+                current_negative_prompts=list(state.negatives),
             )
             state.num_policy_calls += 1
             outputs = list(propose_schedule(inputs, progresses))
@@ -363,14 +347,18 @@ class PromptLoopSampler:
             self._advance(state, out)
 
     @staticmethod
-    def _advance(state: _CallState, out: PolicyOutput) -> list[bool]:
-        """Put the policy's prompts in force; return which samples changed."""
-        changed = []
+    def _advance(state: _CallState, out: PolicyOutput) -> tuple[list[bool], list[bool]]:
+        """Put the policy's prompts (and negative prompts) in force; return which samples changed each."""
+        changed, negative_changed = [], []
         for k, prompt in enumerate(out.prompts):
             changed.append(prompt != state.prompts[k])
             state.history[k].append(state.prompts[k])
             state.prompts[k] = prompt
-        return changed
+            negative = out.negative_prompts[k] if out.negative_prompts is not None else None
+            negative_changed.append(negative is not None and negative != state.negatives[k])
+            if negative is not None:
+                state.negatives[k] = negative
+        return changed, negative_changed
 
     @staticmethod
     def _record(
@@ -381,7 +369,7 @@ class PromptLoopSampler:
         progress: float,
         previews: list[Image.Image] | None = None,
         x0: torch.Tensor | None = None,
-    ) -> list[bool]:
+    ) -> tuple[list[bool], list[bool]]:
         """Append each sample's decision to its trajectory, then put the new prompts in force."""
         for k, traj in enumerate(state.trajectories):
             traj.refinements.append(
@@ -398,111 +386,108 @@ class PromptLoopSampler:
                     logprobs=out.logprobs[k],
                     preview=previews[k] if previews is not None else None,
                     x0=x0[k].detach().cpu() if x0 is not None else None,
+                    negative_prompt=out.negative_prompts[k] if out.negative_prompts is not None else None,
                 )
             )
         return PromptLoopSampler._advance(state, out)
 
     # ------------------------------------------------------------------------------------------------------------------
-    # conditioning swap
+    # the step callback
     # ------------------------------------------------------------------------------------------------------------------
-    def _make_callback(
+    def _make_on_step(
         self,
         state: _CallState,
         policy: RefinementPolicy | None,
         mode: str,
         user_callback: Callable[..., dict[str, Any]] | None,
-    ) -> Callable[[Any, int, Any, dict[str, Any]], dict[str, Any]]:
-        spec, pipe = self.spec, self.pipe
+    ) -> Callable[[int, Any, dict[str, Any]], dict[str, Any]]:
+        pipe = self.pipe
         refine_at = set(state.refinement_steps)
 
-        def callback(_pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            num_steps = len(pipe.scheduler.timesteps)
-            timestep = float(t)
-            state.timesteps.append(timestep)
+        def on_step(i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+            num_steps = len(pipe.scheduler.timesteps) // max(1, int(getattr(pipe.scheduler, "order", 1) or 1))
+            state.timesteps.append(float(t))
             if state.record_latents:
                 state.latents.append(kwargs["latents"].detach().clone().cpu())
-            self._check_hook_fired(state)
+            state.swap.check_reached()
             outputs: dict[str, Any] = {}
             if i in refine_at and i < num_steps - 1:
-                progress = (i + 1) / num_steps
-                if mode == "feedback":
-                    assert state.recorder is not None
-                    x0 = state.recorder.x0()
-                    previews = decode_preview(
-                        pipe,
-                        spec,
-                        x0,
-                        state.height,
-                        state.width,
-                        preview_size=self.preview_size,
-                        lowres=self.preview == "vae-lowres",
-                    )
-                    out = self._propose(policy, state, progress=progress, previews=previews)  # type: ignore[arg-type]
-                    changed = self._record(state, out, i, timestep, progress, previews, x0)
-                else:  # no-feedback: replay the decision made in advance
-                    out = state.planned[i]
-                    changed = self._record(state, out, i, timestep, progress)
-                outputs = self._swap(state, kwargs, changed)
+                outputs = self._refine(state, policy, mode, i, float(t), (i + 1) / num_steps, kwargs)
             elif i in refine_at:
                 raise ValueError(f"refinement step {i} is not before the last of {num_steps} loop steps")
-            state.seen_calls.clear()  # the denoiser calls of the next step are recorded afresh
+            if isinstance(state.swap, TableSwap):
+                state.swap.step_done()
             if user_callback is not None:
                 merged = {**kwargs, **outputs}
-                outputs.update(user_callback(_pipe, i, t, merged) or {})
+                outputs.update(user_callback(pipe, i, t, merged) or {})
             return outputs
 
-        return callback
+        return on_step
 
-    def _swap(self, state: _CallState, kwargs: dict[str, Any], changed: list[bool]) -> dict[str, torch.Tensor]:
-        """New conditioning tensors for the callback to return: positive rows re-encoded where the prompt changed."""
-        spec = self.spec
-        if not any(changed):
-            return {}
-        batch = len(state.queries)
-        rows = torch.tensor(changed, device="cpu")
-        encoded = spec.encode(self.pipe, list(state.prompts), execution_device(self.pipe), state.encode_kwargs)
-        outputs: dict[str, torch.Tensor] = {}
-        for name in spec.callback_tensors:
-            outputs[name] = _replace_positive_rows(name, kwargs[name], encoded[name], rows, batch)
-        if spec.hooked_tensors:
-            current = self._current_hooked_values(state, kwargs["prompt_embeds"])
-            for name in spec.hooked_tensors:
-                state.hooked_values[name] = _replace_positive_rows(name, current[name], encoded[name], rows, batch)
-            state.hook_key = outputs["prompt_embeds"]
-            state.hook_hits = 0
-        return outputs
-
-    # FLUX: pooled_projections through a forward pre-hook ------------------------------------------------------------
-    def _make_hook(self, state: _CallState) -> Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]:
-        names = self.spec.hooked_tensors
-
-        def hook(_module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
-            ehs = kwargs.get("encoder_hidden_states")
-            if state.hook_key is not None and ehs is state.hook_key:
-                kwargs = {**kwargs, **state.hooked_values}
-                state.hook_hits += 1
-            state.seen_calls.append({"encoder_hidden_states": ehs, **{n: kwargs.get(n) for n in names}})
-            return args, kwargs
-
-        return hook
-
-    def _current_hooked_values(self, state: _CallState, prompt_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
-        """The hooked tensors (e.g. FLUX pooled) that went with the current positive prompt_embeds in this step."""
-        for call in reversed(state.seen_calls):
-            if call["encoder_hidden_states"] is prompt_embeds:
-                return {n: call[n] for n in self.spec.hooked_tensors}
-        raise RuntimeError(
-            f"could not find the denoiser call conditioned on the current prompt_embeds; cannot swap "
-            f"{list(self.spec.hooked_tensors)} consistently"
-        )
-
-    def _check_hook_fired(self, state: _CallState) -> None:
-        if state.hook_key is not None and state.hook_hits == 0 and state.seen_calls:
-            raise RuntimeError(
-                f"the {list(self.spec.hooked_tensors)} swap did not reach the denoiser in the last step "
-                "(no call received the swapped prompt_embeds); refusing a partial conditioning swap"
+    def _refine(
+        self,
+        state: _CallState,
+        policy: RefinementPolicy | None,
+        mode: str,
+        i: int,
+        timestep: float,
+        progress: float,
+        kwargs: dict[str, Any],
+    ) -> dict[str, Any]:
+        """One refinement step: previews -> policy (or the plan) -> the new conditioning in force from i + 1."""
+        if mode == "feedback":
+            assert state.recorder is not None and policy is not None
+            x0 = state.recorder.x0()
+            previews = decode_preview(
+                self.pipe,
+                x0,
+                state.height,
+                state.width,
+                preview_size=self.preview_size,
+                lowres=self.preview == "vae-lowres",
+                preview_vae=self.preview_vae,
             )
-        state.hook_hits = 0
+            out = self._propose(policy, state, progress=progress, previews=previews)
+            changed, negative_changed = self._record(state, out, i, timestep, progress, previews, x0)
+        else:  # no-feedback: replay the decision made in advance
+            changed, negative_changed = self._record(state, state.planned[i], i, timestep, progress)
+        if not any(changed) and not any(negative_changed):
+            return {}
+        if isinstance(state.swap, TableSwap):
+            if self.spec is not None and self.spec.hooked_tensors and any(negative_changed):
+                raise ValueError(
+                    f"{type(self.pipe).__name__} is guidance-distilled: a negative-prompt action has no "
+                    "classifier-free guidance to act through on the table route"
+                )
+            return state.swap.swap(kwargs, state.prompts, state.negatives, changed, negative_changed)
+        if any(negative_changed):
+            self._check_negative_possible(state)
+            state.negative_acted = True
+        rows = [c or n for c, n in zip(changed, negative_changed, strict=True)]
+        acted = state.initial_negative is not None or state.negative_acted
+        negatives_now = list(state.negatives) if acted else None
+        state.swap.update((state.pipeline_prompts, state.initial_negative), (list(state.prompts), negatives_now), rows)
+        return {}
+
+    def _check_negative_possible(self, state: _CallState) -> None:
+        """Refuse a negative-prompt action where the running call has no negative branch to act through."""
+        name = type(self.pipe).__name__
+        assert isinstance(state.swap, ConditioningSwap)
+        encoder = state.swap.encoder
+        if "negative_prompt" not in inspect.signature(self.pipe.__call__).parameters:
+            raise ValueError(
+                f"{name} takes no negative prompt (no classifier-free guidance): a negative-prompt action cannot act"
+            )
+        if encoder.takes_negative and not encoder.cfg():
+            raise ValueError(
+                f"{name}: a negative prompt acts only under classifier-free guidance, and this call has none "
+                "(guidance-distilled model or guidance_scale <= 1)"
+            )
+        if not encoder.takes_negative and state.initial_negative is None:
+            raise ValueError(
+                f"{name} encodes the negative prompt in a separate true-CFG call: start the call with a "
+                "negative_prompt (and a true-CFG scale > 1) for a negative-prompt action to act through"
+            )
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -544,28 +529,15 @@ def _check_policy_output(out: PolicyOutput, batch: int) -> PolicyOutput:
     """Validate the policy's batch size and fill optional fields (empty tokens, no fallback, raw = prompt)."""
     if len(out.prompts) != batch:
         raise ValueError(f"policy returned {len(out.prompts)} prompts for a batch of {batch}")
+    negatives = out.negative_prompts
+    if negatives is not None and len(negatives) != batch:
+        raise ValueError(f"policy returned {len(negatives)} negative prompts for a batch of {batch}")
     return PolicyOutput(
         prompts=list(out.prompts),
         completion_ids=list(out.completion_ids) or [torch.zeros(0, dtype=torch.long) for _ in range(batch)],
         logprobs=list(out.logprobs) or [torch.zeros(0) for _ in range(batch)],
         fallback=list(out.fallback) or [False] * batch,
         raw_texts=list(out.raw_texts) or list(out.prompts),
+        fallback_reasons=list(out.fallback_reasons),
+        negative_prompts=list(negatives) if negatives is not None else None,
     )
-
-
-def _replace_positive_rows(
-    name: str, current: torch.Tensor, encoded: torch.Tensor, rows: torch.Tensor, batch: int
-) -> torch.Tensor:
-    """Replace the positive rows of `current` (the last `batch` rows: [neg; pos] under CFG) where `rows` is True."""
-    if current.shape[0] not in (batch, 2 * batch):
-        raise RuntimeError(f"{name}: expected {batch} or {2 * batch} rows in the loop, found {current.shape[0]}")
-    if tuple(encoded.shape[1:]) != tuple(current.shape[1:]):
-        raise RuntimeError(
-            f"{name}: re-encoded prompt has shape {tuple(encoded.shape[1:])} but the loop holds {tuple(current.shape[1:])} "
-            "(pass the same max_sequence_length/clip_skip to the sampler as the pipeline uses)"
-        )
-    mask = rows.to(current.device).view(-1, *([1] * (current.ndim - 1)))
-    positive = torch.where(mask, encoded.to(device=current.device, dtype=current.dtype), current[-batch:])
-    if current.shape[0] == batch:
-        return positive
-    return torch.cat([current[:-batch], positive], dim=0)

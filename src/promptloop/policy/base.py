@@ -22,6 +22,7 @@ class PolicyInput:
     progress: float  # fraction of sampling done, in [0, 1] (0 = before sampling)
     previews: list[Image.Image] | None = None  # decoded x0 preview per sample; None without feedback
     history: list[list[str]] | None = None  # earlier prompts per sample (optional context)
+    current_negative_prompts: list[str] | None = None  # the negative prompt in force per sample ("": the default)
 
 
 @dataclass
@@ -33,6 +34,9 @@ class PolicyOutput:
     raw_texts: list[str] = field(default_factory=list)  # the decoded raw output before sanitation
     # why each sample fell back ("empty", "garbage", "overlong", "invalid"), None where it did not
     fallback_reasons: list[str | None] = field(default_factory=list)
+    # optional second action: the negative prompt per sample from now on (None for the batch, or a None
+    # entry for a sample: keep the one in force). Only pipelines with classifier-free guidance accept it.
+    negative_prompts: list[str | None] | None = None
 
 
 @runtime_checkable
