@@ -96,6 +96,9 @@ class PromptEncoder:
         for key, value in call_kwargs.items():
             if key in self.params and key not in _OWN:
                 self.options[key] = value
+        for key, param in self.params.items():  # required secondary prompts (SD3 img2img: prompt_2, prompt_3)
+            if key.startswith("prompt_") and param.default is inspect.Parameter.empty and key not in self.options:
+                self.options[key] = None
         if "lora_scale" in self.params:
             for key in _LORA_KWARGS:
                 scale = (call_kwargs.get(key) or {}).get("scale")

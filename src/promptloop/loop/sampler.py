@@ -276,6 +276,10 @@ class PromptLoopSampler:
             call_kwargs["guidance_scale"] = guidance_scale
         if initial_negative is None:
             del call_kwargs["negative_prompt"]
+        accepted = inspect.signature(pipe.__call__).parameters
+        for size_arg in ("height", "width"):  # img2img pipelines take the size from their input image
+            if size_arg not in accepted:
+                del call_kwargs[size_arg]
 
         # 4. Sample with the pipeline's own loop (its per-encode truncation warnings are silenced:
         #    check_queries warned once already).
@@ -405,7 +409,9 @@ class PromptLoopSampler:
         refine_at = set(state.refinement_steps)
 
         def on_step(i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-            num_steps = len(pipe.scheduler.timesteps) // max(1, int(getattr(pipe.scheduler, "order", 1) or 1))
+            num_steps = getattr(pipe, "_num_timesteps", None) or len(pipe.scheduler.timesteps) // max(
+                1, int(getattr(pipe.scheduler, "order", 1) or 1)
+            )
             state.timesteps.append(float(t))
             if state.record_latents:
                 state.latents.append(kwargs["latents"].detach().clone().cpu())
