@@ -21,7 +21,8 @@ No per-family knowledge. For a pipeline that is not in the family table (`famili
 4. After each swap the sampler calls `check_reached` at the next step: every output of `encode_prompt`
    that the swap changed must have been substituted in at least one denoiser call, else a
    RuntimeError (no silent partial swap: e.g. a pipeline that derives a tensor from the embeddings
-   before the denoiser sees it).
+   before the denoiser sees it). The one exception is an attention mask that no denoiser takes
+   (AuraFlow multiplies it into the embeddings inside encode_prompt): a one-time warning says so.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ class PromptEncoder:
         self.pipe = pipe
         self.encode = encode
         self.takes_negative = "negative_prompt" in self.params
+        self.guidance_scale = call_kwargs.get("guidance_scale")
         self.options: dict[str, Any] = {"device": device}
         if "num_images_per_prompt" in self.params:
             self.options["num_images_per_prompt"] = 1
@@ -106,8 +108,15 @@ class PromptEncoder:
                     self.options["lora_scale"] = scale
 
     def cfg(self) -> bool:
-        """Whether the running pipeline call uses classifier-free guidance (its own property, read mid-call)."""
-        return bool(getattr(self.pipe, "do_classifier_free_guidance", False))
+        """Whether the running pipeline call uses classifier-free guidance: its own property, read mid-call, or
+        (pipelines without one: PixArt, AuraFlow) `guidance_scale > 1` as their __call__ decides it."""
+        if hasattr(type(self.pipe), "do_classifier_free_guidance"):
+            return bool(self.pipe.do_classifier_free_guidance)
+        scale = self.guidance_scale
+        if scale is None:
+            default = inspect.signature(self.pipe.__call__).parameters.get("guidance_scale")
+            scale = None if default is None else default.default
+        return isinstance(scale, (int, float)) and scale > 1.0
 
     @torch.no_grad()
     def __call__(self, prompts: list[str], negatives: list[str] | None) -> Encoded:
@@ -131,6 +140,11 @@ def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
     if a.shape != b.shape:
         return False
     return torch.equal(a, b.to(device=a.device, dtype=a.dtype))
+
+
+def _is_mask(value: Any) -> bool:
+    """A (batch, length) tensor of 0/1 values: an attention mask."""
+    return isinstance(value, torch.Tensor) and value.ndim == 2 and bool(((value == 0) | (value == 1)).all())
 
 
 def _fit(new: torch.Tensor, old: torch.Tensor) -> tuple[torch.Tensor, bool]:
@@ -170,6 +184,7 @@ class ConditioningSwap:
         self.pending = False  # a swap happened and has not been checked yet
         self.calls_since_swap = 0
         self.warned_length = False
+        self.warned_mask = False
         self._cache: dict[int, tuple[Any, Any]] = {}
         self._handles: list[Any] = []
 
@@ -307,6 +322,16 @@ class ConditioningSwap:
             return
         missing = [(index, old) for index, old, _ in self.pairs if index not in self.hits]
         self.pending = False
+        masks = [(index, old) for index, old in missing if _is_mask(old)]
+        if masks and not self.warned_mask:
+            warnings.warn(
+                f"{type(self.pipe).__name__}: the attention mask from encode_prompt (output {masks[0][0]}) is not an "
+                "input of the denoiser; assuming the pipeline folds it into the embeddings (they were swapped)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.warned_mask = True
+        missing = [(index, old) for index, old in missing if not _is_mask(old)]
         if missing:
             index, old = missing[0]
             shape = tuple(old.shape) if isinstance(old, torch.Tensor) else type(old).__name__

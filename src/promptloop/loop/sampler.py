@@ -214,7 +214,7 @@ class PromptLoopSampler:
             None if negative_prompt is None
             else [negative_prompt] * len(queries) if isinstance(negative_prompt, str) else list(negative_prompt)
         )
-        encode_kwargs = {**pipeline_kwargs, "height": height, "width": width}
+        encode_kwargs = {**pipeline_kwargs, "height": height, "width": width, "guidance_scale": guidance_scale}
         if self.spec is not None:
             swap: TableSwap | ConditioningSwap = TableSwap(pipe, self.spec, len(queries), encode_kwargs)
         else:
