@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +25,17 @@ class Refinement:
     fallback: bool  # True where the raw output was rejected and previous_prompt kept
     completion_ids: torch.Tensor  # sampled token ids (1-D long; empty for non-LM policies)
     logprobs: torch.Tensor  # per-token log-probs at sampling time (1-D float)
-    preview: Image.Image | None = None  # decoded x0 preview the policy saw (feedback mode only)
+    preview_source: tuple[Sequence[Image.Image], int] | None = None  # (the step's previews, this sample's index)
     x0: torch.Tensor | None = None  # the x0 latent of that step (CPU, denoiser space; feedback mode only)
     negative_prompt: str | None = None  # the negative prompt in force from step + 1 (None: no negative action)
+
+    @property
+    def preview(self) -> Image.Image | None:
+        """The decoded x0 preview of this step (feedback mode only); decoded on first access, batch-wise."""
+        if self.preview_source is None:
+            return None
+        previews, index = self.preview_source
+        return previews[index]
 
 
 @dataclass

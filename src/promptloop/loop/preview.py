@@ -17,7 +17,8 @@ The route, in order:
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, overload
 
 import torch
 from PIL import Image
@@ -108,3 +109,35 @@ def decode_preview(
     if preview_size is not None and not lowres:
         images = _resize(images, preview_size)
     return images
+
+
+class LazyPreviews(Sequence[Image.Image]):
+    """The previews of one refinement step, decoded (the whole batch at once) on first access only.
+
+    A policy that never looks at its previews (a null or fixed policy, a text-only rewriter) costs no
+    decode at all; one that does pays a single batched decode, shared with the trajectory records."""
+
+    def __init__(self, decode: Callable[[], list[Image.Image]], size: int) -> None:
+        self._decode = decode
+        self._size = size
+        self._images: list[Image.Image] | None = None
+
+    @property
+    def decoded(self) -> bool:
+        return self._images is not None
+
+    def images(self) -> list[Image.Image]:
+        if self._images is None:
+            self._images = self._decode()
+            self._decode = None  # type: ignore[assignment]  # drop the latents it holds
+        return self._images
+
+    def __len__(self) -> int:
+        return self._size
+
+    @overload
+    def __getitem__(self, index: int) -> Image.Image: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Image.Image]: ...
+    def __getitem__(self, index: int | slice) -> Image.Image | list[Image.Image]:
+        return self.images()[index]

@@ -29,6 +29,7 @@ Modes (one code path):
 
 from __future__ import annotations
 
+import functools
 import inspect
 import random
 import warnings
@@ -49,7 +50,7 @@ from promptloop.loop.generic import (
     make_step_trigger,
 )
 from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
-from promptloop.loop.preview import decode_preview
+from promptloop.loop.preview import LazyPreviews, decode_preview
 from promptloop.loop.schedule import make_schedule
 from promptloop.loop.table_swap import TableSwap
 from promptloop.loop.x0 import StepRecorder
@@ -310,7 +311,7 @@ class PromptLoopSampler:
     # policy
     # ------------------------------------------------------------------------------------------------------------------
     def _propose(
-        self, policy: RefinementPolicy, state: _CallState, progress: float, previews: list[Image.Image] | None
+        self, policy: RefinementPolicy, state: _CallState, progress: float, previews: Sequence[Image.Image] | None
     ) -> PolicyOutput:
         inputs = PolicyInput(
             queries=list(state.queries),
@@ -371,7 +372,7 @@ class PromptLoopSampler:
         step: int,
         timestep: float | None,
         progress: float,
-        previews: list[Image.Image] | None = None,
+        previews: Sequence[Image.Image] | None = None,
         x0: torch.Tensor | None = None,
     ) -> tuple[list[bool], list[bool]]:
         """Append each sample's decision to its trajectory, then put the new prompts in force."""
@@ -388,7 +389,7 @@ class PromptLoopSampler:
                     fallback=out.fallback[k],
                     completion_ids=out.completion_ids[k],
                     logprobs=out.logprobs[k],
-                    preview=previews[k] if previews is not None else None,
+                    preview_source=(previews, k) if previews is not None else None,
                     x0=x0[k].detach().cpu() if x0 is not None else None,
                     negative_prompt=out.negative_prompts[k] if out.negative_prompts is not None else None,
                 )
@@ -444,14 +445,18 @@ class PromptLoopSampler:
         if mode == "feedback":
             assert state.recorder is not None and policy is not None
             x0 = state.recorder.x0()
-            previews = decode_preview(
-                self.pipe,
-                x0,
-                state.height,
-                state.width,
-                preview_size=self.preview_size,
-                lowres=self.preview == "vae-lowres",
-                preview_vae=self.preview_vae,
+            previews = LazyPreviews(
+                functools.partial(
+                    decode_preview,
+                    self.pipe,
+                    x0,
+                    state.height,
+                    state.width,
+                    preview_size=self.preview_size,
+                    lowres=self.preview == "vae-lowres",
+                    preview_vae=self.preview_vae,
+                ),
+                len(state.queries),
             )
             out = self._propose(policy, state, progress=progress, previews=previews)
             changed, negative_changed = self._record(state, out, i, timestep, progress, previews, x0)

@@ -8,6 +8,7 @@ and flags the sample in `fallback`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -20,7 +21,7 @@ class PolicyInput:
     queries: list[str]  # the user's original query per sample
     current_prompts: list[str]  # the prompt in force per sample
     progress: float  # fraction of sampling done, in [0, 1] (0 = before sampling)
-    previews: list[Image.Image] | None = None  # decoded x0 preview per sample; None without feedback
+    previews: Sequence[Image.Image] | None = None  # x0 preview per sample (decoded on first access); None without feedback
     history: list[list[str]] | None = None  # earlier prompts per sample (optional context)
     current_negative_prompts: list[str] | None = None  # the negative prompt in force per sample ("": the default)
 
