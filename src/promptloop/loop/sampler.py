@@ -32,15 +32,22 @@ from __future__ import annotations
 import functools
 import inspect
 import random
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 from diffusers.utils import logging as diffusers_logging
-from PIL import Image
 
+from promptloop.loop.decisions import (
+    MODES,
+    CallState,
+    check_mode,
+    check_queries,
+    first_not_none,
+    plan_in_advance,
+    propose,
+    record,
+)
 from promptloop.loop.families import default_size, execution_device, table_family
 from promptloop.loop.generic import (
     ConditioningSwap,
@@ -54,38 +61,17 @@ from promptloop.loop.preview import LazyPreviews, decode_preview
 from promptloop.loop.schedule import make_schedule
 from promptloop.loop.table_swap import TableSwap
 from promptloop.loop.x0 import StepRecorder
-from promptloop.policy.base import PolicyInput, PolicyOutput, RefinementPolicy
+from promptloop.policy.base import RefinementPolicy
+
+__all__ = ["MODES", "PromptLoopOutput", "PromptLoopSampler", "Refinement", "Trajectory", "check_queries"]
 
 Mode = Literal["feedback", "no-feedback", "feed-forward", "none"]
-MODES: tuple[str, ...] = ("feedback", "no-feedback", "feed-forward", "none")
 PreviewKind = Literal["vae", "vae-lowres"]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # internal per-call state
 # ----------------------------------------------------------------------------------------------------------------------
-@dataclass
-class _CallState:
-    queries: list[str]
-    prompts: list[str]  # prompt in force per sample
-    negatives: list[str]  # negative prompt in force per sample ("" where the pipeline's default is in force)
-    initial_negative: list[str] | None  # the negative prompts the pipeline was called with (None: its default)
-    history: list[list[str]]  # earlier prompts per sample
-    trajectories: list[Trajectory]
-    refinement_steps: list[int]
-    planned: dict[int, PolicyOutput]  # no-feedback: decisions made in advance, by step
-    height: int
-    width: int
-    record_latents: bool
-    swap: TableSwap | ConditioningSwap
-    pipeline_prompts: list[str] = field(default_factory=list)  # the prompts the pipeline call was given
-    negative_acted: bool = False  # a negative-prompt action has happened in this call
-    latents: list[torch.Tensor] = field(default_factory=list)
-    timesteps: list[float] = field(default_factory=list)
-    num_policy_calls: int = 0
-    recorder: StepRecorder | None = None
-
-
 class PromptLoopSampler:
     """Run a diffusers pipeline with prompt refinement by a policy during sampling.
 
@@ -132,7 +118,7 @@ class PromptLoopSampler:
                 raise UnsupportedPipelineError(f"{type(pipe).__name__} has no unet/transformer to hook the conditioning into")
         self.route = "table" if self.spec is not None else "generic"
         self.policy = policy
-        self.mode = _check_mode(mode)
+        self.mode = check_mode(mode)
         self.num_refinements = num_refinements
         self.schedule = schedule
         if preview not in ("vae", "vae-lowres"):
@@ -175,7 +161,7 @@ class PromptLoopSampler:
         pipe = self.pipe
 
         # 1. Resolve the call: mode, policy, batch, refinement schedule.
-        mode = _check_mode(mode or self.mode)
+        mode = check_mode(mode or self.mode)
         policy = policy if policy is not None else self.policy
         if mode != "none" and policy is None:
             raise ValueError(f"mode {mode!r} needs a policy")
@@ -200,7 +186,7 @@ class PromptLoopSampler:
         if mode in ("feedback", "no-feedback"):
             steps = make_schedule(
                 num_inference_steps,
-                None if refinement_steps is not None else _first_not_none(num_refinements, self.num_refinements),
+                None if refinement_steps is not None else first_not_none(num_refinements, self.num_refinements),
                 kind=schedule or self.schedule,
                 steps=refinement_steps,
                 seed=schedule_seed,
@@ -220,7 +206,7 @@ class PromptLoopSampler:
             swap: TableSwap | ConditioningSwap = TableSwap(pipe, self.spec, len(queries), encode_kwargs)
         else:
             swap = ConditioningSwap(pipe, PromptEncoder(pipe, encode_kwargs, execution_device(pipe)), len(queries))
-        state = _CallState(
+        state = CallState(
             queries=queries,
             prompts=list(queries),
             negatives=list(initial_negative) if initial_negative is not None else [""] * len(queries),
@@ -239,8 +225,8 @@ class PromptLoopSampler:
         # 2. Decisions made before sampling: the feed-forward rewrite (also feedback's with rewrite_first),
         #    or all prompts in advance.
         if mode == "feed-forward" or rewrite_first:
-            out = self._propose(policy, state, progress=0.0, previews=None)
-            self._record(state, out, step=-1, timestep=None, progress=0.0)
+            out = propose(policy, state, progress=0.0, previews=None)
+            record(state, out, step=-1, timestep=None, progress=0.0)
             for traj, prompt, negative in zip(state.trajectories, state.prompts, state.negatives, strict=True):
                 traj.initial_prompt = prompt
                 if out.negative_prompts is not None:
@@ -249,7 +235,7 @@ class PromptLoopSampler:
                 initial_negative = list(state.negatives)
                 state.initial_negative = initial_negative
         elif mode == "no-feedback":
-            self._plan_in_advance(policy, state, num_inference_steps)
+            plan_in_advance(policy, state, num_inference_steps)
             state.prompts, state.history = list(queries), [[] for _ in queries]  # replayed during sampling
             state.negatives = list(initial_negative) if initial_negative is not None else [""] * len(queries)
 
@@ -308,100 +294,11 @@ class PromptLoopSampler:
         )
 
     # ------------------------------------------------------------------------------------------------------------------
-    # policy
-    # ------------------------------------------------------------------------------------------------------------------
-    def _propose(
-        self, policy: RefinementPolicy, state: _CallState, progress: float, previews: Sequence[Image.Image] | None
-    ) -> PolicyOutput:
-        inputs = PolicyInput(
-            queries=list(state.queries),
-            current_prompts=list(state.prompts),
-            progress=progress,
-            previews=previews,
-            history=[list(h) for h in state.history],
-            current_negative_prompts=list(state.negatives),
-        )
-        state.num_policy_calls += 1
-        return _check_policy_output(policy.propose(inputs), len(state.queries))
-
-    def _plan_in_advance(self, policy: RefinementPolicy, state: _CallState, num_steps: int) -> None:
-        """no-feedback: get the prompts for every refinement step before sampling starts."""
-        progresses = [(s + 1) / num_steps for s in state.refinement_steps]
-        if not progresses:
-            return
-        propose_schedule = getattr(policy, "propose_schedule", None)
-        if callable(propose_schedule):
-            inputs = PolicyInput(
-                queries=list(state.queries),
-                current_prompts=list(state.prompts),
-                progress=progresses[0],
-                previews=None,
-                history=[[] for _ in state.queries],
-                current_negative_prompts=list(state.negatives),
-            )
-            state.num_policy_calls += 1
-            outputs = list(propose_schedule(inputs, progresses))
-            if len(outputs) != len(progresses):
-                raise ValueError(f"propose_schedule returned {len(outputs)} outputs for {len(progresses)} steps")
-            for step, out in zip(state.refinement_steps, outputs, strict=True):
-                state.planned[step] = _check_policy_output(out, len(state.queries))
-            return
-        for step, progress in zip(state.refinement_steps, progresses, strict=True):
-            out = self._propose(policy, state, progress=progress, previews=None)
-            state.planned[step] = out
-            self._advance(state, out)
-
-    @staticmethod
-    def _advance(state: _CallState, out: PolicyOutput) -> tuple[list[bool], list[bool]]:
-        """Put the policy's prompts (and negative prompts) in force; return which samples changed each."""
-        changed, negative_changed = [], []
-        for k, prompt in enumerate(out.prompts):
-            changed.append(prompt != state.prompts[k])
-            state.history[k].append(state.prompts[k])
-            state.prompts[k] = prompt
-            negative = out.negative_prompts[k] if out.negative_prompts is not None else None
-            negative_changed.append(negative is not None and negative != state.negatives[k])
-            if negative is not None:
-                state.negatives[k] = negative
-        return changed, negative_changed
-
-    @staticmethod
-    def _record(
-        state: _CallState,
-        out: PolicyOutput,
-        step: int,
-        timestep: float | None,
-        progress: float,
-        previews: Sequence[Image.Image] | None = None,
-        x0: torch.Tensor | None = None,
-    ) -> tuple[list[bool], list[bool]]:
-        """Append each sample's decision to its trajectory, then put the new prompts in force."""
-        for k, traj in enumerate(state.trajectories):
-            traj.refinements.append(
-                Refinement(
-                    step=step,
-                    timestep=timestep,
-                    progress=progress,
-                    prompt=out.prompts[k],
-                    previous_prompt=state.prompts[k],
-                    history=list(state.history[k]),
-                    raw_text=out.raw_texts[k],
-                    fallback=out.fallback[k],
-                    completion_ids=out.completion_ids[k],
-                    logprobs=out.logprobs[k],
-                    preview_source=(previews, k) if previews is not None else None,
-                    x0=x0[k].detach().cpu() if x0 is not None else None,
-                    negative_prompt=out.negative_prompts[k] if out.negative_prompts is not None else None,
-                )
-            )
-        return PromptLoopSampler._advance(state, out)
-
-    # ------------------------------------------------------------------------------------------------------------------
     # the step callback
     # ------------------------------------------------------------------------------------------------------------------
     def _make_on_step(
         self,
-        state: _CallState,
+        state: CallState,
         policy: RefinementPolicy | None,
         mode: str,
         user_callback: Callable[..., dict[str, Any]] | None,
@@ -433,7 +330,7 @@ class PromptLoopSampler:
 
     def _refine(
         self,
-        state: _CallState,
+        state: CallState,
         policy: RefinementPolicy | None,
         mode: str,
         i: int,
@@ -458,10 +355,10 @@ class PromptLoopSampler:
                 ),
                 len(state.queries),
             )
-            out = self._propose(policy, state, progress=progress, previews=previews)
-            changed, negative_changed = self._record(state, out, i, timestep, progress, previews, x0)
+            out = propose(policy, state, progress=progress, previews=previews)
+            changed, negative_changed = record(state, out, i, timestep, progress, previews, x0)
         else:  # no-feedback: replay the decision made in advance
-            changed, negative_changed = self._record(state, state.planned[i], i, timestep, progress)
+            changed, negative_changed = record(state, state.planned[i], i, timestep, progress)
         if not any(changed) and not any(negative_changed):
             return {}
         if isinstance(state.swap, TableSwap):
@@ -480,7 +377,7 @@ class PromptLoopSampler:
         state.swap.update((state.pipeline_prompts, state.initial_negative), (list(state.prompts), negatives_now), rows)
         return {}
 
-    def _check_negative_possible(self, state: _CallState) -> None:
+    def _check_negative_possible(self, state: CallState) -> None:
         """Refuse a negative-prompt action where the running call has no negative branch to act through."""
         name = type(self.pipe).__name__
         assert isinstance(state.swap, ConditioningSwap)
@@ -500,55 +397,3 @@ class PromptLoopSampler:
                 "negative_prompt (and a true-CFG scale > 1) for a negative-prompt action to act through"
             )
 
-
-# ----------------------------------------------------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------------------------------------------------
-def _first_not_none(value: int | None, default: int) -> int:
-    return default if value is None else value
-
-
-def check_queries(pipe: Any, queries: Sequence[str]) -> None:
-    """Reject empty queries; warn once when some exceed the (first) text encoder's token window."""
-    for i, q in enumerate(queries):
-        if not isinstance(q, str):
-            raise ValueError(f"query {i} is not a string: {type(q).__name__}")
-        if not q.strip():
-            raise ValueError(f"query {i} is empty")
-    tokenizer = getattr(pipe, "tokenizer", None)
-    window = getattr(tokenizer, "model_max_length", None)
-    if tokenizer is None or not isinstance(window, int) or window > 100_000:
-        return
-    too_long = [q for q in queries if len(tokenizer(q).input_ids) > window]
-    if too_long:
-        warnings.warn(
-            f"{len(too_long)} of {len(queries)} queries exceed the text encoder's window of {window} tokens and are "
-            f"truncated (e.g. {too_long[0][:60]!r}...)",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
-def _check_mode(mode: str) -> str:
-    normalized = mode.replace("_", "-").lower()
-    if normalized not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; choose from {MODES}")
-    return normalized
-
-
-def _check_policy_output(out: PolicyOutput, batch: int) -> PolicyOutput:
-    """Validate the policy's batch size and fill optional fields (empty tokens, no fallback, raw = prompt)."""
-    if len(out.prompts) != batch:
-        raise ValueError(f"policy returned {len(out.prompts)} prompts for a batch of {batch}")
-    negatives = out.negative_prompts
-    if negatives is not None and len(negatives) != batch:
-        raise ValueError(f"policy returned {len(negatives)} negative prompts for a batch of {batch}")
-    return PolicyOutput(
-        prompts=list(out.prompts),
-        completion_ids=list(out.completion_ids) or [torch.zeros(0, dtype=torch.long) for _ in range(batch)],
-        logprobs=list(out.logprobs) or [torch.zeros(0) for _ in range(batch)],
-        fallback=list(out.fallback) or [False] * batch,
-        raw_texts=list(out.raw_texts) or list(out.prompts),
-        fallback_reasons=list(out.fallback_reasons),
-        negative_prompts=list(negatives) if negatives is not None else None,
-    )
