@@ -98,7 +98,8 @@ def check_generic(device: str) -> dict[str, Any]:
             if name not in NO_CFG:
                 extra = {"negative_prompt": ["", ""], "true_cfg_scale": 2.0} if name == "flux_img2img" else {}
                 neg = sampler(queries, policy=Negative(), refinement_steps=[swap], generator=gen(), **kw, **extra)
-                row["negative_changes_image"] = bool(not np.array_equal(neg.images, plain.images))
+                base = sampler(queries, mode="none", generator=gen(), **kw, **extra) if extra else plain
+                row["negative_changes_image"] = bool(not np.array_equal(neg.images, base.images))
             row["seconds"] = round(time.perf_counter() - t0, 2)
             out[name] = row
         except Exception as e:  # report every pipeline, even when one breaks
