@@ -5,6 +5,10 @@ once on a GPU with bf16 weights and autocast, offline, with tiny random models o
 
 1. `loop`: for tiny SD 1.x / SDXL / SD3 / FLUX pipelines in bf16 on CUDA, PromptLoop latents equal
    plain sampling up to the swap step and differ after it; images are finite.
+1b. `generic`: the 12 generic-route tiny pipelines (img2img / ControlNet variants, PixArt-Sigma, Sana,
+   Sana-Sprint, Lumina2, CogView4, Chroma, AuraFlow) moved to the device in bf16 (float32 on CPU): null
+   policy == plain pipeline, latents equal up to the swap and differ after it, a negative-prompt action
+   where the family has CFG; `--only generic` runs just this part (it also runs on CPU).
 2. `policy`: tiny Qwen2.5-VL and LLaVA policies in bf16 on CUDA: generation's log-probs vs the one-pass
    `logprobs` (max abs difference; bf16, so reported rather than held to the fp32 1e-5).
 3. `grpo`: two GRPO steps, tiny SDXL + tiny Qwen2.5-VL with LoRA + tiny CLIP-score reward, bf16 weights
@@ -57,6 +61,51 @@ def check_loop(device: str) -> dict[str, Any]:
             "images_finite": bool(torch.isfinite(torch.as_tensor(loop.images)).all()),
             "seconds": round(time.perf_counter() - t0, 2),
         }
+    return out
+
+
+def check_generic(device: str) -> dict[str, Any]:
+    import numpy as np
+
+    from promptloop.loop import PromptLoopSampler
+    from promptloop.loop.testing_generic import GENERIC_PIPELINES, NO_CFG, generic_call_kwargs
+    from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyOutput
+
+    class Negative:
+        def propose(self, inputs: Any) -> PolicyOutput:
+            return PolicyOutput(prompts=list(inputs.current_prompts), negative_prompts=["blurry dark"] * 2)
+
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    queries, new, steps, swap = ["a red cat", "a green tree"], ["a big blue square", "a small yellow star"], 4, 1
+    out: dict[str, Any] = {}
+    for name, build in GENERIC_PIPELINES.items():
+        try:
+            pipe = build(seed=0).to(device, dtype)
+            kw = {**generic_call_kwargs(name), "num_inference_steps": steps, "output_type": "np", "record_latents": True}
+            t0 = time.perf_counter()
+            sampler = PromptLoopSampler(pipe)
+
+            def gen() -> torch.Generator:
+                return torch.Generator(device).manual_seed(0)
+
+            plain = sampler(queries, mode="none", generator=gen(), **kw)
+            null = sampler(queries, policy=NullPolicy(), refinement_steps=[swap], generator=gen(), **kw)
+            loop = sampler(queries, policy=FixedPromptPolicy(new), refinement_steps=[swap], generator=gen(), **kw)
+            row: dict[str, Any] = {
+                "null_equals_plain": bool(np.array_equal(null.images, plain.images)),
+                "equal_up_to_swap": bool(torch.equal(loop.latents[: swap + 1], plain.latents[: swap + 1])),
+                "differs_after_swap": bool(not torch.equal(loop.latents[-1], plain.latents[-1])),
+                "images_finite": bool(np.isfinite(np.asarray(loop.images, dtype=np.float32)).all()),
+            }
+            if name not in NO_CFG:
+                extra = {"negative_prompt": ["", ""], "true_cfg_scale": 2.0} if name == "flux_img2img" else {}
+                neg = sampler(queries, policy=Negative(), refinement_steps=[swap], generator=gen(), **kw, **extra)
+                base = sampler(queries, mode="none", generator=gen(), **kw, **extra) if extra else plain
+                row["negative_changes_image"] = bool(not np.array_equal(neg.images, base.images))
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            out[name] = row
+        except Exception as e:  # report every pipeline, even when one breaks
+            out[name] = {"error": f"{type(e).__name__}: {e}"}
     return out
 
 
@@ -148,14 +197,18 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="folder for the JSON result and the GRPO run (default: a temp dir)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--only", default=None, choices=["loop", "generic", "policy", "grpo", "rewards"], help="run one part only")
     args = ap.parse_args(argv)
     work = Path(args.out or tempfile.mkdtemp(prefix="gpu_smoke_"))
     work.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"device": args.device, "torch": torch.__version__,
                               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    for name, fn in (("loop", lambda: check_loop(args.device)), ("policy", lambda: check_policy(args.device)),
-                     ("grpo", lambda: check_grpo(args.device, work)),
-                     ("rewards", lambda: check_rewards(args.device, work))):
+    parts = (("loop", lambda: check_loop(args.device)), ("generic", lambda: check_generic(args.device)),
+             ("policy", lambda: check_policy(args.device)), ("grpo", lambda: check_grpo(args.device, work)),
+             ("rewards", lambda: check_rewards(args.device, work)))
+    for name, fn in parts:
+        if args.only is not None and name != args.only:
+            continue
         try:
             result[name] = fn()
         except Exception as e:  # report every part, even when one breaks
@@ -163,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(result, indent=2, default=str)
     (work / "gpu_smoke.json").write_text(text)
     print(text)
-    return 0 if all("error" not in result[k] for k in ("loop", "policy", "grpo", "rewards")) else 1
+    failed = [k for k, _ in parts if k in result and ("error" in result[k] or any(
+        isinstance(v, dict) and "error" in v for v in result[k].values()))]
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

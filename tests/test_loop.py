@@ -197,6 +197,45 @@ def test_flux_refuses_partial_swap(pipes: dict[str, Any]) -> None:
     )
 
 
+class NegativePolicy:
+    """Keeps the prompts, sets a negative prompt per sample."""
+
+    def __init__(self, negatives: list[str]) -> None:
+        self.negatives = negatives
+
+    def propose(self, inputs: PolicyInput) -> PolicyOutput:
+        return PolicyOutput(prompts=list(inputs.current_prompts), negative_prompts=list(self.negatives))
+
+
+@pytest.mark.parametrize("family", ["sd", "sdxl", "sd3"])
+def test_negative_prompt_action_on_the_table_route(pipes: dict[str, Any], family: str) -> None:
+    """The negative rows of the CFG batch become the new negative prompt's encoding; positive rows untouched."""
+    pipe, spec = pipes[family], FAMILIES[family]
+    negatives, batch, swap = ["blurry dark", "gray sky"], len(QUERIES), 2
+    with record_denoiser_calls(pipe, family) as calls:
+        out = _run(pipe, family, NegativePolicy(negatives), refinement_steps=[swap], guidance_scale=5.0, record_latents=True)
+    plain = _run(pipe, family, mode="none", guidance_scale=5.0, record_latents=True)
+    with torch.no_grad():
+        expected = spec.encode(pipe, negatives, torch.device("cpu"), tiny_call_kwargs(family))
+    before, after = calls[swap], calls[swap + 1]
+    assert torch.equal(after["ehs"][batch:], before["ehs"][batch:])  # positive rows intact
+    torch.testing.assert_close(after["ehs"][:batch], expected["prompt_embeds"], rtol=0, atol=0)
+    assert not torch.equal(after["ehs"][:batch], before["ehs"][:batch])
+    if family != "sd":
+        assert torch.equal(after["pooled"][batch:], before["pooled"][batch:])
+        assert not torch.equal(after["pooled"][:batch], before["pooled"][:batch])
+    assert torch.equal(out.latents[: swap + 1], plain.latents[: swap + 1])
+    assert not torch.equal(out.latents[-1], plain.latents[-1])
+    assert out.trajectories[1].refinements[0].negative_prompt == negatives[1]
+    with pytest.raises(ValueError, match="classifier-free guidance"):  # CFG off: nothing to act through
+        _run(pipe, family, NegativePolicy(negatives), refinement_steps=[swap], guidance_scale=1.0)
+
+
+def test_negative_prompt_refused_on_guidance_distilled_flux(pipes: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="guidance-distilled"):
+        _run(pipes["flux"], "flux", NegativePolicy(["blurry", "dark"]), refinement_steps=[1])
+
+
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_null_policy_gives_plain_images(pipes: dict[str, Any], family: str) -> None:
     pipe = pipes[family]
@@ -335,7 +374,7 @@ def test_schedules_and_validation(pipes: dict[str, Any]) -> None:
     assert not policy.inputs  # rejected before any sampling
     zero = _run(pipes["sd"], "sd", policy, num_refinements=0)  # N_R = 0 is allowed: plain sampling
     assert zero.num_policy_calls == 0 and zero.refinement_steps == []
-    with pytest.raises(TypeError, match="unsupported pipeline"):
+    with pytest.raises(TypeError, match="not in the family table"):
         detect_family(object())
 
 
@@ -467,11 +506,11 @@ def test_preview_decode_matches_pipeline_decode(pipes: dict[str, Any], family: s
         QUERIES, num_inference_steps=2, generator=_gen(), output_type="latent", **tiny_call_kwargs(family)
     ).images
     images = pipe(QUERIES, num_inference_steps=2, generator=_gen(), output_type="np", **tiny_call_kwargs(family)).images
-    previews = decode_preview(pipe, FAMILIES[family], latents, 32, 32)
+    previews = decode_preview(pipe, latents, 32, 32)
     decoded = np.stack([np.asarray(p, dtype=np.float32) / 255 for p in previews])
     np.testing.assert_allclose(decoded, images, atol=1 / 255 + 1e-6)
-    small = decode_preview(pipe, FAMILIES[family], latents, 32, 32, preview_size=16)
-    cheap = decode_preview(pipe, FAMILIES[family], latents, 32, 32, preview_size=16, lowres=True)
+    small = decode_preview(pipe, latents, 32, 32, preview_size=16)
+    cheap = decode_preview(pipe, latents, 32, 32, preview_size=16, lowres=True)
     assert [p.size for p in small] == [(16, 16)] * 2 and [p.size for p in cheap] == [(16, 16)] * 2
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from promptloop.policy.base import PolicyInput, PolicyOutput, RefinementPolicy
 from promptloop.policy.instruction import InstructionTemplate
-from promptloop.policy.sanitize import Sanitizer, clean_text
+from promptloop.policy.sanitize import Sanitizer, clean_text, split_completion
 from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.world.shapes import grammar
@@ -186,6 +186,38 @@ def test_propose_accepts_valid_output(llava: VLMPolicy, monkeypatch: pytest.Monk
     monkeypatch.setattr(llava, "validator", grammar.parse)
     out = llava.propose(_inputs(True), seed=0)
     assert out.prompts == ["a vivid red circle left of a blue box"] * 3 and not any(out.fallback)
+
+
+def test_completion_with_negative_prompt_parses() -> None:
+    san = Sanitizer(max_prompt_tokens=12)
+    assert split_completion("a red cube\nNegative: blurry") == ("a red cube\n", "blurry")
+    got = san.parse_completion("a red cube left of a ball\nnegative prompt: blurry, extra objects", "old")
+    assert (got.prompt, got.fallback, got.negative, got.negative_fallback) == (
+        "a red cube left of a ball", False, "blurry, extra objects", False)
+    assert san.parse_completion("a red cube", "old").negative is None  # no negative line: keep the one in force
+    bad = san.parse_completion("a red cube\nNegative: 12 , 34", "old")
+    assert bad.negative is None and bad.negative_fallback and not bad.fallback
+    long = san.parse_completion("a red cube\nNegative: " + "dark " * 20, "old")
+    assert long.negative is None and long.negative_fallback
+    only = san.parse_completion("Negative: blurry", "old")  # no prompt line: the prompt falls back
+    assert only.prompt == "old" and only.fallback and only.reason == "empty" and only.negative == "blurry"
+
+
+def test_propose_emits_negative_prompts_with_a_negative_note(llava: VLMPolicy, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    from promptloop.policy.instruction import DEFAULT_NEGATIVE_NOTE
+
+    monkeypatch.setattr(llava, "decode", lambda ids: "a vivid red circle\nNegative: blurry")
+    out = llava.propose(_inputs(True), seed=0)
+    assert out.negative_prompts is None  # without the note the policy takes only the prompt action
+    monkeypatch.setattr(llava, "instruction", replace(llava.instruction, negative_note=DEFAULT_NEGATIVE_NOTE))
+    inputs = _inputs(True)
+    inputs.current_negative_prompts = ["dark", "", "gray"]
+    assert "Current negative prompt: dark" in llava.render_texts(inputs)[0]
+    assert "Current negative prompt: none" in llava.render_texts(inputs)[1]
+    out = llava.propose(inputs, seed=0)
+    assert out.prompts == ["a vivid red circle"] * 3 and out.negative_prompts == ["blurry"] * 3
 
 
 # ----------------------------------------------------------------------------- LoRA and persistence

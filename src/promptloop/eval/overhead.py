@@ -2,7 +2,9 @@
 
 Plain sampling (mode 'none') vs PromptLoop on the world backbone, batch 16, 20 steps, CFG 4:
 - `null_policy_ratio_5`: feedback mode, N_R = 5, a null policy (returns the current prompt at no
-  cost) — the mechanism's own cost (x0 recording, preview decoding, callback);
+  cost, never reads its previews) — the mechanism's own cost (x0 recording, callback, swap bookkeeping);
+- `null_preview_ratio_5`: the same with a null policy that looks at its previews (previews are decoded
+  lazily, only when a policy reads them: this one pays the batched VAE decode at every refinement);
 - `policy_ratio_{1,3,5}`: feedback mode with the world policy at N_R = 1, 3, 5 (prompts re-encoded
   and conditioning swapped whenever the policy changes them).
 Each configuration runs `repeats` times, interleaved with the others (after one warm-up round), and
@@ -19,9 +21,18 @@ from typing import Any
 import torch
 
 from promptloop.loop.sampler import PromptLoopSampler
-from promptloop.policy.base import NullPolicy
+from promptloop.policy.base import NullPolicy, PolicyInput, PolicyOutput
 from promptloop.world.backbone import load_backbone
 from promptloop.world.shapes.prompts import sample_prompts
+
+
+class _PreviewReadingNullPolicy(NullPolicy):
+    """A null policy that decodes (reads) its previews, as a VLM policy would."""
+
+    def propose(self, inputs: PolicyInput) -> PolicyOutput:
+        if inputs.previews is not None:
+            list(inputs.previews)
+        return super().propose(inputs)
 
 
 def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float = 4.0,
@@ -44,6 +55,7 @@ def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float
     configs: dict[str, Callable[[], None]] = {
         "plain": run("none", None, 0),
         "null_5": run("feedback", NullPolicy(), 5),
+        "null_preview_5": run("feedback", _PreviewReadingNullPolicy(), 5),
         "policy_1": run("feedback", policy, 1),
         "policy_3": run("feedback", policy, 3),
         "policy_5": run("feedback", policy, 5),
@@ -65,6 +77,7 @@ def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float
         "threads": torch.get_num_threads(),
         "plain_seconds": med["plain"],
         "null_policy_ratio_5": med["null_5"] / med["plain"],
+        "null_preview_ratio_5": med["null_preview_5"] / med["plain"],
         "policy_ratio_1": med["policy_1"] / med["plain"],
         "policy_ratio_3": med["policy_3"] / med["plain"],
         "policy_ratio_5": med["policy_5"] / med["plain"],

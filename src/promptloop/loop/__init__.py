@@ -6,12 +6,16 @@ Public API:
     MODES = ("feedback", "no-feedback", "feed-forward", "none")
     make_schedule, uniform_schedule, random_schedule, validate_schedule
     predict_x0, StepRecorder                          -- Tweedie x0 for any diffusers scheduler
-    FAMILIES, FamilySpec, detect_family, decode_preview
+    FAMILIES, FamilySpec, detect_family, table_family -- the table route (SD, SDXL, SD3, FLUX.1)
+    decode_preview, UnsupportedPipelineError         -- previews for any pipeline; the refusal error
 Tiny offline pipelines for tests live in `promptloop.loop.testing` (imported on demand).
 """
 
-from promptloop.loop.families import FAMILIES, FamilySpec, decode_preview, detect_family
-from promptloop.loop.sampler import MODES, PromptLoopOutput, PromptLoopSampler, Refinement, Trajectory
+from promptloop.loop.families import FAMILIES, FamilySpec, detect_family, table_family
+from promptloop.loop.generic import UnsupportedPipelineError
+from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
+from promptloop.loop.preview import decode_preview
+from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.loop.schedule import make_schedule, random_schedule, uniform_schedule, validate_schedule
 from promptloop.loop.x0 import StepRecorder, predict_x0
 
@@ -23,12 +27,14 @@ __all__ = [
     "PromptLoopSampler",
     "Refinement",
     "StepRecorder",
+    "UnsupportedPipelineError",
     "Trajectory",
     "decode_preview",
     "detect_family",
     "make_schedule",
     "predict_x0",
     "random_schedule",
+    "table_family",
     "uniform_schedule",
     "validate_schedule",
 ]

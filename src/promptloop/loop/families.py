@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 Encoder = Callable[[Any, list[str], torch.device, dict[str, Any]], dict[str, torch.Tensor]]
 
@@ -118,8 +117,8 @@ FAMILIES: dict[str, FamilySpec] = {
 }
 
 
-def detect_family(pipe: Any) -> FamilySpec:
-    """The FamilySpec of a pipeline object, by its class (or a base class) name."""
+def table_family(pipe: Any) -> FamilySpec | None:
+    """The table entry of a pipeline object, by its class (or a base class) name; None: the generic route."""
     names = [cls.__name__ for cls in type(pipe).__mro__]
     for spec in FAMILIES.values():
         if spec.pipeline_class in names:
@@ -128,8 +127,16 @@ def detect_family(pipe: Any) -> FamilySpec:
             if missing:
                 raise TypeError(f"{type(pipe).__name__} does not let the step callback replace {sorted(missing)}")
             return spec
-    supported = ", ".join(spec.pipeline_class for spec in FAMILIES.values())
-    raise TypeError(f"unsupported pipeline {type(pipe).__name__}; PromptLoop supports {supported}")
+    return None
+
+
+def detect_family(pipe: Any) -> FamilySpec:
+    """The FamilySpec of a table pipeline; TypeError for any other object (see `table_family`)."""
+    spec = table_family(pipe)
+    if spec is None:
+        supported = ", ".join(spec.pipeline_class for spec in FAMILIES.values())
+        raise TypeError(f"{type(pipe).__name__} is not in the family table ({supported}); it takes the generic route")
+    return spec
 
 
 def execution_device(pipe: Any) -> torch.device:
@@ -138,74 +145,16 @@ def execution_device(pipe: Any) -> torch.device:
     return torch.device(device) if device is not None else torch.device(pipe.device)
 
 
-# ----------------------------------------------------------------------------------------------------------------------
-# previews
-# ----------------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def decode_preview(
-    pipe: Any,
-    spec: FamilySpec,
-    latents: torch.Tensor,
-    height: int,
-    width: int,
-    *,
-    preview_size: int | None = None,
-    lowres: bool = False,
-) -> list[Image.Image]:
-    """Decode denoiser-space latents (e.g. an x0 estimate) to PIL images with the pipeline's own VAE.
-
-    Undoes FLUX packing and the VAE's scaling/shift (or SDXL-style latents_mean/std). `preview_size`
-    bounds the longer side in pixels: with `lowres=True` the latent is downsampled *before* decoding
-    (cheaper, approximate), otherwise the full decode is resized afterwards.
-    """
-    vae = pipe.vae
-    config = vae.config
-    if spec.packed_latents:
-        latents = pipe._unpack_latents(latents, height, width, pipe.vae_scale_factor)
-    latents = latents.float()
-    mean, std = config.get("latents_mean"), config.get("latents_std")
-    if mean is not None and std is not None:
-        mean_t = torch.tensor(mean, device=latents.device).view(1, -1, 1, 1)
-        std_t = torch.tensor(std, device=latents.device).view(1, -1, 1, 1)
-        latents = latents * std_t / config.scaling_factor + mean_t
-    else:
-        latents = latents / config.scaling_factor + (config.get("shift_factor") or 0.0)
-
-    if preview_size is not None and lowres:
-        h, w = latents.shape[-2:]
-        scale = min(1.0, preview_size / (pipe.vae_scale_factor * max(h, w)))
-        if scale < 1.0:
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            latents = torch.nn.functional.interpolate(latents, size=size, mode="bilinear", antialias=True)
-
-    upcast = vae.dtype == torch.float16 and bool(config.get("force_upcast", False))
-    if upcast:
-        vae.to(torch.float32)
-    try:
-        vae_device = next(vae.parameters()).device
-        image = vae.decode(latents.to(device=vae_device, dtype=vae.dtype), return_dict=False)[0]
-    finally:
-        if upcast:
-            vae.to(torch.float16)
-    images = pipe.image_processor.postprocess(image.float(), output_type="pil")
-
-    if preview_size is not None and not lowres:
-        resized = []
-        for im in images:
-            scale = preview_size / max(im.size)
-            if scale < 1.0:
-                im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BICUBIC)
-            resized.append(im)
-        images = resized
-    return images
-
-
 def default_size(pipe: Any) -> tuple[int, int]:
     """The (height, width) a pipeline samples at when none is given (as its own __call__ computes it)."""
-    if hasattr(pipe, "default_sample_size") and pipe.default_sample_size is not None:
+    if getattr(pipe, "default_sample_size", None) is not None:
         size = pipe.default_sample_size * pipe.vae_scale_factor
         return size, size
-    sample_size = pipe.unet.config.sample_size
-    if isinstance(sample_size, int):
-        return sample_size * pipe.vae_scale_factor, sample_size * pipe.vae_scale_factor
-    return sample_size[0] * pipe.vae_scale_factor, sample_size[1] * pipe.vae_scale_factor
+    for name in ("unet", "transformer"):
+        module = getattr(pipe, name, None)
+        sample_size = getattr(getattr(module, "config", None), "sample_size", None)
+        if sample_size is not None:
+            if isinstance(sample_size, int):
+                sample_size = (sample_size, sample_size)
+            return sample_size[0] * pipe.vae_scale_factor, sample_size[1] * pipe.vae_scale_factor
+    raise TypeError(f"{type(pipe).__name__}: cannot tell its default image size; pass height= and width=")

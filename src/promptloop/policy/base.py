@@ -8,6 +8,7 @@ and flags the sample in `fallback`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -20,8 +21,9 @@ class PolicyInput:
     queries: list[str]  # the user's original query per sample
     current_prompts: list[str]  # the prompt in force per sample
     progress: float  # fraction of sampling done, in [0, 1] (0 = before sampling)
-    previews: list[Image.Image] | None = None  # decoded x0 preview per sample; None without feedback
+    previews: Sequence[Image.Image] | None = None  # x0 preview per sample (decoded on first access); None without feedback
     history: list[list[str]] | None = None  # earlier prompts per sample (optional context)
+    current_negative_prompts: list[str] | None = None  # the negative prompt in force per sample ("": the default)
 
 
 @dataclass
@@ -33,6 +35,9 @@ class PolicyOutput:
     raw_texts: list[str] = field(default_factory=list)  # the decoded raw output before sanitation
     # why each sample fell back ("empty", "garbage", "overlong", "invalid"), None where it did not
     fallback_reasons: list[str | None] = field(default_factory=list)
+    # optional second action: the negative prompt per sample from now on (None for the batch, or a None
+    # entry for a sample: keep the one in force). Only pipelines with classifier-free guidance accept it.
+    negative_prompts: list[str | None] | None = None
 
 
 @runtime_checkable

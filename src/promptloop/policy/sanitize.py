@@ -8,6 +8,18 @@ Rules, in order (the first that fires names the reason):
   max_prompt_tokens``); without a `prompt_length_fn` the length is the number of words and punctuation
   marks (a rough stand-in: pass the diffusion tokenizer's count to be exact);
 - ``"invalid"``: the optional `validator` returned False or raised (e.g. the Shapes grammar's `parse`).
+
+Completion format with the negative prompt (the second action, `Sanitizer.parse_completion`): the
+prompt on the first line, optionally followed by a line ``Negative: <negative prompt>`` (the label is
+case-insensitive; ``Negative prompt:`` works too), in the same single completion, so that GRPO's token
+log-probs cover both actions:
+
+    a red cube left of a blue ball, studio light
+    Negative: blurry, extra objects
+
+A missing, empty, garbage or overlong negative keeps the negative prompt in force (`negative` is None;
+`negative_fallback` says whether a negative line was there but rejected). The `validator` applies to the
+prompt only.
 """
 
 from __future__ import annotations
@@ -19,6 +31,8 @@ from typing import Any
 
 _WORDISH = re.compile(r"\w+|[^\w\s]")
 _LABEL = re.compile(r"^\s*(?:new\s+)?prompt\s*:\s*", re.IGNORECASE)
+_NEGATIVE = re.compile(r"^\s*negative(?:\s+prompt)?\s*:\s*(.*)$", re.IGNORECASE | re.MULTILINE)
+NEGATIVE_LABEL = "Negative:"  # the label the policy writes before its negative prompt
 
 
 def rough_length(text: str) -> int:
@@ -45,6 +59,25 @@ def clean_text(text: str) -> str:
     text = _LABEL.sub("", text).strip().strip("\"'`").strip()
     text = re.sub(r"\s+([,.:;!?])", r"\1", text)
     return re.sub(r"\s+", " ", text).strip()
+
+
+def split_completion(text: str) -> tuple[str, str | None]:
+    """(prompt part, negative part or None): the text before the first ``Negative:`` line, and that line's text."""
+    match = _NEGATIVE.search(text.replace("\r", "\n"))
+    if match is None:
+        return text, None
+    return text.replace("\r", "\n")[: match.start()], match.group(1)
+
+
+@dataclass
+class Completion:
+    """A parsed completion: the prompt action and the optional negative-prompt action."""
+
+    prompt: str  # the prompt to use (the current one on fallback)
+    fallback: bool  # the prompt was rejected
+    reason: str | None  # why (see the module docstring)
+    negative: str | None  # the new negative prompt, None: keep the one in force
+    negative_fallback: bool  # a negative line was there but rejected
 
 
 @dataclass
@@ -90,3 +123,15 @@ class Sanitizer:
         if reason is None:
             return cleaned, False, None
         return current_prompt, True, reason
+
+    def parse_completion(self, raw: str, current_prompt: str) -> Completion:
+        """Parse a completion in the documented two-action format (see the module docstring)."""
+        prompt_text, negative_text = split_completion(raw)
+        prompt, fallback, reason = self(prompt_text, current_prompt)
+        if negative_text is None:
+            return Completion(prompt, fallback, reason, None, False)
+        checker = Sanitizer(self.max_prompt_tokens, self.prompt_length_fn, None)
+        negative, negative_reason = checker.check(negative_text)
+        if negative_reason is not None:
+            return Completion(prompt, fallback, reason, None, True)
+        return Completion(prompt, fallback, reason, negative, False)

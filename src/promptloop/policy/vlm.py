@@ -267,7 +267,8 @@ class VLMPolicy:
         owner = self.tokenizer if getattr(self.tokenizer, "chat_template", None) else self.processor
         for i, (q, p) in enumerate(zip(inputs.queries, inputs.current_prompts, strict=True)):
             hist = inputs.history[i] if inputs.history is not None else None
-            instr = self.instruction.render(q, p, inputs.progress, has_image, hist)
+            negative = inputs.current_negative_prompts[i] if inputs.current_negative_prompts is not None else None
+            instr = self.instruction.render(q, p, inputs.progress, has_image, hist, negative)
             content: list[dict[str, str]] = [{"type": "image"}] if has_image else []
             content.append({"type": "text", "text": instr})
             messages: list[dict[str, Any]] = []
@@ -460,19 +461,23 @@ class VLMPolicy:
         """Sample, decode and sanitise one rewrite per sample (never raises on bad model output)."""
         ids, lps = self.generate(inputs, temperature, top_p, max_new_tokens, seed)
         prompts, fallback, raws, reasons = [], [], [], []
+        negatives: list[str | None] = []
         for c, cur in zip(ids, inputs.current_prompts, strict=True):
             try:
                 raw = self.decode(c)
             except Exception:  # decoding must never crash the sampler
                 raw = ""
-            prompt, fb, reason = self.sanitizer(raw, cur)
-            prompts.append(prompt)
-            fallback.append(fb)
+            # with a negative note the completion may carry a "Negative: ..." line (sanitize.py's format)
+            parsed = self.sanitizer.parse_completion(raw, cur)
+            prompts.append(parsed.prompt)
+            fallback.append(parsed.fallback)
             raws.append(raw)
-            reasons.append(reason)
+            reasons.append(parsed.reason)
+            negatives.append(parsed.negative)
         return PolicyOutput(
             prompts=prompts, completion_ids=[c.cpu() for c in ids], logprobs=[x.cpu() for x in lps],
             fallback=fallback, raw_texts=raws, fallback_reasons=reasons,
+            negative_prompts=negatives if self.instruction.negative_note else None,
         )
 
     # ------------------------------------------------------------------ LoRA

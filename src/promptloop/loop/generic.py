@@ -1,0 +1,372 @@
+"""The generic swap route: any diffusers pipeline, through its own `encode_prompt` and a denoiser hook.
+
+No per-family knowledge. For a pipeline that is not in the family table (`families.py`):
+
+1. `PromptEncoder` calls the pipeline's *own* `encode_prompt`, found by signature, with the options
+   the pipeline call used (`max_sequence_length`, `clip_skip`, `complex_human_instruction`, LoRA scale
+   from the attention kwargs, ...), classifier-free guidance as the pipeline has it, and the negative
+   prompts in force (through its `negative_prompt` parameter, or by a second call for pipelines that
+   encode the negative separately: FLUX-style true CFG). Its outputs are flattened to a list.
+2. `ConditioningSwap` encodes the prompts the pipeline started with once (the *originals*, identical to
+   what the pipeline computed itself) and the prompts in force after each refinement. A forward
+   pre-hook on every denoising module (unet / transformer / controlnet) compares each tensor input
+   with the originals -- the whole tensor, either half of a CFG batch `cat([negative, positive])`,
+   each element of a list of per-sample tensors, the prefix of a mask the pipeline extended by the
+   image tokens, one level into dicts (`added_cond_kwargs`) -- and substitutes the new encoding where
+   it matches. Sequence embeddings, pooled embeddings, attention masks and text ids are all just
+   outputs of `encode_prompt`, so all of them are swapped the same way.
+3. Variable-length encoders (Gemma, Qwen, GLM, T5 with dynamic length): a new encoding whose length
+   differs from the one in force is zero-padded or truncated to it along the one differing axis; masks
+   get zeros on the padded positions, so embeddings and mask stay consistent (a one-time warning).
+4. After each swap the sampler calls `check_reached` at the next step: every output of `encode_prompt`
+   that the swap changed must have been substituted in at least one denoiser call, else a
+   RuntimeError (no silent partial swap: e.g. a pipeline that derives a tensor from the embeddings
+   before the denoiser sees it). The one exception is an attention mask that no denoiser takes
+   (AuraFlow multiplies it into the embeddings inside encode_prompt): a one-time warning says so.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+DENOISER_NAMES = ("unet", "transformer", "transformer_2", "controlnet", "prior", "decoder")
+_OWN = {
+    "prompt",
+    "negative_prompt",
+    "device",
+    "num_images_per_prompt",
+    "do_classifier_free_guidance",
+    "prompt_embeds",
+    "negative_prompt_embeds",
+    "pooled_prompt_embeds",
+    "negative_pooled_prompt_embeds",
+    "prompt_attention_mask",
+    "negative_prompt_attention_mask",
+    "lora_scale",
+}
+_LORA_KWARGS = ("attention_kwargs", "joint_attention_kwargs", "cross_attention_kwargs")
+
+Encoded = list[Any]  # flattened outputs of encode_prompt: tensors, lists of tensors, or None
+
+
+class UnsupportedPipelineError(TypeError):
+    """A pipeline PromptLoop cannot drive; the message says why in one line."""
+
+
+def denoisers(pipe: Any) -> list[tuple[str, torch.nn.Module]]:
+    """The pipeline's denoising modules that receive the text conditioning (the hook points)."""
+    found = []
+    for name in DENOISER_NAMES:
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            found.append((name, module))
+    return found
+
+
+def _flatten(value: Any) -> Encoded:
+    if isinstance(value, tuple):
+        return [item for v in value for item in _flatten(v)]
+    if isinstance(value, dict):
+        return [item for v in value.values() for item in _flatten(v)]
+    return [value]
+
+
+class PromptEncoder:
+    """Call `pipe.encode_prompt` for given (positive, negative) prompts, with the pipeline call's options."""
+
+    def __init__(self, pipe: Any, call_kwargs: dict[str, Any], device: torch.device) -> None:
+        encode = getattr(pipe, "encode_prompt", None)
+        if not callable(encode):
+            raise UnsupportedPipelineError(f"{type(pipe).__name__} has no encode_prompt method to encode new prompts")
+        self.params = inspect.signature(encode).parameters
+        if "prompt" not in self.params:
+            raise UnsupportedPipelineError(
+                f"{type(pipe).__name__}.encode_prompt takes no `prompt` argument; it cannot encode prompts alone"
+            )
+        self.pipe = pipe
+        self.encode = encode
+        self.takes_negative = "negative_prompt" in self.params
+        self.guidance_scale = call_kwargs.get("guidance_scale")
+        self.options: dict[str, Any] = {"device": device}
+        if "num_images_per_prompt" in self.params:
+            self.options["num_images_per_prompt"] = 1
+        for key, value in call_kwargs.items():
+            if key in self.params and key not in _OWN:
+                self.options[key] = value
+        for key, param in self.params.items():  # required secondary prompts (SD3 img2img: prompt_2, prompt_3)
+            if key.startswith("prompt_") and param.default is inspect.Parameter.empty and key not in self.options:
+                self.options[key] = None
+        if "lora_scale" in self.params:
+            for key in _LORA_KWARGS:
+                scale = (call_kwargs.get(key) or {}).get("scale")
+                if scale is not None:
+                    self.options["lora_scale"] = scale
+
+    def cfg(self) -> bool:
+        """Whether the running pipeline call uses classifier-free guidance: its own property, read mid-call, or
+        (pipelines without one: PixArt, AuraFlow) `guidance_scale > 1` as their __call__ decides it."""
+        if hasattr(type(self.pipe), "do_classifier_free_guidance"):
+            return bool(self.pipe.do_classifier_free_guidance)
+        scale = self.guidance_scale
+        if scale is None:
+            default = inspect.signature(self.pipe.__call__).parameters.get("guidance_scale")
+            scale = None if default is None else default.default
+        return isinstance(scale, (int, float)) and scale > 1.0
+
+    @torch.no_grad()
+    def __call__(self, prompts: list[str], negatives: list[str] | None) -> Encoded:
+        kwargs = {**self.options, "prompt": list(prompts)}
+        cfg = self.cfg()
+        if "do_classifier_free_guidance" in self.params:
+            kwargs["do_classifier_free_guidance"] = cfg
+        if self.takes_negative and cfg and negatives is not None:
+            kwargs["negative_prompt"] = list(negatives)
+        out = _flatten(self.encode(**kwargs))
+        if not self.takes_negative and negatives is not None:  # true-CFG style: the negative is its own call
+            out += _flatten(self.encode(**{**kwargs, "prompt": list(negatives)}))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# matching and substitution
+# ----------------------------------------------------------------------------------------------------------------------
+def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """a (a denoiser input) equals b (an encode_prompt output) after the pipeline's own dtype/device cast."""
+    if a.shape != b.shape:
+        return False
+    return torch.equal(a, b.to(device=a.device, dtype=a.dtype))
+
+
+def _is_mask(value: Any) -> bool:
+    """A (batch, length) tensor of 0/1 values: an attention mask."""
+    return isinstance(value, torch.Tensor) and value.ndim == 2 and bool(((value == 0) | (value == 1)).all())
+
+
+def _fit(new: torch.Tensor, old: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """`new` zero-padded or truncated to `old`'s shape along the single axis where they differ."""
+    if new.shape == old.shape:
+        return new, False
+    differing = [d for d in range(new.ndim) if new.ndim == old.ndim and new.shape[d] != old.shape[d]]
+    if len(differing) != 1:
+        raise RuntimeError(
+            f"a new prompt encodes to shape {tuple(new.shape)} where the pipeline holds {tuple(old.shape)}; "
+            "cannot pad or truncate along one sequence axis"
+        )
+    axis = differing[0]
+    length = old.shape[axis]
+    if new.shape[axis] > length:
+        return new.narrow(axis, 0, length), True
+    pad_shape = list(new.shape)
+    pad_shape[axis] = length - new.shape[axis]
+    return torch.cat([new, new.new_zeros(pad_shape)], dim=axis), True
+
+
+class ConditioningSwap:
+    """Maps encode_prompt outputs onto denoiser inputs through forward pre-hooks (see module docstring)."""
+
+    def __init__(self, pipe: Any, encoder: PromptEncoder, batch: int) -> None:
+        self.pipe = pipe
+        self.encoder = encoder
+        self.batch = batch
+        self.modules = denoisers(pipe)
+        if not self.modules:
+            raise UnsupportedPipelineError(
+                f"{type(pipe).__name__} has no denoiser (unet/transformer) to hook the new conditioning into"
+            )
+        self.originals: Encoded | None = None
+        self.pairs: list[tuple[int, Any, Any]] = []  # (output index, original, replacement) for changed outputs
+        self.hits: set[int] = set()
+        self.pending = False  # a swap happened and has not been checked yet
+        self.calls_since_swap = 0
+        self.warned_length = False
+        self.warned_mask = False
+        self._cache: dict[int, tuple[Any, Any]] = {}
+        self._handles: list[Any] = []
+
+    # lifecycle ---------------------------------------------------------------------------------------------------------
+    def attach(self) -> None:
+        for _, module in self.modules:
+            self._handles.append(module.register_forward_pre_hook(self._hook, with_kwargs=True))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # swap ---------------------------------------------------------------------------------------------------------------
+    def update(
+        self,
+        initial: tuple[list[str], list[str] | None],
+        current: tuple[list[str], list[str] | None],
+        changed_rows: Sequence[bool],
+    ) -> None:
+        """Put `current` (prompts, negatives) in force; `initial` is what the pipeline was called with."""
+        if self.originals is None:
+            self.originals = self.encoder(*initial)
+        new = self.encoder(*current)
+        if len(new) != len(self.originals):
+            raise RuntimeError(f"encode_prompt returned {len(new)} outputs now and {len(self.originals)} before")
+        rows = torch.tensor(list(changed_rows))
+        pairs = []
+        for index, (old, fresh) in enumerate(zip(self.originals, new, strict=True)):
+            replacement = self._replacement(old, fresh, rows)
+            if replacement is not None:
+                pairs.append((index, old, replacement))
+        self.pairs = pairs
+        self._cache.clear()
+        self.hits.clear()
+        self.pending = bool(pairs)
+        self.calls_since_swap = 0
+
+    def _replacement(self, old: Any, fresh: Any, rows: torch.Tensor) -> Any:
+        """The value to substitute for `old` (None: nothing changed)."""
+        if isinstance(old, torch.Tensor) and isinstance(fresh, torch.Tensor):
+            fitted, resized = _fit(fresh.to(device=old.device, dtype=old.dtype), old)
+            if resized and not self.warned_length:
+                warnings.warn(
+                    f"{type(self.pipe).__name__}: a new prompt encodes to {tuple(fresh.shape)} where the pipeline "
+                    f"holds {tuple(old.shape)}; zero-padded/truncated to the length in force (masks padded with 0)",
+                    UserWarning,
+                    stacklevel=4,
+                )
+                self.warned_length = True
+            if old.ndim >= 1 and old.shape[0] == self.batch:
+                mask = rows.to(old.device).view(-1, *([1] * (old.ndim - 1)))
+                fitted = torch.where(mask, fitted, old)
+            return None if torch.equal(fitted, old) else fitted
+        if isinstance(old, list) and isinstance(fresh, list) and len(old) == len(fresh):
+            merged = [f.to(device=o.device, dtype=o.dtype) if bool(rows[k]) else o for k, (o, f) in enumerate(zip(old, fresh, strict=True))]
+            return None if all(m is o or torch.equal(m, o) for m, o in zip(merged, old, strict=True)) else merged
+        if old is None and fresh is None:
+            return None
+        if type(old) is not type(fresh):
+            raise RuntimeError(f"encode_prompt returned {type(fresh).__name__} where it returned {type(old).__name__}")
+        return None if old == fresh else fresh  # non-tensor outputs (e.g. sequence lengths) are not swapped
+
+    # hook ---------------------------------------------------------------------------------------------------------------
+    def _hook(self, _module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        if not self.pairs:
+            return args, kwargs
+        self.calls_since_swap += 1
+        new_kwargs = {key: self._substitute(value, depth=0) for key, value in kwargs.items()}
+        return args, new_kwargs
+
+    def _substitute(self, value: Any, depth: int) -> Any:
+        if isinstance(value, torch.Tensor):
+            cached = self._cache.get(id(value))
+            if cached is not None and cached[0] is value:
+                hit_ids, out = cached[1]
+                self.hits.update(hit_ids)
+                return out
+            hit_ids, out = self._match_tensor(value)
+            self._cache[id(value)] = (value, (hit_ids, out))  # holds `value`: its id cannot be reused meanwhile
+            self.hits.update(hit_ids)
+            return out
+        if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
+            return [self._match_element(v) for v in value]
+        if isinstance(value, dict) and depth == 0:
+            return {k: self._substitute(v, depth=1) for k, v in value.items()}
+        return value
+
+    def _match_tensor(self, x: torch.Tensor) -> tuple[set[int], torch.Tensor]:
+        hits: set[int] = set()
+        for index, old, new in self.pairs:
+            if not isinstance(old, torch.Tensor):
+                continue
+            if _same(x, old):
+                return {index}, new.to(device=x.device, dtype=x.dtype)
+        # a CFG batch: cat([negative, positive]) (or any stack of two blocks of originals)
+        if x.ndim >= 1 and x.shape[0] == 2 * self.batch:
+            halves = list(x.chunk(2))
+            for h, half in enumerate(halves):
+                for index, old, new in self.pairs:
+                    if isinstance(old, torch.Tensor) and _same(half, old):
+                        halves[h] = new.to(device=x.device, dtype=x.dtype)
+                        hits.add(index)
+                        break
+            if hits:
+                return hits, torch.cat(halves, dim=0)
+        # a mask the pipeline extended by the image tokens (e.g. Chroma): the original is its prefix
+        if x.ndim == 2:
+            for index, old, new in self.pairs:
+                if (
+                    isinstance(old, torch.Tensor)
+                    and old.ndim == 2
+                    and old.shape[0] == x.shape[0]
+                    and old.shape[1] < x.shape[1]
+                    and _same(x[:, : old.shape[1]], old)
+                ):
+                    out = x.clone()
+                    out[:, : old.shape[1]] = new.to(device=x.device, dtype=x.dtype)
+                    return {index}, out
+        return hits, x
+
+    def _match_element(self, x: torch.Tensor) -> torch.Tensor:
+        for index, old, new in self.pairs:
+            if isinstance(old, list):
+                for o, n in zip(old, new, strict=True):
+                    if _same(x, o):
+                        self.hits.add(index)
+                        return n.to(device=x.device, dtype=x.dtype)
+        return x
+
+    # check --------------------------------------------------------------------------------------------------------------
+    def check_reached(self) -> None:
+        """After the step that followed a swap: every changed output must have reached a denoiser call."""
+        if not self.pending or self.calls_since_swap == 0:
+            return
+        missing = [(index, old) for index, old, _ in self.pairs if index not in self.hits]
+        self.pending = False
+        masks = [(index, old) for index, old in missing if _is_mask(old)]
+        if masks and not self.warned_mask:
+            warnings.warn(
+                f"{type(self.pipe).__name__}: the attention mask from encode_prompt (output {masks[0][0]}) is not an "
+                "input of the denoiser; assuming the pipeline folds it into the embeddings (they were swapped)",
+                UserWarning,
+                stacklevel=2,
+            )
+            self.warned_mask = True
+        missing = [(index, old) for index, old in missing if not _is_mask(old)]
+        if missing:
+            index, old = missing[0]
+            shape = tuple(old.shape) if isinstance(old, torch.Tensor) else type(old).__name__
+            raise RuntimeError(
+                f"{type(self.pipe).__name__}: output {index} of encode_prompt (shape {shape}) changed with the new "
+                f"prompt but reached none of the denoiser's inputs in the next step (the pipeline transforms it "
+                f"before the denoiser); refusing a partial conditioning swap"
+            )
+
+
+def make_step_trigger(pipe: Any) -> Callable[[dict[str, Any], Callable[..., Any]], None]:
+    """How the sampler gets called after every loop step: `callback_on_step_end`, or the legacy `callback`.
+
+    Returns a function that installs `on_step(i, t, latents) -> dict` into the pipeline call kwargs."""
+    params = inspect.signature(pipe.__call__).parameters
+    name = type(pipe).__name__
+    if "callback_on_step_end" in params:
+
+        def install(call_kwargs: dict[str, Any], on_step: Callable[..., Any]) -> None:
+            def callback(_pipe: Any, i: int, t: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+                return on_step(i, t, kwargs) or {}
+
+            call_kwargs["callback_on_step_end"] = callback
+
+        return install
+    if "callback" in params and "callback_steps" in params:
+
+        def install_legacy(call_kwargs: dict[str, Any], on_step: Callable[..., Any]) -> None:
+            def callback(i: int, t: Any, latents: torch.Tensor) -> None:
+                on_step(i, t, {"latents": latents})
+
+            call_kwargs["callback"] = callback
+            call_kwargs["callback_steps"] = 1
+
+        return install_legacy
+    raise UnsupportedPipelineError(
+        f"{name}.__call__ takes neither callback_on_step_end nor callback: PromptLoop has no point to act after a step"
+    )
