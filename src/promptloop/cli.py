@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     app.set_defaults(func=cmd_app)
 
-    world = sub.add_parser("world", help="the embedded Shapes world").add_subparsers(dest="world_command", required=True)
+    world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2)").add_subparsers(dest="world_command", required=True)
 
     tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
     tb.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
