@@ -152,11 +152,9 @@ def _fit_shape(cov: np.ndarray, cx: float, cy: float, scale: float) -> tuple[str
 def _phase_masks(pattern: str, period_px: float) -> np.ndarray:
     """Mark masks of `pattern` on one period-sized tile for every integer phase: (phases, side, side)."""
     side = int(round(period_px))
-    c = np.arange(side, dtype=np.float64) + 0.5
+    xx = (np.arange(_SUB * side) + 0.5) / _SUB
     out = []
     for px, py in itertools.product(range(side), range(side)):
-        x, y = np.meshgrid(c + px, c + py)
-        xx = (np.arange(_SUB * side) + 0.5) / _SUB
         gx, gy = np.meshgrid(xx + px, xx + py)
         out.append(pattern_mask(pattern, gx - side / 2, gy - side / 2, period_px).astype(np.float64)
                    .reshape(side, _SUB, side, _SUB).mean(axis=(1, 3)))
@@ -238,6 +236,14 @@ def _unmix_labels(img: np.ndarray, bg: np.ndarray) -> np.ndarray:
     return np.argmin(res, axis=-1)
 
 
+@lru_cache(maxsize=1)
+def _min_object_area() -> float:
+    """A quarter of the smallest shape's area at 64 px: components below it are specks."""
+    g = np.arange(64) - 32.0
+    x, y = np.meshgrid(g, g)
+    return 0.25 * min(float(shape_mask(s, x, y, 0.0, 0.0, OBJECT_RADIUS).sum()) for s in SHAPES)
+
+
 def _analyze_one(img: np.ndarray) -> PatternAnalysis:
     h, w, _ = img.shape
     scale = min(h, w) / RESOLUTION
@@ -251,8 +257,8 @@ def _analyze_one(img: np.ndarray) -> PatternAnalysis:
     labels = _unmix_labels(img, bg)
     marks_soft = np.clip((img.min(axis=-1) - 0.45) / 0.35, 0.0, 1.0) * fg
     comps = label_components(np.where(fg, 0, -1))
-    min_area = 0.25 * min(float(shape_mask(s, *np.meshgrid(np.arange(64) - 32.0, np.arange(64) - 32.0), 0.0, 0.0,
-                                              OBJECT_RADIUS).sum()) for s in SHAPES) * scale * scale
+    min_area = _min_object_area() * scale * scale
+    gx, gy = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
     objects = []
     for k in range(int(comps.max()) + 1):
         for part in _split_by_colour(comps == k, labels, colour_px):
@@ -267,7 +273,6 @@ def _analyze_one(img: np.ndarray) -> PatternAnalysis:
             shape, (ex, ey), err = _fit_shape(pcov, cx, cy, scale)
             colour = COLOUR_NAMES[int(np.bincount(labels[voters], minlength=len(COLOUR_NAMES)).argmax())]
             radius = OBJECT_RADIUS * scale
-            gx, gy = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
             interior = shape_mask(shape, gx, gy, ex, ey, max(radius - 1.5 * scale, 1.0)) & part
             pattern, frac = _classify_pattern(marks_soft, interior, scale)
             step_x, step_y = w / GRID, h / GRID
