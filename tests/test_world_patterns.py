@@ -46,6 +46,25 @@ def test_scene_rules_are_enforced() -> None:
         Scene((SceneObject("circle", "red", "solid", (0, 0)), SceneObject("square", "blue", "dotted", (0, 0))))
     with pytest.raises(SpecError, match="distinct colours"):
         Scene((SceneObject("circle", "red", "solid", (0, 0)), SceneObject("square", "red", "dotted", (1, 0))))
+    with pytest.raises(SpecError, match="phase"):
+        SceneObject("circle", "red", "dotted", (0, 0), phase=(8, 0))
+
+
+def test_mark_phases_are_random_per_object_and_leave_the_other_facts_alone() -> None:
+    scenes = _scenes(200, 3)
+    patterned = [o for s in scenes for o in s.objects if o.pattern != "solid"]
+    assert len({o.phase for o in patterned}) > 30 and all(o.phase == (0, 0) for s in scenes for o in s.objects
+                                                          if o.pattern == "solid")
+    # the phase moves the marks, not the object: same body+marks coverage, different mark layout
+    a = SceneObject("square", "blue", "checkered", (1, 1))
+    b = SceneObject("square", "blue", "checkered", (1, 1), phase=(3, 5))
+    (body_a, marks_a), (body_b, marks_b) = object_layers(a), object_layers(b)
+    assert np.allclose(body_a + marks_a, body_b + marks_b) and not np.allclose(marks_a, marks_b)
+    # the facts other than the phase are drawn from the scene generator alone
+    facts = [[(o.shape, o.colour, o.pattern, o.cell) for o in s.objects] for s in scenes]
+    sampler = SceneSampler(3, "any")
+    sampler._phase_rng.random()  # a different phase stream
+    assert facts == [[(o.shape, o.colour, o.pattern, o.cell) for o in sampler.sample().objects] for _ in range(200)]
 
 
 def test_splits_keep_heldout_colour_pattern_pairs_apart() -> None:

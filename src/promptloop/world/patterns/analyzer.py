@@ -5,7 +5,8 @@ Per image (lengths scale with the resolution; figures for 64 px):
 1. **Foreground.** The background is the median of the border; a pixel is foreground when its largest
    channel difference from it exceeds 0.25 (soft coverage: that difference over 0.6, clipped to [0, 1]).
 2. **Marks and colours.** A foreground pixel is a *mark* (the white of stripes, dots and checks) when its
-   smallest channel exceeds 0.62, else it is labelled with its nearest palette colour.
+   smallest channel exceeds 0.62 or it is a grey blend of the white with the background (a mark on an
+   object's edge), else it is labelled with the palette colour whose blends explain it best.
 3. **Components.** 8-connected components of the foreground; one holding two palette colours with at
    least a quarter of its coloured pixels each is split by colour (touching objects), its marks going to
    the nearest coloured pixel's part. Specks (soft area below a quarter of the smallest shape's) are dropped.
@@ -227,13 +228,14 @@ def _segment_residual(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray
     return np.sqrt(((p - a - t[..., None] * d) ** 2).sum(axis=-1))
 
 
-def _unmix_labels(img: np.ndarray, bg: np.ndarray) -> np.ndarray:
+def _unmix_labels(img: np.ndarray, bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each pixel's palette colour: the one whose blends with the background (object edges) or with the white
     of the marks (pattern edges) explain the pixel best. A plain nearest-colour label would call a red-white
-    blend pink and a dark pink edge red."""
+    blend pink and a dark pink edge red. Also returns where a blend of the white with the background (a mark
+    on an object's edge: grey) explains the pixel better than every colour."""
     white = np.asarray(MARK_COLOUR, dtype=np.float64) / 255.0
     res = np.stack([np.minimum(_segment_residual(img, bg, c), _segment_residual(img, c, white)) for c in PALETTE], axis=-1)
-    return np.argmin(res, axis=-1)
+    return np.argmin(res, axis=-1), _segment_residual(img, bg, white) < res.min(axis=-1)
 
 
 @lru_cache(maxsize=1)
@@ -252,9 +254,9 @@ def _analyze_one(img: np.ndarray) -> PatternAnalysis:
     diff = np.abs(img - bg).max(axis=-1)
     fg = diff > FOREGROUND_DIFF
     cov = np.clip(diff / 0.6, 0.0, 1.0) * (diff > FOREGROUND_DIFF * 0.5)
-    mark_px = fg & (img.min(axis=-1) > MARK_MIN_CHANNEL)
+    labels, grey = _unmix_labels(img, bg)
+    mark_px = fg & ((img.min(axis=-1) > MARK_MIN_CHANNEL) | grey)
     colour_px = fg & ~mark_px
-    labels = _unmix_labels(img, bg)
     marks_soft = np.clip((img.min(axis=-1) - 0.45) / 0.35, 0.0, 1.0) * fg
     comps = label_components(np.where(fg, 0, -1))
     min_area = _min_object_area() * scale * scale

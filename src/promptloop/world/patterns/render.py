@@ -1,7 +1,7 @@
 """Deterministic anti-aliased renderer of the Patterns world: Scene -> float32 RGB in [0, 1], (64, 64, 3).
 
 Shapes use the Shapes world's geometry (`world.geometry.shape_mask`); each object's pattern is a mask of
-white marks phase-locked to its centre, evaluated on the same supersampled grid, so edges and marks are
+white marks at the object's phase (pixels from its centre), evaluated on the same supersampled grid, so edges and marks are
 anti-aliased and a scene always gives the same pixels.
 """
 
@@ -59,7 +59,8 @@ def object_layers(obj: SceneObject, resolution: int = RESOLUTION) -> tuple[np.nd
     cx, cy = cell_centre(obj.cell, resolution)
     scale = resolution / RESOLUTION
     inside = shape_mask(obj.shape, x, y, cx, cy, OBJECT_RADIUS * scale)
-    marks = inside & pattern_mask(obj.pattern, (x - cx) / scale, (y - cy) / scale)
+    px, py = obj.phase
+    marks = inside & pattern_mask(obj.pattern, (x - cx) / scale - px, (y - cy) / scale - py)
     return _downsample(inside & ~marks, resolution), _downsample(marks, resolution)
 
 

@@ -1,10 +1,14 @@
 """Scene specification of the Patterns world (world v2): patterned objects on a 3x3 grid, 64 px.
 
 Each object has a colour, a shape and a **pattern** (solid, striped, dotted, checkered) drawn in
-white marks of an 8 px period. At 64 px with a VAE of factor 4 (16x16 latents) the pattern's period is
-two latent pixels: the highest spatial frequency the latent grid holds, which diffusion forms last,
-while position, shape and colour are low-frequency and form first. Queries often leave positions open,
-so where each object lands is decided by the noise early and known only from the x0 preview.
+white marks of an 8 px period. At 64 px with a VAE of factor 4 (16x16 latents) the period is two latent
+pixels: the highest spatial frequency the latent grid holds, which diffusion forms last, while position,
+shape and colour are low-frequency and form first. The marks' phase is drawn at random per object (whole
+pixels on each axis), so neither the caption nor the position fixes where the stripes or dots fall: the
+noise does, late in sampling, and until then the x0 preview (a conditional mean over phases) shows the
+pattern washed out. (Design iteration 1 locked the phase to the object's centre; its patterns were
+visible in the preview from 25 % of sampling on.) Queries often leave positions open, so where each
+object lands is decided by the noise early and known only from the x0 preview.
 
 A `Scene` is the complete ground truth of an image; a `Query` is what a caption asserts about it:
 colour, shape and pattern of every object (a caption that names no pattern means solid), positions
@@ -20,7 +24,7 @@ from typing import Literal
 from promptloop.world.geometry import GRID, INVERSE_RELATION, RELATIONS, SpecError, relation_holds
 
 __all__ = ["BACKGROUND", "COLOURS", "GRID", "HELDOUT_PAIRS", "INVERSE_RELATION", "MARK_COLOUR", "MAX_OBJECTS",
-           "OBJECT_RADIUS", "PATTERNS", "PATTERN_PERIOD", "RELATIONS", "RESOLUTION", "SHAPES", "ObjectQuery",
+           "OBJECT_RADIUS", "PATTERNS", "PATTERN_PERIOD", "PHASES", "RELATIONS", "RESOLUTION", "SHAPES", "ObjectQuery",
            "Query", "Scene", "SceneObject", "SceneSampler", "SpecError", "relation_holds"]
 
 RESOLUTION = 64  # image side in pixels
@@ -38,7 +42,8 @@ MARK_COLOUR: tuple[int, int, int] = (245, 245, 245)  # the white of stripes, dot
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 PATTERNS: tuple[str, ...] = ("solid", "striped", "dotted", "checkered")
 OBJECT_RADIUS = 9.5  # bounding radius of every object, in pixels of a 64 px image
-PATTERN_PERIOD = 8.0  # pixels; marks are phase-locked to the object's centre
+PATTERN_PERIOD = 8.0  # pixels
+PHASES = 8  # the marks' phase on each axis is one of 0..PHASES-1 pixels (PHASES * step = the period)
 MAX_OBJECTS = 3
 PATTERN_WEIGHTS = (0.25, 0.25, 0.25, 0.25)  # how often each pattern occurs in sampled scenes
 
@@ -56,6 +61,7 @@ class SceneObject:
     colour: str  # one of COLOURS
     pattern: str  # one of PATTERNS
     cell: tuple[int, int]  # (column, row), each in 0..GRID-1
+    phase: tuple[int, int] = (0, 0)  # (x, y) shift of the marks from the object's centre, pixels in 0..PHASES-1
 
     def __post_init__(self) -> None:
         if self.shape not in SHAPES:
@@ -67,6 +73,8 @@ class SceneObject:
         col, row = self.cell
         if not (0 <= col < GRID and 0 <= row < GRID):
             raise SpecError(f"cell {self.cell} outside the {GRID}x{GRID} grid")
+        if not all(isinstance(v, int) and 0 <= v < PHASES for v in self.phase) or len(self.phase) != 2:
+            raise SpecError(f"phase {self.phase} must be two whole pixels in 0..{PHASES - 1}")
 
 
 @dataclass(frozen=True)
@@ -124,16 +132,21 @@ class Query:
 
 @dataclass
 class SceneSampler:
-    """Seeded sampler of random scenes; `split` restricts colour-pattern pairs."""
+    """Seeded sampler of random scenes; `split` restricts colour-pattern pairs.
+
+    Mark phases come from a second generator seeded apart, so the scenes' other facts (and every prompt set
+    built from them) do not depend on whether phases are drawn."""
 
     seed: int = 0
     split: Literal["train", "heldout", "any"] = "train"
     _rng: random.Random = field(init=False, repr=False)
+    _phase_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "heldout", "any"):
             raise SpecError(f"unknown split {self.split!r}; expected 'train', 'heldout' or 'any'")
         self._rng = random.Random(self.seed)
+        self._phase_rng = random.Random(f"phase:{self.seed}")
 
     def sample(self) -> Scene:
         rng = self._rng
@@ -145,6 +158,11 @@ class SceneSampler:
             if (self.split == "train" and n_held) or (self.split == "heldout" and not n_held):
                 continue
             cells = rng.sample([(c, r) for c in range(GRID) for r in range(GRID)], n)
-            objs = tuple(SceneObject(shape=rng.choice(SHAPES), colour=c, pattern=p, cell=cell)
+            objs = tuple(SceneObject(shape=rng.choice(SHAPES), colour=c, pattern=p, cell=cell, phase=self._phase(p))
                          for c, p, cell in zip(colours, patterns, cells, strict=True))
             return Scene(objects=objs)
+
+    def _phase(self, pattern: str) -> tuple[int, int]:
+        if pattern == "solid":
+            return (0, 0)
+        return (self._phase_rng.randrange(PHASES), self._phase_rng.randrange(PHASES))
