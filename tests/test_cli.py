@@ -40,6 +40,11 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["world", "train-backbone", "--binding-loss", "-1"], "expected a non-negative finite number"),
         (["world", "train-backbone", "--binding-loss", "0.1", "--text-binder-layers", "0"], "needs --text-binder-layers > 0"),
         (["world", "prompts", "test"], "invalid choice"),
+        (["world", "room", "--rules"], "--rules: not an option of room in world shapes (its own: --anchored"),
+        (["world", "room", "--world", "v2", "--anchored"], "--anchored: not an option of room in world patterns"),
+        (["world", "backbone-eval", "--world", "v2", "--timestep-shift", "2"], "its own: none"),
+        (["world", "room", "--world", "v2", "--rules", "anchor,guess"], "expected comma-separated rule names"),
+        (["world", "room", "--world", "v2", "--fractions", "0.5,1"], "expected comma-separated fractions in (0, 1)"),
         (["nonsense"], "invalid choice"),
     ],
 )

@@ -97,6 +97,26 @@ def world_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def rule_names(text: str) -> tuple[str, ...]:
+    from promptloop.world.patterns.rewrites import RULES
+
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    unknown = [n for n in names if n not in RULES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rule names among {', '.join(RULES)}, got {text!r}")
+    return names
+
+
+def fraction_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or not all(0.0 < v < 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1), got {text!r}")
+    return values
+
+
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
@@ -114,27 +134,36 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     return {"backbone": str(out)}
 
 
-def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
-    if args.world == "patterns":
-        from promptloop.world.patterns.analyzer import analyzer_check
-    else:
-        from promptloop.world.shapes.analyzer import analyzer_check
+# world-specific options of the measurement commands: argparse dest -> the flag a user types
+WORLD_FLAGS = {"timestep_shift": "--timestep-shift", "anchored": "--anchored", "rules": "--rules",
+               "fractions": "--fractions", "split": "--split"}
 
-    return analyzer_check(n=args.n, seed=args.seed)
+
+def _run_world_command(args: argparse.Namespace, command: str, common: dict[str, Any]) -> dict[str, Any]:
+    """Call the world package's `command` with the common options and the world-specific ones the user set;
+    a flag the world does not take is a usage error naming the world's own."""
+    from promptloop.world import get_world
+
+    world = get_world(args.world)
+    allowed = getattr(world, f"{command.upper()}_OPTIONS")
+    given = {k: getattr(args, k) for k in WORLD_FLAGS if getattr(args, k, None) not in (None, False)}
+    refused = [WORLD_FLAGS[k] for k in given if k not in allowed]
+    if refused:
+        own = ", ".join(WORLD_FLAGS[k] for k in allowed) or "none"
+        raise UsageError(f"{', '.join(refused)}: not an option of {command.replace('_', '-')} in world {args.world} "
+                         f"(its own: {own})")
+    return getattr(world, command)(**common, **given)
+
+
+def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.world import get_world
+
+    return get_world(args.world).analyzer_check(n=args.n, seed=args.seed)
 
 
 def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
-    if args.world == "patterns":
-        from promptloop.world.patterns.evaluation import backbone_eval_patterns
-
-        if args.timestep_shift is not None:
-            raise UsageError("--timestep-shift is a Shapes-world (v1) option")
-        return backbone_eval_patterns(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps,
-                                      guidance=args.guidance, eta=args.eta)
-    from promptloop.eval.backbone import backbone_eval
-
-    return backbone_eval(backbone=args.backbone, n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance,
-                         timestep_shift=args.timestep_shift, eta=args.eta)
+    return _run_world_command(args, "backbone_eval", {"backbone": args.backbone, "n": args.n, "seed": args.seed,
+                                                      "steps": args.steps, "guidance": args.guidance, "eta": args.eta})
 
 
 def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
@@ -145,22 +174,9 @@ def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
-    if args.world == "patterns":
-        from promptloop.world.patterns.room import room_patterns
-
-        if args.timestep_shift is not None or args.anchored:
-            raise UsageError("--timestep-shift and --anchored are Shapes-world (v1) options")
-        if not args.rules:
-            raise UsageError("the Patterns world's room is measured with its rules: add --rules")
-        return room_patterns(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates,
-                             steps=args.steps, guidance=args.guidance, seed=args.seed, split=args.split, eta=args.eta)
-    if args.rules:
-        raise UsageError("--rules is measured in the Patterns world (--world v2)")
-    from promptloop.eval.room import room
-
-    return room(backbone=args.backbone, n=args.n, seeds=args.seeds, candidates=args.candidates, steps=args.steps,
-                guidance=args.guidance, seed=args.seed, anchored=args.anchored, timestep_shift=args.timestep_shift,
-                eta=args.eta)
+    common = {"backbone": args.backbone, "n": args.n, "seeds": args.seeds, "candidates": args.candidates,
+              "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "eta": args.eta}
+    return _run_world_command(args, "room", common)
 
 
 def cmd_world_write_manifests(args: argparse.Namespace) -> dict[str, Any]:
@@ -337,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
         c.add_argument("--guidance", type=GUIDANCE, default=4.0, help="classifier-free guidance scale")
         c.add_argument("--timestep-shift", type=positive_float, default=None,
-                       help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
+                       help="world v1: sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
         c.add_argument("--eta", type=unit_float, default=0.0,
                        help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")
@@ -345,10 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
             c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")
             c.add_argument("--candidates", type=positive_int, default=8, help="candidate rewrites per query")
             c.add_argument("--anchored", action="store_true",
-                           help="also the mid-way oracles over candidates pinned to each sample's preview")
-            c.add_argument("--rules", action="store_true",
-                           help="world v2: preview-reading rule policies and blind controls, cross-fitted, with CIs")
-            c.add_argument("--split", default="heldout", choices=["train", "heldout"], help="world v2: prompt set")
+                           help="world v1: also the mid-way oracles over candidates pinned to each sample's preview")
+            c.add_argument("--rules", type=rule_names, nargs="?", const=(), default=None, metavar="NAMES",
+                           help="world v2: the preview-reading rule policies and blind controls (cross-fitted, with "
+                                "CIs) it always measures; NAMES (comma-separated) keeps a subset")
+            c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
+                           help="world v2: fractions of sampling at which the rules switch (default 0.25,0.5)")
+            c.add_argument("--split", default=None, choices=["train", "heldout"],
+                           help="world v2: prompt set (default heldout)")
         c.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)

@@ -9,7 +9,9 @@ Each world is a subpackage with the same interface, looked up by name (`get_worl
 
 A world package exposes: `NAME`, `VERSION`, `RESOLUTION`, `DEFAULT_BACKBONE` (a Path), `SceneSampler(seed, split)`,
 `render(scene)`, `training_caption(scene, rng)`, `build_vae()`, `build_unet()`, `prompt_set(name)`,
-`sample_prompts(name, n, seed)`, `parse(caption)` and the name of its `ALIGNMENT_REWARD`. Shared machinery
+`sample_prompts(name, n, seed)`, `parse(caption)`, the name of its `ALIGNMENT_REWARD`, and its measurement
+commands `analyzer_check(n, seed)`, `backbone_eval(**options)` and `room(**options)` with the names of the
+options they take beyond the common ones (`BACKBONE_EVAL_OPTIONS`, `ROOM_OPTIONS`). Shared machinery
 (grid geometry, the backbone pipeline, text binder, scheduler, backbone training) lives beside the packages
 in `world/`. A new world is a new subpackage and one line in `WORLDS`.
 """

@@ -5,10 +5,13 @@ its colour are low-frequency and form in the first sampling steps, while its pat
 dotted, checkered; an 8 px period, two latent pixels) is the highest frequency the latents hold and forms
 last. Queries mostly leave positions open, so positions are known only from the x0 preview, and captions
 teach the backbone position words bound to objects: the words a rewrite reading the preview can use.
-Modules: `scene`, `render`, `grammar`, `analyzer`, `prompts`, `backbone` (component sizes).
+Modules: `scene`, `render`, `grammar`, `analyzer`, `prompts`, `backbone` (component sizes), `evaluation`
+(backbone-eval), `rewrites` and `room` (the fair room with its preview-reading rules).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE, build_unet, build_vae
 from promptloop.world.patterns.grammar import parse, training_caption
@@ -20,5 +23,30 @@ NAME = "patterns"
 VERSION = "v2"
 ALIGNMENT_REWARD = "patterns_alignment"  # the reward registry's name of this world's alignment reward
 
-__all__ = ["ALIGNMENT_REWARD", "DEFAULT_BACKBONE", "NAME", "RESOLUTION", "VERSION", "SceneSampler", "build_unet",
-           "build_vae", "parse", "prompt_set", "render", "sample_prompts", "training_caption"]
+# The measurement commands (`promptloop world analyzer-check | backbone-eval | room --world v2`): the options
+# each takes besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
+BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ()
+ROOM_OPTIONS: tuple[str, ...] = ("rules", "fractions", "split")
+
+
+def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:
+    from promptloop.world.patterns.analyzer import analyzer_check as check
+
+    return check(n=n, seed=seed)
+
+
+def backbone_eval(**kwargs: Any) -> dict[str, Any]:
+    from promptloop.world.patterns.evaluation import backbone_eval_patterns
+
+    return backbone_eval_patterns(**kwargs)
+
+
+def room(**kwargs: Any) -> dict[str, Any]:
+    from promptloop.world.patterns.room import room_patterns
+
+    return room_patterns(**kwargs)
+
+
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEFAULT_BACKBONE", "NAME", "RESOLUTION", "ROOM_OPTIONS",
+           "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae", "parse",
+           "prompt_set", "render", "room", "sample_prompts", "training_caption"]

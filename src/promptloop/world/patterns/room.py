@@ -75,11 +75,12 @@ def room_patterns(backbone: str | None = None, n: int = 128, seeds: int = 4, can
                   guidance: float = 4.0, seed: int = 0, split: str = "heldout", eta: float = 0.0,
                   batch_size: int = 64, fractions: tuple[float, ...] = FRACTIONS,
                   rules: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """The fair room figures of the Patterns world (see the module docstring); `rules`: a subset of RULES."""
+    """The fair room figures of the Patterns world (see the module docstring); `rules`: a subset of RULES
+    (None or empty: all)."""
     unknown = sorted(set(rules or ()) - set(RULES))
     if unknown:
         raise ValueError(f"unknown rule(s) {unknown}; expected some of {sorted(RULES)}")
-    chosen_rules = {k: v for k, v in RULES.items() if rules is None or k in rules}
+    chosen_rules = {k: v for k, v in RULES.items() if not rules or k in rules}
     if not any(blind is not None for _, blind in chosen_rules.values()):
         raise ValueError("the room needs at least one rule that reads the preview")
     if not fractions or not all(0.0 < f < 1.0 for f in fractions):

@@ -42,5 +42,30 @@ def build_unet() -> Any:
     return build()
 
 
-__all__ = ["ALIGNMENT_REWARD", "NAME", "RESOLUTION", "VERSION", "SceneSampler", "build_unet", "build_vae", "parse",
-           "prompt_set", "render", "sample_prompts", "training_caption"]
+# The measurement commands (`promptloop world analyzer-check | backbone-eval | room`): the options each takes
+# besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
+BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ("timestep_shift",)
+ROOM_OPTIONS: tuple[str, ...] = ("anchored", "timestep_shift")
+
+
+def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:
+    from promptloop.world.shapes.analyzer import analyzer_check as check
+
+    return check(n=n, seed=seed)
+
+
+def backbone_eval(**kwargs: Any) -> dict[str, Any]:
+    from promptloop.eval.backbone import backbone_eval as evaluate
+
+    return evaluate(**kwargs)
+
+
+def room(**kwargs: Any) -> dict[str, Any]:
+    from promptloop.eval.room import room as measure
+
+    return measure(**kwargs)
+
+
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "NAME", "RESOLUTION", "ROOM_OPTIONS", "VERSION", "SceneSampler",
+           "analyzer_check", "backbone_eval", "build_unet", "build_vae", "parse", "prompt_set", "render", "room",
+           "sample_prompts", "training_caption"]
