@@ -70,6 +70,17 @@ class TrainResult:
     plot_path: Path | None
 
 
+def check_distributed_type(distributed_type: Any) -> None:
+    """Refuse the Accelerate modes that would need the policy wrapped (`accelerator.prepare(model)`): the trainer
+    keeps a plain model and sums gradients over processes itself, so under FSDP nothing would be sharded and
+    DeepSpeed's engine (which owns backward and the optimizer step) would be missing."""
+    name = str(getattr(distributed_type, "value", distributed_type))
+    if name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise TrainError(f"Accelerate distributed type {name} is not supported by promptloop.train, which runs data "
+                         "parallel only (every process holds the whole policy; gradients summed over processes): "
+                         "launch with configs/accelerate/ddp.yaml; `promptloop plan` shows the per-GPU memory")
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
@@ -91,6 +102,7 @@ class GRPOTrainer:
         self.config = cfg = config.validate()
         self.output_dir = output_dir(cfg.output_dir, "output_dir")
         self.accelerator = acc = accelerator or self._make_accelerator(cfg)
+        check_distributed_type(acc.distributed_type)
         world = acc.num_processes
         if int(os.environ.get("WORLD_SIZE", "1")) != world:
             raise TrainError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate set up {world} process(es): every "
