@@ -220,9 +220,8 @@ def _diffusers_folder_archs(folder: Path, name: str) -> dict[str, Arch]:
 def policy_arch(name: str) -> Arch:
     """The Arch of a policy named as `policy.name_or_path` is."""
     if name.startswith("tiny:"):
-        from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
+        from promptloop.policy.testing import TINY_POLICIES as builders
 
-        builders = {"llava": tiny_llava_policy, "qwen25vl": tiny_qwen25vl_policy}
         kind = name.split(":", 1)[1]
         if kind not in builders:
             raise PlanError(f"policy {name!r}: unknown tiny policy")

@@ -57,7 +57,7 @@ class PolicyConfig:
     """The VLM refinement policy being trained."""
 
     name_or_path: str = _f("tiny:llava", "VLMPolicy folder or hub id; 'world' for assets/world/policy; "
-                                          "'tiny:llava' / 'tiny:qwen25vl' for random test policies")
+                                          "'tiny:llava|qwen25vl|qwen2vl|qwen3vl' for random test policies")
     adapter_path: str | None = _f(None, "an existing LoRA adapter to start from (null: a fresh one)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto", "dtype of the policy weights (auto: float32 on CPU, checkpoint dtype on GPU)")
