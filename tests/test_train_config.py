@@ -83,6 +83,35 @@ def test_bad_values_are_clear(override: str, match: str) -> None:
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("text,mode", [("true", "group"), ("false", "none"), ("group", "group"), ("batch", "batch"),
+                                       ("none", "none")])
+def test_scale_rewards_modes_and_old_booleans(tmp_path: Path, text: str, mode: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"grpo:\n  scale_rewards: {text}\n")
+    assert load_config(f).grpo.scale_rewards == mode
+    assert load_config(None, [f"grpo.scale_rewards={text}"]).grpo.scale_rewards == mode
+    assert load_config(None).grpo.scale_rewards == "group"
+
+
+@pytest.mark.parametrize("text", ["rows", "1", "0", "null", "[group]"])
+def test_scale_rewards_bad_values_are_one_clear_error(tmp_path: Path, text: str) -> None:
+    f = tmp_path / "c.yaml"
+    f.write_text(f"grpo:\n  scale_rewards: {text}\n")
+    msg = r"grpo\.scale_rewards: expected one of 'group' \| 'batch' \| 'none'.*old forms.*true = 'group', false = 'none'"
+    with pytest.raises(ConfigError, match=msg) as e:
+        load_config(f)
+    assert "c.yaml" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_old_checkpoint_identity_with_boolean_scale_rewards_still_matches(tmp_path: Path) -> None:
+    from promptloop.train.checkpoint import CheckpointError, check_identity
+
+    current = {"grpo": {"scale_rewards": "group", "beta": 0.04}}
+    check_identity(tmp_path, {"grpo": {"scale_rewards": True, "beta": 0.04}}, current)
+    with pytest.raises(CheckpointError, match="scale_rewards"):
+        check_identity(tmp_path, {"grpo": {"scale_rewards": False, "beta": 0.04}}, current)
+
+
 def test_rewrite_first_needs_feedback_mode() -> None:
     assert load_config(None, ["loop.rewrite_first=true"]).loop.rewrite_first is True
     with pytest.raises(ConfigError, match="loop.rewrite_first: applies to mode: feedback only"):

@@ -18,7 +18,41 @@ def test_group_advantages_normalise_per_group() -> None:
     assert torch.allclose(a[0], torch.tensor([-1.5, -0.5, 0.5, 1.5]) / std0)
     assert torch.allclose(a[1], torch.tensor([-1.0, -1.0, 1.0, 1.0]))
     assert torch.allclose(group_advantages(r.reshape(-1), 4, eps=0.0), a.reshape(-1))
-    assert torch.allclose(group_advantages(r, scale=False)[0], torch.tensor([-1.5, -0.5, 0.5, 1.5]))
+    assert torch.allclose(group_advantages(r, scale="none")[0], torch.tensor([-1.5, -0.5, 0.5, 1.5]))
+
+
+def test_scale_rewards_modes_numerically() -> None:
+    r = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 1.0, 1.0], [0.3, 0.3, 0.3, 0.3]])
+    centred = torch.tensor([[-1.5, -0.5, 0.5, 1.5], [-0.5, -0.5, 0.5, 0.5], [0.0] * 4])
+    # group: each row by its own std (correction 0): sqrt(1.25), 0.5; the flat row stays 0
+    group = group_advantages(r, scale="group", eps=0.0)
+    assert torch.allclose(group[:2], centred[:2] / torch.tensor([[math.sqrt(1.25)], [0.5]]))
+    assert torch.equal(group[2], torch.zeros(4))
+    # batch: centred per group, every row by the std of all 12 rewards
+    values = r.reshape(-1).tolist()
+    mu = sum(values) / 12
+    std_all = math.sqrt(sum((v - mu) ** 2 for v in values) / 12)
+    batch = group_advantages(r, scale="batch", eps=0.0)
+    assert torch.allclose(batch, centred / std_all)
+    assert torch.equal(batch[2], torch.zeros(4))  # a zero-spread group keeps exactly zero
+    assert batch[0, 3] / batch[1, 3] == pytest.approx(3.0)  # the spread between groups survives (not so for group)
+    assert group[0, 3] / group[1, 3] == pytest.approx(1.5 / math.sqrt(1.25))
+    # the batch std given from outside (other processes' groups) replaces the local one
+    assert torch.allclose(group_advantages(r[:1], scale="batch", eps=0.0, batch_std=std_all), centred[:1] / std_all)
+    assert torch.allclose(group_advantages(r.reshape(-1), 4, scale="batch", eps=0.0), batch.reshape(-1))
+    # none: centred only (Dr. GRPO)
+    assert torch.equal(group_advantages(r, scale="none"), centred)
+    # the old booleans
+    assert torch.equal(group_advantages(r, scale=True, eps=0.0), group)
+    assert torch.equal(group_advantages(r, scale=False), centred)
+    with pytest.raises(ValueError, match="scale must be one of group, batch, none"):
+        group_advantages(r, scale="rows")
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_zero_spread_everywhere_gives_zeros_in_every_mode(scale: str) -> None:
+    r = torch.tensor([[0.7, 0.7, 0.7], [0.2, 0.2, 0.2 + 1e-7]])  # batch std > 0, every group (numerically) flat
+    assert torch.equal(group_advantages(r, scale=scale), torch.zeros_like(r))
 
 
 def test_zero_spread_group_gives_zero_advantage_never_nan() -> None:

@@ -237,6 +237,32 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
                    rewrite_first=args.rewrite_first)
 
 
+def gpu_list(text: str) -> list[int]:
+    try:
+        values = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    return values
+
+
+def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.plan import format_plan, plan
+
+    configs = list(args.configs)
+    if not configs:
+        shipped = Path(__file__).resolve().parents[2] / "configs"
+        configs = sorted(str(p) for p in shipped.glob("*.yaml"))
+        if not configs:
+            raise UsageError(f"no recipes in {shipped}: name the config files to plan")
+    result = plan(configs, gpus=args.gpus, budget_gb=args.budget_gb)
+    if not args.json:
+        print(format_plan(result))
+        return {}
+    return result
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.demo import run_demo
 
@@ -290,6 +316,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a smaller, faster run (for smoke tests)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(func=cmd_demo)
+
+    pl = sub.add_parser("plan", help="parameter memory per GPU of training recipes (replicated / FSDP / offload), "
+                                     "from model configs only: nothing is downloaded")
+    pl.add_argument("configs", nargs="*", help="recipe YAML files (default: the shipped configs/*.yaml)")
+    pl.add_argument("--gpus", type=gpu_list, default=[1, 2, 4, 8], help="GPU counts, comma-separated (default 1,2,4,8)")
+    pl.add_argument("--budget-gb", type=positive_float, default=80.0, help="memory per GPU in GB (1e9 bytes)")
+    pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
+    pl.set_defaults(func=cmd_plan)
 
     app = sub.add_parser("app", help="the web app: watch the loop sample, compare, browse runs (needs promptloop[app])")
     app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")

@@ -211,8 +211,19 @@ def read_state(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def _upgrade_identity(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint identity written by an older version in today's spelling (grpo.scale_rewards was a bool)."""
+    grpo = saved.get("grpo")
+    if isinstance(grpo, dict) and isinstance(grpo.get("scale_rewards"), bool):
+        from promptloop.train.advantages import LEGACY_SCALE_REWARDS
+
+        saved = {**saved, "grpo": {**grpo, "scale_rewards": LEGACY_SCALE_REWARDS[grpo["scale_rewards"]]}}
+    return saved
+
+
 def check_identity(path: Path, saved: dict[str, Any], current: dict[str, Any]) -> None:
     """Raise CheckpointError listing the fields where the checkpoint's run identity differs from the config."""
+    saved = _upgrade_identity(saved)
     diffs = []
     for key in sorted(set(saved) | set(current)):
         if saved.get(key, "<missing>") != current.get(key, "<missing>"):

@@ -4,7 +4,7 @@ the reference policy, and the reward.
 Names understood besides ordinary diffusers / transformers folders and hub ids:
 - pipeline `tiny:sd|sdxl|sd3|flux` (random test pipelines of `promptloop.loop.testing`), `world`
   (the Shapes-world backbone at assets/world/backbone) or `world:PATH`;
-- policy `tiny:llava|qwen25vl` (random test policies of `promptloop.policy.testing`), `world`
+- policy `tiny:llava|qwen25vl|qwen2vl|qwen3vl` (random test policies of `promptloop.policy.testing`), `world`
   (the SFT'd world policy at assets/world/policy).
 """
 
@@ -79,9 +79,8 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str) -> Any:
     """The policy (without the trainable adapter, which `prepare_policy` attaches)."""
     name = cfg.name_or_path
     if name.startswith("tiny:"):
-        from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
+        from promptloop.policy.testing import TINY_POLICIES as builders
 
-        builders = {"llava": tiny_llava_policy, "qwen25vl": tiny_qwen25vl_policy}
         kind = name.split(":", 1)[1]
         if kind not in builders:
             raise ValueError(f"policy.name_or_path {name!r}: unknown tiny policy; choose from "

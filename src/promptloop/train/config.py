@@ -57,7 +57,7 @@ class PolicyConfig:
     """The VLM refinement policy being trained."""
 
     name_or_path: str = _f("tiny:llava", "VLMPolicy folder or hub id; 'world' for assets/world/policy; "
-                                          "'tiny:llava' / 'tiny:qwen25vl' for random test policies")
+                                          "'tiny:llava|qwen25vl|qwen2vl|qwen3vl' for random test policies")
     adapter_path: str | None = _f(None, "an existing LoRA adapter to start from (null: a fresh one)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(
         "auto", "dtype of the policy weights (auto: float32 on CPU, checkpoint dtype on GPU)")
@@ -117,7 +117,9 @@ class GRPOConfig:
     clip_eps_high: float | None = _f(None, "PPO clip range above 1 (null: clip_eps)")
     beta: float = _f(0.04, "weight of the k3 estimator exp(r-n)-(r-n)-1 of KL(policy || reference) per token, "
                            "added to the loss (0: no reference pass)")
-    scale_rewards: bool = _f(True, "divide group-centred rewards by the group std (false: Dr. GRPO)")
+    scale_rewards: Literal["group", "batch", "none"] = _f(
+        "group", "std dividing the group-centred rewards: group, batch (all rewards of the step) or none (Dr. GRPO); "
+                 "old configs' true / false mean group / none", aliases={True: "group", False: "none"})
     loss_type: Literal["dapo", "grpo", "dr_grpo"] = _f("dapo", "token aggregation: dapo = mean over all tokens, "
                                                                "grpo = per-rewrite mean then mean, dr_grpo = "
                                                                "sum / (rewrites * max_new_tokens)")
@@ -295,13 +297,24 @@ def _build(cls: type, data: Any, where: str, source: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
     hints = _hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    names = list(fields)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
             raise ConfigError(f"{where}: unknown key {key!r}{' in ' + source if source else ''}; "
                               f"known keys: {', '.join(names)}")
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+        name = f"{where}.{key}" if where else key
+        aliases = fields[key].metadata.get("aliases") or {}
+        # a field's old spellings (e.g. a former bool), matched by type too: 1 is not true
+        value = next((new for a, new in aliases.items() if type(a) is type(value) and a == value), value)
+        try:
+            kwargs[key] = _coerce(value, hints[key], name)
+        except ConfigError as e:
+            if not aliases:
+                raise
+            forms = ", ".join(f"{_yaml_scalar(a)} = {v!r}" for a, v in aliases.items())
+            raise ConfigError(f"{e}; the old forms are also accepted ({forms})") from None
     return cls(**kwargs)
 
 

@@ -5,8 +5,9 @@ One step:
    contiguous whole groups per process; each query gets `num_generations` trajectories with their own
    seeds, a random refinement schedule (seeded) and `num_refinements` policy decisions each.
 2. score — the terminal reward of each trajectory is the weighted sum of the named rewards, judged
-   against the ORIGINAL query; advantages are normalised within each group (groups never straddle
-   processes, so this is the same as normalising the gathered batch).
+   against the ORIGINAL query; advantages are centred within each group and scaled by the group's std,
+   the whole step's std (gathered over processes) or not at all (`grpo.scale_rewards`); groups never
+   straddle processes, so this is the same as normalising the gathered batch.
 3. update — `num_iterations` optimizer passes over all K actions of every trajectory: token-level
    PPO-clipped surrogate minus beta * k3 KL to the reference policy; old log-probs are the detached
    log-probs of the first pass's own forward (the policy has not changed since sampling; as TRL does), so
@@ -69,6 +70,17 @@ class TrainResult:
     plot_path: Path | None
 
 
+def check_distributed_type(distributed_type: Any) -> None:
+    """Refuse the Accelerate modes that would need the policy wrapped (`accelerator.prepare(model)`): the trainer
+    keeps a plain model and sums gradients over processes itself, so under FSDP nothing would be sharded and
+    DeepSpeed's engine (which owns backward and the optimizer step) would be missing."""
+    name = str(getattr(distributed_type, "value", distributed_type))
+    if name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
+        raise TrainError(f"Accelerate distributed type {name} is not supported by promptloop.train, which runs data "
+                         "parallel only (every process holds the whole policy; gradients summed over processes): "
+                         "launch with configs/accelerate/ddp.yaml; `promptloop plan` shows the per-GPU memory")
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     if not values:
         return math.nan, math.nan
@@ -90,6 +102,7 @@ class GRPOTrainer:
         self.config = cfg = config.validate()
         self.output_dir = output_dir(cfg.output_dir, "output_dir")
         self.accelerator = acc = accelerator or self._make_accelerator(cfg)
+        check_distributed_type(acc.distributed_type)
         world = acc.num_processes
         if int(os.environ.get("WORLD_SIZE", "1")) != world:
             raise TrainError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate set up {world} process(es): every "
@@ -223,8 +236,13 @@ class GRPOTrainer:
         """Terminal rewards (weighted sum of the named rewards vs the original queries) and group advantages."""
         scores = self._evaluate_reward(self.reward, batch.images, batch.queries)
         batch.rewards = {k: v.detach().float().cpu() for k, v in scores.items()}
-        batch.advantages = group_advantages(batch.rewards["total"], batch.group_size,
-                                            scale=self.config.grpo.scale_rewards)
+        scale = self.config.grpo.scale_rewards
+        batch_std = None
+        if scale == "batch":  # the std of the whole step's rewards, gathered in rank order (= one process's order)
+            everything = self._gather([float(x) for x in batch.rewards["total"]])
+            batch_std = float(torch.tensor(everything, dtype=torch.float32).std(correction=0))
+        batch.advantages = group_advantages(batch.rewards["total"], batch.group_size, scale=scale,
+                                            batch_std=batch_std)
         return batch
 
     @staticmethod
