@@ -12,8 +12,10 @@ No per-family knowledge. For a pipeline that is not in the family table (`famili
    pre-hook on every denoising module (unet / transformer / controlnet) compares each tensor input
    with the originals -- the whole tensor, either half of a CFG batch `cat([negative, positive])`,
    each element of a list of per-sample tensors, the prefix of a mask the pipeline extended by the
-   image tokens, one level into dicts (`added_cond_kwargs`) -- and substitutes the new encoding where
-   it matches. Sequence embeddings, pooled embeddings, attention masks and text ids are all just
+   image tokens, one level into dicts (`added_cond_kwargs`), keyword or positional (Z-Image) -- and
+   substitutes the new encoding where it matches. The batch axis of each output (axis 0, but axis 1 for
+   HiDream's stacked Llama layers) is the one whose size doubles in a probe encode of the prompts given
+   twice; per-sample rows and CFG halves are taken along it. Sequence embeddings, pooled embeddings, attention masks and text ids are all just
    outputs of `encode_prompt`, so all of them are swapped the same way.
 3. Variable-length encoders (Gemma, Qwen, GLM, T5 with dynamic length): a new encoding whose length
    differs from the one in force is zero-padded or truncated to it along the one differing axis; masks
