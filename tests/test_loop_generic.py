@@ -1,4 +1,4 @@
-"""The generic swap route on tiny random pipelines of 12 more diffusers classes (offline, CPU, deterministic).
+"""The generic swap route on tiny random pipelines of 18 more diffusers classes (offline, CPU, deterministic).
 
 The reference for every check is the pipeline itself: after a swap at step i, each conditioning input
 the denoisers receive must equal what the plain pipeline gives them for the new prompts.
@@ -7,6 +7,7 @@ the denoisers receive must equal what the plain pipeline gives them for the new 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -18,22 +19,48 @@ import torch
 from promptloop.loop import PromptLoopSampler, UnsupportedPipelineError, decode_preview
 from promptloop.loop.generic import denoisers
 from promptloop.loop.testing_generic import GENERIC_PIPELINES, NO_CFG, generic_call_kwargs
+from promptloop.loop.testing_generic_more import (
+    MORE_GENERIC_PIPELINES,
+    MORE_NO_NEGATIVE,
+    TRUE_CFG,
+    more_generic_call_kwargs,
+)
 from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput
 
-NAMES = list(GENERIC_PIPELINES)
+BUILDERS = {**GENERIC_PIPELINES, **MORE_GENERIC_PIPELINES}
+NAMES = list(BUILDERS)
+WITHOUT_NEGATIVE = NO_CFG | MORE_NO_NEGATIVE
 QUERIES = ["a red cat", "a green tree"]
 NEW = ["a big blue square", "a small yellow star"]  # one word longer: token counts (and masks) change
 NEGATIVE = ["blurry dark", "gray sky"]
 STEPS, SWAP = 4, 1
+# Qwen-Image pads to the batch's longest prompt and drops a mask of all ones, so the length in force is the first
+# prompts' exact token count and a longer rewrite is truncated (checked below): its swap checks use rewrites of the
+# same token counts.
+EXACT_LENGTH = {"qwen_image"}
+NEW_SAME_LENGTH = ["a big cat", "a small star"]
+NEGATIVE_START_SAME_LENGTH = ["red sky", "dark box"]
+# conditioning inputs that must differ (and be swapped) for the new prompts: pooled embeddings and masks included
+SWAPPED_INPUTS = {
+    "qwen_image": {"encoder_hidden_states"},
+    "z_image": {"cap_feats"},
+    "hunyuan_image": {"encoder_hidden_states", "encoder_attention_mask"},
+    "flux2_klein": {"encoder_hidden_states"},
+    "flux2": {"encoder_hidden_states"},
+    "hidream_image": {"encoder_hidden_states_t5", "encoder_hidden_states_llama3", "pooled_embeds"},
+}
+LATENT_INPUTS = {"module", "hidden_states", "sample", "x"}  # x: Z-Image's per-sample latents
 
 
 @pytest.fixture(scope="module")
 def pipes() -> dict[str, Any]:
-    return {name: build() for name, build in GENERIC_PIPELINES.items()}
+    return {name: build() for name, build in BUILDERS.items()}
 
 
 def _kw(name: str, **extra: Any) -> dict[str, Any]:
-    return {**generic_call_kwargs(name), "num_inference_steps": STEPS, "output_type": "np", **extra}
+    base = more_generic_call_kwargs(name) if name in MORE_GENERIC_PIPELINES else generic_call_kwargs(name)
+    kwargs = {**base, "num_inference_steps": STEPS, "output_type": "np", **extra}
+    return {k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # Z-Image edits prompt lists in place
 
 
 def _gen() -> torch.Generator:
@@ -59,7 +86,8 @@ def record_inputs(pipe: Any) -> Iterator[list[dict[str, Any]]]:
         original = module.forward
 
         def forward(*args: Any, _original: Any = original, _name: str = name, **kwargs: Any) -> Any:
-            calls.append({"module": _name, **{k: _clone(v) for k, v in kwargs.items()}})
+            named = inspect.signature(_original).bind_partial(*args, **kwargs).arguments  # Z-Image: positional
+            calls.append({"module": _name, **{k: _clone(v) for k, v in named.items()}})
             return _original(*args, **kwargs)
 
         module.forward = forward
@@ -83,12 +111,12 @@ def _equal(a: Any, b: Any) -> bool:
 
 def _conditioning_keys(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> set[str]:
     """Inputs of the first call that differ between two plain runs with different prompts (same seed)."""
-    return {k for k in old[0] if k != "module" and not _equal(old[0][k], new[0][k])} - {"hidden_states", "sample"}
+    return {k for k in old[0] if not _equal(old[0][k], new[0][k])} - LATENT_INPUTS
 
 
 def _plain_calls(pipe: Any, name: str, prompts: list[str], **extra: Any) -> tuple[np.ndarray, list[dict[str, Any]]]:
     with record_inputs(pipe) as calls, torch.no_grad():
-        images = pipe(prompts, generator=_gen(), **_kw(name, **extra)).images
+        images = pipe(prompt=list(prompts), generator=_gen(), **_kw(name, **extra)).images
     return images, calls
 
 
@@ -117,11 +145,13 @@ def test_swap_feeds_the_new_conditioning_from_the_next_step(pipes: dict[str, Any
     """Steps <= i: the plain pipeline's inputs and latents; steps > i: every conditioning input (embeddings,
     pooled, masks, text ids) equals what the pipeline itself gives the denoiser for the new prompts."""
     pipe = pipes[name]
+    rewrite = NEW_SAME_LENGTH if name in EXACT_LENGTH else NEW
     _, old = _plain_calls(pipe, name, QUERIES)
-    _, new = _plain_calls(pipe, name, NEW)
+    _, new = _plain_calls(pipe, name, rewrite)
     keys = _conditioning_keys(old, new)
     assert keys, "the two prompts gave identical denoiser inputs"
-    sampler = PromptLoopSampler(pipe, FixedPromptPolicy(NEW))
+    assert SWAPPED_INPUTS.get(name, set()) <= keys, keys
+    sampler = PromptLoopSampler(pipe, FixedPromptPolicy(rewrite))
     plain = sampler(QUERIES, mode="none", generator=_gen(), record_latents=True, **_kw(name))
     with record_inputs(pipe) as calls, warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -135,7 +165,7 @@ def test_swap_feeds_the_new_conditioning_from_the_next_step(pipes: dict[str, Any
     assert torch.equal(out.latents[: SWAP + 1], plain.latents[: SWAP + 1])
     for k in range(len(QUERIES)):
         assert not torch.equal(out.latents[-1, k], plain.latents[-1, k])
-    assert out.trajectories[1].prompt_at(SWAP + 1) == NEW[1]
+    assert out.trajectories[1].prompt_at(SWAP + 1) == rewrite[1]
 
 
 # Lumina2's transformer pads the captions of a batch to its longest valid length: its samples are coupled
@@ -157,18 +187,20 @@ def test_per_sample_prompts_leave_kept_samples_exact(pipes: dict[str, Any], name
     assert not torch.equal(out.latents[-1, 0], plain.latents[-1, 0])
 
 
-@pytest.mark.parametrize("name", [n for n in NAMES if n not in NO_CFG])
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in WITHOUT_NEGATIVE])
 def test_negative_prompt_action_swaps_negative_rows_only(pipes: dict[str, Any], name: str) -> None:
     """A negative-prompt action: from the next step the denoisers see what the pipeline gives for
     negative_prompt=NEGATIVE, and the positive conditioning is unchanged."""
     pipe = pipes[name]
-    start = {"negative_prompt": ["", ""]} if name == "flux_img2img" else {}
+    start: dict[str, Any] = {"negative_prompt": ["", ""]} if name in TRUE_CFG | {"flux_img2img"} else {}
+    if name in EXACT_LENGTH:
+        start["negative_prompt"] = NEGATIVE_START_SAME_LENGTH
     if name == "flux_img2img":
         start["true_cfg_scale"] = 2.0
     _, old = _plain_calls(pipe, name, QUERIES, **start)
     _, new = _plain_calls(pipe, name, QUERIES, **{**start, "negative_prompt": NEGATIVE})
     keys = _conditioning_keys(old, new) | {k for c in range(len(old)) for k in old[c] if not _equal(old[c][k], new[c][k])}
-    keys -= {"module", "hidden_states", "sample"}
+    keys -= LATENT_INPUTS
     assert keys
     with record_inputs(pipe) as calls:
         out = PromptLoopSampler(pipe, NegativePolicy(NEGATIVE))(
@@ -184,11 +216,29 @@ def test_negative_prompt_action_swaps_negative_rows_only(pipes: dict[str, Any], 
     assert out.trajectories[0].negative_prompt_at(SWAP + 1) == NEGATIVE[0]
 
 
-def test_negative_prompt_refused_without_cfg(pipes: dict[str, Any]) -> None:
-    with pytest.raises(ValueError, match="takes no negative prompt"):
-        PromptLoopSampler(pipes["sana_sprint"], NegativePolicy(NEGATIVE))(
-            QUERIES, refinement_steps=[0], generator=_gen(), **_kw("sana_sprint")
+@pytest.mark.parametrize("name", sorted(WITHOUT_NEGATIVE))
+def test_negative_prompt_refused_without_negative_branch(pipes: dict[str, Any], name: str) -> None:
+    with pytest.raises(ValueError, match="takes no negative prompt") as info:
+        PromptLoopSampler(pipes[name], NegativePolicy(NEGATIVE))(QUERIES, refinement_steps=[0], generator=_gen(), **_kw(name))
+    assert "\n" not in str(info.value)
+
+
+def test_exact_length_rewrites_are_truncated_or_refused(pipes: dict[str, Any]) -> None:
+    """Qwen-Image: a longer rewrite is truncated to the length in force (one warning); a shorter one in a batch
+    whose first prompts had one length (so the pipeline gave the denoiser no mask) is refused in one line."""
+    pipe = pipes["qwen_image"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        PromptLoopSampler(pipe, FixedPromptPolicy(NEW))(QUERIES, refinement_steps=[SWAP], generator=_gen(), **_kw("qwen_image"))
+    assert len([w for w in caught if "length in force" in str(w.message)]) == 1
+    with pytest.raises(RuntimeError, match="no mask input") as info:
+        PromptLoopSampler(pipe, FixedPromptPolicy(["a cat", QUERIES[1]]))(
+            QUERIES, refinement_steps=[SWAP], generator=_gen(), **_kw("qwen_image")
         )
+    assert "\n" not in str(info.value)
+
+
+def test_negative_prompt_refused_without_cfg(pipes: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match="classifier-free guidance"):
         PromptLoopSampler(pipes["sana"], NegativePolicy(NEGATIVE))(
             QUERIES, refinement_steps=[0], generator=_gen(), **_kw("sana", guidance_scale=1.0)
@@ -222,13 +272,15 @@ def test_variable_length_is_padded_or_truncated_with_one_warning(pipes: dict[str
     assert len(messages) == 1 and "CogView4Pipeline" in messages[0]
 
 
-@pytest.mark.parametrize("name", ["sana", "chroma", "cogview4", "sd3_img2img", "pixart_sigma"])
+@pytest.mark.parametrize(
+    "name", ["sana", "chroma", "cogview4", "sd3_img2img", "pixart_sigma", *MORE_GENERIC_PIPELINES]
+)
 def test_preview_decode_matches_pipeline_decode(pipes: dict[str, Any], name: str) -> None:
     """decode_preview of the final latents == the pipeline's own decoded image (DC-AE, packed latents, ...)."""
     pipe = pipes[name]
     kw = _kw(name)
-    latents = pipe(QUERIES, generator=_gen(), **{**kw, "output_type": "latent"}).images
-    images = pipe(QUERIES, generator=_gen(), **kw).images
+    latents = pipe(prompt=list(QUERIES), generator=_gen(), **{**kw, "output_type": "latent"}).images
+    images = pipe(prompt=list(QUERIES), generator=_gen(), **kw).images
     previews = decode_preview(pipe, latents, 32, 32)
     decoded = np.stack([np.asarray(p, dtype=np.float32) / 255 for p in previews])
     np.testing.assert_allclose(decoded, images, atol=1 / 255 + 1e-6)

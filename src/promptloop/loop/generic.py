@@ -12,8 +12,10 @@ No per-family knowledge. For a pipeline that is not in the family table (`famili
    pre-hook on every denoising module (unet / transformer / controlnet) compares each tensor input
    with the originals -- the whole tensor, either half of a CFG batch `cat([negative, positive])`,
    each element of a list of per-sample tensors, the prefix of a mask the pipeline extended by the
-   image tokens, one level into dicts (`added_cond_kwargs`) -- and substitutes the new encoding where
-   it matches. Sequence embeddings, pooled embeddings, attention masks and text ids are all just
+   image tokens, one level into dicts (`added_cond_kwargs`), keyword or positional (Z-Image) -- and
+   substitutes the new encoding where it matches. The batch axis of each output (axis 0, but axis 1 for
+   HiDream's stacked Llama layers) is the one whose size doubles in a probe encode of the prompts given
+   twice; per-sample rows and CFG halves are taken along it. Sequence embeddings, pooled embeddings, attention masks and text ids are all just
    outputs of `encode_prompt`, so all of them are swapped the same way.
 3. Variable-length encoders (Gemma, Qwen, GLM, T5 with dynamic length): a new encoding whose length
    differs from the one in force is zero-padded or truncated to it along the one differing axis; masks
@@ -48,6 +50,7 @@ _OWN = {
     "prompt_attention_mask",
     "negative_prompt_attention_mask",
     "lora_scale",
+    "batch_size",
 }
 _LORA_KWARGS = ("attention_kwargs", "joint_attention_kwargs", "cross_attention_kwargs")
 
@@ -121,6 +124,8 @@ class PromptEncoder:
     @torch.no_grad()
     def __call__(self, prompts: list[str], negatives: list[str] | None) -> Encoded:
         kwargs = {**self.options, "prompt": list(prompts)}
+        if "batch_size" in self.params:  # HunyuanImage: the batch size is an argument (default 1)
+            kwargs["batch_size"] = len(prompts)
         cfg = self.cfg()
         if "do_classifier_free_guidance" in self.params:
             kwargs["do_classifier_free_guidance"] = cfg
@@ -179,7 +184,8 @@ class ConditioningSwap:
                 f"{type(pipe).__name__} has no denoiser (unet/transformer) to hook the new conditioning into"
             )
         self.originals: Encoded | None = None
-        self.pairs: list[tuple[int, Any, Any]] = []  # (output index, original, replacement) for changed outputs
+        self.axes: list[int | None] = []  # per output: the axis the batch runs along (None: no batch axis)
+        self.pairs: list[tuple[int, Any, Any, int | None]] = []  # (output index, original, replacement, batch axis)
         self.hits: set[int] = set()
         self.pending = False  # a swap happened and has not been checked yet
         self.calls_since_swap = 0
@@ -208,22 +214,60 @@ class ConditioningSwap:
         """Put `current` (prompts, negatives) in force; `initial` is what the pipeline was called with."""
         if self.originals is None:
             self.originals = self.encoder(*initial)
+            self.axes = self._batch_axes(initial)
         new = self.encoder(*current)
         if len(new) != len(self.originals):
             raise RuntimeError(f"encode_prompt returned {len(new)} outputs now and {len(self.originals)} before")
         rows = torch.tensor(list(changed_rows))
         pairs = []
         for index, (old, fresh) in enumerate(zip(self.originals, new, strict=True)):
-            replacement = self._replacement(old, fresh, rows)
+            old, fresh = self._explicit_mask(index, old, fresh, new)
+            replacement = self._replacement(old, fresh, rows, self.axes[index])
             if replacement is not None:
-                pairs.append((index, old, replacement))
+                pairs.append((index, self.originals[index], replacement, self.axes[index]))
         self.pairs = pairs
         self._cache.clear()
         self.hits.clear()
         self.pending = bool(pairs)
         self.calls_since_swap = 0
 
-    def _replacement(self, old: Any, fresh: Any, rows: torch.Tensor) -> Any:
+    def _batch_axes(self, initial: tuple[list[str], list[str] | None]) -> list[int | None]:
+        """The batch axis of every output: the one axis whose size doubles when every prompt is given twice.
+
+        Axis 0 for most encoders; HiDream stacks its Llama layers on axis 0 and the batch on axis 1. Outputs
+        that keep their shape (text position ids shared by the batch) have none. One extra encode per call."""
+        prompts, negatives = initial
+        probe = self.encoder(prompts * 2, None if negatives is None else negatives * 2)
+        axes: list[int | None] = []
+        for old, doubled in zip(self.originals or [], probe, strict=True):
+            axis = None
+            if isinstance(old, torch.Tensor) and isinstance(doubled, torch.Tensor) and old.ndim == doubled.ndim:
+                differing = [d for d in range(old.ndim) if old.shape[d] != doubled.shape[d]]
+                if len(differing) == 1 and doubled.shape[differing[0]] == 2 * old.shape[differing[0]]:
+                    axis = differing[0]
+            axes.append(axis)
+        return axes
+
+    def _explicit_mask(self, index: int, old: Any, fresh: Any, new: Encoded) -> tuple[Any, Any]:
+        """Pipelines that return no mask when every prompt fills it (Qwen-Image: all ones -> None): the mask a
+        None stands for, where the other encoding of the same output has one."""
+        if old is None and _is_mask(fresh):
+            embeds = self.originals[index - 1] if index > 0 and self.originals else None
+            length = embeds.shape[1] if isinstance(embeds, torch.Tensor) and embeds.ndim >= 2 else fresh.shape[1]
+            fitted, _ = _fit(fresh, fresh.new_ones(fresh.shape[0], length))
+            if bool(fitted.all()):  # the new prompts fill the length in force: still no mask needed
+                return None, None
+            raise RuntimeError(
+                f"{type(self.pipe).__name__}: the prompts in force encode without an attention mask (all of one length) "
+                "and a shorter new prompt needs one, but the denoiser gets no mask input to swap; refusing the swap"
+            )
+        if _is_mask(old) and fresh is None:
+            embeds = new[index - 1] if index > 0 else None
+            length = embeds.shape[1] if isinstance(embeds, torch.Tensor) and embeds.ndim >= 2 else old.shape[1]
+            return old, old.new_ones(old.shape[0], length)
+        return old, fresh
+
+    def _replacement(self, old: Any, fresh: Any, rows: torch.Tensor, axis: int | None) -> Any:
         """The value to substitute for `old` (None: nothing changed)."""
         if isinstance(old, torch.Tensor) and isinstance(fresh, torch.Tensor):
             fitted, resized = _fit(fresh.to(device=old.device, dtype=old.dtype), old)
@@ -235,9 +279,10 @@ class ConditioningSwap:
                     stacklevel=4,
                 )
                 self.warned_length = True
-            if old.ndim >= 1 and old.shape[0] == self.batch:
-                mask = rows.to(old.device).view(-1, *([1] * (old.ndim - 1)))
-                fitted = torch.where(mask, fitted, old)
+            if axis is not None and old.shape[axis] == self.batch:
+                shape = [1] * old.ndim
+                shape[axis] = -1
+                fitted = torch.where(rows.to(old.device).view(shape), fitted, old)
             return None if torch.equal(fitted, old) else fitted
         if isinstance(old, list) and isinstance(fresh, list) and len(old) == len(fresh):
             merged = [f.to(device=o.device, dtype=o.dtype) if bool(rows[k]) else o for k, (o, f) in enumerate(zip(old, fresh, strict=True))]
@@ -253,8 +298,9 @@ class ConditioningSwap:
         if not self.pairs:
             return args, kwargs
         self.calls_since_swap += 1
+        new_args = tuple(self._substitute(value, depth=0) for value in args)  # Z-Image passes them positionally
         new_kwargs = {key: self._substitute(value, depth=0) for key, value in kwargs.items()}
-        return args, new_kwargs
+        return new_args, new_kwargs
 
     def _substitute(self, value: Any, depth: int) -> Any:
         if isinstance(value, torch.Tensor):
@@ -268,32 +314,34 @@ class ConditioningSwap:
             self.hits.update(hit_ids)
             return out
         if isinstance(value, list) and value and all(isinstance(v, torch.Tensor) for v in value):
-            return [self._match_element(v) for v in value]
+            return self._match_list(value)
         if isinstance(value, dict) and depth == 0:
             return {k: self._substitute(v, depth=1) for k, v in value.items()}
         return value
 
     def _match_tensor(self, x: torch.Tensor) -> tuple[set[int], torch.Tensor]:
         hits: set[int] = set()
-        for index, old, new in self.pairs:
+        for index, old, new, _ in self.pairs:
             if not isinstance(old, torch.Tensor):
                 continue
             if _same(x, old):
                 return {index}, new.to(device=x.device, dtype=x.dtype)
-        # a CFG batch: cat([negative, positive]) (or any stack of two blocks of originals)
-        if x.ndim >= 1 and x.shape[0] == 2 * self.batch:
-            halves = list(x.chunk(2))
+        # a CFG batch: cat([negative, positive]) along the batch axis (or any stack of two blocks of originals)
+        for axis in sorted({a for _, old, _, a in self.pairs if a is not None and isinstance(old, torch.Tensor)}):
+            if x.ndim <= axis or x.shape[axis] != 2 * self.batch:
+                continue
+            halves = list(x.chunk(2, dim=axis))
             for h, half in enumerate(halves):
-                for index, old, new in self.pairs:
+                for index, old, new, _ in self.pairs:
                     if isinstance(old, torch.Tensor) and _same(half, old):
                         halves[h] = new.to(device=x.device, dtype=x.dtype)
                         hits.add(index)
                         break
             if hits:
-                return hits, torch.cat(halves, dim=0)
+                return hits, torch.cat(halves, dim=axis)
         # a mask the pipeline extended by the image tokens (e.g. Chroma): the original is its prefix
         if x.ndim == 2:
-            for index, old, new in self.pairs:
+            for index, old, new, _ in self.pairs:
                 if (
                     isinstance(old, torch.Tensor)
                     and old.ndim == 2
@@ -306,8 +354,28 @@ class ConditioningSwap:
                     return {index}, out
         return hits, x
 
+    def _match_list(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """A list of per-sample tensors (Z-Image: `positives + negatives`): whole original lists, in order, are
+        replaced block by block (so equal elements, e.g. two empty negatives, keep their own rows); other
+        elements one by one."""
+        out: list[torch.Tensor] = []
+        i = 0
+        while i < len(xs):
+            for index, old, new, _ in self.pairs:
+                if isinstance(old, list) and old and all(
+                    i + k < len(xs) and _same(xs[i + k], o) for k, o in enumerate(old)
+                ):
+                    out += [n.to(device=x.device, dtype=x.dtype) for n, x in zip(new, xs[i : i + len(old)], strict=True)]
+                    self.hits.add(index)
+                    i += len(old)
+                    break
+            else:
+                out.append(self._match_element(xs[i]))
+                i += 1
+        return out
+
     def _match_element(self, x: torch.Tensor) -> torch.Tensor:
-        for index, old, new in self.pairs:
+        for index, old, new, _ in self.pairs:
             if isinstance(old, list):
                 for o, n in zip(old, new, strict=True):
                     if _same(x, o):
@@ -320,7 +388,7 @@ class ConditioningSwap:
         """After the step that followed a swap: every changed output must have reached a denoiser call."""
         if not self.pending or self.calls_since_swap == 0:
             return
-        missing = [(index, old) for index, old, _ in self.pairs if index not in self.hits]
+        missing = [(index, old) for index, old, _, _ in self.pairs if index not in self.hits]
         self.pending = False
         masks = [(index, old) for index, old in missing if _is_mask(old)]
         if masks and not self.warned_mask:

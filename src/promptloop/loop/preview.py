@@ -2,7 +2,10 @@
 
 The route, in order:
 1. unpack packed/patchified latents with the pipeline's own helper (`_unpack_latents(latents, height,
-   width, vae_scale_factor)`: FLUX, Chroma, Qwen-Image, ...);
+   width, vae_scale_factor)`: FLUX, Chroma, Qwen-Image, ...); FLUX.2 packs by position ids and normalises
+   the patchified latents with the VAE's batch-norm statistics: its own `_prepare_latent_ids`,
+   `_unpack_latents_with_ids` and `_unpatchify_latents` unpack them, and the statistics are undone as
+   its `__call__` undoes them (the result is already in the VAE's space);
 2. with a tiny autoencoder (`preview_vae`, diffusers' `AutoencoderTiny`, the TAESD family): decode the
    denoiser-space latents directly (TAESD models take them unscaled, as a pipeline would with
    `vae = AutoencoderTiny`);
@@ -40,6 +43,23 @@ def unpack_latents(pipe: Any, latents: torch.Tensor, height: int, width: int) ->
             "_unpack_latents(latents, height, width, vae_scale_factor) to unpack them for a preview"
         )
     return unpack(latents, height, width, pipe.vae_scale_factor)
+
+
+def _is_flux2_layout(pipe: Any) -> bool:
+    return all(hasattr(pipe, name) for name in ("_unpack_latents_with_ids", "_prepare_latent_ids", "_unpatchify_latents"))
+
+
+def unpack_flux2_latents(pipe: Any, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """FLUX.2: packed (B, H*W, C) latents of a text-to-image call -> VAE-space (B, C/4, 2H, 2W), as its __call__ does."""
+    h = 2 * (int(height) // (pipe.vae_scale_factor * 2)) // 2
+    w = 2 * (int(width) // (pipe.vae_scale_factor * 2)) // 2
+    ids = pipe._prepare_latent_ids(latents.new_zeros(latents.shape[0], 1, h, w)).to(latents.device)
+    unpack = pipe._unpack_latents_with_ids  # [klein] takes the grid size, [dev] reads it from the ids
+    x = unpack(latents, ids, h, w) if "height" in inspect.signature(unpack).parameters else unpack(latents, ids)
+    bn = pipe.vae.bn
+    mean = bn.running_mean.view(1, -1, 1, 1).to(x.device, x.dtype)
+    std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + pipe.vae.config.batch_norm_eps).to(x.device, x.dtype)
+    return pipe._unpatchify_latents(x * std + mean)
 
 
 def _channel_view(values: Any, like: torch.Tensor) -> torch.Tensor:
@@ -93,10 +113,14 @@ def decode_preview(
     preview_vae: Any = None,
 ) -> list[Image.Image]:
     """Decode a batch of denoiser-space latents to PIL images (see the module docstring)."""
-    latents = unpack_latents(pipe, latents, height, width).float()
+    flux2 = latents.ndim == 3 and _is_flux2_layout(pipe)
+    if flux2:
+        latents = unpack_flux2_latents(pipe, latents.float(), height, width)
+    else:
+        latents = unpack_latents(pipe, latents, height, width).float()
     if latents.ndim == 5 and latents.shape[2] == 1:  # (B, C, 1, H, W): one frame
         latents = latents[:, :, 0]
-    if preview_vae is None:
+    if preview_vae is None and not flux2:
         latents = _denormalize(pipe.vae, latents)
     if preview_size is not None and lowres:
         h, w = latents.shape[-2:]

@@ -249,7 +249,7 @@ class PromptLoopSampler:
         call_kwargs: dict[str, Any] = {
             "prompt": list(state.prompts),
             "num_inference_steps": num_inference_steps,
-            "negative_prompt": initial_negative,
+            "negative_prompt": None if initial_negative is None else list(initial_negative),  # Z-Image edits it in place
             "generator": generator,
             "height": height,
             "width": width,
