@@ -42,7 +42,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["world", "prompts", "test"], "invalid choice"),
         (["world", "room", "--rules"], "--rules: not an option of room in world shapes (its own: --anchored"),
         (["world", "room", "--world", "v2", "--anchored"], "--anchored: not an option of room in world patterns"),
-        (["world", "backbone-eval", "--world", "v2", "--timestep-shift", "2"], "its own: none"),
+        (["world", "backbone-eval", "--world", "v2", "--anchored"], "unrecognized arguments"),
         (["world", "room", "--world", "v2", "--rules", "anchor,guess"], "expected comma-separated rule names"),
         (["world", "room", "--world", "v2", "--fractions", "0.5,1"], "expected comma-separated fractions in (0, 1)"),
         (["nonsense"], "invalid choice"),

@@ -387,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
         c.add_argument("--guidance", type=GUIDANCE, default=4.0, help="classifier-free guidance scale")
         c.add_argument("--timestep-shift", type=positive_float, default=None,
-                       help="world v1: sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
+                       help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
         c.add_argument("--eta", type=unit_float, default=0.0,
                        help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")

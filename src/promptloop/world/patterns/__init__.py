@@ -25,8 +25,8 @@ ALIGNMENT_REWARD = "patterns_alignment"  # the reward registry's name of this wo
 
 # The measurement commands (`promptloop world analyzer-check | backbone-eval | room --world v2`): the options
 # each takes besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
-BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ()
-ROOM_OPTIONS: tuple[str, ...] = ("rules", "fractions", "split")
+BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ("timestep_shift",)
+ROOM_OPTIONS: tuple[str, ...] = ("rules", "fractions", "split", "timestep_shift")
 
 
 def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from promptloop.world.patterns.analyzer import PatternAnalysis, analyze_scenes
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE
 from promptloop.world.patterns.prompts import sample_prompts
 from promptloop.world.patterns.scene import Query
+from promptloop.world.scheduler import timestep_shift_of
 
 PREVIEW_FRACTIONS = (0.25, 0.5, 0.75)
 PREVIEW_ATTRIBUTES = ("cell", "colour", "shape", "pattern", "pattern_patterned")
@@ -63,14 +64,17 @@ def pattern_hits(parsed: list[Query], analyses: list[PatternAnalysis]) -> tuple[
 
 
 def backbone_eval_patterns(backbone: str | None = None, n: int = 256, seed: int = 0, steps: int = 20,
-                           guidance: float = 4.0, eta: float = 0.0) -> dict[str, Any]:
-    """Quality window and temporal structure of a Patterns-world backbone (see the module docstring)."""
+                           guidance: float = 4.0, eta: float = 0.0,
+                           timestep_shift: float | None = None) -> dict[str, Any]:
+    """Quality window and temporal structure of a Patterns-world backbone (see the module docstring);
+    `timestep_shift` overrides the backbone's sampling schedule (`world.scheduler`; None: its own)."""
     t_start = time.perf_counter()
-    check_eta(eta)
-    pipe = load_backbone(backbone or DEFAULT_BACKBONE)
+    check_eta(eta, timestep_shift=timestep_shift)
+    pipe = load_backbone(backbone or DEFAULT_BACKBONE, timestep_shift=timestep_shift)
     reward = PatternsAlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]
-    result: dict[str, Any] = {"world": "patterns", "n": n, "seed": seed, "steps": steps, "guidance": guidance, "eta": eta}
+    result: dict[str, Any] = {"world": "patterns", "n": n, "seed": seed, "steps": steps, "guidance": guidance, "eta": eta,
+                              "timestep_shift": timestep_shift_of(pipe.scheduler)}
     agree = {f: {a: [0, 0] for a in PREVIEW_ATTRIBUTES} for f in PREVIEW_FRACTIONS}
     count_hits: list[float] = []
     pattern_total = [0, 0]

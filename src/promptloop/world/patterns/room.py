@@ -1,6 +1,7 @@
 """Room for the loop in the Patterns world, measured fairly (`promptloop world room --world v2 --rules`).
 
-For `n` queries of a prompt set x `seeds` seeds (all alignments against the original query, never a rewrite):
+For `n` queries of a prompt set x `seeds` seeds (all alignments against the original query, never a rewrite;
+`timestep_shift` overrides the backbone's sampling schedule, `world.scheduler`):
 - `base`: the query as written.
 - `feed_forward_bound`: the best of `candidates` faithful up-front rewrites (`rewrites.upfront_candidates`;
   candidate 0 is the query) chosen per query on one half of the seeds and scored on the other.
@@ -33,6 +34,7 @@ from promptloop.world.patterns.analyzer import analyze_scenes
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE
 from promptloop.world.patterns.prompts import sample_prompts
 from promptloop.world.patterns.rewrites import RULES, Rule, upfront_candidates
+from promptloop.world.scheduler import timestep_shift_of
 
 FRACTIONS = (0.25, 0.5)
 
@@ -74,7 +76,7 @@ def _fixes_breaks(kinds: dict[str, np.ndarray], base: dict[str, np.ndarray]) -> 
 def room_patterns(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: int = 8, steps: int = 20,
                   guidance: float = 4.0, seed: int = 0, split: str = "heldout", eta: float = 0.0,
                   batch_size: int = 64, fractions: tuple[float, ...] = FRACTIONS,
-                  rules: tuple[str, ...] | None = None) -> dict[str, Any]:
+                  rules: tuple[str, ...] | None = None, timestep_shift: float | None = None) -> dict[str, Any]:
     """The fair room figures of the Patterns world (see the module docstring); `rules`: a subset of RULES
     (None or empty: all)."""
     unknown = sorted(set(rules or ()) - set(RULES))
@@ -88,8 +90,8 @@ def room_patterns(backbone: str | None = None, n: int = 128, seeds: int = 4, can
     if seeds < 2:
         raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
     t0 = time.perf_counter()
-    check_eta(eta)
-    pipe = load_backbone(backbone or DEFAULT_BACKBONE)
+    check_eta(eta, timestep_shift=timestep_shift)
+    pipe = load_backbone(backbone or DEFAULT_BACKBONE, timestep_shift=timestep_shift)
     reward = PatternsAlignmentReward()
     items = sample_prompts(split, n, seed)
     shape = (len(items), seeds)
@@ -110,7 +112,8 @@ def room_patterns(backbone: str | None = None, n: int = 128, seeds: int = 4, can
 
     result: dict[str, Any] = {
         "world": "patterns", "split": split, "n": len(items), "seeds": seeds, "candidates": candidates,
-        "steps": steps, "guidance": guidance, "eta": eta, "fractions": list(fractions),
+        "steps": steps, "guidance": guidance, "eta": eta, "timestep_shift": timestep_shift_of(pipe.scheduler),
+        "fractions": list(fractions),
         "base": float(base.mean()), "feed_forward_bound": float(bound.mean()),
         "feed_forward_bound_ci": bootstrap_ci(bound, seed), "upfront_oracle": float(np.maximum(ff.max(axis=0), base).mean()),
         "rules": {}, "blind": {},
