@@ -69,6 +69,12 @@ def check_generic(device: str) -> dict[str, Any]:
 
     from promptloop.loop import PromptLoopSampler
     from promptloop.loop.testing_generic import GENERIC_PIPELINES, NO_CFG, generic_call_kwargs
+    from promptloop.loop.testing_generic_more import (
+        MORE_GENERIC_PIPELINES,
+        MORE_NO_NEGATIVE,
+        TRUE_CFG,
+        more_generic_call_kwargs,
+    )
     from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyOutput
 
     class Negative:
@@ -78,10 +84,11 @@ def check_generic(device: str) -> dict[str, Any]:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     queries, new, steps, swap = ["a red cat", "a green tree"], ["a big blue square", "a small yellow star"], 4, 1
     out: dict[str, Any] = {}
-    for name, build in GENERIC_PIPELINES.items():
+    for name, build in {**GENERIC_PIPELINES, **MORE_GENERIC_PIPELINES}.items():
         try:
             pipe = build(seed=0).to(device, dtype)
-            kw = {**generic_call_kwargs(name), "num_inference_steps": steps, "output_type": "np", "record_latents": True}
+            call_kwargs = more_generic_call_kwargs(name) if name in MORE_GENERIC_PIPELINES else generic_call_kwargs(name)
+            kw = {**call_kwargs, "num_inference_steps": steps, "output_type": "np", "record_latents": True}
             t0 = time.perf_counter()
             sampler = PromptLoopSampler(pipe)
 
@@ -97,8 +104,10 @@ def check_generic(device: str) -> dict[str, Any]:
                 "differs_after_swap": bool(not torch.equal(loop.latents[-1], plain.latents[-1])),
                 "images_finite": bool(np.isfinite(np.asarray(loop.images, dtype=np.float32)).all()),
             }
-            if name not in NO_CFG:
-                extra = {"negative_prompt": ["", ""], "true_cfg_scale": 2.0} if name == "flux_img2img" else {}
+            if name not in NO_CFG | MORE_NO_NEGATIVE:
+                # true-CFG families encode the negative in its own call: start with one as long as the swap's
+                extra = {"negative_prompt": ["", ""], "true_cfg_scale": 2.0} if name == "flux_img2img" else \
+                    {"negative_prompt": ["dark blurry"] * 2} if name in TRUE_CFG else {}
                 neg = sampler(queries, policy=Negative(), refinement_steps=[swap], generator=gen(), **kw, **extra)
                 base = sampler(queries, mode="none", generator=gen(), **kw, **extra) if extra else plain
                 row["negative_changes_image"] = bool(not np.array_equal(neg.images, base.images))
