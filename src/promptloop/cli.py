@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from promptloop.cli_runner import run_command
-from promptloop.validation import number_arg
+from promptloop.validation import InputError, check_number, number_arg
 from promptloop.world import DEFAULT_WORLD
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -109,12 +109,9 @@ def rule_names(text: str) -> tuple[str, ...]:
 
 def fraction_list(text: str) -> tuple[float, ...]:
     try:
-        values = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        values = ()
-    if not values or not all(0.0 < v < 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1), got {text!r}")
-    return values
+        return tuple(check_number(v, "fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True) for v in text.split(","))
+    except InputError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1), got {text!r}") from None
 
 
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from promptloop.world.patterns.analyzer import analyzer_check
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE, build_unet, build_vae
 from promptloop.world.patterns.grammar import parse, training_caption
 from promptloop.world.patterns.prompts import prompt_set, sample_prompts
@@ -27,12 +28,6 @@ ALIGNMENT_REWARD = "patterns_alignment"  # the reward registry's name of this wo
 # each takes besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
 BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ("timestep_shift",)
 ROOM_OPTIONS: tuple[str, ...] = ("rules", "fractions", "split", "timestep_shift")
-
-
-def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:
-    from promptloop.world.patterns.analyzer import analyzer_check as check
-
-    return check(n=n, seed=seed)
 
 
 def backbone_eval(**kwargs: Any) -> dict[str, Any]:

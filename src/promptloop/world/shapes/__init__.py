@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from promptloop.world.shapes.analyzer import analyzer_check
 from promptloop.world.shapes.grammar import parse, training_caption
 from promptloop.world.shapes.prompts import prompt_set, sample_prompts
 from promptloop.world.shapes.render import DEFAULT_RESOLUTION as RESOLUTION
@@ -46,12 +47,6 @@ def build_unet() -> Any:
 # besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
 BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ("timestep_shift",)
 ROOM_OPTIONS: tuple[str, ...] = ("anchored", "timestep_shift")
-
-
-def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:
-    from promptloop.world.shapes.analyzer import analyzer_check as check
-
-    return check(n=n, seed=seed)
 
 
 def backbone_eval(**kwargs: Any) -> dict[str, Any]:
