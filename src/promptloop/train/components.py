@@ -56,12 +56,17 @@ def load_pipeline(cfg: PipelineConfig, device: torch.device | str) -> tuple[Any,
         kw: dict[str, Any] = {"torch_dtype": dtype}
         if cfg.variant:
             kw["variant"] = cfg.variant
+        if cfg.revision:
+            kw["revision"] = cfg.revision
         try:
             pipe = DiffusionPipeline.from_pretrained(name, **kw)
         except Exception as e:
             raise ValueError(f"pipeline.name_or_path {name!r}: cannot load the pipeline: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
-        pipe.to(device)
+        if cfg.offload == "none":
+            pipe.to(device)
+    if cfg.offload == "model":
+        enable_model_offload(pipe, device)
     if hasattr(pipe, "set_progress_bar_config"):
         pipe.set_progress_bar_config(disable=True)
     for part in ("unet", "transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"):
@@ -73,6 +78,16 @@ def load_pipeline(cfg: PipelineConfig, device: torch.device | str) -> tuple[Any,
     if cfg.width is not None:
         extra["width"] = cfg.width
     return pipe, extra
+
+
+def enable_model_offload(pipe: Any, device: torch.device | str) -> None:
+    """diffusers' model CPU offload onto `device`: every component waits in CPU memory and is moved to `device`
+    while it runs (the loop's conditioning hooks and previews work unchanged: its hooks wrap `forward` and
+    `vae.decode`). A preview decode moves the VAE in and the denoiser out, so previews cost a transfer each."""
+    if not hasattr(pipe, "enable_model_cpu_offload") or getattr(pipe, "model_cpu_offload_seq", None) is None:
+        raise ValueError(f"pipeline.offload: model: {type(pipe).__name__} has no model CPU offload sequence; "
+                         "use pipeline.offload: none")
+    pipe.enable_model_cpu_offload(device=torch.device(device))
 
 
 def load_policy(cfg: PolicyConfig, device: torch.device | str) -> Any:

@@ -45,6 +45,9 @@ class PipelineConfig:
                                        "backbone; 'tiny:sd|sdxl|sd3|flux' for random test pipelines")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the pipeline weights")
     variant: str | None = _f(None, "weights variant to load from the hub (e.g. 'fp16'), null for the default")
+    revision: str | None = _f(None, "Hub branch, tag or commit of the pipeline (null: the default branch)")
+    offload: Literal["none", "model"] = _f("none", "'model': diffusers' model CPU offload (each component moved to "
+                                                   "this process's device only while it runs; less GPU memory, slower)")
     num_inference_steps: int = _f(20, "sampling steps per image")
     guidance_scale: float | None = _f(None, "classifier-free guidance scale (null: the pipeline's default)")
     height: int | None = _f(None, "image height in pixels (null: the pipeline's default)")

@@ -202,6 +202,7 @@ class GRPOTrainer:
         ident["data"] = {k: d["data"][k] for k in _IDENTITY_DATA_KEYS}
         ident["policy"] = {k: v for k, v in ident["policy"].items() if k != "gradient_checkpointing"}
         ident["grpo"] = {k: v for k, v in ident["grpo"].items() if k not in ("micro_batch_size",)}
+        ident["pipeline"] = {k: v for k, v in ident["pipeline"].items() if k != "offload"}  # same images either way
         return json.loads(json.dumps(ident))
 
     def _local_groups(self, queries: list[str], offset: int = 0) -> list[tuple[int, str]]:
