@@ -294,8 +294,11 @@ class VLMPolicy:
             raise ValueError(f"{len(inputs.previews)} previews for {n} queries")
         texts = self.render_texts(inputs)
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-        if inputs.previews is not None:
-            kwargs["images"] = self._images(inputs.previews)
+        if inputs.previews is not None:  # one list per sample: processors that nest images (Gemma 3) need it
+            kwargs["images"] = [[im] for im in self._images(inputs.previews)]
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and all(t.startswith(bos) for t in texts):  # the template wrote BOS: the tokenizer must not add one
+            kwargs["add_special_tokens"] = False
         enc = dict(self.processor(**kwargs))
         out: dict[str, torch.Tensor] = {}
         for k, v in enc.items():
@@ -499,7 +502,7 @@ class VLMPolicy:
         if self.has_lora:
             raise RuntimeError("a LoRA adapter is already attached")
         if target_modules is None:
-            target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+            target_modules = r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj)"  # text_model: SmolVLM
         cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules if isinstance(target_modules, str)
                          else list(target_modules), lora_dropout=dropout, bias="none")
         self.model = get_peft_model(self.model, cfg)
