@@ -5,6 +5,7 @@ recomputation, the image reaching the LM, and LoRA gradients."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -149,3 +150,35 @@ def test_the_image_reaches_the_language_model(policy: VLMPolicy) -> None:
     a = policy.logprobs(inp, out.completion_ids)
     b = policy.logprobs(other, out.completion_ids)
     assert max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True)) > 1e-4
+
+
+@pytest.mark.parametrize("family", ["gemma3", "smolvlm"])
+def test_a_hub_format_folder_loads_back(family: str, tmp_path: Path) -> None:
+    """Saved, then loaded as a Hub folder of the family is (SmolVLM2: `SmolVLMProcessor` with a video processor;
+    AutoProcessor cannot load it without torchvision and num2words, so the loader falls back to `Idefics3Processor`);
+    the reloaded policy renders, encodes and scores exactly as the original."""
+    from promptloop.integrity import write_manifest
+
+    policy = BUILDERS[family](seed=0)
+    inp = PolicyInput(list(QUERIES[:2]), list(PROMPTS[:2]), 0.4, _previews(2))
+    out = policy.propose(inp, seed=1)
+    policy.save_pretrained(tmp_path)
+    if family == "smolvlm":
+        from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+        SmolVLMVideoProcessor().save_pretrained(tmp_path)
+        for name in ("processor_config.json", "tokenizer_config.json"):
+            f = tmp_path / name
+            f.write_text(f.read_text().replace('"Idefics3Processor"', '"SmolVLMProcessor"'))
+        write_manifest(tmp_path)
+        from transformers import AutoProcessor
+
+        with pytest.raises(ImportError, match="Torchvision|num2words"):  # AutoProcessor on SmolVLM2's folder, here
+            AutoProcessor.from_pretrained(tmp_path)
+    loaded = VLMPolicy.from_pretrained(tmp_path)
+    assert type(loaded.processor).__name__ == {"gemma3": "Gemma3Processor", "smolvlm": "Idefics3Processor"}[family]
+    assert loaded.render_texts(inp) == policy.render_texts(inp)
+    a, b = policy.encode(inp), loaded.encode(inp)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    again = loaded.logprobs(inp, out.completion_ids)
+    assert all(torch.equal(x, y) for x, y in zip(again, policy.logprobs(inp, out.completion_ids), strict=True))

@@ -690,6 +690,25 @@ class VLMPolicy:
             from transformers import AutoImageProcessor, LlavaProcessor
 
             image_processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
+            if model_type in ("smolvlm", "idefics3"):  # SmolVLMProcessor: its video processor needs torchvision
+                return _idefics3_processor(path, model, image_processor, tokenizer)
             proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                   chat_template=getattr(tokenizer, "chat_template", None))
         return proc
+
+
+def _idefics3_processor(path: Path, model: Any, image_processor: Any, tokenizer: Any) -> Any:
+    """`Idefics3Processor` for a SmolVLM / Idefics3 folder: it writes the same image prompt as `SmolVLMProcessor`
+    (tiles in `<fake_token_around_image>` with `<row_i_col_j>`, then `<global-img>`) for images; the chat template
+    is the tokenizer's or the folder's `chat_template.jinja` / `chat_template.json`."""
+    from transformers import Idefics3Processor
+
+    chat_template = getattr(tokenizer, "chat_template", None)
+    if not chat_template and (path / "chat_template.jinja").exists():
+        chat_template = (path / "chat_template.jinja").read_text()
+    elif not chat_template and (path / "chat_template.json").exists():
+        chat_template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
+    vision = model.config.vision_config
+    seq_len = (int(vision.image_size) // int(vision.patch_size)) ** 2 // int(model.config.scale_factor) ** 2
+    return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
+                             chat_template=chat_template)
