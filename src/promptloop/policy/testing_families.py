@@ -10,7 +10,8 @@ Hub tokenizer names them) and the family's real chat template, so the (random) o
 - `tiny_smolvlm_policy()`: SmolVLMForConditionalGeneration = tiny SmolVLM vision tower (32 px, patch 8, pixel
   shuffle 2: 4 tokens per tile) + tiny Llama, with image splitting on (64 px previews: 2x2 tiles and the global
   image, each in `<fake_token_around_image>` with its `<row_i_col_j>` / `<global-img>` tag). `SmolVLMProcessor`
-  needs `num2words` (not installed), so `Idefics3Processor` over the PIL `SmolVLMImageProcessorPil` stands in:
+  cannot be built here (its video processor needs torchvision, it needs `num2words`), so `Idefics3Processor` over
+  the PIL `SmolVLMImageProcessorPil` stands in:
   it writes the same image prompt string (tested against SmolVLM's own `get_image_prompt_string`).
 """
 
@@ -73,7 +74,8 @@ GEMMA3_CHAT_TEMPLATE = (
 SMOLVLM_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<fake_token_around_image>",
                           "<image>", "<end_of_utterance>", "<global-img>",
                           *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)))
-# HuggingFaceTB/SmolVLM-256M-Instruct, chat_template.json (verbatim).
+# SmolVLM-Instruct's chat template, verbatim as transformers' SmolVLM / Idefics3 processor tests carry it (SmolVLM2's
+# adds `<video>` and string contents; images are rendered the same way).
 SMOLVLM_CHAT_TEMPLATE = (
     "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}"
     "{% if message['content'][0]['type'] == 'image' %}{{':'}}{% else %}{{': '}}{% endif %}"

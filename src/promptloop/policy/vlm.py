@@ -23,6 +23,9 @@ Families. LLaVA-style models (and any model whose `AutoProcessor` works) go thro
 Qwen2-VL / Qwen2.5-VL processors cannot be built without torchvision in this transformers version, so
 for them `QwenVLComponentProcessor` stands in: the PIL image processor, `<|image_pad|>` repeated
 `grid_thw.prod() / merge_size**2` times, and `mm_token_type_ids` (1 on image tokens) for the 3-D RoPE.
+SmolVLM (whose `SmolVLMProcessor` needs torchvision for its video processor) goes through `Idefics3Processor`, which
+writes the same image prompt. Images go to the processor one list per sample; when the chat template writes BOS
+itself (Gemma 3) the tokenizer is told not to add a second one.
 
 Position ids for the one-pass forward are computed exactly as `generate` computes them (the model's
 own `_prepare_position_ids_for_generation`, i.e. cumsum of the attention mask under left padding, or
