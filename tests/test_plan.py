@@ -100,14 +100,15 @@ def test_tied_embeddings_count_once() -> None:
     assert count_params(untied) - count_params(tied) == 300 * 32  # one lm_head of vocab x hidden
 
 
-@pytest.mark.parametrize("name", ["tiny:llava", "tiny:qwen25vl", "tiny:qwen2vl", "tiny:qwen3vl"])
+@pytest.mark.parametrize("name", ["tiny:llava", "tiny:qwen25vl", "tiny:qwen2vl", "tiny:qwen3vl", "tiny:gemma3",
+                                  "tiny:smolvlm"])
 def test_tiny_policies_and_their_lora_match_the_real_ones(name: str) -> None:
     from promptloop.policy.testing import TINY_POLICIES
 
     real = TINY_POLICIES[name.split(":")[1]](seed=0)
     meta = build_meta(policy_arch(name))
     assert count_params(meta) == _real(real.model)
-    for regex in (None, r".*language_model.*\.(gate_proj|down_proj)"):
+    for regex in (None, r".*(language_model|text_model).*\.(gate_proj|down_proj)"):
         expected = lora_params(meta, 4, regex)
         real_lora = copy.deepcopy(real)
         real_lora.enable_lora(r=4, alpha=8, target_modules=regex)

@@ -1,9 +1,11 @@
-"""VLM families beyond LLaVA / Qwen2.5-VL as PromptLoop policies, with tiny random configs built offline:
-chat template and image placement, and log-probs of sampled completions against a one-pass recomputation."""
+"""VLM families beyond LLaVA / Qwen2.5-VL as PromptLoop policies (Qwen2-VL, Qwen3-VL, Gemma 3, SmolVLM), with tiny
+random configs built offline: chat template and image placement, log-probs of sampled completions against a one-pass
+recomputation, the image reaching the LM, and LoRA gradients."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ import torch
 from PIL import Image
 
 from promptloop.policy.base import PolicyInput
-from promptloop.policy.testing import tiny_qwen2vl_policy, tiny_qwen3vl_policy
+from promptloop.policy.testing import tiny_gemma3_policy, tiny_qwen2vl_policy, tiny_qwen3vl_policy, tiny_smolvlm_policy
 from promptloop.policy.vlm import VLMPolicy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -19,11 +21,12 @@ torch.set_num_threads(1)
 
 QUERIES = ["a red circle left of a blue box", "a small green triangle", "a pink disc and an amber square"]
 PROMPTS = ["a red circle left of a blue box", "a tiny green triangle on a black background", "a pink disc"]
-BUILDERS = {"qwen2vl": tiny_qwen2vl_policy, "qwen3vl": tiny_qwen3vl_policy}
+BUILDERS = {"qwen2vl": tiny_qwen2vl_policy, "qwen3vl": tiny_qwen3vl_policy, "gemma3": tiny_gemma3_policy,
+            "smolvlm": tiny_smolvlm_policy}
 
 
-def _previews(n: int) -> list[Image.Image]:
-    rs = np.random.RandomState(0)
+def _previews(n: int, seed: int = 0) -> list[Image.Image]:
+    rs = np.random.RandomState(seed)
     return [Image.fromarray((rs.rand(32, 32, 3) * 255).astype(np.uint8)) for _ in range(n)]
 
 
@@ -32,9 +35,24 @@ def policy(request: pytest.FixtureRequest) -> VLMPolicy:
     return BUILDERS[request.param](seed=0)
 
 
-def test_chat_template_places_the_image_before_the_instruction(policy: VLMPolicy) -> None:
+def _family(request: pytest.FixtureRequest) -> str:
+    return str(request.node.callspec.params["policy"])
+
+
+def _tokens(policy: VLMPolicy, row: torch.Tensor) -> list[str]:
+    return policy.tokenizer.convert_ids_to_tokens([int(t) for t in row])
+
+
+def test_chat_template_places_the_image_before_the_instruction(policy: VLMPolicy, request: pytest.FixtureRequest) -> None:
     inp = PolicyInput(list(QUERIES), list(PROMPTS), 0.4, _previews(3))
     texts = policy.render_texts(inp)
+    family = _family(request)
+    if family == "gemma3":
+        _check_gemma3(policy, inp, texts)
+        return
+    if family == "smolvlm":
+        _check_smolvlm(policy, inp, texts)
+        return
     for t, q in zip(texts, QUERIES, strict=True):
         assert t.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
         assert t.endswith("<|im_end|>\n<|im_start|>assistant\n") and q in t
@@ -80,3 +98,87 @@ def test_lora_trains_and_the_reference_is_the_base(policy: VLMPolicy) -> None:
         base = ref.logprobs(inp, out.completion_ids)
     fresh = policy.logprobs(inp, out.completion_ids)
     assert all(torch.equal(a, b) for a, b in zip(base, fresh, strict=True))
+
+
+def _check_gemma3(policy: VLMPolicy, inp: PolicyInput, texts: list[str]) -> None:
+    """Gemma 3's own template: `<bos>` (written by the template, not added again by the tokenizer), the user turn
+    with `<start_of_image>` before the instruction, which the processor expands to `<start_of_image>`, 4 soft tokens
+    and `<end_of_image>`; token_type_ids mark the soft tokens (the bidirectional image block)."""
+    for t, q in zip(texts, QUERIES, strict=True):
+        assert t.startswith("<bos><start_of_turn>user\n<start_of_image>query")
+        assert t.endswith("<end_of_turn>\n<start_of_turn>model\n") and q in t
+    enc = policy.encode(inp)
+    soft = policy.tokenizer.convert_tokens_to_ids("<image_soft_token>")
+    assert torch.equal(enc["token_type_ids"].bool(), enc["input_ids"] == soft)
+    assert enc["pixel_values"].shape == (3, 3, 32, 32)
+    for row, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True):
+        toks = [t for t, m in zip(_tokens(policy, row), mask, strict=True) if m]
+        assert toks[:10] == ["<bos>", "<start_of_turn>", "user", "<start_of_image>", *["<image_soft_token>"] * 4,
+                             "<end_of_image>", "query"]
+        assert toks.count("<bos>") == 1 and toks[-3:] == ["<end_of_turn>", "<start_of_turn>", "model"]
+    no_image = policy.render_texts(PolicyInput(list(QUERIES), list(PROMPTS), 0.4, None))
+    assert all("<start_of_image>" not in t for t in no_image)
+
+
+def _check_smolvlm(policy: VLMPolicy, inp: PolicyInput, texts: list[str]) -> None:
+    """SmolVLM's own template (`User:<image>...<end_of_utterance>\nAssistant:`); each 64 px preview is split into
+    2x2 tiles plus the global image, written exactly as SmolVLM's processor writes it."""
+    from transformers.models.smolvlm.processing_smolvlm import get_image_prompt_string
+
+    for t, q in zip(texts, QUERIES, strict=True):
+        assert t.startswith("<|im_start|>User:<image>query")
+        assert t.endswith("<end_of_utterance>\nAssistant:") and q in t
+    enc = policy.encode(inp)
+    assert enc["pixel_values"].shape == (3, 5, 3, 32, 32)  # 4 tiles + the global image per preview
+    expected = policy.tokenizer(get_image_prompt_string(2, 2, 4, fake_token_around_image="<fake_token_around_image>",
+                                                        image_token="<image>", global_image_token="<global-img>"),
+                                add_special_tokens=False)["input_ids"]
+    for row, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True):
+        ids = [int(t) for t, m in zip(row, mask, strict=True) if m]
+        toks = policy.tokenizer.convert_ids_to_tokens(ids)
+        assert toks[:3] == ["<|im_start|>", "user", ":"] and toks[3:5] == ["<fake_token_around_image>", "<row_1_col_1>"]
+        assert ids[3 : 3 + len(expected)] == expected and toks[3 + len(expected)] == "query"
+        assert toks.count("<image>") == 20 and toks[-3:] == ["<end_of_utterance>", "assistant", ":"]
+    no_image = policy.render_texts(PolicyInput(list(QUERIES), list(PROMPTS), 0.4, None))
+    assert all("<image>" not in t for t in no_image)
+
+
+def test_the_image_reaches_the_language_model(policy: VLMPolicy) -> None:
+    inp = PolicyInput(list(QUERIES), list(PROMPTS), 0.4, _previews(3))
+    out = policy.propose(inp, seed=2)
+    other = PolicyInput(list(QUERIES), list(PROMPTS), 0.4, _previews(3, seed=1))
+    a = policy.logprobs(inp, out.completion_ids)
+    b = policy.logprobs(other, out.completion_ids)
+    assert max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True)) > 1e-4
+
+
+@pytest.mark.parametrize("family", ["gemma3", "smolvlm"])
+def test_a_hub_format_folder_loads_back(family: str, tmp_path: Path) -> None:
+    """Saved, then loaded as a Hub folder of the family is (SmolVLM2: `SmolVLMProcessor` with a video processor;
+    AutoProcessor cannot load it without torchvision and num2words, so the loader falls back to `Idefics3Processor`);
+    the reloaded policy renders, encodes and scores exactly as the original."""
+    from promptloop.integrity import write_manifest
+
+    policy = BUILDERS[family](seed=0)
+    inp = PolicyInput(list(QUERIES[:2]), list(PROMPTS[:2]), 0.4, _previews(2))
+    out = policy.propose(inp, seed=1)
+    policy.save_pretrained(tmp_path)
+    if family == "smolvlm":
+        from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+        SmolVLMVideoProcessor().save_pretrained(tmp_path)
+        for name in ("processor_config.json", "tokenizer_config.json"):
+            f = tmp_path / name
+            f.write_text(f.read_text().replace('"Idefics3Processor"', '"SmolVLMProcessor"'))
+        write_manifest(tmp_path)
+        from transformers import AutoProcessor
+
+        with pytest.raises(ImportError, match="Torchvision|num2words"):  # AutoProcessor on SmolVLM2's folder, here
+            AutoProcessor.from_pretrained(tmp_path)
+    loaded = VLMPolicy.from_pretrained(tmp_path)
+    assert type(loaded.processor).__name__ == {"gemma3": "Gemma3Processor", "smolvlm": "Idefics3Processor"}[family]
+    assert loaded.render_texts(inp) == policy.render_texts(inp)
+    a, b = policy.encode(inp), loaded.encode(inp)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    again = loaded.logprobs(inp, out.completion_ids)
+    assert all(torch.equal(x, y) for x, y in zip(again, policy.logprobs(inp, out.completion_ids), strict=True))

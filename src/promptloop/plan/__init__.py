@@ -36,7 +36,7 @@ import torch
 
 from promptloop.plan.archs import PARAMETER_FREE_REWARDS, PIPELINES, POLICIES, REWARDS, Arch
 
-DEFAULT_LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"  # VLMPolicy.enable_lora's default
+DEFAULT_LORA_TARGETS = r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj)"  # VLMPolicy.enable_lora's default
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GB = 1e9
 

@@ -23,6 +23,9 @@ Families. LLaVA-style models (and any model whose `AutoProcessor` works) go thro
 Qwen2-VL / Qwen2.5-VL processors cannot be built without torchvision in this transformers version, so
 for them `QwenVLComponentProcessor` stands in: the PIL image processor, `<|image_pad|>` repeated
 `grid_thw.prod() / merge_size**2` times, and `mm_token_type_ids` (1 on image tokens) for the 3-D RoPE.
+SmolVLM (whose `SmolVLMProcessor` needs torchvision for its video processor) goes through `Idefics3Processor`, which
+writes the same image prompt. Images go to the processor one list per sample; when the chat template writes BOS
+itself (Gemma 3) the tokenizer is told not to add a second one.
 
 Position ids for the one-pass forward are computed exactly as `generate` computes them (the model's
 own `_prepare_position_ids_for_generation`, i.e. cumsum of the attention mask under left padding, or
@@ -294,8 +297,11 @@ class VLMPolicy:
             raise ValueError(f"{len(inputs.previews)} previews for {n} queries")
         texts = self.render_texts(inputs)
         kwargs: dict[str, Any] = {"text": texts, "padding": True, "return_tensors": "pt"}
-        if inputs.previews is not None:
-            kwargs["images"] = self._images(inputs.previews)
+        if inputs.previews is not None:  # one list per sample: processors that nest images (Gemma 3) need it
+            kwargs["images"] = [[im] for im in self._images(inputs.previews)]
+        bos = getattr(self.tokenizer, "bos_token", None)
+        if bos and all(t.startswith(bos) for t in texts):  # the template wrote BOS: the tokenizer must not add one
+            kwargs["add_special_tokens"] = False
         enc = dict(self.processor(**kwargs))
         out: dict[str, torch.Tensor] = {}
         for k, v in enc.items():
@@ -499,7 +505,7 @@ class VLMPolicy:
         if self.has_lora:
             raise RuntimeError("a LoRA adapter is already attached")
         if target_modules is None:
-            target_modules = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj)"
+            target_modules = r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj)"  # text_model: SmolVLM
         cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules if isinstance(target_modules, str)
                          else list(target_modules), lora_dropout=dropout, bias="none")
         self.model = get_peft_model(self.model, cfg)
@@ -687,6 +693,25 @@ class VLMPolicy:
             from transformers import AutoImageProcessor, LlavaProcessor
 
             image_processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
+            if model_type in ("smolvlm", "idefics3"):  # SmolVLMProcessor: its video processor needs torchvision
+                return _idefics3_processor(path, model, image_processor, tokenizer)
             proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                   chat_template=getattr(tokenizer, "chat_template", None))
         return proc
+
+
+def _idefics3_processor(path: Path, model: Any, image_processor: Any, tokenizer: Any) -> Any:
+    """`Idefics3Processor` for a SmolVLM / Idefics3 folder: it writes the same image prompt as `SmolVLMProcessor`
+    (tiles in `<fake_token_around_image>` with `<row_i_col_j>`, then `<global-img>`) for images; the chat template
+    is the tokenizer's or the folder's `chat_template.jinja` / `chat_template.json`."""
+    from transformers import Idefics3Processor
+
+    chat_template = getattr(tokenizer, "chat_template", None)
+    if not chat_template and (path / "chat_template.jinja").exists():
+        chat_template = (path / "chat_template.jinja").read_text()
+    elif not chat_template and (path / "chat_template.json").exists():
+        chat_template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
+    vision = model.config.vision_config
+    seq_len = (int(vision.image_size) // int(vision.patch_size)) ** 2 // int(model.config.scale_factor) ** 2
+    return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
+                             chat_template=chat_template)
