@@ -1,13 +1,14 @@
 """The shipped Accelerate launch configs (configs/accelerate/) parse with Accelerate's own loader, and the trainer
-refuses the modes it cannot run (FSDP / DeepSpeed would need the policy wrapped)."""
+accepts FSDP2 for full fine-tuning (tests/test_train_fsdp.py runs it) and refuses, in one line, what it cannot run."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from accelerate.commands.config.config_args import ClusterConfig, load_config_from_file
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
 from promptloop.train.trainer import TrainError, check_distributed_type
 
@@ -31,7 +32,7 @@ def test_config_parses_with_accelerates_loader(name: str) -> None:
     assert len(header) >= 3 and "Use it" in " ".join(header)  # when to use it
     if name == "fsdp.yaml":
         fsdp = cfg.fsdp_config
-        assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD"
+        assert fsdp["fsdp_version"] == 2 and fsdp["fsdp_reshard_after_forward"] is True  # FSDP2, full shard
         assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
         from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -42,13 +43,28 @@ def test_config_parses_with_accelerates_loader(name: str) -> None:
         assert cfg.deepspeed_config["zero_stage"] == int(name[-6])
 
 
-@pytest.mark.parametrize("kind", [DistributedType.FSDP, DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM])
-def test_trainer_refuses_sharded_modes_with_one_line(kind: DistributedType) -> None:
-    with pytest.raises(TrainError, match=f"distributed type {kind.value} is not supported.*ddp.yaml") as e:
-        check_distributed_type(kind)
+def _accelerator(kind: DistributedType, fsdp_version: int = 2) -> SimpleNamespace:
+    """What the trainer reads of an Accelerator: its distributed type and, under FSDP, the plugin in its state."""
+    plugin = FullyShardedDataParallelPlugin(fsdp_version=fsdp_version) if kind == DistributedType.FSDP else None
+    return SimpleNamespace(distributed_type=kind, state=SimpleNamespace(fsdp_plugin=plugin))
+
+
+@pytest.mark.parametrize("kind", [DistributedType.DEEPSPEED, DistributedType.MEGATRON_LM])
+def test_trainer_refuses_engine_modes_with_one_line(kind: DistributedType) -> None:
+    with pytest.raises(TrainError, match=f"distributed type {kind.value} is not supported.*fsdp.yaml") as e:
+        check_distributed_type(_accelerator(kind), "full")
     assert "\n" not in str(e.value)
 
 
+def test_trainer_takes_fsdp2_for_full_fine_tuning_only() -> None:
+    check_distributed_type(_accelerator(DistributedType.FSDP), "full")
+    with pytest.raises(TrainError, match="LoRA.*ddp.yaml"):
+        check_distributed_type(_accelerator(DistributedType.FSDP), "lora")
+    with pytest.raises(TrainError, match="fsdp_version: 2"):
+        check_distributed_type(_accelerator(DistributedType.FSDP, fsdp_version=1), "full")
+
+
 @pytest.mark.parametrize("kind", [DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU])
-def test_trainer_accepts_data_parallel_modes(kind: DistributedType) -> None:
-    check_distributed_type(kind)
+@pytest.mark.parametrize("finetune", ["lora", "full"])
+def test_trainer_accepts_data_parallel_modes(kind: DistributedType, finetune: str) -> None:
+    check_distributed_type(_accelerator(kind), finetune)

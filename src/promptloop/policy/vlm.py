@@ -166,6 +166,10 @@ class VLMPolicy:
         self.temperature = temperature
         self.top_p = top_p
         self.max_new_tokens = max_new_tokens
+        # generate()'s synced_gpus: None lets transformers decide (True for a sharded model on several processes);
+        # False where the sharded weights are gathered for sampling (train.sharding.gathered), so each process
+        # decodes alone
+        self.synced_gpus: bool | None = None
         self.sanitizer = Sanitizer(max_prompt_tokens, prompt_length_fn, validator)
         self.constraint = constraint
         self.system_prompt = system_prompt
@@ -435,7 +439,7 @@ class VLMPolicy:
             if seed is not None:
                 torch.manual_seed(seed)
             p = enc["input_ids"].shape[1]
-            out = self.model.generate(**enc, generation_config=gen_cfg,
+            out = self.model.generate(**enc, generation_config=gen_cfg, synced_gpus=self.synced_gpus,
                                       logits_processor=self._logits_processor(inputs.queries, p))
         seq = out.sequences[:, p:]
         if seq.shape[1] == 0:
@@ -553,10 +557,12 @@ class VLMPolicy:
             "constraint": callable_ref("constraint", type(self.constraint)) if self.constraint is not None else None,
         }
 
-    def save_pretrained(self, path: str | Path, merge_lora: bool = False, dtype: torch.dtype | None = None) -> None:
+    def save_pretrained(self, path: str | Path, merge_lora: bool = False, dtype: torch.dtype | None = None,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
         """Save (safetensors) the model — or only the LoRA adapter when one is attached — with the
         tokenizer, the processor and `promptloop_policy.json`. `merge_lora` saves a merged full model;
-        `dtype` (e.g. torch.float16) casts a copy of the saved weights."""
+        `dtype` (e.g. torch.float16) casts a copy of the saved weights; `state_dict`: the weights to write instead
+        of the model's own (a sharded model's gathered state, see `promptloop.train.sharding`)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         model = self.model
@@ -568,7 +574,12 @@ class VLMPolicy:
             import copy
 
             model = copy.deepcopy(model).to(dtype)
-        model.save_pretrained(path, safe_serialization=True)
+        if state_dict is not None:
+            if merge_lora or dtype is not None:
+                raise ValueError("save_pretrained: state_dict cannot be combined with merge_lora or dtype")
+            model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
+        else:
+            model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         if hasattr(self.processor, "save_pretrained"):
             self.processor.save_pretrained(path)

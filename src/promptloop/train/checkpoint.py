@@ -134,8 +134,11 @@ def save_checkpoint(
     lr_scheduler: Any,
     state: dict[str, Any],
     keep: int = 0,
+    sharded: bool = False,
 ) -> Path:
-    """Write the checkpoint of `step` atomically (all processes call this; returns its final path)."""
+    """Write the checkpoint of `step` atomically (all processes call this; returns its final path). `sharded`:
+    the policy is FSDP-sharded; its weights and optimizer state are gathered whole first (every process takes
+    part) and written as a single process would."""
     root = checkpoint_root(output_dir)
     final = root / step_dir_name(step)
     tmp = root / f".tmp-{step_dir_name(step)}"
@@ -146,13 +149,20 @@ def save_checkpoint(
             (tmp / "rng").mkdir(parents=True)
         accelerator.wait_for_everyone()
         torch.save(rng_state(), tmp / "rng" / f"rank-{accelerator.process_index}.pt")
+        model_state = optimizer_state = None
+        if sharded:
+            from promptloop.train import sharding
+
+            model_state = sharding.full_model_state(policy.model)
+            optimizer_state = sharding.full_optimizer_state(policy.model, optimizer)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            policy.save_pretrained(tmp / "policy")
+            policy.save_pretrained(tmp / "policy", state_dict=model_state)
             fault_point("checkpoint:policy", step)
-            torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
             torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
             full_state = {"format": FORMAT_VERSION, **state, "world_size": accelerator.num_processes,
+                          "optimizer_layout": "by_name" if sharded else "by_index",
                           "files": file_manifest(tmp, exclude=(STATE_FILE,), hash_limit=_HASH_LIMIT)}
             (tmp / STATE_FILE).write_text(json.dumps(full_state, indent=1))
             _fsync_tree(tmp)
@@ -238,7 +248,14 @@ def check_identity(path: Path, saved: dict[str, Any], current: dict[str, Any]) -
                               + "; ".join(diffs))
 
 
-def _load_policy_weights(path: Path, policy: Any) -> None:
+def _unsharded_class(model: Any) -> type:
+    """The model's own class (FSDP2 swaps a sharded module's class for a subclass named FSDP<Name>)."""
+    cls = type(model)
+    name = cls.__name__.removeprefix("FSDP")
+    return next((c for c in cls.__mro__ if c.__name__ == name), cls)
+
+
+def _load_policy_weights(path: Path, policy: Any, sharded: bool = False) -> None:
     folder = path / "policy"
     if policy.has_lora:
         from peft import set_peft_model_state_dict
@@ -266,8 +283,13 @@ def _load_policy_weights(path: Path, policy: Any) -> None:
         raise CheckpointError(f"checkpoint {path} holds a LoRA adapter but the policy is fully fine-tuned")
     base = policy.base_model
     try:
-        loaded = type(base).from_pretrained(str(folder), dtype=policy.dtype)
-        result = base.load_state_dict(loaded.state_dict(), strict=True)
+        loaded = _unsharded_class(base).from_pretrained(str(folder), dtype=policy.dtype)
+        if sharded:  # every process read the whole weights; each keeps its shard
+            from promptloop.train import sharding
+
+            result = sharding.load_full_model_state(base, loaded.state_dict())
+        else:
+            result = base.load_state_dict(loaded.state_dict(), strict=True)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path}: cannot load the policy weights: {type(e).__name__}: "
                               f"{str(e).splitlines()[0]}") from e
@@ -281,14 +303,26 @@ def load_checkpoint(
     optimizer: Any,
     lr_scheduler: Any,
     identity: dict[str, Any],
+    sharded: bool = False,
 ) -> dict[str, Any]:
-    """Restore policy weights, optimizer, LR schedule and this process's RNG; return the trainer state."""
+    """Restore policy weights, optimizer, LR schedule and this process's RNG; return the trainer state.
+    `sharded`: the policy is FSDP-sharded (a checkpoint of a sharded run is resumed by a sharded run)."""
     path = Path(path)
     state = read_state(path)
     check_identity(path, state.get("identity", {}), identity)
-    _load_policy_weights(path, policy)
+    layout = state.get("optimizer_layout", "by_index")
+    if layout != ("by_name" if sharded else "by_index"):
+        kind, launch = ("a sharded (FSDP)", "configs/accelerate/fsdp.yaml") if layout == "by_name" else \
+            ("a data-parallel", "a launch without FSDP")
+        raise CheckpointError(f"checkpoint {path} was written by {kind} run; resume it with {launch}")
+    _load_policy_weights(path, policy, sharded)
     try:
-        optimizer.load_state_dict(_load_torch(path / "optimizer.pt"))
+        if sharded:
+            from promptloop.train import sharding
+
+            sharding.load_full_optimizer_state(policy.model, optimizer, _load_torch(path / "optimizer.pt"))
+        else:
+            optimizer.load_state_dict(_load_torch(path / "optimizer.pt"))
     except (ValueError, KeyError) as e:
         raise CheckpointError(f"checkpoint {path}: optimizer state does not fit the trainable parameters: {e}") from e
     lr_scheduler.load_state_dict(_load_torch(path / "lr_scheduler.pt"))

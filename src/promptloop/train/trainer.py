@@ -22,6 +22,7 @@ for reductions and gathers, and trackers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,6 +37,7 @@ import torch
 
 from promptloop.fs_errors import output_dir
 from promptloop.train import checkpoint as ckpt
+from promptloop.train import sharding
 from promptloop.train.advantages import group_advantages, group_stats
 from promptloop.train.components import ReferencePolicy, load_pipeline, load_policy, prepare_policy
 from promptloop.train.config import TrainConfig
@@ -70,15 +72,13 @@ class TrainResult:
     plot_path: Path | None
 
 
-def check_distributed_type(distributed_type: Any) -> None:
-    """Refuse the Accelerate modes that would need the policy wrapped (`accelerator.prepare(model)`): the trainer
-    keeps a plain model and sums gradients over processes itself, so under FSDP nothing would be sharded and
-    DeepSpeed's engine (which owns backward and the optimizer step) would be missing."""
-    name = str(getattr(distributed_type, "value", distributed_type))
-    if name in ("FSDP", "DEEPSPEED", "MEGATRON_LM"):
-        raise TrainError(f"Accelerate distributed type {name} is not supported by promptloop.train, which runs data "
-                         "parallel only (every process holds the whole policy; gradients summed over processes): "
-                         "launch with configs/accelerate/ddp.yaml; `promptloop plan` shows the per-GPU memory")
+def check_distributed_type(accelerator: Any, finetune: str) -> None:
+    """Refuse, as a TrainError, the Accelerate modes the trainer cannot run (see `promptloop.train.sharding`):
+    DeepSpeed / Megatron, FSDP1, and FSDP for LoRA runs."""
+    try:
+        sharding.check_distributed(accelerator, finetune)
+    except sharding.ShardingError as e:
+        raise TrainError(str(e)) from None
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -102,7 +102,8 @@ class GRPOTrainer:
         self.config = cfg = config.validate()
         self.output_dir = output_dir(cfg.output_dir, "output_dir")
         self.accelerator = acc = accelerator or self._make_accelerator(cfg)
-        check_distributed_type(acc.distributed_type)
+        check_distributed_type(acc, cfg.policy.finetune)
+        self.sharded = sharding.is_sharded_run(acc)
         world = acc.num_processes
         if int(os.environ.get("WORLD_SIZE", "1")) != world:
             raise TrainError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but Accelerate set up {world} process(es): every "
@@ -157,7 +158,13 @@ class GRPOTrainer:
         raw_opt = torch.optim.AdamW(self.trainable, lr=g.learning_rate, betas=(g.adam_beta1, g.adam_beta2),
                                     eps=g.adam_eps, weight_decay=g.weight_decay)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(raw_opt, self._lr_lambda)
-        self.optimizer = acc.prepare_optimizer(raw_opt, device_placement=True)
+        if self.sharded:  # FSDP2: policy, its optimizer state and the reference copy sharded over the processes
+            if self.reference is not None and self.reference.copy is not None:
+                sharding.shard_frozen(acc, self.reference.copy.model)
+            self.policy.model, self.optimizer = sharding.shard_trainable(acc, self.policy.model, raw_opt)
+            self.trainable = [p for p in self.policy.model.parameters() if p.requires_grad]
+        else:
+            self.optimizer = acc.prepare_optimizer(raw_opt, device_placement=True)
         self.step = 0
         self.logger = MetricsLogger(self.output_dir, acc, cfg.logging.report_to != "none")
         self.last_checkpoint: Path | None = None
@@ -226,11 +233,18 @@ class GRPOTrainer:
         cfg = self.config
         groups = self._local_groups(self.step_queries(step))
         self.policy.model.eval()
-        with self.accelerator.autocast():
+        with self._sampling(), self.accelerator.autocast():
             return run_rollout(self.sampler, groups, cfg.grpo.num_generations, seed=cfg.seed, tag=f"step{step}",
                                num_refinements=cfg.loop.num_refinements, schedule="random",
                                groups_per_call=cfg.grpo.groups_per_rollout_call, mode=cfg.loop.mode,
                                call_kwargs=self.call_kwargs, shared_noise=cfg.grpo.shared_noise)
+
+    def _sampling(self) -> Any:
+        """The policy whole on every process while it samples (sharded runs; see `sharding.gathered`)."""
+        if not self.sharded:
+            return contextlib.nullcontext()
+        plugin = self.accelerator.state.fsdp_plugin
+        return sharding.gathered(self.policy.model, (self.policy,), bool(plugin.reshard_after_forward))
 
     @torch.no_grad()
     def score(self, batch: RolloutBatch) -> RolloutBatch:
@@ -263,8 +277,9 @@ class GRPOTrainer:
         return [float(x) for x in t.cpu()]
 
     def _sync_gradients(self) -> None:
-        """Sum the gradients over processes (each part is already divided by the global token count)."""
-        if self.accelerator.num_processes == 1:
+        """Sum the gradients over processes (each part is already divided by the global token count); FSDP's
+        reduce-scatter has done it in sharded runs."""
+        if self.accelerator.num_processes == 1 or self.sharded:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.trainable]
         bucket = 1 << 26
@@ -308,6 +323,11 @@ class GRPOTrainer:
                     for mb in mbs:
                         for a, lp in zip(mb, self._logprobs(ref, mb, False), strict=True):
                             a.ref_logprobs = lp.detach().float().cpu()
+        # a micro-batch without tokens is skipped; in sharded runs only where it has none on any process (each
+        # forward is a collective there, so every process must run the same ones)
+        mb_tokens = [float(sum(a.num_tokens for a in mb)) for mb in mbs]
+        skip = [n == 0 for n in (self._global_sum(mb_tokens) if self.sharded else mb_tokens)]
+        scale = sharding.loss_scale(acc, self.sharded)
         sums = {"loss": 0.0, "ratio": 0.0, "clipped": 0.0, "kl": 0.0, "tokens": 0.0, "dev1": 0.0}
         first: dict[int, torch.Tensor] = {}  # id(action) -> its log-probs from the first pass's forward
         sample_dev = 0.0  # max |first-pass - sampling-time| log-prob: the sampler/trainer numeric mismatch
@@ -315,8 +335,8 @@ class GRPOTrainer:
         for it in range(g.num_iterations):
             loss_total = 0.0
             first_dev = 0.0
-            for mb in mbs:
-                if sum(a.num_tokens for a in mb) == 0:
+            for mb, skipped in zip(mbs, skip, strict=True):
+                if skipped:
                     continue
                 new = self._logprobs(self.policy, mb, True)
                 if it == 0:  # the policy has not changed yet: old = this very forward, so the ratio is exactly 1
@@ -329,7 +349,7 @@ class GRPOTrainer:
                     clip_eps=g.clip_eps, clip_eps_high=g.clip_eps_high, beta=g.beta,
                     logp_ref=[a.ref_logprobs for a in mb] if g.beta > 0 else None,  # type: ignore[misc]
                     normaliser=max(normaliser, 1.0), loss_type=g.loss_type, max_tokens=max_tokens)
-                acc.backward(loss)
+                acc.backward(loss * scale if scale != 1.0 else loss)
                 loss_total += float(loss.detach())
                 sums["ratio"] += st.ratio_sum
                 sums["clipped"] += st.clipped
@@ -343,7 +363,7 @@ class GRPOTrainer:
             else:
                 acc.unscale_gradients()
                 norm = torch.nn.utils.clip_grad_norm_(self.trainable, float("inf"))
-            grad_norms.append(float(norm))
+            grad_norms.append(sharding.as_float(norm))
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.lr_scheduler.step()
@@ -414,7 +434,7 @@ class GRPOTrainer:
         groups = self._local_groups(self.eval_prompts)
         self.policy.model.eval()
         n_ref = cfg.eval.num_refinements or cfg.loop.num_refinements
-        with self.accelerator.autocast():
+        with self._sampling(), self.accelerator.autocast():
             batch = run_rollout(self.sampler, groups, cfg.eval.seeds_per_query, seed=cfg.seed, tag="eval",
                                 num_refinements=n_ref, schedule="uniform",
                                 groups_per_call=cfg.grpo.groups_per_rollout_call,
@@ -451,13 +471,13 @@ class GRPOTrainer:
         state = {"step": self.step, "data_position": self.step * self.config.grpo.queries_per_step,
                  "identity": self.identity(), "config": self.config.to_dict()}
         path = ckpt.save_checkpoint(self.accelerator, self.output_dir, self.step, self.policy, self.optimizer,
-                                    self.lr_scheduler, state, keep=self.config.checkpoint.keep)
+                                    self.lr_scheduler, state, keep=self.config.checkpoint.keep, sharded=self.sharded)
         self.last_checkpoint = path
         return path
 
     def load_checkpoint(self, path: str | Path) -> None:
         state = ckpt.load_checkpoint(path, self.accelerator, self.policy, self.optimizer, self.lr_scheduler,
-                                     self.identity())
+                                     self.identity(), sharded=self.sharded)
         self.step = int(state["step"])
         expected = self.step * self.config.grpo.queries_per_step
         if int(state.get("data_position", expected)) != expected:
@@ -562,10 +582,11 @@ class GRPOTrainer:
         policy_path = None
         if cfg.checkpoint.save_final_policy:
             policy_path = self.output_dir / "policy"
+            weights = sharding.full_model_state(self.policy.model) if self.sharded else None  # every process
             if acc.is_main_process:
                 tmp = self.output_dir / ".tmp-policy"
                 shutil.rmtree(tmp, ignore_errors=True)
-                self.policy.save_pretrained(tmp)
+                self.policy.save_pretrained(tmp, state_dict=weights)
                 shutil.rmtree(policy_path, ignore_errors=True)
                 os.replace(tmp, policy_path)
             acc.wait_for_everyone()
