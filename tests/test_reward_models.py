@@ -26,7 +26,7 @@ from promptloop.world.shapes.render import render_batch
 from promptloop.world.shapes.scene import Scene, SceneObject
 
 QUERIES = ["a red circle", "a blue square", "a green triangle on the left", "a red circle"]
-MODEL_REWARDS = ("aesthetic", "clipscore", "hpsv2", "imagereward", "pickscore")
+MODEL_REWARDS = ("aesthetic", "clipscore", "hpsv2", "hpsv3", "imagereward", "pickscore")
 
 
 @pytest.fixture(scope="module", autouse=True)

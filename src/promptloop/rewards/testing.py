@@ -4,6 +4,8 @@
 byte-level `CLIPTokenizer` built from a tiny vocab.json / merges.txt, and a CLIP image-processor config
 into a directory that `CLIPModel.from_pretrained` / `AutoTokenizer` / `AutoImageProcessor` load with
 no network. `tiny_aesthetic_head(path, embed_dim)` writes a random aesthetic MLP head as safetensors.
+`tiny_hpsv3_dir(directory)` lays out a tiny HPSv3: a random Qwen2-VL "base model" folder (config, byte-level
+Qwen2 tokenizer, image processor) and ``HPSv3.safetensors`` under the official key names.
 Everything is seeded, so two calls with the same seed give identical weights.
 
 Only this module's functions import transformers (lazily), so importing it is cheap.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -51,11 +54,12 @@ def tiny_clip_dir(
     image_size: int = TINY_IMAGE_SIZE,
     projection_dim: int = TINY_PROJECTION_DIM,
     logit_scale: float = 2.6592,
+    width: int = 32,
 ) -> Path:
     """Write a tiny random CLIP checkpoint (model, tokenizer, image processor) under tmp_path/name.
 
-    The vision tower sees `image_size` x `image_size` crops (patch 8); text and vision widths are 32,
-    projections `projection_dim` wide. Returns the directory, loadable by path with
+    The vision tower sees `image_size` x `image_size` crops (patch 8); text and vision widths are `width`
+    (MLPs twice that), projections `projection_dim` wide. Returns the directory, loadable by path with
     `local_files_only=True`. Deterministic for a given `seed`.
     """
     from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
@@ -69,8 +73,8 @@ def tiny_clip_dir(
     eos_id = vocab["<|endoftext|>"]
     text_config = {
         "vocab_size": len(vocab),
-        "hidden_size": 32,
-        "intermediate_size": 64,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "max_position_embeddings": 32,
@@ -79,8 +83,8 @@ def tiny_clip_dir(
         "pad_token_id": eos_id,
     }
     vision_config = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
+        "hidden_size": width,
+        "intermediate_size": 2 * width,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "image_size": image_size,
@@ -133,8 +137,15 @@ def tiny_aesthetic_head(path: str | Path, embed_dim: int = TINY_PROJECTION_DIM, 
 __all__ = [
     "TINY_IMAGE_SIZE",
     "TINY_PROJECTION_DIM",
+    "hps_official_state",
+    "hpsv3_official_state",
+    "imagereward_official_state",
     "tiny_aesthetic_head",
     "tiny_clip_dir",
+    "tiny_hps_dir",
+    "tiny_hpsv3_dir",
+    "tiny_imagereward_dir",
+    "tiny_qwen2_tokenizer",
     "write_tiny_clip_tokenizer",
 ]
 
@@ -265,4 +276,100 @@ def tiny_hps_dir(directory: str | Path, *, version_file: str = "HPS_v2.1_compres
     tok = CLIPTokenizer(str(directory / "tokenizer" / "vocab.json"), str(directory / "tokenizer" / "merges.txt"))
     tok.save_pretrained(directory / "tokenizer")
     torch.save({"state_dict": hps_official_state(vocab_size=len(vocab), seed=seed)}, directory / version_file)
+    return directory
+
+
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                       "<|image_pad|>", "<|video_pad|>")
+TINY_QWEN_PATCH = 14  # Qwen2-VL's patch (merge 2: 28 px per visual token side)
+
+
+def tiny_qwen2_tokenizer() -> Any:
+    """A byte-level Qwen2 BPE tokenizer (every byte a token, a few merges) with Qwen's special tokens."""
+    from transformers import Qwen2Tokenizer
+
+    merges = [("t", "h"), ("Ġ", "t"), ("Ġ", "a"), ("i", "n"), ("e", "r"), ("o", "n"), ("Ġ", "s"), ("r", "e")]
+    tokens = list(_bytes_to_unicode().values()) + [a + b for a, b in merges]
+    tok = Qwen2Tokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=None, bos_token=None,
+                         eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})
+    return tok
+
+
+def hpsv3_official_state(
+    *, vocab_size: int, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2, vision_width: int = 32,
+    vision_layers: int = 2, patch: int = TINY_QWEN_PATCH, merge: int = 2, seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A random state dict under HPSv3.safetensors' key names (transformers 4.45 Qwen2VLForConditionalGeneration
+    + ``rm_head``), enumerated here from that code's modules, independently of the converter under test."""
+    g = torch.Generator().manual_seed(seed)
+    s: dict[str, torch.Tensor] = {}
+
+    def lin(name: str, out: int, inp: int, bias: bool = True) -> None:
+        s[f"{name}.weight"] = _rand(g, out, inp)
+        if bias:
+            s[f"{name}.bias"] = _rand(g, out)
+
+    vw, merged = vision_width, vision_width * merge**2
+    s["visual.patch_embed.proj.weight"] = _rand(g, vw, 3, 2, patch, patch)
+    for i in range(vision_layers):
+        b = f"visual.blocks.{i}"
+        for norm in ("norm1", "norm2"):
+            s[f"{b}.{norm}.weight"], s[f"{b}.{norm}.bias"] = 1 + _rand(g, vw), _rand(g, vw)
+        lin(f"{b}.attn.qkv", 3 * vw, vw)
+        lin(f"{b}.attn.proj", vw, vw)
+        lin(f"{b}.mlp.fc1", 2 * vw, vw)
+        lin(f"{b}.mlp.fc2", vw, 2 * vw)
+    s["visual.merger.ln_q.weight"], s["visual.merger.ln_q.bias"] = 1 + _rand(g, vw), _rand(g, vw)
+    lin("visual.merger.mlp.0", merged, merged)
+    lin("visual.merger.mlp.2", hidden, merged)
+    head_dim = hidden // heads
+    s["model.embed_tokens.weight"] = _rand(g, vocab_size, hidden)
+    for i in range(layers):
+        b = f"model.layers.{i}"
+        lin(f"{b}.self_attn.q_proj", hidden, hidden)
+        lin(f"{b}.self_attn.k_proj", kv_heads * head_dim, hidden)
+        lin(f"{b}.self_attn.v_proj", kv_heads * head_dim, hidden)
+        lin(f"{b}.self_attn.o_proj", hidden, hidden, bias=False)
+        for proj, (out, inp) in (("gate_proj", (2 * hidden, hidden)), ("up_proj", (2 * hidden, hidden)),
+                                 ("down_proj", (hidden, 2 * hidden))):
+            lin(f"{b}.mlp.{proj}", out, inp, bias=False)
+        s[f"{b}.input_layernorm.weight"] = 1 + _rand(g, hidden)
+        s[f"{b}.post_attention_layernorm.weight"] = 1 + _rand(g, hidden)
+    s["model.norm.weight"] = 1 + _rand(g, hidden)
+    lin("lm_head", vocab_size, hidden, bias=False)
+    for i, (out, inp) in zip((0, 3, 5), ((1024, hidden), (16, 1024), (2, 16)), strict=True):
+        lin(f"rm_head.{i}", out, inp)
+    return s
+
+
+def tiny_hpsv3_dir(directory: str | Path, *, seed: int = 0, hidden: int = 64) -> Path:
+    """Folder laid out like the MizzenAI/HPSv3 repo (``HPSv3.safetensors``, official key names) plus a tiny
+    Qwen2-VL base model in the subfolder "base" (config.json, tokenizer, image processor), all random."""
+    from safetensors.torch import save_file
+    from transformers import Qwen2VLConfig
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    directory = Path(directory)
+    base = directory / "base"
+    tokenizer = tiny_qwen2_tokenizer()
+    tokenizer.save_pretrained(base)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}
+    config = Qwen2VLConfig(
+        text_config={"vocab_size": len(tokenizer), "hidden_size": hidden, "intermediate_size": 2 * hidden,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "max_position_embeddings": 4096, "rms_norm_eps": 1e-6,
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+                     "pad_token_id": tokenizer.pad_token_id, "eos_token_id": ids["<|im_end|>"], "bos_token_id": None},
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": hidden, "mlp_ratio": 2, "num_heads": 2,
+                       "patch_size": TINY_QWEN_PATCH, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                       "in_channels": 3},
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=False,
+    )
+    config.save_pretrained(base)
+    Qwen2VLImageProcessorPil(patch_size=TINY_QWEN_PATCH, temporal_patch_size=2, merge_size=2).save_pretrained(base)
+    state = hpsv3_official_state(vocab_size=len(tokenizer) + 1, hidden=hidden, seed=seed)  # + <|Reward|>
+    save_file({k: v.contiguous() for k, v in state.items()}, str(directory / "HPSv3.safetensors"))
     return directory

@@ -1,7 +1,7 @@
 """Model-based reward adapters (optional extras) and their opt-in registration in the reward registry.
 
 ``clipscore``, ``pickscore`` (`promptloop.rewards.adapters.clip`), ``aesthetic`` (`.aesthetic`),
-``imagereward`` (`.image_reward`, pip extra ``imagereward``) and ``hpsv2`` (`.hps`, extra ``hpsv2``).
+``imagereward`` (`.image_reward`), ``hpsv2`` (`.hps`) and ``hpsv3`` (`.hpsv3`), all on transformers' own classes.
 
 Registration is explicit, so that importing `promptloop.rewards` (or this package) leaves the
 registry to the world rewards::
@@ -14,8 +14,9 @@ registry to the world rewards::
 Each reward builds its model on first use (or `load()`). Common factory options: `model_name_or_path`,
 `device` (None: CUDA if available, else CPU), `dtype`, `batch_size`, `local_files_only` (default: the
 HF_HUB_OFFLINE environment variable), `normalize=(lo, hi)` (affine map of the raw score to [0, 1],
-clamped; the raw score stays in ``breakdown["raw"]``) and `trust_remote_code` (False). Raw scores are
-not in [0, 1]; each module documents its scale.
+clamped; the raw score stays in ``breakdown["raw"]``), `trust_remote_code` (False) and `quantization`
+(None, "8bit" or "4bit": bitsandbytes, `.quantization`). Raw scores are not in [0, 1]; each module documents
+its scale.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from promptloop.rewards.adapters.clip import (
     make_pickscore,
 )
 from promptloop.rewards.adapters.hps import HPSv2Reward, make_hpsv2
+from promptloop.rewards.adapters.hpsv3 import HPSv3Reward, make_hpsv3
 from promptloop.rewards.adapters.image_reward import ImageRewardReward, make_imagereward
 from promptloop.rewards.registry import RewardFactory, available_rewards, register_reward, unregister_reward
 
@@ -41,6 +43,7 @@ MODEL_REWARD_FACTORIES: dict[str, RewardFactory] = {
     "aesthetic": make_aesthetic,
     "clipscore": make_clipscore,
     "hpsv2": make_hpsv2,
+    "hpsv3": make_hpsv3,
     "imagereward": make_imagereward,
     "pickscore": make_pickscore,
 }
@@ -88,6 +91,7 @@ __all__ = [
     "ClipScoreReward",
     "ClipSimilarityReward",
     "HPSv2Reward",
+    "HPSv3Reward",
     "ImageRewardReward",
     "MissingExtraError",
     "ModelReward",

@@ -13,6 +13,9 @@ are stripped. The query is ignored.
 
 Scale: the predictor regresses AVA-style mean ratings, about 1-10 (typically 4-7 for generated
 images); pass ``normalize=(lo, hi)``, e.g. ``(4, 7)``, to map to [0, 1] for combinations.
+
+``quantization="8bit"`` / ``"4bit"`` loads the CLIP backbone through bitsandbytes (`ClipEmbedder`); the MLP head
+stays unquantized.
 """
 
 from __future__ import annotations
@@ -130,6 +133,7 @@ class AestheticReward(ModelReward):
             dtype=self.dtype,
             local_files_only=self.local_files_only,
             trust_remote_code=self.trust_remote_code,
+            quantization=self.quantization,
         ).load()
         dim = int(self.embedder.model.config.projection_dim)
         if dim != head.input_size:

@@ -1,8 +1,9 @@
 """Shared machinery of the model-based reward adapters: lazy building, options, image conversion.
 
 `ModelReward` is the base of every adapter. It stores the common options (`model_name_or_path`,
-`device`, `dtype`, `batch_size`, `local_files_only`, `normalize`, `trust_remote_code`), builds the
-model on first use (`load()`, idempotent), converts any accepted image input to a list of uint8 RGB
+`device`, `dtype`, `batch_size`, `local_files_only`, `normalize`, `trust_remote_code`, `quantization`),
+builds the model on first use (`load()`, idempotent; a quantized reward first checks that bitsandbytes
+imports, see `promptloop.rewards.adapters.quantization`), converts any accepted image input to a list of uint8 RGB
 arrays, scores in chunks of `batch_size`, and returns a `RewardOutput` whose `scores` are the raw
 model scores, or, with ``normalize=(lo, hi)``, ``clamp((raw - lo) / (hi - lo), 0, 1)``; the raw
 scores are always kept in ``breakdown["raw"]``. Scores are float32 tensors on the input tensor's
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from promptloop.rewards.adapters.quantization import check_quantization, quantize_linears, require_bitsandbytes
 from promptloop.rewards.registry import RewardOutput
 from promptloop.world.imaging import AnalyzerInputError, to_image_batch
 
@@ -138,6 +140,7 @@ class ModelReward:
         local_files_only: bool | None = None,
         normalize: tuple[float, float] | Sequence[float] | None = None,
         trust_remote_code: bool = False,
+        quantization: str | None = None,
     ) -> None:
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -148,6 +151,7 @@ class ModelReward:
         self.local_files_only = hf_offline_default() if local_files_only is None else bool(local_files_only)
         self.normalize = check_normalize(normalize)
         self.trust_remote_code = bool(trust_remote_code)
+        self.quantization = check_quantization(quantization)  # None, "8bit" or "4bit" (bitsandbytes)
         self._loaded = False
 
     @property
@@ -158,12 +162,21 @@ class ModelReward:
     def load(self) -> ModelReward:
         """Build the model now (otherwise done on the first call); idempotent. Returns self."""
         if not self._loaded:
+            require_bitsandbytes(self.quantization)
             self._build()
             self._loaded = True
         return self
 
     def _build(self) -> None:
         raise NotImplementedError
+
+    def _place(self, model: torch.nn.Module, skip: Sequence[str] = ()) -> Any:
+        """A model built on CPU, frozen in eval mode on the reward's device and dtype; with `quantization`, its
+        linear layers (except the module prefixes `skip`) quantized as from_pretrained would (`quantize_linears`)."""
+        if self.quantization is None:
+            return model.to(self.device, self.dtype).eval().requires_grad_(False)
+        return quantize_linears(model.to(self.dtype), self.quantization, device=self.device, compute_dtype=self.dtype,
+                                skip=skip)
 
     def _score_chunk(self, images: list[np.ndarray], queries: list[str]) -> torch.Tensor:
         raise NotImplementedError

@@ -16,6 +16,9 @@ for pickscore) to map them affinely, clamped, to [0, 1] for weighted combination
 Images go through the checkpoint's image processor (`AutoImageProcessor`, the PIL backend when
 torchvision is absent) as uint8 RGB; texts through its tokenizer, truncated to the text tower's
 length. Text embeddings of repeated queries within a call are computed once.
+
+``quantization="8bit"`` / ``"4bit"`` loads the CLIP with transformers' `BitsAndBytesConfig` (bitsandbytes; see
+`promptloop.rewards.adapters.quantization`), on the reward's device.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 
 from promptloop.rewards.adapters.base import ModelReward
+from promptloop.rewards.adapters.quantization import bnb_config, check_quantization, require_bitsandbytes
 
 
 def _pooled(out: Any) -> torch.Tensor:
@@ -39,7 +43,8 @@ class ClipEmbedder:
     """A CLIP model with its tokenizer and image processor, producing L2-normalised embeddings.
 
     Built by `load()` (transformers imported there). `processor_name_or_path` defaults to the model's
-    own; `trust_remote_code` is passed to the tokenizer / image-processor auto classes only.
+    own; `trust_remote_code` is passed to the tokenizer / image-processor auto classes only; `quantization`
+    ("8bit" / "4bit") loads the model through a bitsandbytes `BitsAndBytesConfig`.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class ClipEmbedder:
         dtype: torch.dtype,
         local_files_only: bool,
         trust_remote_code: bool = False,
+        quantization: str | None = None,
     ) -> None:
         self.model_name_or_path = model_name_or_path
         self.processor_name_or_path = processor_name_or_path or model_name_or_path
@@ -58,6 +64,7 @@ class ClipEmbedder:
         self.dtype = dtype
         self.local_files_only = local_files_only
         self.trust_remote_code = trust_remote_code
+        self.quantization = check_quantization(quantization)
         self.model: Any = None
         self.tokenizer: Any = None
         self.image_processor: Any = None
@@ -70,8 +77,16 @@ class ClipEmbedder:
         from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
 
         opts = {"local_files_only": self.local_files_only}
-        self.model = CLIPModel.from_pretrained(self.model_name_or_path, dtype=self.dtype, **opts)
-        self.model.to(self.device).eval().requires_grad_(False)
+        if self.quantization is None:
+            self.model = CLIPModel.from_pretrained(self.model_name_or_path, dtype=self.dtype, **opts)
+            self.model.to(self.device)
+        else:
+            require_bitsandbytes(self.quantization)
+            self.model = CLIPModel.from_pretrained(
+                self.model_name_or_path, dtype=self.dtype, device_map={"": str(self.device)},
+                quantization_config=bnb_config(self.quantization, self.dtype), **opts,
+            )
+        self.model.eval().requires_grad_(False)
         auto = {**opts, "trust_remote_code": self.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(self.processor_name_or_path, **auto)
         self.image_processor = AutoImageProcessor.from_pretrained(self.processor_name_or_path, **auto)
@@ -136,6 +151,7 @@ class ClipSimilarityReward(ModelReward):
             dtype=self.dtype,
             local_files_only=self.local_files_only,
             trust_remote_code=self.trust_remote_code,
+            quantization=self.quantization,
         ).load()
 
 

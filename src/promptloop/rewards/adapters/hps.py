@@ -21,6 +21,10 @@ on black, CLIP-normalised.
 
 Scale: HPS is the cosine similarity of the normalised embeddings, about 0.20-0.35 for generated images;
 pass ``normalize=(lo, hi)``, e.g. ``(0.2, 0.35)``, to map to [0, 1].
+
+``quantization="8bit"`` / ``"4bit"`` (bitsandbytes) quantizes the CLIP's linear layers after loading, the ones
+``CLIPModel.from_pretrained(quantization_config=...)`` would (all but ``text_projection``); see
+`promptloop.rewards.adapters.quantization`.
 """
 
 from __future__ import annotations
@@ -173,7 +177,7 @@ class HPSv2Reward(ModelReward):
 
         file = resolve_file(self.model_name_or_path, HPS_FILES[self.hps_version],
                             local_files_only=self.local_files_only, revision=self.revision)
-        self.model = load_hps_model(file).to(self.device, self.dtype).eval().requires_grad_(False)
+        self.model = self._place(load_hps_model(file))
         self.tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_name_or_path,
                                                        local_files_only=self.local_files_only,
                                                        trust_remote_code=self.trust_remote_code)

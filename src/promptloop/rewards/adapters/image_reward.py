@@ -21,6 +21,9 @@ Scoring is the package's: ``head(text_encoder(prompt, cross-attending to ViT(ima
 standardised with its training mean 0.16717 and std 1.03334, so scores are roughly N(0, 1) (about -2..2);
 pass ``normalize=(lo, hi)``, e.g. ``(-2, 2)``, to map them to [0, 1]. Images are resized (shortest side
 224, bicubic), centre-cropped and CLIP-normalised; a whole chunk of images is scored in one forward.
+
+``quantization="8bit"`` / ``"4bit"`` (bitsandbytes) quantizes the ViT's and BERT's linear layers after loading
+(the MLP head stays unquantized); see `promptloop.rewards.adapters.quantization`.
 """
 
 from __future__ import annotations
@@ -187,7 +190,7 @@ class ImageRewardReward(ModelReward):
     def _build(self) -> None:
         model = load_imagereward_model(self.model_name_or_path, local_files_only=self.local_files_only,
                                        revision=self.revision)
-        self.model = model.to(self.device, self.dtype).eval().requires_grad_(False)
+        self.model = self._place(model, skip=("head",))
         self.tokenizer = blip_tokenizer(self.tokenizer_name_or_path, local_files_only=self.local_files_only,
                                         trust_remote_code=self.trust_remote_code)
 
