@@ -601,6 +601,7 @@ class VLMPolicy:
         revision: str | None = None,
         attn_implementation: str | None = None,
         device_map: str | dict[str, Any] | None = None,
+        quantization_config: Any = None,
         **policy_kwargs: Any,
     ) -> VLMPolicy:
         """Load a policy saved by `save_pretrained` (full model, or an adapter folder whose
@@ -610,7 +611,9 @@ class VLMPolicy:
         defaults to CPU; the weights load straight onto it (``device_map=device``) unless `device_map`
         (e.g. "auto", to spread a large model over GPUs) is given. `revision` (a Hub branch, tag or commit)
         applies to the model and tokenizer; `attn_implementation` ("eager", "sdpa", "flash_attention_2")
-        is passed to transformers as is; `trust_remote_code` stays off unless asked for. Keyword
+        is passed to transformers as is; `quantization_config` (a transformers `BitsAndBytesConfig`) loads the
+        model's weights in 8 / 4 bit, for a frozen base under a LoRA adapter (QLoRA); `trust_remote_code` stays
+        off unless asked for. Keyword
         arguments override the saved policy settings (`temperature`, ...).
         """
         from transformers import AutoModelForImageTextToText, AutoTokenizer
@@ -638,7 +641,8 @@ class VLMPolicy:
             merged = {**cls._saved_kwargs(saved), **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
                                        dtype=dtype, device=device, is_trainable=is_trainable, revision=revision,
-                                       attn_implementation=attn_implementation, device_map=device_map, **merged)
+                                       attn_implementation=attn_implementation, device_map=device_map,
+                                       quantization_config=quantization_config, **merged)
         kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dtype is None:
@@ -646,6 +650,8 @@ class VLMPolicy:
         load: dict[str, Any] = {"revision": revision, "device_map": dev if device_map is None else device_map}
         if attn_implementation is not None:
             load["attn_implementation"] = attn_implementation
+        if quantization_config is not None:
+            load["quantization_config"] = quantization_config
         model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype,
                                                             **load)
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)

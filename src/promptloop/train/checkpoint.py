@@ -223,10 +223,13 @@ def read_state(path: str | Path) -> dict[str, Any]:
 
 def _upgrade_identity(saved: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint identity written by an older version in today's spelling (grpo.scale_rewards was a bool;
-    pipeline.revision did not exist: the default branch)."""
+    pipeline.revision and policy.quantization did not exist: the default branch, none)."""
     pipeline = saved.get("pipeline")
     if isinstance(pipeline, dict) and "revision" not in pipeline:
         saved = {**saved, "pipeline": {**pipeline, "revision": None}}
+    policy = saved.get("policy")
+    if isinstance(policy, dict) and "quantization" not in policy:
+        saved = {**saved, "policy": {**policy, "quantization": "none"}}
     grpo = saved.get("grpo")
     if isinstance(grpo, dict) and isinstance(grpo.get("scale_rewards"), bool):
         from promptloop.train.advantages import LEGACY_SCALE_REWARDS

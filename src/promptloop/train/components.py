@@ -114,10 +114,19 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str) -> Any:
                 raise FileNotFoundError(f"world policy not found at {path} (train it with "
                                         "promptloop.world.shapes.train_policy.train_world_policy)")
         dtype = None if cfg.dtype == "auto" else _DTYPES[cfg.dtype]
+        quantization = None
+        if cfg.quantization != "none":  # QLoRA: the frozen base in 8 / 4 bit
+            from promptloop.rewards.adapters.quantization import bnb_config, require_bitsandbytes
+
+            try:
+                require_bitsandbytes(cfg.quantization)
+            except ImportError as e:
+                raise ValueError(f"policy.quantization: {e}") from None
+            quantization = bnb_config(cfg.quantization, dtype or torch.float32)
         try:
             policy = VLMPolicy.from_pretrained(path, dtype=dtype, device=device, trust_remote_code=cfg.trust_remote_code,
                                                revision=cfg.revision, attn_implementation=cfg.attn_implementation,
-                                               device_map=cfg.device_map)
+                                               device_map=cfg.device_map, quantization_config=quantization)
         except (OSError, ValueError) as e:
             raise ValueError(f"policy.name_or_path {name!r}: cannot load the policy: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from e

@@ -69,6 +69,9 @@ class PolicyConfig:
     attn_implementation: str | None = _f(None, "eager / sdpa / flash_attention_2 (null: transformers' default)")
     device_map: str | None = _f(None, "transformers device_map, e.g. 'auto' (null: load straight onto this "
                                       "process's device)")
+    quantization: Literal["none", "8bit", "4bit"] = _f(
+        "none", "LoRA runs: load the frozen base (and so the KL reference, the base with the adapter off) in 8 / 4 "
+                "bit with bitsandbytes (QLoRA; pip install bitsandbytes); none: the policy dtype")
     finetune: Literal["lora", "full"] = _f("lora", "train a LoRA adapter or all weights")
     lora_r: int = _f(8, "LoRA rank")
     lora_alpha: int = _f(16, "LoRA alpha (scale = alpha / r)")
@@ -441,6 +444,10 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(pol.max_prompt_tokens is None or pol.max_prompt_tokens >= 1, "policy.max_prompt_tokens", "must be >= 1")
     check(not (pol.adapter_path and pol.finetune == "full"), "policy.adapter_path",
           "an adapter to start from needs finetune: lora")
+    check(pol.quantization == "none" or pol.finetune == "lora", "policy.quantization",
+          "quantizes the frozen base of a LoRA run; full fine-tuning trains every weight (use quantization: none)")
+    check(pol.quantization == "none" or not pol.name_or_path.startswith("tiny:"), "policy.quantization",
+          "needs a policy loaded from a folder or Hub id (tiny:* policies are built in memory)")
     lp = cfg.loop
     check(1 <= lp.num_refinements <= p.num_inference_steps - 1, "loop.num_refinements",
           f"must be in 1..{p.num_inference_steps - 1} (pipeline.num_inference_steps - 1), got {lp.num_refinements}")
