@@ -172,14 +172,27 @@ def test_scenarios_add_up(tmp_path: Path, finetune: str) -> None:
         assert rows["policy.lora"]["dtype"] == "float32"
     side = rec["policy_side_bytes"]
     assert side == sum(c["bytes"] for k, c in rows.items() if not k.startswith("pipeline."))
-    rep, unit = rec["replicated_side_bytes"], rec["gathered_layer_bytes"]
-    assert unit > 0
+    parts = [c["bytes"] for k, c in rows.items() if k.startswith("pipeline.")]
+    pipe, weights = rec["pipeline_bytes"], rec["policy_weight_bytes"]
+    assert pipe == sum(parts) and weights == rows["policy"]["bytes"] and rec["reward_bytes"] == 0
+    assert rec["cpu_bytes_offload"] == pipe - max(parts)
     for n in (1, 2, 4):
-        assert rec["per_gpu_bytes"]["replicated"][str(n)] == rep + side
-        assert rec["per_gpu_bytes"]["fsdp"][str(n)] == rep + -(-side // n) + unit
-        assert rec["per_gpu_bytes"]["fsdp_offload"][str(n)] == rep + unit
-    tight = plan_config(load_config(_tiny_config(tmp_path, finetune)), [1, 4], (rep + unit) / GB * 1.0001, "tiny")
-    assert tight["fits"]["fsdp_offload"]["1"] and not tight["fits"]["replicated"]["1"]
+        assert rec["per_gpu_bytes"]["replicated"][str(n)] == pipe + side
+        assert rec["per_gpu_bytes"]["offload"][str(n)] == max(parts) + side
+        if finetune == "lora":  # LoRA runs are not sharded
+            assert rec["per_gpu_bytes"]["fsdp"][str(n)] is None and rec["fits"]["fsdp"][str(n)] is None
+            continue
+        # FSDP: the shards, plus the policy's weights gathered whole while it samples
+        assert rec["per_gpu_bytes"]["fsdp"][str(n)] == pipe + -(-side // n) + weights
+        assert rec["per_gpu_bytes"]["fsdp_offload"][str(n)] == max(parts) + -(-side // n) + weights
+    tight = plan_config(load_config(_tiny_config(tmp_path, finetune)), [1, 4], (max(parts) + side) / GB * 1.0001,
+                        "tiny")
+    assert tight["fits"]["offload"]["1"] and not tight["fits"]["replicated"]["1"]
+    assert tight["smallest_fit"] == "offload on 1 GPU"
+    if finetune == "full":
+        snug = (max(parts) + -(-side // 4) + weights) / GB * 1.0001
+        tight = plan_config(load_config(_tiny_config(tmp_path, finetune)), [1, 2, 4], snug, "tiny")
+        assert tight["smallest_fit"] == "fsdp+offload on 4 GPUs" and not tight["fits"]["fsdp"]["4"]
 
 
 def test_cli_json_and_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -189,14 +202,16 @@ def test_cli_json_and_table(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
     assert out["gpus"] == [1, 2] and out["budget_gb"] == 40 and out["recipes"][0]["config"] == cfg
     assert main(["plan", cfg]) == 0
     text = capsys.readouterr().out
-    assert "policy.lora" in text and "fsdp+offload" in text and "8 GPUs" in text
+    assert "policy.lora" in text and "fsdp+offload" in text and "8 GPUs" in text and "n/a" in text
+    assert "smallest set-up under 80 GB: replicated on 1 GPU" in text
 
 
 def test_shipped_recipes_fit_an_80gb_gpu_replicated() -> None:
     out = plan([CONFIGS / "sdxl_imagereward.yaml"], gpus=[1, 4])
     rec = out["recipes"][0]
     assert rec["fits"]["replicated"]["1"]
-    assert rec["per_gpu_bytes"]["fsdp"]["4"] < rec["per_gpu_bytes"]["replicated"]["4"]
+    assert rec["per_gpu_bytes"]["offload"]["4"] < rec["per_gpu_bytes"]["replicated"]["4"]
+    assert rec["fits"]["fsdp"]["4"] is None and rec["smallest_fit"] == "replicated on 1 GPU"
     names = [c["name"] for c in rec["components"]]
     assert names[:4] == ["pipeline.unet", "pipeline.vae", "pipeline.text_encoder", "pipeline.text_encoder_2"]
     assert "reward.imagereward" in names
@@ -207,7 +222,7 @@ def test_shipped_recipes_fit_an_80gb_gpu_replicated() -> None:
     (["plan", "--gpus", "0"], "expected comma-separated positive integers"),
     (["plan", "--budget-gb", "0"], "expected a positive finite number"),
     (["plan", "UNKNOWN"], "policy 'acme/unknown-vlm': no config found"),
-    (["plan", "BADREWARD"], "reward 'pickscore': no embedded architecture"),
+    (["plan", "BADREWARD"], "reward 'pickscore': model 'acme/clip': no config found"),
 ])
 def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str],
                                       message: str) -> None:
@@ -215,7 +230,7 @@ def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_pa
     unknown.write_text("policy: {name_or_path: acme/unknown-vlm}\n")
     bad_reward = tmp_path / "r.yaml"
     bad_reward.write_text("pipeline: {name_or_path: 'tiny:sd'}\npolicy: {name_or_path: 'tiny:llava'}\n"
-                          "rewards: {pickscore: 1.0}\n")
+                          "rewards: {pickscore: 1.0}\nreward_kwargs: {pickscore: {model_name_or_path: acme/clip}}\n")
     argv = [{"UNKNOWN": str(unknown), "BADREWARD": str(bad_reward)}.get(a, a) for a in argv]
     try:
         code = main(argv)
@@ -223,3 +238,15 @@ def test_bad_input_is_one_line_exit_2(capsys: pytest.CaptureFixture[str], tmp_pa
         code = int(e.code or 0)
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_full_fine_tuning_of_a_7b_policy_needs_sharding(tmp_path: Path) -> None:
+    f = tmp_path / "full7b.yaml"
+    f.write_text("pipeline: {name_or_path: stabilityai/stable-diffusion-xl-base-1.0, dtype: bfloat16}\n"
+                 "policy: {name_or_path: Qwen/Qwen2.5-VL-7B-Instruct, finetune: full, dtype: bfloat16}\n"
+                 "rewards: {imagereward: 1.0}\ngrpo: {beta: 0.04}\n")
+    rec = plan([f], gpus=[1, 2, 4])["recipes"][0]
+    weights = rec["policy_weight_bytes"]
+    assert rec["policy_side_bytes"] == 5 * weights  # weights + grads + 2 AdamW moments + the reference, all bf16
+    assert not rec["fits"]["replicated"]["4"] and rec["fits"]["fsdp"]["4"]
+    assert rec["smallest_fit"] in ("fsdp on 2 GPUs", "fsdp+offload on 2 GPUs", "fsdp on 4 GPUs")

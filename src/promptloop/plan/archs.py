@@ -4,7 +4,8 @@ can size them without downloading anything.
 Each entry copies the architecture fields of the model's `config.json` on the Hugging Face Hub (the repo and
 file are named in `source`); fields that do not change the parameter count (dropout, token ids, rope
 scaling, ...) are left out where the config class's default is as good. A local folder or a Hub-cache copy
-of the real config takes precedence over these (see `promptloop.plan.resolve`).
+of the real config takes precedence over these (see `promptloop.plan.resolve`). `extra["quant_skip"]`: the
+module prefixes a quantized reward keeps unquantized (its head), as its adapter's `_place(skip=...)` does.
 """
 
 from __future__ import annotations
@@ -113,7 +114,45 @@ IMAGEREWARD = Arch("promptloop", "ImageRewardModel", {
     "med": {"vocab_size": 30524, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
             "intermediate_size": 3072, "hidden_act": "gelu", "max_position_embeddings": 512,
             "layer_norm_eps": 1e-12, "pad_token_id": 0},
-}, "THUDM/ImageReward ImageReward.pt (ViT shapes) + med_config.json")
+}, "THUDM/ImageReward ImageReward.pt (ViT shapes) + med_config.json", extra={"quant_skip": ("head",)})
 
-REWARDS: dict[str, Arch] = {"imagereward": IMAGEREWARD}
+# CLIP towers of the CLIP-based rewards (transformers' CLIPModel)
+CLIP_VIT_L14 = Arch("transformers", "CLIPModel", {  # clipscore, aesthetic
+    "model_type": "clip", "projection_dim": 768,
+    "text_config": {k: v for k, v in _CLIP_L_TEXT.items() if k != "projection_dim"},
+    "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                      "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "hidden_act": "quick_gelu"},
+}, "openai/clip-vit-large-patch14 config.json")
+CLIP_VIT_H14 = Arch("transformers", "CLIPModel", {  # pickscore; hpsv2 (OpenCLIP ViT-H-14 renamed onto CLIPModel)
+    "model_type": "clip", "projection_dim": 1024,
+    "text_config": {"vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24,
+                    "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu"},
+    "vision_config": {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+                      "num_attention_heads": 16, "image_size": 224, "patch_size": 14, "hidden_act": "gelu"},
+}, "laion/CLIP-ViT-H-14-laion2B-s32B-b79K config.json (= yuvalkirstain/PickScore_v1, xswu/HPSv2's ViT-H-14)")
+CLIP_ARCHS: dict[str, Arch] = {
+    "openai/clip-vit-large-patch14": CLIP_VIT_L14,
+    "laion/CLIP-ViT-H-14-laion2B-s32B-b79K": CLIP_VIT_H14,
+    "yuvalkirstain/PickScore_v1": CLIP_VIT_H14,
+}
+
+QWEN2_VL_7B = {  # Qwen/Qwen2-VL-7B-Instruct config.json (HPSv3's base model)
+    "model_type": "qwen2_vl", "tie_word_embeddings": False,
+    "text_config": {"vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944, "num_hidden_layers": 28,
+                    "num_attention_heads": 28, "num_key_value_heads": 4, "rms_norm_eps": 1e-6,
+                    "max_position_embeddings": 32768, "tie_word_embeddings": False},
+    "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "hidden_act": "quick_gelu", "mlp_ratio": 4,
+                      "num_heads": 16, "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2,
+                      "temporal_patch_size": 2},
+}
+# HPSv3 = Qwen2VLModel (no lm_head) + its reward head; the checkpoint's embeddings were resized to the tokenizer
+# plus <|Reward|>: Qwen2-VL's 151,657 tokens + 1 (1.5 M parameters fewer than the base's 152,064 rows)
+HPSV3 = Arch("promptloop", "HPSv3Model", {
+    "qwen2_vl": {**QWEN2_VL_7B, "text_config": {**QWEN2_VL_7B["text_config"], "vocab_size": 151658}},
+}, "MizzenAI/HPSv3 HPSv3.safetensors on Qwen/Qwen2-VL-7B-Instruct config.json", extra={"quant_skip": ("rm_head",)})
+
+# aesthetic = a CLIP model (default ViT-L/14) + the LAION improved-aesthetic-predictor MLP on its embedding
+REWARD_CLIP_DEFAULTS = {"clipscore": "openai/clip-vit-large-patch14", "aesthetic": "openai/clip-vit-large-patch14",
+                        "pickscore": "yuvalkirstain/PickScore_v1"}  # the rewards' default `model_name_or_path`
+REWARDS: dict[str, Arch] = {"imagereward": IMAGEREWARD, "hpsv2": CLIP_VIT_H14, "hpsv3": HPSV3}
 PARAMETER_FREE_REWARDS = ("alignment", "proxy", "count")  # the embedded worlds' rewards: numpy, no weights

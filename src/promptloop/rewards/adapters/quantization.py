@@ -24,6 +24,7 @@ from torch import nn
 QUANTIZATIONS = ("8bit", "4bit")
 INT8_THRESHOLD = 6.0  # LLM.int8() outlier threshold, transformers' default `llm_int8_threshold`
 QUANT_TYPE_4BIT = "nf4"  # 4-bit data type (NF4, as QLoRA)
+BLOCKSIZE_4BIT = 64  # bitsandbytes' Params4bit block size (one absmax per block)
 
 
 class QuantizationUnavailableError(ImportError):
@@ -89,6 +90,36 @@ def _kept_by_transformers(model: nn.Module) -> list[str]:
             if isinstance(mod, PreTrainedModel) for key in get_keys_to_not_convert(mod)]
 
 
+def converted_linear_names(model: nn.Module, skip: Sequence[str] = ()) -> list[str]:
+    """Names of the linear layers `quantize_linears(model, ..., skip=skip)` replaces (no bitsandbytes needed: also
+    what `promptloop plan` counts as quantized)."""
+    keep = [*skip, *_kept_by_transformers(model)]
+    return [name for name, mod in model.named_modules()
+            if isinstance(mod, nn.Linear) and not any(name == k or name.startswith(k + ".") for k in keep)]
+
+
+def from_pretrained_linear_names(model: nn.Module) -> list[str]:
+    """Names of the linear layers transformers' ``from_pretrained(quantization_config=bnb_config(...))`` replaces in
+    the transformers model `model`: its bitsandbytes quantizer's rule (keep `get_keys_to_not_convert` and the
+    model's `_keep_in_fp32_modules`, matched by `should_convert_module`; convert each plain `nn.Linear`), applied
+    without bitsandbytes (what `promptloop plan` counts as quantized)."""
+    from transformers.quantizers.base import get_keys_to_not_convert
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    keep = list({*get_keys_to_not_convert(model), *(getattr(model, "_keep_in_fp32_modules", None) or ())})
+    return [name for name, mod in model.named_modules() if type(mod) is nn.Linear and should_convert_module(name, keep)]
+
+
+def quantized_linear_bytes(in_features: int, out_features: int, quantization: str) -> int:
+    """Bytes bitsandbytes keeps for the weight of one quantized linear layer (its bias stays in the compute dtype):
+    "8bit": the int8 weight + a float32 scale per output row (`SCB`); "4bit": the packed NF4 weight (two per byte)
+    + a float32 absmax per block of 64 + the 16-entry float32 code (no double quantization, as `bnb_config`)."""
+    n = int(in_features) * int(out_features)
+    if check_quantization(quantization) == "8bit":
+        return n + 4 * int(out_features)
+    return -(-n // 2) + 4 * -(-n // BLOCKSIZE_4BIT) + 4 * 16
+
+
 def quantize_linears(
     model: nn.Module, quantization: str, *, device: torch.device, compute_dtype: torch.dtype,
     skip: Sequence[str] = (),
@@ -101,9 +132,7 @@ def quantize_linears(
     """
     check_quantization(quantization)
     require_bitsandbytes(quantization)
-    keep = [*skip, *_kept_by_transformers(model)]
-    targets = [(name, mod) for name, mod in model.named_modules()
-               if isinstance(mod, nn.Linear) and not any(name == k or name.startswith(k + ".") for k in keep)]
+    targets = [(name, model.get_submodule(name)) for name in converted_linear_names(model, skip)]
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -116,6 +145,9 @@ __all__ = [
     "QuantizationUnavailableError",
     "bnb_config",
     "check_quantization",
+    "converted_linear_names",
+    "from_pretrained_linear_names",
     "quantize_linears",
+    "quantized_linear_bytes",
     "require_bitsandbytes",
 ]
