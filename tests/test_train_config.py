@@ -14,7 +14,7 @@ from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["world.yaml", "sd15_imagereward.yaml", "sdxl_imagereward.yaml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load_and_comment_every_field(name: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert isinstance(cfg, TrainConfig)
@@ -34,6 +34,12 @@ def test_recipes_match_the_paper_setting() -> None:
         assert c.policy.name_or_path == "Qwen/Qwen2.5-VL-3B-Instruct" and c.policy.finetune == "lora"
         assert c.rewards == {"imagereward": 1.0} and c.accelerate.mixed_precision == "bf16"
     assert world.rewards == {"alignment": 1.0} and world.data.eval == "world:heldout"
+    qlora, full = (load_config(CONFIGS / n) for n in ("sdxl_hpsv3_qlora7b.yaml", "sdxl_hpsv3_full7b_fsdp.yaml"))
+    for c in (qlora, full):
+        assert c.policy.name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct" and c.rewards == {"hpsv3": 1.0}
+        assert c.reward_kwargs == {"hpsv3": {"dtype": "bfloat16"}}
+    assert (qlora.policy.finetune, qlora.policy.quantization) == ("lora", "4bit")
+    assert (full.policy.finetune, full.policy.quantization, full.pipeline.offload) == ("full", "none", "model")
 
 
 def test_every_dataclass_field_has_help() -> None:
