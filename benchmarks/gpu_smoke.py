@@ -16,6 +16,10 @@ once on a GPU with bf16 weights and autocast, offline, with tiny random models o
    same adapter weights).
 4. `rewards` (issue 19): tiny ImageReward (BLIP) and HPSv2 (CLIP) checkpoints under the official key
    names, scored on CUDA in bfloat16 and float32: max abs score difference and the load time.
+5. `memory`: `promptloop plan`'s bytes against what loading really allocates: CLIP ViT-L/14 at its real size
+   (random weights, saved in bf16 to a temp folder) loaded as the clipscore reward in bfloat16, 8 bit and 4 bit
+   (bitsandbytes, where installed): CUDA `memory_allocated` growth (on CPU: the tensors' bytes) vs the plan's
+   bytes for that reward row(s). Also runs on CPU (`--only memory --device cpu`, about 2 GB of RAM).
 
     python benchmarks/gpu_smoke.py --out /tmp/gpu_smoke
 """
@@ -202,11 +206,78 @@ def check_rewards(device: str, work: Path) -> dict[str, Any]:
     return out
 
 
+def _resident_bytes(model: torch.nn.Module) -> int:
+    """Bytes of a loaded model's tensors: parameters, buffers and bitsandbytes' scales (SCB, absmax, code)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if id(t) not in seen:
+            seen.add(id(t))
+            total += t.nbytes
+    for m in model.modules():
+        w = getattr(m, "weight", None)
+        scb, state = getattr(w, "SCB", None), getattr(w, "quant_state", None)
+        if scb is not None:
+            total += scb.nbytes
+        if state is not None:
+            total += state.absmax.nbytes + state.code.nbytes
+    return total
+
+
+def check_memory(device: str, work: Path) -> dict[str, Any]:
+    import importlib.util
+
+    from promptloop.plan import build_meta, plan_config
+    from promptloop.plan.archs import CLIP_VIT_L14
+    from promptloop.rewards import get_reward
+    from promptloop.rewards.adapters import model_rewards_registered
+    from promptloop.rewards.testing import write_tiny_clip_tokenizer
+    from promptloop.train.config import TrainConfig
+
+    folder = work / "clip-vit-l14-random"
+    if not (folder / "config.json").is_file():
+        from transformers import CLIPTokenizer
+
+        model = build_meta(CLIP_VIT_L14).to_empty(device="cpu")
+        torch.manual_seed(0)
+        for prm in model.parameters():
+            torch.nn.init.normal_(prm, std=0.02)
+        model.to(torch.bfloat16).save_pretrained(folder)
+        del model
+        write_tiny_clip_tokenizer(folder)  # a small BPE: only the model's size matters here
+        CLIPTokenizer.from_pretrained(str(folder), model_max_length=77).save_pretrained(str(folder))
+        (folder / "preprocessor_config.json").write_text(json.dumps({
+            "image_processor_type": "CLIPImageProcessor", "size": {"shortest_edge": 224},
+            "crop_size": {"height": 224, "width": 224}, "do_center_crop": True, "do_normalize": True}))
+    out: dict[str, Any] = {}
+    modes = [None] + (["8bit", "4bit"] if importlib.util.find_spec("bitsandbytes") else [])
+    for quantization in modes:
+        options = {"model_name_or_path": str(folder), "dtype": "bfloat16", "quantization": quantization}
+        cfg = TrainConfig(rewards={"clipscore": 1.0}, reward_kwargs={"clipscore": options}).validate()
+        cfg.pipeline.name_or_path, cfg.policy.name_or_path = "tiny:sd", "tiny:llava"
+        planned = plan_config(cfg, [1])["reward_bytes"]
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.synchronize()
+            before = torch.cuda.memory_allocated()
+        with model_rewards_registered():
+            reward = get_reward("clipscore", device=device, local_files_only=True, **options).load()
+        model = reward.embedder.model
+        loaded = (torch.cuda.memory_allocated() - before) if cuda else _resident_bytes(model)
+        out[quantization or "bfloat16"] = {"planned_bytes": planned, "loaded_bytes": int(loaded),
+                                          "tensor_bytes": _resident_bytes(model),
+                                          "loaded_over_planned": round(loaded / planned, 4)}
+        del reward, model
+        if cuda:
+            torch.cuda.empty_cache()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=None, help="folder for the JSON result and the GRPO run (default: a temp dir)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default=None, choices=["loop", "generic", "policy", "grpo", "rewards"], help="run one part only")
+    ap.add_argument("--only", default=None, choices=["loop", "generic", "policy", "grpo", "rewards", "memory"], help="run one part only")
     args = ap.parse_args(argv)
     work = Path(args.out or tempfile.mkdtemp(prefix="gpu_smoke_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -214,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                               "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     parts = (("loop", lambda: check_loop(args.device)), ("generic", lambda: check_generic(args.device)),
              ("policy", lambda: check_policy(args.device)), ("grpo", lambda: check_grpo(args.device, work)),
-             ("rewards", lambda: check_rewards(args.device, work)))
+             ("rewards", lambda: check_rewards(args.device, work)), ("memory", lambda: check_memory(args.device, work)))
     for name, fn in parts:
         if args.only is not None and name != args.only:
             continue
