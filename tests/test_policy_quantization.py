@@ -4,6 +4,7 @@ it and the KL reference is the quantized base with the adapter off; without bits
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,8 +55,8 @@ def test_8bit_base_trains_a_lora_adapter_and_is_the_reference(folder: Path) -> N
     assert all(torch.isfinite(x).all() for x in ref_lp)
 
 
-@pytest.mark.skipif(HAS_BNB, reason="bitsandbytes is installed: its absence cannot be checked here")
-def test_without_bitsandbytes_quantization_is_one_line(folder: Path) -> None:
+def test_without_bitsandbytes_quantization_is_one_line(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # makes `import bitsandbytes` fail, as when absent
     with pytest.raises(ValueError, match=r"^policy.quantization: quantization='8bit' needs bitsandbytes "
                                          r"\(pip install bitsandbytes\)$"):
         load_policy(PolicyConfig(name_or_path=str(folder), quantization="8bit"), "cpu")
