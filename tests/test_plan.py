@@ -101,7 +101,7 @@ def test_tied_embeddings_count_once() -> None:
 
 
 @pytest.mark.parametrize("name", ["tiny:llava", "tiny:qwen25vl", "tiny:qwen2vl", "tiny:qwen3vl", "tiny:gemma3",
-                                  "tiny:smolvlm"])
+                                  "tiny:smolvlm", "tiny:llava_onevision"])
 def test_tiny_policies_and_their_lora_match_the_real_ones(name: str) -> None:
     from promptloop.policy.testing import TINY_POLICIES
 

@@ -1,4 +1,5 @@
-"""VLM families beyond LLaVA / Qwen2.5-VL as PromptLoop policies (Qwen2-VL, Qwen3-VL, Gemma 3, SmolVLM), with tiny
+"""VLM families beyond LLaVA / Qwen2.5-VL as PromptLoop policies (Qwen2-VL, Qwen3-VL, Gemma 3, SmolVLM,
+LLaVA-OneVision), with tiny
 random configs built offline: chat template and image placement, log-probs of sampled completions against a one-pass
 recomputation, the image reaching the LM, and LoRA gradients."""
 
@@ -13,7 +14,13 @@ import torch
 from PIL import Image
 
 from promptloop.policy.base import PolicyInput
-from promptloop.policy.testing import tiny_gemma3_policy, tiny_qwen2vl_policy, tiny_qwen3vl_policy, tiny_smolvlm_policy
+from promptloop.policy.testing import (
+    tiny_gemma3_policy,
+    tiny_llava_onevision_policy,
+    tiny_qwen2vl_policy,
+    tiny_qwen3vl_policy,
+    tiny_smolvlm_policy,
+)
 from promptloop.policy.vlm import VLMPolicy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -22,7 +29,7 @@ torch.set_num_threads(1)
 QUERIES = ["a red circle left of a blue box", "a small green triangle", "a pink disc and an amber square"]
 PROMPTS = ["a red circle left of a blue box", "a tiny green triangle on a black background", "a pink disc"]
 BUILDERS = {"qwen2vl": tiny_qwen2vl_policy, "qwen3vl": tiny_qwen3vl_policy, "gemma3": tiny_gemma3_policy,
-            "smolvlm": tiny_smolvlm_policy}
+            "smolvlm": tiny_smolvlm_policy, "llava_onevision": tiny_llava_onevision_policy}
 
 
 def _previews(n: int, seed: int = 0) -> list[Image.Image]:
@@ -52,6 +59,9 @@ def test_chat_template_places_the_image_before_the_instruction(policy: VLMPolicy
         return
     if family == "smolvlm":
         _check_smolvlm(policy, inp, texts)
+        return
+    if family == "llava_onevision":
+        _check_onevision(policy, inp, texts)
         return
     for t, q in zip(texts, QUERIES, strict=True):
         assert t.startswith("<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>")
@@ -143,6 +153,68 @@ def _check_smolvlm(policy: VLMPolicy, inp: PolicyInput, texts: list[str]) -> Non
     assert all("<image>" not in t for t in no_image)
 
 
+def _check_onevision(policy: VLMPolicy, inp: PolicyInput, texts: list[str]) -> None:
+    """LLaVA-OneVision's own template (`<|im_start|>user\n<image>\n...<|im_end|>\n<|im_start|>assistant\n`); each
+    64 px preview is the base image and 2x2 tiles (anyres), whose `<image>` count the real processor's code gives and
+    the model's features match."""
+    from transformers import LlavaOnevisionProcessor
+
+    for t, q in zip(texts, QUERIES, strict=True):
+        assert t.startswith("<|im_start|>user\n<image>\nquery")
+        assert t.endswith("<|im_end|>\n<|im_start|>assistant\n") and q in t
+    enc = policy.encode(inp)
+    assert enc["pixel_values"].shape == (3, 5, 3, 32, 32)  # the base image + 4 tiles per preview
+    assert enc["image_sizes"].tolist() == [[64, 64]] * 3
+    n = LlavaOnevisionProcessor._get_number_of_features(policy.processor, 64, 64, 32, 32)
+    assert n == 16 + 8 * 8 + 8  # base features, the 8x8 grid of the 2x2 tiles, one newline per row
+    with torch.no_grad():
+        feats = policy.model.model.get_image_features(pixel_values=enc["pixel_values"], image_sizes=enc["image_sizes"],
+                                                      batch_num_images=enc["batch_num_images"]).pooler_output
+    assert [f.shape[0] for f in feats] == [n] * 3
+    image = policy.tokenizer.convert_tokens_to_ids("<image>")
+    for row, mask in zip(enc["input_ids"], enc["attention_mask"], strict=True):
+        toks = [t for t, m in zip(_tokens(policy, row), mask, strict=True) if m]
+        assert toks[:2 + n + 1] == ["<|im_start|>", "user", *["<image>"] * n, "query"]
+        assert int((row == image).sum()) == n and toks[-3:] == ["<|im_end|>", "<|im_start|>", "assistant"]
+    no_image = policy.render_texts(PolicyInput(list(QUERIES), list(PROMPTS), 0.4, None))
+    assert all("<image>" not in t for t in no_image)
+
+
+@pytest.mark.parametrize("aspect", ["anyres_max_9", "anyres_max_1"])
+def test_onevision_image_tokens_equal_the_model_features(aspect: str) -> None:
+    """The stand-in is `LlavaOnevisionProcessor` with only an image processor and a tokenizer: it overrides nothing that
+    writes the prompt, and for images of any shape (unpadding of non-square tile grids; `anyres_max_1` shrinks the
+    grid) its `<image>` count is the real class's `_get_number_of_features` and the number of features the model packs."""
+    from transformers import LlavaOnevisionProcessor
+
+    from promptloop.policy.onevision import LlavaOnevisionImageTextProcessor
+
+    cls = LlavaOnevisionImageTextProcessor
+    own = {k for k in vars(cls) if not (k.startswith("__") and k.endswith("__")) or k in ("__init__", "__call__")}
+    assert own == {"__init__", "to_dict", "save_pretrained"}  # no method of the prompt or the token count
+    assert cls.get_attributes() == ["image_processor", "tokenizer"]
+    policy = tiny_llava_onevision_policy(seed=0)
+    proc, model = policy.processor, policy.model
+    proc.vision_aspect_ratio = aspect
+    model.config.vision_aspect_ratio = aspect  # the model's forward reads it from its config (not from its argument)
+    rs = np.random.RandomState(0)
+    sizes = [(64, 64), (32, 32), (24, 48), (64, 40), (40, 64), (17, 61)]
+    images = [[Image.fromarray((rs.rand(h, w, 3) * 255).astype(np.uint8))] for h, w in sizes]
+    text = policy.render_texts(PolicyInput(["a red circle"], ["a red circle"], 0.4, _previews(1)))[0]
+    enc = proc(text=[text] * len(sizes), images=images, padding=True, return_tensors="pt")
+    assert enc["image_sizes"].tolist() == [list(s) for s in sizes]
+    counts = [int(c) for c in (enc["input_ids"] == proc.image_token_id).sum(dim=1)]
+    expected = [LlavaOnevisionProcessor._get_number_of_features(proc, h, w, 32, 32) for h, w in sizes]
+    assert counts == expected == proc._get_num_multimodal_tokens(image_sizes=sizes)["num_image_tokens"]
+    with torch.no_grad():
+        feats = model.model.get_image_features(pixel_values=enc["pixel_values"], image_sizes=enc["image_sizes"],
+                                               batch_num_images=enc["batch_num_images"]).pooler_output
+        assert [f.shape[0] for f in feats] == counts
+        model(**enc)  # the model checks the placeholders against its features itself
+    if aspect == "anyres_max_1":
+        assert counts[0] == 16 + 4 * 4 + 4  # the 8x8 grid shrunk to 4x4
+
+
 def test_the_image_reaches_the_language_model(policy: VLMPolicy) -> None:
     inp = PolicyInput(list(QUERIES), list(PROMPTS), 0.4, _previews(3))
     out = policy.propose(inp, seed=2)
@@ -152,11 +224,13 @@ def test_the_image_reaches_the_language_model(policy: VLMPolicy) -> None:
     assert max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True)) > 1e-4
 
 
-@pytest.mark.parametrize("family", ["gemma3", "smolvlm"])
+@pytest.mark.parametrize("family", ["gemma3", "smolvlm", "llava_onevision"])
 def test_a_hub_format_folder_loads_back(family: str, tmp_path: Path) -> None:
     """Saved, then loaded as a Hub folder of the family is (SmolVLM2: `SmolVLMProcessor` with a video processor;
-    AutoProcessor cannot load it without torchvision and num2words, so the loader falls back to `Idefics3Processor`);
-    the reloaded policy renders, encodes and scores exactly as the original."""
+    AutoProcessor cannot load it without torchvision and num2words, so the loader falls back to `Idefics3Processor`;
+    LLaVA-OneVision: `LlavaOnevisionProcessor`, which AutoProcessor cannot build without torchvision, so the loader
+    falls back to `LlavaOnevisionImageTextProcessor`); the reloaded policy renders, encodes and scores exactly as the
+    original."""
     from promptloop.integrity import write_manifest
 
     policy = BUILDERS[family](seed=0)
@@ -175,8 +249,56 @@ def test_a_hub_format_folder_loads_back(family: str, tmp_path: Path) -> None:
 
         with pytest.raises(ImportError, match="Torchvision|num2words"):  # AutoProcessor on SmolVLM2's folder, here
             AutoProcessor.from_pretrained(tmp_path)
+    if family == "llava_onevision":
+        import json
+
+        from transformers import AutoProcessor
+        from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+        for name in ("processor_config.json", "tokenizer_config.json"):  # the Hub folder's processor class
+            assert json.loads((tmp_path / name).read_text())["processor_class"] == "LlavaOnevisionProcessor"
+        LlavaOnevisionVideoProcessor().save_pretrained(tmp_path)  # as a Hub folder of the family has one
+        write_manifest(tmp_path)
+        with pytest.raises(ImportError, match="Torchvision"):  # AutoProcessor on the folder, here
+            AutoProcessor.from_pretrained(tmp_path)
     loaded = VLMPolicy.from_pretrained(tmp_path)
-    assert type(loaded.processor).__name__ == {"gemma3": "Gemma3Processor", "smolvlm": "Idefics3Processor"}[family]
+    assert type(loaded.processor).__name__ == {"gemma3": "Gemma3Processor", "smolvlm": "Idefics3Processor",
+                                               "llava_onevision": "LlavaOnevisionImageTextProcessor"}[family]
+    assert loaded.render_texts(inp) == policy.render_texts(inp)
+    a, b = policy.encode(inp), loaded.encode(inp)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    again = loaded.logprobs(inp, out.completion_ids)
+    assert all(torch.equal(x, y) for x, y in zip(again, policy.logprobs(inp, out.completion_ids), strict=True))
+
+
+def test_a_llava_hf_layout_onevision_folder_loads(tmp_path: Path) -> None:
+    """A LLaVA-OneVision folder laid out as the llava-hf repos are (the image processor in preprocessor_config.json,
+    only the processor's settings in processor_config.json, the chat template in chat_template.json, a video
+    processor config) loads through the same fallback and scores exactly as the original."""
+    import json
+
+    from promptloop.integrity import write_manifest
+
+    policy = tiny_llava_onevision_policy(seed=0)
+    inp = PolicyInput(list(QUERIES[:2]), list(PROMPTS[:2]), 0.4, _previews(2))
+    out = policy.propose(inp, seed=1)
+    policy.save_pretrained(tmp_path)
+    from transformers.models.llava_onevision.video_processing_llava_onevision import LlavaOnevisionVideoProcessor
+
+    LlavaOnevisionVideoProcessor().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "processor_config.json").read_text())
+    image_cfg = {**cfg.pop("image_processor"), "processor_class": "LlavaOnevisionProcessor"}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(image_cfg))
+    (tmp_path / "processor_config.json").write_text(json.dumps(cfg))
+    template = tmp_path / "chat_template.jinja"
+    (tmp_path / "chat_template.json").write_text(json.dumps({"chat_template": template.read_text()}))
+    template.unlink()
+    tok_cfg = json.loads((tmp_path / "tokenizer_config.json").read_text())
+    assert "chat_template" not in tok_cfg  # so the template comes from chat_template.json
+    write_manifest(tmp_path)
+    loaded = VLMPolicy.from_pretrained(tmp_path)
+    assert type(loaded.processor).__name__ == "LlavaOnevisionImageTextProcessor"
+    assert loaded.processor.image_processor.image_grid_pinpoints == policy.processor.image_processor.image_grid_pinpoints
     assert loaded.render_texts(inp) == policy.render_texts(inp)
     a, b = policy.encode(inp), loaded.encode(inp)
     assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)

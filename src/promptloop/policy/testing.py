@@ -9,7 +9,8 @@ Both use the Shapes world's word-level tokenizer, so their (random) output is ma
 - `tiny_qwen25vl_policy()`: Qwen2_5_VLForConditionalGeneration (tiny vision tower, patch 14, merge 2,
   tiny Qwen2 LM with M-RoPE) with `QwenVLComponentProcessor` (PIL image processor, no torchvision);
   Qwen-style chat template with `<|im_start|>`/`<|im_end|>` and `<|vision_start|><|image_pad|><|vision_end|>`.
-- `tiny_gemma3_policy()` / `tiny_smolvlm_policy()`: Gemma 3 and SmolVLM, in `promptloop.policy.testing_families`.
+- `tiny_gemma3_policy()` / `tiny_smolvlm_policy()` / `tiny_llava_onevision_policy()`: Gemma 3, SmolVLM and
+  LLaVA-OneVision, in `promptloop.policy.testing_families`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from promptloop.policy.instruction import InstructionTemplate
-from promptloop.policy.testing_families import tiny_gemma3_policy, tiny_smolvlm_policy
+from promptloop.policy.testing_families import tiny_gemma3_policy, tiny_llava_onevision_policy, tiny_smolvlm_policy
 from promptloop.policy.vlm import QwenVLComponentProcessor, VLMPolicy
 
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
@@ -221,6 +222,7 @@ def tiny_qwen25vl_policy(seed: int = 0, image_size: int = 56, **policy_kwargs: A
 TINY_POLICIES = {  # the names `policy.name_or_path: tiny:NAME` builds
     "gemma3": tiny_gemma3_policy,
     "llava": tiny_llava_policy,
+    "llava_onevision": tiny_llava_onevision_policy,
     "qwen25vl": tiny_qwen25vl_policy,
     "qwen2vl": tiny_qwen2vl_policy,
     "qwen3vl": tiny_qwen3vl_policy,

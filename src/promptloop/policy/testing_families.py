@@ -1,4 +1,5 @@
-"""Tiny random Gemma 3 and SmolVLM policies built offline, for tests (`promptloop.policy.testing` registers them).
+"""Tiny random Gemma 3, SmolVLM and LLaVA-OneVision policies built offline, for tests (`promptloop.policy.testing`
+registers them).
 
 Each uses a word-level tokenizer over the Shapes world's words plus the family's special tokens (named the way its
 Hub tokenizer names them) and the family's real chat template, so the (random) output is made of world words.
@@ -13,6 +14,12 @@ Hub tokenizer names them) and the family's real chat template, so the (random) o
   cannot be built here (its video processor needs torchvision, it needs `num2words`), so `Idefics3Processor` over
   the PIL `SmolVLMImageProcessorPil` stands in:
   it writes the same image prompt string (tested against SmolVLM's own `get_image_prompt_string`).
+- `tiny_llava_onevision_policy()`: LlavaOnevisionForConditionalGeneration = tiny SigLIP tower (32 px, patch 8, no
+  head, "full" features: 16 a tile) + tiny Qwen2 LM, anyres over pinpoints 32/64 x 32/64 (64 px previews: the base
+  image and 2x2 tiles, 88 image features with the per-row `image_newline`). `LlavaOnevisionProcessor` cannot be
+  built here (its video processor: see `promptloop.policy.onevision`), so `LlavaOnevisionImageTextProcessor`, the
+  real class with only its image processor (the PIL `LlavaOnevisionImageProcessorPil`) and tokenizer, is used; it
+  counts the `<image>` tokens with the real class's own anyres code.
 """
 
 from __future__ import annotations
@@ -84,15 +91,34 @@ SMOLVLM_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
+# Qwen2's specials in Qwen2's order, then `<image>` / `<video>` as llava-hf's conversion adds them (ids right after
+# `<|im_end|>`, as 151646 / 151647 follow 151645 in the real vocab); `<unk>` last: the word-level tokenizer needs one,
+# Qwen2's byte-level BPE has none.
+ONEVISION_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>", "<unk>")
+# LLaVA-OneVision's chat template, verbatim from transformers' convert_llava_onevision_weights_to_hf.py (the script
+# that wrote the llava-hf/llava-onevision-qwen2-*-hf processors): images, then videos, then the text of each turn.
+ONEVISION_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n'}}{# Render all images first #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'image') %}{{ '<image>\n' }}{% endfor %}"
+    "{# Render all video then #}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'video') %}{{ '<video>\n' }}{% endfor %}"
+    "{# Render all text next #}{% if message['role'] != 'assistant' %}"
+    "{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}{{ content['text'] }}{% endfor %}"
+    "{% else %}{% for content in message['content'] | selectattr('type', 'equalto', 'text') %}"
+    "{% generation %}{{ content['text'] }}{% endgeneration %}{% endfor %}{% endif %}{{'<|im_end|>' + '\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
 
 ROLE_WORDS = ("user", "model", "assistant", "system")  # role names the chat templates write as plain text
 
 
-def family_tokenizer(specials: tuple[str, ...], *, bos: str, eos: str, pad: str, unk: str, chat_template: str,
+def family_tokenizer(specials: tuple[str, ...], *, bos: str | None, eos: str, pad: str, unk: str, chat_template: str,
                      add_bos: bool = False, named: dict[str, str] | None = None) -> Any:
     """A word-level `PreTrainedTokenizerFast` over the world's words (and `ROLE_WORDS`) with a family's special tokens (ids in the
     order given), its chat template and named multimodal tokens (`named`, e.g. {"boi_token": "<start_of_image>"},
-    saved in tokenizer_config.json as a Hub tokenizer declares them). `add_bos`: encoding prepends `bos`."""
+    saved in tokenizer_config.json as a Hub tokenizer declares them). `add_bos`: encoding prepends `bos` (None: the
+    family has no BOS token, as Qwen2's tokenizer)."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
@@ -107,6 +133,7 @@ def family_tokenizer(specials: tuple[str, ...], *, bos: str, eos: str, pad: str,
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
     if add_bos:
+        assert bos is not None
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
                                                            special_tokens=[(bos, vocab[bos])])
     fast = PreTrainedTokenizerFast(
@@ -200,3 +227,48 @@ def tiny_smolvlm_policy(seed: int = 0, image_size: int = 64, **policy_kwargs: An
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer,
                                   image_seq_len=(tile // patch) ** 2 // scale**2, chat_template=SMOLVLM_CHAT_TEMPLATE)
     return _finish(model, tokenizer, processor, "<end_of_utterance>", image_size, **policy_kwargs)
+
+
+def tiny_llava_onevision_policy(seed: int = 0, image_size: int = 64, **policy_kwargs: Any) -> VLMPolicy:
+    """A tiny random LLaVA-OneVision policy: 64 px previews, anyres over a 32 px SigLIP tower (patch 8: 16 features a
+    tile) and the pinpoints 32/64 x 32/64, so each preview is the base image plus 2x2 tiles: 16 base features, then
+    the 8x8 tile grid with one `image_newline` feature per row (72), 88 `<image>` tokens."""
+    from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    from promptloop.policy.onevision import LlavaOnevisionImageTextProcessor
+
+    tokenizer = family_tokenizer(
+        ONEVISION_SPECIAL_TOKENS, bos=None, eos="<|im_end|>", pad="<|endoftext|>", unk="<unk>",
+        chat_template=ONEVISION_CHAT_TEMPLATE, named={"image_token": "<image>", "video_token": "<video>"},
+    )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in ONEVISION_SPECIAL_TOKENS}
+    tile, patch, hidden = 32, 8, 64
+    pinpoints = [[tile * i, tile * j] for i in (1, 2) for j in (1, 2)]  # the real ones: 384 x 1..6 each way
+    config = LlavaOnevisionConfig(
+        vision_config={"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+                       "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": tile, "patch_size": patch,
+                       "vision_use_head": False},
+        text_config={"model_type": "qwen2", "vocab_size": len(tokenizer), "hidden_size": hidden,
+                     "intermediate_size": 2 * hidden, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "num_key_value_heads": 2, "max_position_embeddings": 1024, "tie_word_embeddings": False,
+                     "pad_token_id": tokenizer.pad_token_id, "bos_token_id": ids["<|endoftext|>"],
+                     "eos_token_id": ids["<|im_end|>"]},
+        image_token_index=ids["<image>"], video_token_index=ids["<video>"], image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="full", vision_feature_layer=-1, vision_aspect_ratio="anyres_max_9",
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(config)
+    image_processor = LlavaOnevisionImageProcessorPil(  # SigLIP's normalisation, as the family's image processor
+        size={"height": tile, "width": tile}, image_grid_pinpoints=pinpoints, image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    processor = LlavaOnevisionImageTextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, num_image_tokens=(tile // patch) ** 2,
+        vision_feature_select_strategy="full", vision_aspect_ratio="anyres_max_9",
+        chat_template=ONEVISION_CHAT_TEMPLATE,
+    )
+    return _finish(model, tokenizer, processor, "<|im_end|>", image_size, **policy_kwargs)

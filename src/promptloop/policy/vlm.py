@@ -24,8 +24,10 @@ Qwen2-VL / Qwen2.5-VL processors cannot be built without torchvision in this tra
 for them `QwenVLComponentProcessor` stands in: the PIL image processor, `<|image_pad|>` repeated
 `grid_thw.prod() / merge_size**2` times, and `mm_token_type_ids` (1 on image tokens) for the 3-D RoPE.
 SmolVLM (whose `SmolVLMProcessor` needs torchvision for its video processor) goes through `Idefics3Processor`, which
-writes the same image prompt. Images go to the processor one list per sample; when the chat template writes BOS
-itself (Gemma 3) the tokenizer is told not to add a second one.
+writes the same image prompt; LLaVA-OneVision (same obstacle) through `LlavaOnevisionImageTextProcessor`
+(`promptloop.policy.onevision`: the real `LlavaOnevisionProcessor` with only its image processor and tokenizer).
+Images go to the processor one list per sample; when the chat template writes BOS itself (Gemma 3) the tokenizer is
+told not to add a second one.
 
 Position ids for the one-pass forward are computed exactly as `generate` computes them (the model's
 own `_prepare_position_ids_for_generation`, i.e. cumsum of the attention mask under left padding, or
@@ -712,6 +714,10 @@ class VLMPolicy:
             image_processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
             if model_type in ("smolvlm", "idefics3"):  # SmolVLMProcessor: its video processor needs torchvision
                 return _idefics3_processor(path, model, image_processor, tokenizer)
+            if model_type == "llava_onevision":  # LlavaOnevisionProcessor: likewise
+                from promptloop.policy.onevision import load_onevision_processor
+
+                return load_onevision_processor(path, image_processor, tokenizer)
             proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                   chat_template=getattr(tokenizer, "chat_template", None))
         return proc
