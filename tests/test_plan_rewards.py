@@ -13,6 +13,7 @@ import torch
 from promptloop.plan import build_meta, count_params, plan_config, reward_arch
 from promptloop.plan.archs import CLIP_VIT_H14, CLIP_VIT_L14, HPSV3, QWEN2_VL_7B, QWEN25_VL_7B, Arch
 from promptloop.plan.meta import quantized_split
+from promptloop.plan.resolve import reward_quantization_route
 from promptloop.rewards.adapters import model_rewards_registered
 from promptloop.rewards.testing import tiny_clip_dir, tiny_hpsv3_dir, tiny_imagereward_dir
 from promptloop.train.config import load_config
@@ -39,10 +40,9 @@ def test_embedded_reward_architectures_give_the_published_sizes() -> None:
     base = Arch("transformers", "Qwen2VLForConditionalGeneration", QWEN2_VL_7B, "test")
     assert count_params(build_meta(base)) == 8_291_375_616  # Qwen/Qwen2-VL-7B-Instruct
     # HPSv3: the base without lm_head, one embedding row per token of the tokenizer + <|Reward|>, plus its head
-    hidden, vocab = 3584, 151_658
+    hidden, vocab = 3584, 151_657 + 1
     head = hidden * 1024 + 1024 + 1024 * 16 + 16 + 16 * 2 + 2
-    assert count_params(build_meta(HPSV3)) == 8_291_375_616 - 2 * 152_064 * hidden + 151_658 * hidden + head
-    assert vocab == 151_657 + 1
+    assert count_params(build_meta(HPSV3)) == 8_291_375_616 - 2 * 152_064 * hidden + vocab * hidden + head
     aesthetic = build_meta(reward_arch("aesthetic"))
     assert count_params(aesthetic) - count_params(build_meta(CLIP_VIT_L14)) == (
         768 * 1024 + 1024 + 1024 * 128 + 128 + 128 * 64 + 64 + 64 * 16 + 16 + 16 + 1)
@@ -112,8 +112,6 @@ def test_quantized_split_is_what_the_reward_loaders_quantize(quantization: str, 
                       "model"))
     with model_rewards_registered():
         for name, options, attr in cases:
-            from promptloop.plan.resolve import reward_quantization_route
-
             plain = get_reward(name, **options, **opts).load()
             quant = get_reward(name, **options, quantization=quantization, **opts).load()
             skip = tuple(reward_arch(name, options).extra.get("quant_skip", ()))

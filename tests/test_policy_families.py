@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -224,6 +225,15 @@ def test_the_image_reaches_the_language_model(policy: VLMPolicy) -> None:
     assert max(float((x - y).abs().max()) for x, y in zip(a, b, strict=True)) > 1e-4
 
 
+def _assert_same_policy(loaded: VLMPolicy, policy: VLMPolicy, inp: PolicyInput, completion_ids: Any) -> None:
+    """A reloaded policy renders, encodes and scores `completion_ids` exactly as the original."""
+    assert loaded.render_texts(inp) == policy.render_texts(inp)
+    a, b = policy.encode(inp), loaded.encode(inp)
+    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
+    again = loaded.logprobs(inp, completion_ids)
+    assert all(torch.equal(x, y) for x, y in zip(again, policy.logprobs(inp, completion_ids), strict=True))
+
+
 @pytest.mark.parametrize("family", ["gemma3", "smolvlm", "llava_onevision"])
 def test_a_hub_format_folder_loads_back(family: str, tmp_path: Path) -> None:
     """Saved, then loaded as a Hub folder of the family is (SmolVLM2: `SmolVLMProcessor` with a video processor;
@@ -264,11 +274,7 @@ def test_a_hub_format_folder_loads_back(family: str, tmp_path: Path) -> None:
     loaded = VLMPolicy.from_pretrained(tmp_path)
     assert type(loaded.processor).__name__ == {"gemma3": "Gemma3Processor", "smolvlm": "Idefics3Processor",
                                                "llava_onevision": "LlavaOnevisionImageTextProcessor"}[family]
-    assert loaded.render_texts(inp) == policy.render_texts(inp)
-    a, b = policy.encode(inp), loaded.encode(inp)
-    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
-    again = loaded.logprobs(inp, out.completion_ids)
-    assert all(torch.equal(x, y) for x, y in zip(again, policy.logprobs(inp, out.completion_ids), strict=True))
+    _assert_same_policy(loaded, policy, inp, out.completion_ids)
 
 
 def test_a_llava_hf_layout_onevision_folder_loads(tmp_path: Path) -> None:
@@ -299,8 +305,4 @@ def test_a_llava_hf_layout_onevision_folder_loads(tmp_path: Path) -> None:
     loaded = VLMPolicy.from_pretrained(tmp_path)
     assert type(loaded.processor).__name__ == "LlavaOnevisionImageTextProcessor"
     assert loaded.processor.image_processor.image_grid_pinpoints == policy.processor.image_processor.image_grid_pinpoints
-    assert loaded.render_texts(inp) == policy.render_texts(inp)
-    a, b = policy.encode(inp), loaded.encode(inp)
-    assert sorted(a) == sorted(b) and all(torch.equal(a[k], b[k]) for k in a)
-    again = loaded.logprobs(inp, out.completion_ids)
-    assert all(torch.equal(x, y) for x, y in zip(again, policy.logprobs(inp, out.completion_ids), strict=True))
+    _assert_same_policy(loaded, policy, inp, out.completion_ids)

@@ -106,10 +106,10 @@ def plan_config(cfg: Any, gpus: list[int], budget_gb: float = 80.0, source: str 
     pol_dtype = _dtype_name(arch.dtype if cfg.policy.dtype == "auto" else cfg.policy.dtype)
     n_policy = count_params(policy)
     lora = cfg.policy.finetune == "lora"
-    quant = getattr(cfg.policy, "quantization", "none")
-    rows += _model_rows("policy", "frozen" if lora else "trainable", arch.source, policy, pol_dtype, quant,
-                        "from_pretrained")
-    policy_weights = sum(r.bytes for r in rows if r.name.startswith("policy"))
+    policy_rows = _model_rows("policy", "frozen" if lora else "trainable", arch.source, policy, pol_dtype,
+                              cfg.policy.quantization, "from_pretrained")
+    rows += policy_rows
+    policy_weights = sum(r.bytes for r in policy_rows)
     if lora:
         n_train, train_dtype = lora_params(policy, cfg.policy.lora_r, cfg.policy.lora_target_modules), "float32"
         if n_train == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -39,11 +40,8 @@ def _build_meta(arch: Arch) -> torch.nn.Module:
             return getattr(diffusers, arch.cls).from_config(dict(arch.config))
         if arch.library == "transformers":
             import transformers
-            from transformers import AutoConfig
 
-            cfg = dict(arch.config)
-            config = AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-            return getattr(transformers, arch.cls)._from_config(config)
+            return getattr(transformers, arch.cls)._from_config(_transformers_config(arch.config))
         if arch.cls == "ImageRewardModel":
             from transformers import BlipVisionConfig
 
@@ -52,12 +50,9 @@ def _build_meta(arch: Arch) -> torch.nn.Module:
             vision = BlipVisionConfig(**arch.config["vision"])
             return ImageRewardModel(vision, text_config_from_med(arch.config["med"], vision.hidden_size))
         if arch.cls == "HPSv3Model":
-            from transformers import AutoConfig
-
             from promptloop.rewards.adapters.hpsv3 import HPSv3Model
 
-            cfg = dict(arch.config["qwen2_vl"])
-            return HPSv3Model(AutoConfig.for_model(cfg.pop("model_type"), **cfg), reward_token_id=0)
+            return HPSv3Model(_transformers_config(arch.config["qwen2_vl"]), reward_token_id=0)
         if arch.cls == "AestheticModel":  # a CLIPModel + the aesthetic MLP on its projection
             from promptloop.rewards.adapters.aesthetic import AestheticHead
 
@@ -68,6 +63,14 @@ def _build_meta(arch: Arch) -> torch.nn.Module:
 
             return TextBinder.from_config(dict(arch.config))
     raise PlanError(f"cannot build {arch.library} class {arch.cls!r}")
+
+
+def _transformers_config(data: dict[str, Any]) -> Any:
+    """The transformers config of a config.json-style dict (its `model_type` picks the class)."""
+    from transformers import AutoConfig
+
+    cfg = dict(data)
+    return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
 
 
 def count_params(model: torch.nn.Module) -> int:

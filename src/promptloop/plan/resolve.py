@@ -36,6 +36,11 @@ def _hub_cache_folder(repo_id: str, filename: str) -> Path | None:
     return Path(hit).parent if isinstance(hit, str) else None
 
 
+def _config_folder(name: str) -> Path | None:
+    """The folder holding the transformers config.json of `name`: a local folder, or its Hub-cache snapshot."""
+    return Path(name) if Path(name).is_dir() else _hub_cache_folder(name, "config.json")
+
+
 def _arch_from_transformers_folder(folder: Path, what: str, cls: str | None = None) -> Arch:
     data = json.loads((folder / "config.json").read_text())
     if "model_type" not in data:
@@ -136,11 +141,9 @@ def policy_arch(name: str) -> Arch:
         from promptloop.train.components import world_policy_path
 
         return _arch_from_transformers_folder(world_policy_path(), "policy 'world'")
-    if Path(name).is_dir():
-        return _arch_from_transformers_folder(Path(name), f"policy {name!r}")
-    cached = _hub_cache_folder(name, "config.json")
-    if cached is not None:
-        return _arch_from_transformers_folder(cached, f"policy {name!r}")
+    folder = _config_folder(name)
+    if folder is not None:
+        return _arch_from_transformers_folder(folder, f"policy {name!r}")
     if name in POLICIES:
         return POLICIES[name]
     raise PlanError(f"policy {name!r}: no config found (not a local folder, not in the Hugging Face cache, not "
@@ -148,7 +151,7 @@ def policy_arch(name: str) -> Arch:
 
 
 def _clip_arch(model: str, what: str) -> Arch:
-    folder = Path(model) if Path(model).is_dir() else _hub_cache_folder(model, "config.json")
+    folder = _config_folder(model)
     if folder is not None:
         return _arch_from_transformers_folder(folder, what, "CLIPModel")
     if model in CLIP_ARCHS:
@@ -172,7 +175,7 @@ def reward_arch(name: str, options: dict[str, Any] | None = None) -> Arch | None
                     f"{clip.source} + the aesthetic MLP", extra={"quant_skip": ("head",)})
     if name == "hpsv3" and options.get("base_model_name_or_path") not in (None, HPSV3_BASE):
         base = str(options["base_model_name_or_path"])
-        folder = Path(base) if Path(base).is_dir() else _hub_cache_folder(base, "config.json")
+        folder = _config_folder(base)
         if folder is None:
             raise PlanError(f"reward 'hpsv3': base model {base!r}: no config found (not a local folder, not in the "
                             f"Hugging Face cache; embedded: {HPSV3_BASE})")
