@@ -2,22 +2,35 @@
 #   make demo   - the main job: `promptloop demo` on the embedded Shapes world
 #   make test   - the test suite (offline; installs chromium for the app's browser test when missing)
 #   $(VENV)/bin/promptloop app - the web app at http://127.0.0.1:7860
-# Both create .venv when missing and install what they need. On CPU machines torch is pinned to
-# the CPU build 2.13.0; GPU users: `make demo TORCH_SPEC="torch"` (or install torch for your CUDA first).
+# Both create .venv when missing and install exact versions from requirements/lock.txt (hashes checked;
+# resolved for Python 3.11 on CPU; pyproject.toml keeps ranges for library users). torch is not in the lock:
+# it comes from TORCH_SPEC, the CPU build 2.13.0 by default; GPU users: `make demo TORCH_SPEC="torch"`
+# (or install torch for your CUDA first).
+#   make lock         - re-resolve requirements/lock.txt to the newest releases pyproject.toml allows
+#   make test-latest  - the suite against the newest releases in .venv-latest, with what differs from the
+#                       lock and what fails (not part of CI)
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
+comma := ,
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: demo test lint venv clean browser
+LOCK := requirements/lock.txt
+EXTRAS := dev,app,quant
+LATEST ?= .venv-latest
+TOOLS ?= .venv-tools
 
-$(VENV)/.installed: pyproject.toml
+.PHONY: demo test lint venv clean browser lock test-latest
+
+# the lock first (every package pinned with its hashes, no resolution), then torch, then the project itself
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[dev,app,quant]"
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
 	touch $@
 
 venv: $(VENV)/.installed
@@ -44,5 +57,22 @@ test: $(VENV)/.installed browser
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests benchmarks
 
+# re-resolve the lock (pip-tools in its own venv): the newest releases that pyproject.toml and requirements/lock.in allow
+lock:
+	test -x $(TOOLS)/bin/pip-compile || { $(PYTHON) -m venv $(TOOLS) && $(TOOLS)/bin/pip install -q "pip-tools==7.7.0"; }
+	$(TOOLS)/bin/pip-compile --quiet --upgrade --generate-hashes --strip-extras \
+	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --unsafe-package torch \
+	  --no-emit-find-links --no-emit-index-url -o $(LOCK) pyproject.toml requirements/lock.in
+
+# the suite against the newest releases (not the lock) in its own venv; prints what differs from the lock,
+# then runs the tests and lists what fails. Its exit status is pytest's.
+test-latest: browser
+	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install -q --upgrade pip
+	$(LATEST)/bin/python -m pip install -q "$(TORCH_SPEC)"
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python requirements/diff_lock.py $(LOCK)
+	$(LATEST)/bin/python -m pytest -p no:cacheprovider -rfE
+
 clean:
-	rm -rf $(VENV) outputs .pytest_cache
+	rm -rf $(VENV) $(LATEST) $(TOOLS) outputs .pytest_cache

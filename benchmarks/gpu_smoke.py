@@ -91,7 +91,7 @@ def check_generic(device: str) -> dict[str, Any]:
     for name, build in {**GENERIC_PIPELINES, **MORE_GENERIC_PIPELINES}.items():
         try:
             pipe = build(seed=0).to(device, dtype)
-            call_kwargs = more_generic_call_kwargs(name) if name in MORE_GENERIC_PIPELINES else generic_call_kwargs(name)
+            call_kwargs = more_generic_call_kwargs(name) if name in MORE_GENERIC_PIPELINES else generic_call_kwargs(name, len(queries))
             kw = {**call_kwargs, "num_inference_steps": steps, "output_type": "np", "record_latents": True}
             t0 = time.perf_counter()
             sampler = PromptLoopSampler(pipe)

@@ -58,7 +58,7 @@ def pipes() -> dict[str, Any]:
 
 
 def _kw(name: str, **extra: Any) -> dict[str, Any]:
-    base = more_generic_call_kwargs(name) if name in MORE_GENERIC_PIPELINES else generic_call_kwargs(name)
+    base = more_generic_call_kwargs(name) if name in MORE_GENERIC_PIPELINES else generic_call_kwargs(name, len(QUERIES))
     kwargs = {**base, "num_inference_steps": STEPS, "output_type": "np", **extra}
     return {k: list(v) if isinstance(v, list) else v for k, v in kwargs.items()}  # Z-Image edits prompt lists in place
 
@@ -168,22 +168,30 @@ def test_swap_feeds_the_new_conditioning_from_the_next_step(pipes: dict[str, Any
     assert out.trajectories[1].prompt_at(SWAP + 1) == rewrite[1]
 
 
-# Lumina2's transformer pads the captions of a batch to its longest valid length: its samples are coupled
-# (the plain pipeline's sample 1 changes too when sample 0's prompt gets longer), checked below.
+# Families whose denoiser pads the captions of a batch to its longest and masks the padding (Lumina2): the kept
+# samples are the same computation up to the reduction shape of masked attention, so whether they come out
+# bit-identical or differ in the last bits depends on the upstream release and the CPU's kernels (both seen: equal
+# with one release, 1.2e-7 apart with another). The project guarantees exactness to rounding there, and bit-exactness
+# everywhere else; the check below holds under either upstream behaviour.
+PADDED_BATCH_TOLERANCE = {"lumina2": 1e-5}
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_per_sample_prompts_leave_kept_samples_exact(pipes: dict[str, Any], name: str) -> None:
     pipe = pipes[name]
-    if name == "lumina2":
-        a, _ = _plain_calls(pipe, name, QUERIES)
-        b, _ = _plain_calls(pipe, name, [NEW[0], QUERIES[1]])
-        assert not np.array_equal(a[1], b[1])
-        return
     sampler = PromptLoopSampler(pipe, FixedPromptPolicy([NEW[0], QUERIES[1]]))
     plain = sampler(QUERIES, mode="none", generator=_gen(), record_latents=True, **_kw(name))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         out = sampler(QUERIES, refinement_steps=[SWAP], generator=_gen(), record_latents=True, **_kw(name))
-    assert torch.equal(out.latents[:, 1], plain.latents[:, 1])
+    if name in PADDED_BATCH_TOLERANCE:
+        # the plain pipeline itself shows the same (at most rounding-level) coupling between samples of a batch
+        a, _ = _plain_calls(pipe, name, QUERIES)
+        b, _ = _plain_calls(pipe, name, [NEW[0], QUERIES[1]])
+        np.testing.assert_allclose(a[1], b[1], rtol=0, atol=PADDED_BATCH_TOLERANCE[name])
+        torch.testing.assert_close(out.latents[:, 1], plain.latents[:, 1], rtol=0, atol=PADDED_BATCH_TOLERANCE[name])
+    else:
+        assert torch.equal(out.latents[:, 1], plain.latents[:, 1])
     assert not torch.equal(out.latents[-1, 0], plain.latents[-1, 0])
 
 

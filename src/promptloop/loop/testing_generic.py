@@ -297,14 +297,15 @@ GENERIC_PIPELINES: dict[str, Callable[..., Any]] = {
 NO_CFG = {"sana_sprint"}  # guidance-distilled: no negative branch
 
 
-def generic_call_kwargs(name: str) -> dict[str, Any]:
-    """Keyword arguments a call of the tiny pipeline `name` needs (size, sequence length, input images)."""
+def generic_call_kwargs(name: str, batch_size: int = 1) -> dict[str, Any]:
+    """Keyword arguments a call of the tiny pipeline `name` with `batch_size` prompts needs (size, sequence length,
+    input images: the image-to-image pipelines get one input image per prompt, as diffusers asks)."""
     kwargs: dict[str, Any] = {"height": TINY_SIZE, "width": TINY_SIZE}
     if name in ("sd3_img2img", "flux_img2img", "pixart_sigma", "sana", "sana_sprint", "lumina2", "cogview4",
                 "chroma", "aura_flow"):
         kwargs["max_sequence_length"] = TINY_MAX_SEQUENCE_LENGTH
     if name in ("sd_img2img", "sdxl_img2img", "sd3_img2img", "flux_img2img"):
-        kwargs.update(image=_image(), strength=1.0)
+        kwargs.update(image=_image() if batch_size == 1 else [_image()] * batch_size, strength=1.0)
         if name in ("sd_img2img", "sdxl_img2img"):
             kwargs.pop("height")
             kwargs.pop("width")

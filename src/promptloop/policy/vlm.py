@@ -51,6 +51,7 @@ from promptloop.policy.base import PolicyInput, PolicyOutput
 from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
 from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
 from promptloop.policy.instruction import InstructionTemplate
+from promptloop.policy.peft_compat import quiet_peft_wrap
 from promptloop.policy.sanitize import Sanitizer
 
 POLICY_CONFIG = "promptloop_policy.json"
@@ -514,7 +515,8 @@ class VLMPolicy:
             target_modules = r".*(language_model|text_model).*\.(q_proj|k_proj|v_proj|o_proj)"  # text_model: SmolVLM
         cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=target_modules if isinstance(target_modules, str)
                          else list(target_modules), lora_dropout=dropout, bias="none")
-        self.model = get_peft_model(self.model, cfg)
+        with quiet_peft_wrap():
+            self.model = get_peft_model(self.model, cfg)
         self.model.eval()
         return self
 
@@ -526,7 +528,8 @@ class VLMPolicy:
             raise RuntimeError("a LoRA adapter is already attached")
         if Path(path).is_dir():
             verify_folder(path, "adapter folder")
-        self.model = PeftModel.from_pretrained(self.model, str(path), is_trainable=is_trainable)
+        with quiet_peft_wrap():
+            self.model = PeftModel.from_pretrained(self.model, str(path), is_trainable=is_trainable)
         self.model.eval()
         return self
 

@@ -53,7 +53,7 @@ def load_pipeline(cfg: PipelineConfig, device: torch.device | str) -> tuple[Any,
     else:
         from diffusers import DiffusionPipeline
 
-        kw: dict[str, Any] = {"torch_dtype": dtype}
+        kw: dict[str, Any] = {"dtype": dtype}
         if cfg.variant:
             kw["variant"] = cfg.variant
         if cfg.revision:

@@ -233,15 +233,15 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     except IntegrityError as e:
         raise BackboneLoadError(str(e)) from None
     try:
-        unet = UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=dtype)
-        vae = AutoencoderKL.from_pretrained(folder / "vae", torch_dtype=dtype)
+        unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype)
+        vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=dtype)
         config = DDIMScheduler.load_config(folder / "scheduler")
         shift = float(config.get("timestep_shift", 1.0)) if timestep_shift is None else timestep_shift
         if shift == 1.0 and config.get("_class_name") == "DDIMScheduler":
             scheduler = DDIMScheduler.from_config(config)
         else:
             scheduler = build_sampling_scheduler(shift)
-        binder = TextBinder.from_pretrained(folder / "text_binder", torch_dtype=dtype) if (folder / "text_binder").is_dir() else None
+        binder = TextBinder.from_pretrained(folder / "text_binder", dtype=dtype) if (folder / "text_binder").is_dir() else None
     except Exception as e:  # corrupt safetensors, bad JSON, missing weights
         raise BackboneLoadError(f"cannot load backbone from {folder}: {type(e).__name__}: {str(e).splitlines()[0]}") from e
     tokenizer, text_encoder = load_text_encoder()
