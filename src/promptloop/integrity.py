@@ -26,6 +26,23 @@ class IntegrityError(ValueError):
     """A model folder whose files do not match its manifest, or a truncated/corrupt safetensors file."""
 
 
+class ModelFileError(ValueError):
+    """A model folder's JSON file that is not valid JSON or holds a field of the wrong type (the message names
+    the file and the field)."""
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in `path`; ModelFileError naming the file when it is not valid JSON or not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as fh:

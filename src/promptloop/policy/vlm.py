@@ -46,8 +46,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from promptloop.integrity import verify_folder, write_manifest
+from promptloop.integrity import read_json_object, verify_folder, write_manifest
 from promptloop.policy.base import PolicyInput, PolicyOutput
+from promptloop.policy.base_ref import base_model_ref, resolve_base
 from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
 from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
 from promptloop.policy.instruction import InstructionTemplate
@@ -557,6 +558,7 @@ class VLMPolicy:
             "system_prompt": self.system_prompt,
             "image_size": self.image_size,
             "base_model": self.name_or_path,
+            "base_model_kind": None,
             "validator": callable_ref("validator", self.validator),
             "prompt_length_fn": callable_ref("prompt_length_fn", self.prompt_length_fn),
             "constraint": callable_ref("constraint", type(self.constraint)) if self.constraint is not None else None,
@@ -588,9 +590,23 @@ class VLMPolicy:
         self.tokenizer.save_pretrained(path)
         if hasattr(self.processor, "save_pretrained"):
             self.processor.save_pretrained(path)
+        self.save_metadata(path, with_base=self.has_lora and not merge_lora)
+
+    def save_metadata(self, path: str | Path, with_base: bool | None = None) -> None:
+        """Write `promptloop_policy.json` (and, in an adapter folder, the base recorded in `adapter_config.json`)
+        and the integrity manifest into `path`, leaving the weights as they are. `with_base` (default: whether the
+        folder holds an adapter) records the base model, relative to `path` or by registered name
+        (`promptloop.policy.base_ref`), so that the adapter loads from any working folder."""
+        path = Path(path)
+        is_adapter = (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
         cfg = self.policy_config()
-        if not (self.has_lora and not merge_lora):
-            cfg["base_model"] = None  # a full model needs no base
+        base, kind = base_model_ref(self.name_or_path, path) if (is_adapter if with_base is None else with_base) \
+            else (None, None)
+        cfg["base_model"], cfg["base_model_kind"] = base, kind  # a full model needs no base
+        if is_adapter:  # PEFT's own record of the base: the same value, never a path of this machine
+            adapter_cfg = json.loads((path / "adapter_config.json").read_text())
+            adapter_cfg["base_model_name_or_path"] = base
+            (path / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True))
         (path / POLICY_CONFIG).write_text(json.dumps(cfg, indent=2))
         write_manifest(path)
 
@@ -638,11 +654,13 @@ class VLMPolicy:
             saved["_where"] = str(cfg_file)
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             adapter_path = adapter_path or path
-            base = saved.get("base_model")
+            base, kind, where = saved.get("base_model"), saved.get("base_model_kind"), str(cfg_file)
             if not base:
-                base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+                where = str(path / "adapter_config.json")
+                base, kind = read_json_object(path / "adapter_config.json").get("base_model_name_or_path"), None
             if not base:
                 raise ValueError(f"{path} is an adapter folder that names no base model")
+            base = resolve_base(path, base, kind, where)
             merged = {**cls._saved_kwargs(saved), **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
                                        dtype=dtype, device=device, is_trainable=is_trainable, revision=revision,
