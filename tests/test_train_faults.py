@@ -185,3 +185,87 @@ def test_resume_semantics(reference: tuple[Path, Any], tmp_path: Path, capsys: p
     code, _, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", "--resume")
     assert code == 0
     assert "line(s) 1 are not valid JSON" in err and "lacks the train rows of step(s) 1 of the checkpoint at step 3" in err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# divergence (issue 33): one line naming the step and the last good checkpoint; nothing of that step saved
+# ----------------------------------------------------------------------------------------------------------------------
+def _step_tracker(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The step being trained, kept up to date by the fault hook (called after each rollout)."""
+    state = {"step": 0}
+
+    def hook(point: str, step: int) -> None:
+        if point == "rollout":
+            state["step"] = step
+
+    monkeypatch.setattr(faults, "hook", hook)
+    return state
+
+
+def test_a_nan_loss_stops_training_at_that_step(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptloop.train import trainer
+
+    state = _step_tracker(monkeypatch)
+    real_loss = trainer.grpo_loss
+
+    def nan_at_step_2(*a: Any, **k: Any) -> Any:
+        loss, stats = real_loss(*a, **k)
+        return (loss * float("nan"), stats) if state["step"] == 2 else (loss, stats)
+
+    monkeypatch.setattr(trainer, "grpo_loss", nan_at_step_2)
+    out = tmp_path / "nan"
+    code = main(["train", *BASE, f"output_dir={out}", "steps=3", "checkpoint.save_final_policy=true", "--json"])
+    stdout, err = capsys.readouterr()
+    assert code == 2 and stdout == ""
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "training diverged at step 2: the loss is nan" in lines[0]
+    assert f"the last good checkpoint is {out / 'checkpoints' / 'step-00000001'}" in lines[0]
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000001"]
+    assert not (out / "policy").exists() and not (out / ".tmp-policy").exists()
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"] == [1]
+
+
+def test_weights_turned_inf_stop_training_before_anything_is_saved(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = torch.optim.AdamW.step
+
+    def step_to_inf(self: torch.optim.Optimizer, *a: Any, **k: Any) -> Any:
+        result = real_step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].view(-1)[0] = float("inf")  # as lr=1e308 does
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_to_inf)
+    out = tmp_path / "inf"
+    code = main(["train", *BASE, f"output_dir={out}", "steps=2", "checkpoint.save_final_policy=true"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = next(ln for ln in err.splitlines() if "error:" in ln)
+    assert ("training diverged at step 1: 1 trainable weight(s) are nan or inf after the optimizer step" in line
+            and "no checkpoint was written before it" in line), line
+    assert list_checkpoints(out) == [] and not (out / "policy").exists()
+
+
+def test_json_output_is_one_object_after_a_resume(reference: tuple[Path, Any], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    run = shutil.copytree(reference[0], tmp_path / "resumed")
+    first = run / "checkpoints" / "step-00000001"
+    code, out, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", f"resume={first}", "--json")
+    assert code == 0, err
+    result = json.loads(out)  # the whole of stdout is one JSON object
+    assert result["steps"] == STEPS and f"resumed from {first} at step 1" in err
+
+
+def test_json_prints_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from promptloop.cli_runner import run_command
+
+    result = {"kl": float("nan"), "nested": {"loss": float("inf"), "rows": [1.0, float("-inf")]}, "ok": 0.5}
+    assert run_command("promptloop", lambda: result, (), True) == 0
+    assert json.loads(capsys.readouterr().out) == {"kl": None, "nested": {"loss": None, "rows": [1.0, None]},
+                                                   "ok": 0.5}

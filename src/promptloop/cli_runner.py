@@ -1,7 +1,8 @@
 """Run a CLI command and report its outcome the same way in every entry point.
 
 A known error becomes one `PROG: error: ...` line on stderr and exit code 2 (never a traceback),
-Ctrl-C exit code 130, and a result dict is printed as one JSON object (`--json`) or `key: value` lines.
+Ctrl-C exit code 130, and a result dict is printed as one JSON object (`--json`; then the only thing on stdout,
+whatever the command printed meanwhile goes to stderr, and nan / inf print as null) or `key: value` lines.
 Filesystem and environment errors (any OSError: disk full, read-only folder, ...) are worded by
 `fs_errors.describe_os_error`. The known error classes are looked up only after a failure, among the
 modules already imported (`loaded_errors`): a class whose module was never imported cannot have been
@@ -10,7 +11,9 @@ raised, so reporting an error needs no heavy import.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,10 +21,22 @@ from typing import Any
 ErrorsLike = tuple[type[BaseException], ...] | Callable[[], tuple[type[BaseException], ...]]
 
 
+def json_safe(value: Any) -> Any:
+    """`value` with every nan / inf float (at any depth) replaced by None, so that it prints as valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def print_result(result: dict[str, Any], as_json: bool) -> None:
-    """Print a command's result: one JSON object, or one `key: value` line per entry."""
+    """Print a command's result: one JSON object (non-finite numbers as null), or one `key: value` line per
+    entry."""
     if as_json:
-        print(json.dumps(result))
+        print(json.dumps(json_safe(result), allow_nan=False))
         return
     for k, v in result.items():
         print(f"{k}: {json.dumps(v) if isinstance(v, dict | list) else v}")
@@ -49,7 +64,11 @@ def run_command(prog: str, call: Callable[[], dict[str, Any] | None], errors: Er
 
     `errors`: the exception classes reported as one line, or a function returning them (called on failure)."""
     try:
-        result = call()
+        if as_json:  # the JSON object is the only thing on stdout: anything else printed meanwhile goes to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                result = call()
+        else:
+            result = call()
     except Exception as e:
         if isinstance(e, OSError) and e.errno is not None:
             from promptloop.fs_errors import describe_os_error

@@ -46,7 +46,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from promptloop.integrity import read_json_object, verify_folder, write_manifest
+from promptloop.integrity import ModelFileError, read_json_object, verify_folder, write_manifest
 from promptloop.policy.base import PolicyInput, PolicyOutput
 from promptloop.policy.base_ref import base_model_ref, resolve_base
 from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
@@ -532,6 +532,7 @@ class VLMPolicy:
         with quiet_peft_wrap():
             self.model = PeftModel.from_pretrained(self.model, str(path), is_trainable=is_trainable)
         self.model.eval()
+        check_finite_weights(self.model, f"adapter folder {path}", only=("lora_",))
         return self
 
     @contextlib.contextmanager
@@ -677,6 +678,7 @@ class VLMPolicy:
             load["quantization_config"] = quantization_config
         model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype,
                                                             **load)
+        check_finite_weights(model, f"policy {path}")
         tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
         processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
         kwargs.update(policy_kwargs)
@@ -742,6 +744,19 @@ class VLMPolicy:
             proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                   chat_template=getattr(tokenizer, "chat_template", None))
         return proc
+
+
+@torch.no_grad()
+def check_finite_weights(model: Any, where: str, only: tuple[str, ...] = ()) -> None:
+    """ModelFileError naming the first floating-point weight of `model` (whose name contains one of `only`, when
+    given) that holds nan or inf: such weights come from a diverged run, and sampling from them fails later."""
+    for name, p in model.named_parameters():
+        if (only and not any(o in name for o in only)) or not p.is_floating_point() or p.device.type == "meta":
+            continue
+        bad = int((~torch.isfinite(p)).sum())
+        if bad:
+            raise ModelFileError(f"{where}: weight {name} holds {bad} nan/inf value(s) of {p.numel()} (saved by a "
+                                 "diverged run?); not loaded")
 
 
 def _idefics3_processor(path: Path, model: Any, image_processor: Any, tokenizer: Any) -> Any:

@@ -58,6 +58,11 @@ class TrainError(RuntimeError):
     """A run that cannot start as configured (e.g. an output folder holding another run)."""
 
 
+class DivergenceError(TrainError):
+    """Training whose loss, gradients or weights became nan / inf (the message names the step and the last good
+    checkpoint); nothing of that step is saved."""
+
+
 @dataclass
 class TrainResult:
     """What `train` returns."""
@@ -115,7 +120,8 @@ class GRPOTrainer:
         local_groups = g.queries_per_step // world
         if local_groups % g.groups_per_rollout_call and acc.is_main_process:
             print(f"promptloop.train: note: {local_groups} groups per process is not a multiple of "
-                  f"grpo.groups_per_rollout_call={g.groups_per_rollout_call}; results then depend on the process count")
+                  f"grpo.groups_per_rollout_call={g.groups_per_rollout_call}; results then depend on the process count",
+                  file=sys.stderr)
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)
@@ -303,6 +309,32 @@ class GRPOTrainer:
             return policy.logprobs(policy_input(acts), [a.completion_ids for a in acts], requires_grad=requires_grad,
                                    temperature=self.config.policy.temperature)
 
+    def _check_finite(self, loss: float, grad_norm: float, iteration: int, weights: bool = False) -> None:
+        """DivergenceError when this optimizer pass's loss (summed over processes), the gradient norm or, with
+        `weights`, any trainable weight is not finite; every process reaches the same verdict."""
+        bad_weights = 0.0
+        if weights:
+            with torch.no_grad():
+                bad_weights = float(sum(int((~torch.isfinite(sharding.local_part(p))).sum()) for p in self.trainable))
+        loss_sum, bad = self._global_sum([loss, bad_weights]) if self.accelerator.num_processes > 1 else (loss,
+                                                                                                          bad_weights)
+        what = None
+        if not math.isfinite(loss_sum):
+            what = f"the loss is {loss_sum}"
+        elif not math.isfinite(grad_norm):
+            what = f"the gradient norm is {grad_norm}"
+        elif bad:
+            what = f"{int(bad)} trainable weight(s) are nan or inf after the optimizer step"
+        if what is None:
+            return
+        step = self.step + 1
+        last = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint is not None
+                else "no checkpoint was written before it")
+        pass_note = f" (optimizer pass {iteration + 1} of {self.config.grpo.num_iterations})" \
+            if self.config.grpo.num_iterations > 1 else ""
+        raise DivergenceError(f"training diverged at step {step}{pass_note}: {what}; nothing of step {step} was "
+                              f"saved and no final policy was written; {last}")
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """`num_iterations` optimizer passes over all refinement actions of the batch; returns update metrics."""
         cfg, g, acc = self.config, self.config.grpo, self.accelerator
@@ -364,9 +396,13 @@ class GRPOTrainer:
                 acc.unscale_gradients()
                 norm = torch.nn.utils.clip_grad_norm_(self.trainable, float("inf"))
             grad_norms.append(sharding.as_float(norm))
+            scaled = getattr(acc, "scaler", None) is not None  # fp16: the loss scaler skips overflowing steps itself
+            if not scaled:
+                self._check_finite(loss_total, grad_norms[-1], it)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.lr_scheduler.step()
+            self._check_finite(0.0, 0.0, it, weights=True)
             sums["loss"] += loss_total
             if it == 0:
                 sums["dev1"] = first_dev
