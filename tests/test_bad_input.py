@@ -164,9 +164,48 @@ def _cases_prompts(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
+def _cases_ranges(tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Finite but absurd numbers (issue 33): refused by their range in validation.LIMITS, naming the flag or field."""
+    t = ["train", f"output_dir={tmp / 'rng'}"]
+    g = ["generate", "a red circle"]
+    return [
+        ("lr 100", [*t, "grpo.learning_rate=100"], "grpo.learning_rate: expected a finite number > 0 and <= 1, got 100"),
+        ("lr 1e308", [*t, "grpo.learning_rate=1e308"], "grpo.learning_rate: expected a finite number > 0 and <= 1, "
+                                                      "got 1e+308"),
+        ("seed 2^64", [*t, f"seed={2**64}"], "seed: expected an integer >= 0 and <= 4294967295, got 18446744073709551616"),
+        ("guidance_scale 1e6", [*t, "pipeline.guidance_scale=1e6"], "pipeline.guidance_scale: expected a finite number "
+                                                                     ">= 0 and <= 100"),
+        ("reward weight 1e9", [*t, "rewards={proxy: 1e9}"], "rewards.proxy: expected a finite number >= -1000 and <= 1000"),
+        ("trajectories 10^6", [*t, "eval.trajectories=1000000"], "eval.trajectories: expected an integer >= 0 and <= "
+                                                                  "100000"),
+        ("temperature 1e9", [*t, "policy.temperature=1e9"], "policy.temperature: expected a finite number > 0 and <= 100"),
+        ("max_new_tokens 10^9", [*t, "policy.max_new_tokens=1000000000"], "policy.max_new_tokens: expected an integer"),
+        ("gen guidance 1e6", [*g, "--guidance", "1e6"], "argument --guidance: expected a finite number >= 0 and <= 100, "
+                                                         "got 1000000"),
+        ("gen seed 2^64", [*g, "--seed", str(2**64)], "argument --seed: expected an integer >= 0 and <= 4294967295"),
+        ("gen images 10^9", [*g, "--num-images", "1000000000"], "argument --num-images: expected an integer >= 1 and "
+                                                                 "<= 4096"),
+        ("gen steps 10^5", [*g, "--steps", "100000"], "--steps: expected an integer >= 2 and <= 1000, got 100000"),
+        ("gen last seed", [*g, "--seed", str(2**32 - 1), "--num-images", "2"], "(the last image's seed): expected an "
+                                                                                "integer >= 0 and <= 4294967295"),
+        ("room n 10^9", ["world", "room", "--n", "1000000000"], "argument --n: expected an integer >= 1 and <= 100000"),
+        ("shift 1e9", ["world", "backbone-eval", "--timestep-shift", "1e9"], "argument --timestep-shift: expected a "
+                                                                              "finite number > 0 and <= 100"),
+        ("port 70000", ["app", "--port", "70000"], "argument --port: expected an integer >= 1 and <= 65535"),
+        ("gpus 10^8", ["plan", "--gpus", "1,100000000"], "GPU count: expected an integer >= 1 and <= 65536"),
+        ("budget 1e300", ["plan", "--budget-gb", "1e300"], "argument --budget-gb: expected a finite number > 0"),
+        ("backbone lr 100", ["world", "train-backbone", "--lr", "100"], "argument --lr: expected a finite number > 0 "
+                                                                          "and <= 1, got 100"),
+        ("repeats 10^6", ["bench", "overhead", "--repeats", "1000000"], "argument --repeats: expected an integer"),
+        ("compare refine > steps", ["eval", "compare", "--refine", "30", "--steps", "20"],
+         "--refine 30 is more than the 19 refinements 20 steps allow"),
+    ]
+
+
 def test_cli_config_and_prompt_file_cases(capsys: pytest.CaptureFixture[str], files: Path, tmp_path: Path) -> None:
-    cases = _cases_cli(files) + _cases_config(files, tmp_path) + _cases_prompts(files, tmp_path)
-    assert len(cases) >= 55
+    cases = _cases_cli(files) + _cases_config(files, tmp_path) + _cases_prompts(files, tmp_path) + \
+        _cases_ranges(tmp_path)
+    assert len(cases) >= 76
     _check_all(cases, lambda argv: _cli(capsys, argv))
 
 
@@ -346,3 +385,47 @@ def test_config_errors_come_before_heavy_imports() -> None:
     assert p.stdout.strip() == "2 []", p.stdout
     assert p.stderr.strip() == ("promptloop: error: defaults + overrides: grpo.learning_rate: expected a finite "
                                 "number, got inf")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ranges (issue 33): one table, every number covered, the docs page current
+# ----------------------------------------------------------------------------------------------------------------------
+def test_every_number_a_user_gives_has_a_range_and_the_docs_page_is_current() -> None:
+    import argparse
+    import dataclasses
+    import typing
+
+    from promptloop.cli import CHECKED_ELSEWHERE, build_parser, limit_uses
+    from promptloop.train.config import TrainConfig
+    from promptloop.validation import CONFIG_LIMITS, LIMITS, limits_markdown
+
+    numeric = []
+
+    def fields(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            tp = hints[f.name]
+            if dataclasses.is_dataclass(tp):
+                fields(tp, f"{prefix}{f.name}.")
+            elif {int, float} & set(typing.get_args(tp) or (tp,)) and tp is not bool:
+                numeric.append(f"{prefix}{f.name}")
+
+    fields(TrainConfig, "")
+    assert len(numeric) >= 35 and sorted(set(numeric) - {k.removesuffix(".*") for k in CONFIG_LIMITS}) == []
+    assert all(kind in LIMITS for kind in [*CONFIG_LIMITS.values(), *CHECKED_ELSEWHERE])
+    unchecked = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}")
+            elif getattr(action.type, "__name__", "") in ("positive_int", "non_negative_int", "positive_float",
+                                                          "non_negative_float", "unit_float", "integer", "number"):
+                if getattr(action.type, "limit", None) is None:
+                    unchecked.append(f"{prefix} {action.option_strings[0]}")
+
+    walk(build_parser(), "promptloop")
+    assert unchecked == ["promptloop generate --steps"]  # checked by GenerateRequest's validate (CHECKED_ELSEWHERE)
+    page = Path(__file__).resolve().parents[1] / "docs" / "limits.md"
+    assert page.read_text() == limits_markdown(limit_uses()), "regenerate docs/limits.md (see its first lines)"

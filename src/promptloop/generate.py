@@ -18,7 +18,7 @@ from promptloop.eval.figures import labelled_grid
 from promptloop.fs_errors import output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
-from promptloop.validation import check_device, check_number, check_prompt, check_prompt_tokens
+from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
 
 
 @dataclass
@@ -58,6 +58,12 @@ def validate(req: GenerateRequest) -> None:
         raise ValueError(f"--num-images must be >= 1, got {req.num_images}")
     if req.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {req.seed}")
+    for value, kind, flag in ((req.steps, "sampling_steps", "--steps"), (req.refine, "refinements", "--refine"),
+                              (req.num_images, "images", "--num-images"), (req.seed, "seed", "--seed"),
+                              (req.guidance, "guidance", "--guidance")):
+        if value is not None:
+            check_limit(value, kind, flag)  # the ranges of validation.LIMITS
+    check_limit(req.seed + req.num_images - 1, "seed", "--seed + --num-images - 1 (the last image's seed)")
     for flag, name in (("--pipeline", req.pipeline), ("--policy", req.policy)):
         if name == "world" or name.startswith(("world:", "tiny:")):
             continue

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
-from promptloop.validation import InputError, check_number
+from promptloop.validation import CONFIG_LIMITS, InputError, check_limit, check_number
 
 MAX_TRAJECTORIES_PER_STEP = 4096  # queries_per_step x num_generations above this is surely a typo
 MAX_MICRO_BATCH = 1024  # refinement actions per forward pass
@@ -499,6 +499,28 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(c.every >= 0, "checkpoint.every", "must be >= 0")
     check(c.keep >= 0, "checkpoint.keep", "must be >= 0")
     check(not (cfg.resume and cfg.overwrite), "overwrite", "cannot be combined with resume")
+    check_ranges(cfg, source)
+
+
+def check_ranges(cfg: TrainConfig, source: str = "config") -> None:
+    """Every numeric field against its range in `validation.LIMITS` (kinds by `validation.CONFIG_LIMITS`): finite
+    but absurd values (grpo.learning_rate=100, seed=2**64) are refused before anything loads."""
+    values: list[tuple[str, Any, str]] = []
+    for dotted, kind in CONFIG_LIMITS.items():
+        if dotted == "rewards.*":
+            values += [(f"rewards.{name}", w, kind) for name, w in cfg.rewards.items()]
+            continue
+        obj: Any = cfg
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        values.append((dotted, obj, kind))
+    for name, value, kind in values:
+        if value is None:
+            continue
+        try:
+            check_limit(value, kind, name)
+        except InputError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
 def _physical_memory() -> int | None:
