@@ -429,3 +429,33 @@ def test_every_number_a_user_gives_has_a_range_and_the_docs_page_is_current() ->
     assert unchecked == ["promptloop generate --steps"]  # checked by GenerateRequest's validate (CHECKED_ELSEWHERE)
     page = Path(__file__).resolve().parents[1] / "docs" / "limits.md"
     assert page.read_text() == limits_markdown(limit_uses()), "regenerate docs/limits.md (see its first lines)"
+
+
+def test_a_full_disk_while_writing_images_leaves_no_partial_files(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                 size_limit: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real write failure (a file-size limit, see conftest.size_limit) inside PIL's PNG writer: one line naming
+    the image, and none of the call's files stays behind."""
+    out = tmp_path / "gen"
+    g = ["generate", "a red circle", "--pipeline", "tiny:sd", "--policy", "tiny:llava", "--steps", "4", "--refine", "1",
+         "--out", str(out)]
+    assert _cli(capsys, g)[0] == 0
+    written = sorted(p.name for p in out.iterdir())
+    assert {"image_0.png", "preview_0_0.png", "trajectory.png", "record.json"} <= set(written)
+    for p in out.iterdir():
+        p.unlink()
+    import promptloop.generate
+
+    write_outputs = promptloop.generate._write_outputs
+
+    def on_a_full_disk(*a: Any) -> None:
+        size_limit(200)  # every PNG is larger (armed once sampling is done: the limit caps pytest's own files too)
+        write_outputs(*a)
+
+    monkeypatch.setattr(promptloop.generate, "_write_outputs", on_a_full_disk)
+    code, err = _cli(capsys, g)
+    size_limit(None)
+    errors = [ln for ln in err.splitlines() if "error:" in ln]  # the tiny models' own warnings aside
+    assert code == 2 and "Traceback" not in err and len(errors) == 1, err
+    assert errors[0] == (f"promptloop: error: {out / 'image_0.png'}: file too large (the file-size limit) (free some "
+                         "space or choose another output folder)")
+    assert list(out.iterdir()) == []

@@ -18,10 +18,15 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers.utils import logging as transformers_logging
 
 from promptloop.cli import main
 from promptloop.train import faults, load_config, read_metrics, train
 from promptloop.train.checkpoint import list_checkpoints
+
+# transformers' log handler is made on first use, on the sys.stderr of that moment: make it now, on pytest's stream,
+# not inside a test on its capsys stream (closed after that test: later warnings would print a '--- Logging error')
+transformers_logging.get_logger("transformers")
 
 STEPS = 3
 BASE = ["pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava", "pipeline.num_inference_steps=4",
@@ -123,9 +128,10 @@ def test_disk_full_during_a_checkpoint_leaves_no_partial_one(capsys: pytest.Capt
     real_save = torch.save
 
     def full_disk(obj: Any, f: Any, *a: Any, **k: Any) -> None:
-        if str(f).endswith("optimizer.pt"):
-            Path(f).write_bytes(b"partial")  # what a full disk leaves: a short file, then ENOSPC
-            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        name = str(getattr(f, "name", f))  # torch.save is given an open file (so that a write error keeps its errno)
+        if name.endswith("optimizer.pt"):
+            f.write(b"partial")  # what a full disk leaves: a short file, then ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device", name)
         real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
@@ -269,3 +275,53 @@ def test_json_prints_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[st
     assert run_command("promptloop", lambda: result, (), True) == 0
     assert json.loads(capsys.readouterr().out) == {"kl": None, "nested": {"loss": None, "rows": [1.0, None]},
                                                    "ok": 0.5}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# a full disk (issue 33), for real: a file-size limit (RLIMIT_FSIZE) makes the writes of torch.save, safetensors and
+# PIL fail inside those libraries, as ENOSPC does (EFBIG instead of ENOSPC)
+# ----------------------------------------------------------------------------------------------------------------------
+def _limit_at(monkeypatch: pytest.MonkeyPatch, size_limit: Any, point: str, step: int, nbytes: int) -> None:
+    def hook(p: str, s: int) -> None:
+        if (p, s) == (point, step):
+            size_limit(nbytes)
+
+    monkeypatch.setattr(faults, "hook", hook)
+
+
+@pytest.mark.parametrize("point, nbytes, failing", [
+    ("checkpoint:policy", 40_000, "optimizer.pt"),  # torch.save: RuntimeError '[enforce fail ...]' around the OSError
+    ("update", 20_000, ".tmp-step-00000002"),  # the adapter's safetensors: SafetensorError '... (os error 27)'
+])
+def test_a_full_disk_inside_a_checkpoint_is_one_line_and_the_last_good_one_resumes(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size_limit: Any,
+        point: str, nbytes: int, failing: str) -> None:
+    out = tmp_path / "full"
+    _limit_at(monkeypatch, size_limit, point, 2, nbytes)
+    code = main(["train", *BASE, f"output_dir={out}", "steps=2"])
+    err = capsys.readouterr().err
+    size_limit(None)
+    monkeypatch.setattr(faults, "hook", None)
+    line = next(ln for ln in err.splitlines() if "error:" in ln)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"cannot write checkpoint {out / 'checkpoints' / 'step-00000002'}: " in line and failing in line, line
+    assert "file too large" in line and "the partial .tmp-step-00000002 was removed" in line, line
+    assert f"the last good checkpoint {out / 'checkpoints' / 'step-00000001'} is unchanged" in line, line
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000001"]
+    if point == "update":  # the last good checkpoint is usable: the run resumes from it and ends
+        code = main(["train", *BASE, f"output_dir={out}", "steps=2", "--resume"])
+        assert code == 0 and [p.name for p in list_checkpoints(out)] == ["step-00000001", "step-00000002"]
+
+
+def test_a_full_disk_while_writing_the_final_policy_leaves_no_part_of_it(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size_limit: Any) -> None:
+    out = tmp_path / "final"
+    _limit_at(monkeypatch, size_limit, "checkpoint:replaced", 1, 20_000)
+    code = main(["train", *BASE, f"output_dir={out}", "steps=1", "checkpoint.save_final_policy=true"])
+    err = capsys.readouterr().err
+    size_limit(None)
+    line = next(ln for ln in err.splitlines() if "error:" in ln)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"cannot write the final policy {out / 'policy'}: {out / '.tmp-policy'}: file too large" in line, line
+    assert f"the last checkpoint {out / 'checkpoints' / 'step-00000001'} holds the same policy" in line, line
+    assert not (out / "policy").exists() and not (out / ".tmp-policy").exists()

@@ -3,10 +3,10 @@
 A known error becomes one `PROG: error: ...` line on stderr and exit code 2 (never a traceback),
 Ctrl-C exit code 130, and a result dict is printed as one JSON object (`--json`; then the only thing on stdout,
 whatever the command printed meanwhile goes to stderr, and nan / inf print as null) or `key: value` lines.
-Filesystem and environment errors (any OSError: disk full, read-only folder, ...) are worded by
-`fs_errors.describe_os_error`. The known error classes are looked up only after a failure, among the
-modules already imported (`loaded_errors`): a class whose module was never imported cannot have been
-raised, so reporting an error needs no heavy import.
+Filesystem and environment errors (any OSError: disk full, read-only folder, ..., also when another library
+wraps it, see `fs_errors.os_error_in`) are worded by `fs_errors.describe_os_error`. The known error classes are
+looked up only after a failure, among the modules already imported (`loaded_errors`): a class whose module was
+never imported cannot have been raised, so reporting an error needs no heavy import.
 """
 
 from __future__ import annotations
@@ -70,12 +70,14 @@ def run_command(prog: str, call: Callable[[], dict[str, Any] | None], errors: Er
         else:
             result = call()
     except Exception as e:
-        if isinstance(e, OSError) and e.errno is not None:
-            from promptloop.fs_errors import describe_os_error
+        from promptloop.fs_errors import describe_os_error, os_error_in
 
+        if isinstance(e, OSError) and e.errno is not None:
             line = describe_os_error(e)
         elif isinstance(e, OSError) or isinstance(e, errors() if callable(errors) else errors):
             line = error_line(e)
+        elif (found := os_error_in(e)) is not None:  # a library's wrapper of a write error (torch.save, safetensors)
+            line = describe_os_error(found)
         else:
             raise
         print(f"{prog}: error: {line}", file=sys.stderr)

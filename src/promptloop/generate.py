@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from promptloop.eval.figures import labelled_grid
-from promptloop.fs_errors import output_dir
+from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
@@ -155,20 +155,39 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
             scores = [float(s) for s in get_reward("alignment")(arr, [req.query] * req.num_images).scores]
         except ParseError:
             scores = None  # not a world-grammar query: no verifiable score
-    strip_images, strip_labels = [], []
-    for k, (img, traj) in enumerate(zip(out.images, out.trajectories, strict=True)):
-        img.save(folder / f"image_{k}.png")
-        for j, r in enumerate(traj.refinements):
-            if r.preview is not None:
-                r.preview.save(folder / f"preview_{k}_{j}.png")
-                strip_images.append(r.preview)
-                strip_labels.append(f"{r.progress:.0%}: {r.prompt}{' (fallback)' if r.fallback else ''}")
-        strip_images.append(img)
-        score = "" if scores is None else f" [alignment {scores[k]:.2f}]"
-        strip_labels.append(f"final{score}: {traj.final_prompt}")
-    columns = len(strip_images) // max(req.num_images, 1)
-    labelled_grid(strip_images, strip_labels, folder / "trajectory.png", columns=max(columns, 1), cell=160, wrap=26,
-                  lines=8)
     record = _record(req, out, seconds, scores)
-    (folder / "record.json").write_text(json.dumps(record, indent=2))
+    _write_outputs(folder, out, scores, record, req.num_images)
     return record
+
+
+def _write_outputs(folder: Path, out: Any, scores: list[float] | None, record: dict[str, Any], num_images: int) -> None:
+    """Images, previews, the trajectory strip and record.json; each file is written whole (`atomic_write`), and
+    when one cannot be written (a full disk) the files this call wrote are removed again before the error."""
+    written: list[Path] = []
+
+    def save(path: Path, write: Any) -> None:
+        atomic_write(path, write)
+        written.append(path)
+
+    try:
+        strip_images, strip_labels = [], []
+        for k, (img, traj) in enumerate(zip(out.images, out.trajectories, strict=True)):
+            save(folder / f"image_{k}.png", img.save)
+            for j, r in enumerate(traj.refinements):
+                if r.preview is not None:
+                    save(folder / f"preview_{k}_{j}.png", r.preview.save)
+                    strip_images.append(r.preview)
+                    strip_labels.append(f"{r.progress:.0%}: {r.prompt}{' (fallback)' if r.fallback else ''}")
+            strip_images.append(img)
+            score = "" if scores is None else f" [alignment {scores[k]:.2f}]"
+            strip_labels.append(f"final{score}: {traj.final_prompt}")
+        columns = len(strip_images) // max(num_images, 1)
+        labelled_grid(strip_images, strip_labels, folder / "trajectory.png", columns=max(columns, 1), cell=160,
+                      wrap=26, lines=8)
+        written.append(folder / "trajectory.png")
+        text = json.dumps(record, indent=2)
+        save(folder / "record.json", lambda tmp: tmp.write_text(text))
+    except OSError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise

@@ -18,6 +18,8 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from promptloop.fs_errors import atomic_write
+
 MANIFEST_FILE = "promptloop_manifest.json"
 MANIFEST_FORMAT = 1
 
@@ -99,7 +101,8 @@ def write_manifest(folder: str | Path) -> Path:
     """Write `folder/promptloop_manifest.json` over every file below `folder`; returns its path."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
-    path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": file_manifest(folder)}, indent=1) + "\n")
+    text = json.dumps({"format": MANIFEST_FORMAT, "files": file_manifest(folder)}, indent=1) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 

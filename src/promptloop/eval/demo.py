@@ -21,6 +21,7 @@ import torch
 from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER, load_world_policy
 from promptloop.eval.figures import labelled_grid, reward_curve
 from promptloop.eval.sampling import sample
+from promptloop.fs_errors import atomic_write
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import load_backbone
 from promptloop.world.shapes.prompts import sample_prompts
@@ -106,7 +107,7 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
     reward_curve([r["step"] for r in records], {"alignment (train batch)": rewards}, out / "reward_curve.png",
                  title="short GRPO from the SFT world policy")
     summary["seconds"] = time.perf_counter() - t0
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
 
     lines = [
         "# PromptLoop demo (embedded Shapes world)",
@@ -131,5 +132,5 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
         f"Wall time: {summary['seconds']:.0f} s.",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines)))
     return summary

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from promptloop.fs_errors import atomic_write
 from promptloop.integrity import ModelFileError, read_json_object, verify_folder, write_manifest
 from promptloop.policy.base import PolicyInput, PolicyOutput
 from promptloop.policy.base_ref import base_model_ref, resolve_base
@@ -607,8 +608,9 @@ class VLMPolicy:
         if is_adapter:  # PEFT's own record of the base: the same value, never a path of this machine
             adapter_cfg = json.loads((path / "adapter_config.json").read_text())
             adapter_cfg["base_model_name_or_path"] = base
-            (path / "adapter_config.json").write_text(json.dumps(adapter_cfg, indent=2, sort_keys=True))
-        (path / POLICY_CONFIG).write_text(json.dumps(cfg, indent=2))
+            text = json.dumps(adapter_cfg, indent=2, sort_keys=True)
+            atomic_write(path / "adapter_config.json", lambda tmp: tmp.write_text(text))
+        atomic_write(path / POLICY_CONFIG, lambda tmp: tmp.write_text(json.dumps(cfg, indent=2)))
         write_manifest(path)
 
     @classmethod

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from promptloop.fs_errors import output_dir
+from promptloop.fs_errors import atomic_write, describe_os_error, os_error_in, output_dir
 from promptloop.train import checkpoint as ckpt
 from promptloop.train import sharding
 from promptloop.train.advantages import group_advantages, group_stats
@@ -549,12 +549,28 @@ class GRPOTrainer:
         else:
             self.logger.reset()
             if acc.is_main_process:
-                (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+                atomic_write(self.output_dir / "config.json",
+                             lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=1)))
         acc.wait_for_everyone()
 
     # ------------------------------------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------------------------------------
+    def _save_final_policy(self, policy_path: Path, weights: dict[str, torch.Tensor] | None) -> None:
+        """Write the final policy through `.tmp-policy` and a rename; a full disk leaves neither half of it."""
+        tmp = self.output_dir / ".tmp-policy"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.policy.save_pretrained(tmp, state_dict=weights)
+            shutil.rmtree(policy_path, ignore_errors=True)
+            os.replace(tmp, policy_path)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            found = os_error_in(e, tmp)
+            if found is None:
+                raise
+            raise _final_policy_error(policy_path, found, self.last_checkpoint) from e
+
     def train_step(self) -> dict[str, Any]:
         """Rollout, score and update for the next step; returns its metrics record."""
         acc, cfg = self.accelerator, self.config
@@ -620,11 +636,7 @@ class GRPOTrainer:
             policy_path = self.output_dir / "policy"
             weights = sharding.full_model_state(self.policy.model) if self.sharded else None  # every process
             if acc.is_main_process:
-                tmp = self.output_dir / ".tmp-policy"
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.policy.save_pretrained(tmp, state_dict=weights)
-                shutil.rmtree(policy_path, ignore_errors=True)
-                os.replace(tmp, policy_path)
+                self._save_final_policy(policy_path, weights)
             acc.wait_for_everyone()
         plot_path = None
         if cfg.logging.plot and acc.is_main_process:
@@ -638,6 +650,12 @@ class GRPOTrainer:
             last = recs[-1] if recs else {}
         return TrainResult(self.output_dir, self.step, last, last_eval, self.logger.path, self.last_checkpoint,
                            policy_path, plot_path)
+
+
+def _final_policy_error(path: Path, error: OSError, checkpoint: Path | None) -> TrainError:
+    where = f"; the last checkpoint {checkpoint} holds the same policy (its policy/ folder)" if checkpoint else ""
+    return TrainError(f"cannot write the final policy {path}: {describe_os_error(error, writing=True)}; the partial "
+                      f".tmp-policy was removed{where}")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,27 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture
+def size_limit() -> Iterator[Any]:
+    """`size_limit(n)` caps the size of the files this process writes from then on at n bytes (None: no cap again;
+    the cap ends with the test too; RLIMIT_FSIZE): a write past it fails inside torch.save, safetensors or PIL with EFBIG, as a full disk fails
+    with ENOSPC."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead of killing us
+
+    def arm(nbytes: int | None) -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft if nbytes is None else nbytes, hard))
+
+    yield arm
+    resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    signal.signal(signal.SIGXFSZ, handler)
