@@ -282,7 +282,73 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     p = copy("policy", "bad_header")
     (p / "model.safetensors").write_bytes(struct.pack("<Q", 10**9) + b"{}")
     (p / "promptloop_manifest.json").unlink()
+    _issue33_folders(copy)
     return out
+
+
+def _edit_json(folder: Path, file: str, change: Callable[[dict[str, Any]], Any], manifest: bool = True) -> None:
+    """Change one JSON file of a model folder (its manifest rewritten when `manifest`, so that only the change is
+    wrong)."""
+    from promptloop.integrity import write_manifest
+
+    data = json.loads((folder / file).read_text())
+    change(data)
+    (folder / file).write_text(json.dumps(data))
+    if manifest:
+        write_manifest(folder)
+
+
+def _issue33_folders(copy: Callable[[str, str], Path]) -> None:
+    """Folders with one defect each for issue 33: integrity without a manifest, manifest entries leading out,
+    wrong types in the folders' own JSON files, adapters whose base is not where they record it, nan weights."""
+    from safetensors.torch import load_file, save_file
+
+    from promptloop.integrity import MANIFEST_FILE, write_manifest
+
+    p = copy("policy", "flipped_no_manifest")  # the issue's case: delete the manifest, then flip a weight byte
+    (p / MANIFEST_FILE).unlink()
+    _flip(p / "model.safetensors")
+    p = copy("policy", "hub_style")  # not written by promptloop: loads, with a warning
+    (p / "promptloop_policy.json").unlink()
+    (p / MANIFEST_FILE).unlink()
+    for name, entry in (("escape", "../../../../etc/hostname"), ("absolute", "/etc/hostname")):
+        p = copy("policy", name)
+        _edit_json(p, MANIFEST_FILE, lambda m, e=entry: m["files"].__setitem__(e, {"size": 1}), manifest=False)
+    p = copy("policy", "link_out")
+    (p / "notes.txt").symlink_to("/etc/hostname")
+    write_manifest(p)
+    p = copy("policy", "no_size")
+    _edit_json(p, MANIFEST_FILE, lambda m: m["files"]["config.json"].pop("size"), manifest=False)
+    edits: dict[str, tuple[str, str, Callable[[dict[str, Any]], Any]]] = {
+        "cfg_type": ("policy", "config.json", lambda c: c["text_config"].__setitem__("hidden_size", "big")),
+        "cfg_negative": ("policy", "config.json", lambda c: c["text_config"].__setitem__("vocab_size", -1)),
+        "tok_fields": ("policy", "tokenizer.json", lambda c: c.pop("added_tokens")),
+        "gen_eos": ("policy", "generation_config.json", lambda c: c.__setitem__("eos_token_id", "x")),
+        "pol_temperature": ("policy", "promptloop_policy.json", lambda c: c.__setitem__("temperature", "hot")),
+        "pol_top_p": ("policy", "promptloop_policy.json", lambda c: c.__setitem__("top_p", 5)),
+        "pol_instruction": ("policy", "promptloop_policy.json", lambda c: c.__setitem__("instruction", 3)),
+        "pol_template": ("policy", "promptloop_policy.json", lambda c: c["instruction"].__setitem__("template", 3)),
+        "ada_relative": ("policy_grpo", "promptloop_policy.json",
+                         lambda c: c.update(base_model="../nowhere", base_model_kind="relative")),
+        "ada_kind": ("policy_grpo", "promptloop_policy.json", lambda c: c.update(base_model_kind="bogus")),
+        "ada_name": ("policy_grpo", "promptloop_policy.json", lambda c: c.update(base_model="shapes")),
+        "ada_legacy": ("policy_grpo", "promptloop_policy.json",
+                       lambda c: (c.update(base_model="assets/world/nowhere"), c.pop("base_model_kind"))),
+        "bb_shift": ("backbone", "scheduler/scheduler_config.json", lambda c: c.__setitem__("timestep_shift", "x")),
+        "bb_steps": ("backbone", "scheduler/scheduler_config.json",
+                     lambda c: c.__setitem__("num_train_timesteps", "many")),
+        "bb_sample": ("backbone", "unet/config.json", lambda c: c.__setitem__("sample_size", "big")),
+        "bb_channels": ("backbone", "vae/config.json", lambda c: c.__setitem__("block_out_channels", [32, -64, 64])),
+        "bb_binder": ("backbone", "model_index.json", lambda c: c.__setitem__("promptloop_text_binder", "yes")),
+    }
+    for name, (src, file, change) in edits.items():
+        _edit_json(copy(src, name), file, change)
+    (copy("backbone", "bb_no_manifest") / MANIFEST_FILE).unlink()
+    p = copy("policy_grpo", "ada_nan")  # what a diverged run saved before issue 33
+    weights = load_file(str(p / "adapter_model.safetensors"))
+    save_file({k: v * float("nan") for k, v in weights.items()}, str(p / "adapter_model.safetensors"),
+              metadata={"format": "pt"})
+    write_manifest(p)
 
 
 def _api_error(capsys: pytest.CaptureFixture[str], call: Callable[[], Any]) -> tuple[int, str]:
@@ -320,6 +386,86 @@ def test_model_folder_cases(capsys: pytest.CaptureFixture[str], folders: dict[st
          "not a valid safetensors file"),
     ]
     _check_all(cases, lambda call: _api_error(capsys, call))
+
+
+def test_issue33_model_folder_cases(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],
+                                   tmp_path: Path) -> None:
+    """Integrity without a manifest, manifest entries leading out, the folders' own JSON files, adapter bases,
+    nan weights, a checkpoint's file list: one line each, naming the file and the field."""
+    from promptloop.policy.vlm import VLMPolicy
+    from promptloop.train.checkpoint import read_state
+    from promptloop.world.backbone import load_backbone
+
+    def pol(name: str) -> Callable[[], Any]:
+        return lambda: VLMPolicy.from_pretrained(folders[name])
+
+    def bb(name: str) -> Callable[[], Any]:
+        return lambda: load_backbone(folders[name])
+
+    cp = tmp_path / "checkpoints" / "step-00000001"
+    cp.mkdir(parents=True)
+    (cp / "trainer_state.json").write_text(json.dumps({"format": 1, "files": {"../../../../etc/hostname": {"size": 1}}}))
+    f = folders
+    cases: list[tuple[str, Callable[[], Any], str]] = [
+        ("manifest deleted, byte flipped", pol("flipped_no_manifest"),
+         f"policy folder {f['flipped_no_manifest']}: promptloop_manifest.json is missing, so its files cannot be "
+         "verified"),
+        ("backbone manifest deleted", bb("bb_no_manifest"), "promptloop_manifest.json is missing"),
+        ("manifest entry ../", pol("escape"), "manifest entry '../../../../etc/hostname' is not a relative path inside "
+                                              "the folder"),
+        ("manifest entry absolute", pol("absolute"), "manifest entry '/etc/hostname' is not a relative path inside"),
+        ("manifest entry a link out", pol("link_out"), "manifest entry 'notes.txt' leads outside the folder"),
+        ("manifest entry without size", pol("no_size"), "manifest entry 'config.json': field 'size': expected a byte "
+                                                         "count, got None"),
+        ("checkpoint file list ../", lambda: read_state(cp), "manifest entry '../../../../etc/hostname' is not a "
+                                                              "relative path inside the folder"),
+        ("config.json wrong type", pol("cfg_type"), f"{f['cfg_type'] / 'config.json'}: field 'hidden_size': "),
+        ("config.json negative size", pol("cfg_negative"), f"{f['cfg_negative'] / 'config.json'}: field "
+                                                             "'text_config.vocab_size': expected a size >= 0, got -1"),
+        ("tokenizer.json field", pol("tok_fields"), f"{f['tok_fields'] / 'tokenizer.json'}: field 'added_tokens' is "
+                                                     "missing"),
+        ("generation_config eos", pol("gen_eos"), f"{f['gen_eos'] / 'generation_config.json'}: field 'eos_token_id': "
+                                                   "expected a token id"),
+        ("policy temperature type", pol("pol_temperature"), "promptloop_policy.json: field 'temperature': expected a "
+                                                             "number, got 'hot'"),
+        ("policy top_p range", pol("pol_top_p"), "promptloop_policy.json: field 'top_p': expected a number in (0, 1], "
+                                                  "got 5"),
+        ("policy instruction type", pol("pol_instruction"), "promptloop_policy.json: field 'instruction': expected an "
+                                                             "object, got 3"),
+        ("policy instruction field", pol("pol_template"), "promptloop_policy.json: field 'instruction.template': "
+                                                           "expected a string, got 3"),
+        ("adapter base relative, missing", pol("ada_relative"), "base_model '../nowhere' (relative to the adapter "
+                                                                 "folder) is"),
+        ("adapter base kind", pol("ada_kind"), "base_model_kind: expected one of registered, relative, hub, got "
+                                                "'bogus'"),
+        ("adapter base name", pol("ada_name"), "base_model 'shapes' is not a registered base model (registered: "
+                                                "world)"),
+        ("adapter old base missing", pol("ada_legacy"), "base_model 'assets/world/nowhere' is not found next to"),
+        ("adapter nan weights", pol("ada_nan"), f"adapter folder {f['ada_nan']}: weight "),
+        ("scheduler shift type", bb("bb_shift"), "scheduler_config.json: field 'timestep_shift': expected a number, "
+                                                  "got 'x'"),
+        ("scheduler steps type", bb("bb_steps"), "scheduler_config.json: field 'num_train_timesteps': expected an "
+                                                  "integer, got 'many'"),
+        ("unet config type", bb("bb_sample"), "unet/config.json: field 'sample_size': expected an integer or a list or "
+                                               "null, got 'big'"),
+        ("vae negative channels", bb("bb_channels"), "vae/config.json: field 'block_out_channels': expected a size >= "
+                                                      "0"),
+        ("model_index binder type", bb("bb_binder"), "model_index.json: field 'promptloop_text_binder': expected true, "
+                                                      "false or null, got 'yes'"),
+    ]
+    _check_all(cases, lambda call: _api_error(capsys, call))
+
+
+def test_a_folder_promptloop_did_not_write_loads_with_one_warning(capsys: pytest.CaptureFixture[str],
+                                                                  folders: dict[str, Path]) -> None:
+    from promptloop.policy.vlm import VLMPolicy
+
+    code = run_command("promptloop", lambda: (VLMPolicy.from_pretrained(folders["hub_style"]), None)[1],
+                       _known_errors, False)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if "warning:" in ln]
+    assert code == 0
+    assert warnings == [f"promptloop: warning: policy folder {folders['hub_style']} has no promptloop_manifest.json: "
+                        "its files cannot be verified"]
 
 
 def test_generate_refuses_bad_folders_end_to_end(capsys: pytest.CaptureFixture[str], folders: dict[str, Path],

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from promptloop.integrity import write_manifest
 from promptloop.policy.testing import tiny_llava_policy
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.train.config import PolicyConfig
@@ -99,7 +100,7 @@ def test_old_adapter_records_resolve_next_to_the_folder_not_the_working_folder(t
     record = {**_policy_json(adapter), "base_model": "assets/world/policy"}
     del record["base_model_kind"]
     (adapter / "promptloop_policy.json").write_text(json.dumps(record))
-    (adapter / "promptloop_manifest.json").unlink()
+    write_manifest(adapter)
     decoy = tmp_path / "cwd" / "assets" / "world" / "policy"
     decoy.mkdir(parents=True)
     (decoy / "config.json").write_text("{not a model")

@@ -193,7 +193,7 @@ def cmd_world_write_manifests(args: argparse.Namespace) -> dict[str, Any]:
         if not Path(f).is_dir():
             raise UsageError(f"not a folder: {f}")
         if args.check:
-            done[f] = "ok" if verify_folder(f) else "no manifest"
+            done[f] = "ok" if verify_folder(f, missing="ignore") else "no manifest"
         else:
             done[f] = str(write_manifest(f))
     return done
@@ -465,6 +465,7 @@ CHECKED_ELSEWHERE = {"sampling_steps": ["promptloop generate --steps", "app: ste
 
 def limit_uses() -> dict[str, list[str]]:
     """kind of `validation.LIMITS` -> the flags (every subcommand) and config fields checked against it."""
+    from promptloop.model_json import POLICY_FIELDS
     from promptloop.validation import CONFIG_LIMITS
 
     uses: dict[str, list[str]] = {k: list(v) for k, v in CHECKED_ELSEWHERE.items()}
@@ -480,6 +481,9 @@ def limit_uses() -> dict[str, list[str]]:
     walk(build_parser(), "promptloop")
     for field, kind in CONFIG_LIMITS.items():
         uses.setdefault(kind, []).append(f"config {field}")
+    for field, (_, kind) in POLICY_FIELDS.items():
+        if kind is not None:
+            uses.setdefault(kind, []).append(f"promptloop_policy.json {field}")
     return uses
 
 

@@ -15,7 +15,8 @@ import contextlib
 import json
 import math
 import sys
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 ErrorsLike = tuple[type[BaseException], ...] | Callable[[], tuple[type[BaseException], ...]]
@@ -48,6 +49,26 @@ def error_line(e: BaseException) -> str:
     return msg.splitlines()[0] if msg.strip() else type(e).__name__
 
 
+@contextlib.contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Within the block, the warnings promptloop itself issues (e.g. `integrity.UnverifiedFolderWarning`) print as
+    one line `PROG: warning: ...` on stderr instead of Python's two lines with the source."""
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None,
+             line: str | None = None) -> None:
+        if category.__module__.startswith("promptloop."):
+            print(f"{prog}: warning: {message}", file=sys.stderr)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def loaded_errors(names: Sequence[tuple[str, str]]) -> tuple[type[BaseException], ...]:
     """The exception classes `(module, class name)` of the modules imported so far."""
     out = []
@@ -64,10 +85,10 @@ def run_command(prog: str, call: Callable[[], dict[str, Any] | None], errors: Er
 
     `errors`: the exception classes reported as one line, or a function returning them (called on failure)."""
     try:
-        if as_json:  # the JSON object is the only thing on stdout: anything else printed meanwhile goes to stderr
-            with contextlib.redirect_stdout(sys.stderr):
-                result = call()
-        else:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(one_line_warnings(prog))
+            if as_json:  # the JSON object is the only thing on stdout: anything else printed meanwhile goes to stderr
+                stack.enter_context(contextlib.redirect_stdout(sys.stderr))
             result = call()
     except Exception as e:
         from promptloop.fs_errors import describe_os_error, os_error_in

@@ -82,6 +82,7 @@ LIMITS: dict[str, Limit] = {  # kind -> its range (the one place; docs/limits.md
     "tokens": Limit(1, 32768, "a length in tokens", integer=True),
     "lora_rank": Limit(1, 4096, "a LoRA rank or alpha", integer=True),
     "temperature": Limit(0, 100, "a sampling temperature", lo_open=True),
+    "temperature0": Limit(0, 100, "a sampling temperature (0: greedy)"),
     "top_p": Limit(0, 1, "a nucleus-sampling threshold", lo_open=True),
     "clip": Limit(0, 10, "a PPO clip range", lo_open=True),
     "iterations": Limit(1, 100, "optimizer passes per batch", integer=True),

@@ -48,6 +48,14 @@ from PIL import Image
 
 from promptloop.fs_errors import atomic_write
 from promptloop.integrity import ModelFileError, read_json_object, verify_folder, write_manifest
+from promptloop.model_json import (
+    INSTRUCTION_FIELDS,
+    POLICY_FIELDS,
+    FieldSpec,
+    check_fields,
+    check_sizes,
+    describe_config_error,
+)
 from promptloop.policy.base import PolicyInput, PolicyOutput
 from promptloop.policy.base_ref import base_model_ref, resolve_base
 from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
@@ -645,16 +653,15 @@ class VLMPolicy:
         path = Path(path)
         saved: dict[str, Any] = {}
         cfg_file = path / POLICY_CONFIG
+        if cfg_file.exists():  # read and checked first: nothing it names is used unchecked (see callables.py)
+            saved = read_json_object(cfg_file)
+            check_fields(cfg_file, saved, POLICY_FIELDS)
+            if isinstance(saved.get("instruction"), dict):
+                check_fields(cfg_file, saved["instruction"], INSTRUCTION_FIELDS, prefix="instruction.")
+            saved["_where"] = str(cfg_file)
+        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
         if path.is_dir():
             verify_folder(path, "policy folder")
-        if cfg_file.exists():
-            try:
-                saved = json.loads(cfg_file.read_text())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
-            if not isinstance(saved, dict):
-                raise ValueError(f"{cfg_file}: expected a JSON object")
-            saved["_where"] = str(cfg_file)
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             adapter_path = adapter_path or path
             base, kind, where = saved.get("base_model"), saved.get("base_model_kind"), str(cfg_file)
@@ -664,12 +671,13 @@ class VLMPolicy:
             if not base:
                 raise ValueError(f"{path} is an adapter folder that names no base model")
             base = resolve_base(path, base, kind, where)
-            merged = {**cls._saved_kwargs(saved), **policy_kwargs}
+            merged = {**kwargs, **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
                                        dtype=dtype, device=device, is_trainable=is_trainable, revision=revision,
                                        attn_implementation=attn_implementation, device_map=device_map,
                                        quantization_config=quantization_config, **merged)
-        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
+        if path.is_dir():
+            check_model_files(path)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dtype is None:
             dtype = torch.float32 if dev.type == "cpu" else "auto"
@@ -678,11 +686,27 @@ class VLMPolicy:
             load["attn_implementation"] = attn_implementation
         if quantization_config is not None:
             load["quantization_config"] = quantization_config
-        model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype,
-                                                            **load)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                                                dtype=dtype, **load)
+        except (OSError, ImportError, torch.OutOfMemoryError):  # not found / not installed / too large: their words
+            raise
+        except Exception as e:  # a config field of the wrong type, a size the weights do not have, ...
+            raise ModelFileError(_load_error(path, "config.json", "the model", e)) from e
         check_finite_weights(model, f"policy {path}")
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
-        processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
+        except (OSError, ImportError):
+            raise
+        except Exception as e:
+            raise ModelFileError(_load_error(path, "tokenizer.json / tokenizer_config.json", "the tokenizer", e)) from e
+        try:
+            processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
+        except (OSError, ImportError):
+            raise
+        except Exception as e:
+            raise ModelFileError(_load_error(path, "processor_config.json / preprocessor_config.json",
+                                             "the image processor", e)) from e
         kwargs.update(policy_kwargs)
         kwargs.setdefault("name_or_path", str(path))
         if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
@@ -746,6 +770,46 @@ class VLMPolicy:
             proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                   chat_template=getattr(tokenizer, "chat_template", None))
         return proc
+
+
+_TOKEN_ID_FIELDS = ("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def check_model_files(path: Path) -> None:
+    """The JSON files of a local model folder, before transformers reads them: valid JSON objects, sizes in
+    config.json >= 0, token ids in generation_config.json integers, tokenizer.json with its `model` and
+    `added_tokens`; ModelFileError naming the file and the field."""
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "processor_config.json", "preprocessor_config.json", "special_tokens_map.json", "chat_template.json"):
+        f = path / name
+        if not f.is_file():
+            continue
+        data = read_json_object(f)
+        if name == "config.json":
+            check_sizes(f, data)
+        elif name == "generation_config.json":
+            for key in _TOKEN_ID_FIELDS:
+                ids = data.get(key)
+                for v in ids if isinstance(ids, list) else [ids]:
+                    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                        raise ModelFileError(f"{f}: field {key!r}: expected a token id (an integer >= 0), a list of "
+                                             f"them or null, got {ids!r}")
+        elif name == "tokenizer.json":
+            spec: dict[str, FieldSpec] = {"model": ((dict,), None), "added_tokens": ((list,), None)}
+            missing = [key for key in spec if key not in data]
+            if missing:
+                raise ModelFileError(f"{f}: field {missing[0]!r} is missing")
+            check_fields(f, data, spec)
+
+
+def _load_error(path: Path, files: str, what: str, e: BaseException) -> str:
+    """One line for a failure to build `what` from the folder's `files`."""
+    from promptloop.cli_runner import error_line
+
+    if "Validation error for field" in str(e):  # transformers' strict config check: the field and the reason
+        return describe_config_error(path / files.split(" ")[0], e)
+    line = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) and e.args else error_line(e)
+    return f"policy {path}: cannot load {what} ({files}): {type(e).__name__}: {line}"
 
 
 @torch.no_grad()
