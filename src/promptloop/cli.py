@@ -277,21 +277,61 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(out_dir=args.out, quick=args.quick)
 
 
+AUTH_ENV = "PROMPTLOOP_APP_AUTH"  # USER:PASSWORD of the app's login (kept out of the process list, unlike --auth)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` serves this machine only (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def app_auth(flag: str | None, env: str | None) -> tuple[str, str] | None:
+    """(user, password) from --auth or $PROMPTLOOP_APP_AUTH (the flag wins); None when neither is set."""
+    text, name = (flag, "--auth") if flag is not None else (env, AUTH_ENV)
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise UsageError(f"{name}: expected USER:PASSWORD with both parts non-empty")
+    return user, password
+
+
 def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.validation import check_device
+
+    check_device(args.device)  # at start, not when the first image is sampled
+    auth = app_auth(args.auth, os.environ.get(AUTH_ENV))
+    if not is_loopback(args.host):
+        if auth is None:
+            raise UsageError(f"--host {args.host} serves the app to other machines: it then needs a login, give "
+                             f"{AUTH_ENV}=USER:PASSWORD in the environment (or --auth USER:PASSWORD)")
+        print(f"promptloop: warning: --host {args.host} serves the app to every machine that can reach this one "
+              f"(login required, as {auth[0]!r})", file=sys.stderr)
+    roots = [Path(r).expanduser() for r in (args.runs_root or ["runs"])]
+    for root in roots:
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"--runs-root {root}: exists and is a file, not a folder")
+        if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+            raise UsageError(f"--runs-root {root}: this user may not read it")
     try:
         from promptloop.app.layout import build_app, launch
     except ImportError as e:
         raise UsageError(f"the app needs gradio ({e}): pip install 'promptloop[app]'") from None
     from promptloop.app.models import ModelSpec, ModelStore
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"promptloop: warning: --host {args.host} serves the app (no authentication) to every machine that "
-              "can reach this one", file=sys.stderr)
     store = ModelStore(ModelSpec(pipeline=args.pipeline, policy=args.policy, adapter=args.adapter,
                                  feed_forward_adapter=args.feed_forward_adapter, reward=args.reward,
                                  device=args.device, dtype=args.dtype))
-    print(f"PromptLoop app on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    launch(build_app(store), host=args.host, port=args.port)
+    print(f"PromptLoop app on http://{args.host}:{args.port} (Ctrl-C stops it; runs under "
+          f"{', '.join(map(str, roots))})", flush=True)
+    launch(build_app(store, run_roots=tuple(str(r) for r in roots)), host=args.host, port=args.port, auth=auth)
     return {}
 
 
@@ -334,7 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     pl.set_defaults(func=cmd_plan)
 
     app = sub.add_parser("app", help="the web app: watch the loop sample, compare, browse runs (needs promptloop[app])")
-    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only; any other needs "
+                                                         "a login, see --auth)")
     app.add_argument("--port", type=limit_arg("port", positive_int), default=7860)
     app.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
     app.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
@@ -343,6 +384,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--reward", default=None, help="reward name (default: alignment on the world, none otherwise)")
     app.add_argument("--device", default="auto")
     app.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    app.add_argument("--runs-root", action="append", default=None, metavar="DIR",
+                     help="the Runs tab reads run folders under DIR only (repeatable; default: ./runs)")
+    app.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                     help=f"Gradio's login, required when --host is not loopback (better: ${AUTH_ENV}, which other "
+                          "users cannot read in the process list)")
     app.set_defaults(func=cmd_app)
 
     world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2)").add_subparsers(dest="world_command", required=True)
