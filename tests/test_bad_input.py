@@ -74,6 +74,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "list.yaml").write_text("- 1\n- 2\n")
     (d / "unknown.yaml").write_text("grpo:\n  betta: 0.1\n")
     (d / "inf.yaml").write_text("grpo:\n  learning_rate: .inf\n")
+    (d / "a_folder").mkdir()
+    (d / "dup.yaml").write_text("grpo: {beta: 0.1}\ngrpo: {learning_rate: 0.001}\n")
+    (d / "latin1.yaml").write_bytes("steps: 3 # caf\xe9\n".encode("latin-1"))
     return d
 
 
@@ -202,10 +205,49 @@ def _cases_ranges(tmp: Path) -> list[tuple[str, list[str], str]]:
     ]
 
 
+def _cases_paths_and_yaml(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
+    """Issue 33: YAML and path oddities, across the commands: each names the option or file and what was expected."""
+    t = ["train", f"output_dir={tmp / 'pth'}"]
+    g = ["generate", "a red circle"]
+    a_file = str(f / "a_file")
+    return [
+        ("config a folder", ["train", str(f / "a_folder")], f"config {f / 'a_folder'}: is a folder, not a YAML file"),
+        ("config not UTF-8", ["train", str(f / "latin1.yaml")], "latin1.yaml: not UTF-8 text (invalid continuation "
+                                                                 "byte at byte"),
+        ("config key twice", ["train", str(f / "dup.yaml")], "dup.yaml: not valid YAML: key 'grpo' is given twice "
+                                                              "(lines 1 and 2)"),
+        ("override key twice", [*t, "rewards={proxy: 1, proxy: 2}"], "key 'proxy' is given twice"),
+        ("plan: key twice", ["plan", str(f / "dup.yaml")], "key 'grpo' is given twice"),
+        ("plan: config a folder", ["plan", str(f / "a_folder")], "is a folder, not a YAML file"),
+        ("prompt source a folder", [*t, *TINY_TRAIN, f"data.train={f / 'a_folder'}"],
+         "is a folder, not a prompt file (.txt, .jsonl or .csv)"),
+        ("--output-dir empty", ["train", "--output-dir", ""], "--output-dir: the path is empty"),
+        ("output_dir blank", ["train", "output_dir=' '"], "output_dir: must not be empty"),
+        ("adapter_path missing", [*t, "policy.adapter_path=/nonexistent/adapter"],
+         "policy.adapter_path: no such folder: /nonexistent/adapter"),
+        ("policy folder missing", [*t, "policy.name_or_path=./no/such/policy"], "policy.name_or_path: no such folder"),
+        ("generate --out empty", [*g, "--out", ""], "--out: the path is empty"),
+        ("generate --pipeline missing", [*g, "--pipeline", "/nonexistent"], "--pipeline '/nonexistent': no such folder"),
+        ("demo --out empty", ["demo", "--out", ""], "--out: the path is empty"),
+        ("demo --out a file", ["demo", "--out", a_file], f"--out {a_file}: exists and is a file"),
+        ("train-policy --out a file", ["world", "train-policy", "--out", a_file], f"--out {a_file}: exists and is a "
+                                                                                   "file"),
+        ("train-backbone --work-dir a file", ["world", "train-backbone", "--work-dir", a_file],
+         f"--work-dir {a_file}: exists and is a file"),
+        ("train-backbone --init-from missing", ["world", "train-backbone", "--work-dir", str(tmp / "wd"), "--init-from",
+                                                "/nonexistent"], "--init-from /nonexistent: no such backbone folder"),
+        ("compare --adapter missing", ["eval", "compare", "--adapter", "/nonexistent"],
+         "--adapter /nonexistent: no such adapter folder"),
+        ("app --runs-root empty", ["app", "--runs-root", ""], "--runs-root: the path is empty"),
+        ("app --runs-root a file", ["app", "--runs-root", a_file], f"--runs-root {a_file}: exists and is a file"),
+        ("app --device bogus", ["app", "--device", "bogus"], "--device: unknown device 'bogus'"),
+    ]
+
+
 def test_cli_config_and_prompt_file_cases(capsys: pytest.CaptureFixture[str], files: Path, tmp_path: Path) -> None:
     cases = _cases_cli(files) + _cases_config(files, tmp_path) + _cases_prompts(files, tmp_path) + \
-        _cases_ranges(tmp_path)
-    assert len(cases) >= 76
+        _cases_ranges(tmp_path) + _cases_paths_and_yaml(files, tmp_path)
+    assert len(cases) >= 98
     _check_all(cases, lambda argv: _cli(capsys, argv))
 
 

@@ -121,7 +121,14 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.fs_errors import output_dir
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
+
+    args.work_dir = str(output_dir(args.work_dir, "--work-dir"))  # both folders before any training: a bad one fails at once
+    if args.out is not None:
+        args.out = str(output_dir(args.out, "--out"))
+    if args.init_from is not None and not Path(args.init_from).expanduser().is_dir():
+        raise UsageError(f"--init-from {args.init_from}: no such backbone folder")
 
     cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
                               stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
@@ -170,9 +177,11 @@ def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.fs_errors import output_dir
     from promptloop.world.shapes.train_policy import DEFAULT_OUT, reproduce_world_policy
 
-    return reproduce_world_policy(args.out or DEFAULT_OUT, steps=args.steps, seed=args.seed, num_threads=args.threads,
+    out = output_dir(args.out, "--out") if args.out is not None else DEFAULT_OUT  # before 15 min of training
+    return reproduce_world_policy(out, steps=args.steps, seed=args.seed, num_threads=args.threads,
                                   progress_bar=not args.json)
 
 
@@ -314,6 +323,8 @@ def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
                              f"{AUTH_ENV}=USER:PASSWORD in the environment (or --auth USER:PASSWORD)")
         print(f"promptloop: warning: --host {args.host} serves the app to every machine that can reach this one "
               f"(login required, as {auth[0]!r})", file=sys.stderr)
+    if any(not r.strip() for r in args.runs_root or []):
+        raise UsageError("--runs-root: the path is empty (give a folder, e.g. --runs-root runs)")
     roots = [Path(r).expanduser() for r in (args.runs_root or ["runs"])]
     for root in roots:
         if root.exists() and not root.is_dir():

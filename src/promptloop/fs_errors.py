@@ -100,8 +100,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 
 def output_dir(path: str | Path, name: str = "--out") -> Path:
-    """Create the output folder `path` (parents too) and check it is writable; InputError naming `name` if not."""
-    p = Path(path)
+    """Create the output folder `path` (parents too; '~' is the home folder) and check it is writable; InputError
+    naming `name` if not (also for an empty path or one with a NUL byte)."""
+    if not str(path).strip():
+        raise InputError(f"{name}: the path is empty (give a folder, e.g. {name} outputs/run1)")
+    if "\x00" in str(path):
+        raise InputError(f"{name}: NUL byte in the path {str(path)!r}")
+    p = Path(path).expanduser()
     if p.exists() and not p.is_dir():
         raise InputError(f"{name} {p}: exists and is a file, not a folder")
     for parent in p.parents:

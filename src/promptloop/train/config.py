@@ -30,6 +30,30 @@ class ConfigError(ValueError):
     """A configuration error; the message names the file (or override) and the field."""
 
 
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' (its keys may be overridden on purpose)
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        except TypeError:  # an unhashable key: construct_mapping words it
+            continue
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse's wording
     """A dataclass field with a default and a one-line help text."""
     if isinstance(default, (dict, list)):
@@ -348,7 +372,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml.load(text, Loader=StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
         out.append((key, value))
@@ -361,7 +385,29 @@ def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfi
         cfg = _build(TrainConfig, data, "", source)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    _expand_paths(cfg)
     return cfg.validate(source)
+
+
+def _is_path(name: str) -> bool:
+    """Whether a model name is meant as a local folder: not 'world', 'world:PATH' (checked by the backbone loader),
+    'tiny:...' or a Hub id ('org/name': one slash at most)."""
+    if name == "world" or name.startswith(("world:", "tiny:")):
+        return False
+    return name.startswith((".", "/", "~")) or name.strip("/").count("/") >= 2 or Path(name).exists()
+
+
+def _expand_paths(cfg: TrainConfig) -> None:
+    """'~' in the path fields means the home folder (not a folder named '~' in the working folder)."""
+    cfg.output_dir = os.path.expanduser(cfg.output_dir)
+    if isinstance(cfg.resume, str):
+        cfg.resume = os.path.expanduser(cfg.resume)
+    for sub, key in (("data", "train"), ("data", "eval"), ("policy", "adapter_path"), ("policy", "name_or_path"),
+                     ("pipeline", "name_or_path")):
+        obj = getattr(cfg, sub)
+        value = getattr(obj, key)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(obj, key, os.path.expanduser(value))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -369,12 +415,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        p = Path(path)
+        p = Path(path).expanduser()
         source = str(p)
+        if p.is_dir():
+            raise ConfigError(f"config {p}: is a folder, not a YAML file")
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_bytes().decode("utf-8"), Loader=StrictLoader)  # noqa: S506 - a SafeLoader
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if loaded is None:
@@ -422,7 +472,16 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     finite(cfg, "")
     check(cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
     check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
-    check(bool(cfg.output_dir), "output_dir", "must not be empty")
+    check(bool(cfg.output_dir.strip()), "output_dir", "must not be empty")
+    for key, value in (("output_dir", cfg.output_dir), ("resume", cfg.resume), ("data.train", cfg.data.train),
+                       ("data.eval", cfg.data.eval), ("policy.adapter_path", cfg.policy.adapter_path),
+                       ("policy.name_or_path", cfg.policy.name_or_path),
+                       ("pipeline.name_or_path", cfg.pipeline.name_or_path)):
+        check(not (isinstance(value, str) and "\x00" in value), key, "NUL byte in the path")
+    for key, value in (("policy.adapter_path", cfg.policy.adapter_path), ("policy.name_or_path", cfg.policy.name_or_path),
+                       ("pipeline.name_or_path", cfg.pipeline.name_or_path)):
+        check(not (value and _is_path(value) and not Path(value).is_dir()), key,
+              f"no such folder: {value} (a local model folder, or a Hub id such as org/name)")
     check(bool(cfg.rewards), "rewards", "name at least one reward, e.g. {alignment: 1.0}")
     for name, w in cfg.rewards.items():
         check(math.isfinite(w), f"rewards.{name}", f"weight must be finite, got {w}")

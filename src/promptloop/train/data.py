@@ -127,9 +127,11 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
     elif source.startswith("hf:"):
         prompts = _load_hf(source[3:], column)
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"prompt file not found: {path}")
+        if path.is_dir():
+            raise PromptFileError(f"prompt source {source!r}: is a folder, not a prompt file (.txt, .jsonl or .csv)")
         suffix = path.suffix.lower()
         try:
             if suffix == ".txt":
