@@ -75,6 +75,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "unknown.yaml").write_text("grpo:\n  betta: 0.1\n")
     (d / "inf.yaml").write_text("grpo:\n  learning_rate: .inf\n")
     (d / "a_folder").mkdir()
+    (d / "regex.yaml").write_text("policy: {lora_target_modules: '['}\n")
     (d / "dup.yaml").write_text("grpo: {beta: 0.1}\ngrpo: {learning_rate: 0.001}\n")
     (d / "latin1.yaml").write_bytes("steps: 3 # caf\xe9\n".encode("latin-1"))
     return d
@@ -241,13 +242,18 @@ def _cases_paths_and_yaml(f: Path, tmp: Path) -> list[tuple[str, list[str], str]
         ("app --runs-root empty", ["app", "--runs-root", ""], "--runs-root: the path is empty"),
         ("app --runs-root a file", ["app", "--runs-root", a_file], f"--runs-root {a_file}: exists and is a file"),
         ("app --device bogus", ["app", "--device", "bogus"], "--device: unknown device 'bogus'"),
+        ("lora regex", [*t, "policy.lora_target_modules='['"], "policy.lora_target_modules: not a valid regular "
+                                                                "expression (unterminated character set"),
+        ("plan: lora regex", ["plan", str(f / "regex.yaml")], "policy.lora_target_modules: not a valid regular"),
+        ("column of a .txt", [*t, f"data.train={f / 'empty.txt'}", "data.eval=null", "data.column=caption"],
+         "data.column: names a field of .jsonl / .csv / hf: sources"),
     ]
 
 
 def test_cli_config_and_prompt_file_cases(capsys: pytest.CaptureFixture[str], files: Path, tmp_path: Path) -> None:
     cases = _cases_cli(files) + _cases_config(files, tmp_path) + _cases_prompts(files, tmp_path) + \
         _cases_ranges(tmp_path) + _cases_paths_and_yaml(files, tmp_path)
-    assert len(cases) >= 98
+    assert len(cases) >= 101
     _check_all(cases, lambda argv: _cli(capsys, argv))
 
 
@@ -270,6 +276,22 @@ def test_filesystem_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_
             _assert_one_line(got, err, message)
             got, err = _cli(capsys, ["train", f"output_dir={tmp_path / 'ro2'}"])
             _assert_one_line(got, err, message)
+
+    # an input this user may not read: no hint about output folders (issue 33); as root, chmod would not stop a read
+    unreadable = tmp_path / "secret.yaml"
+    unreadable.write_text("steps: 3\n")
+    real_read = Path.read_bytes
+
+    def refuse_read(self: Path) -> bytes:
+        if self == unreadable:
+            raise PermissionError(errno.EACCES, "Permission denied", str(self))
+        return real_read(self)
+
+    with monkeypatch.context() as m:
+        m.setattr(Path, "read_bytes", refuse_read)
+        got, err = _cli(capsys, ["train", str(unreadable)])
+    _assert_one_line(got, err, f"{unreadable}: permission denied (check its permissions)")
+    assert "output folder" not in err
 
     def disk_full() -> dict[str, Any]:
         raise OSError(errno.ENOSPC, "No space left on device", "/data/out/image_0.png")

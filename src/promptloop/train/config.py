@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -515,8 +516,17 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(lp.preview_size is None or lp.preview_size >= 8, "loop.preview_size", "must be >= 8")
     check(not lp.rewrite_first or lp.mode == "feedback", "loop.rewrite_first",
           f"applies to mode: feedback only (mode is {lp.mode!r})")
+    if pol.lora_target_modules is not None:
+        try:
+            re.compile(pol.lora_target_modules)
+        except re.error as e:
+            check(False, "policy.lora_target_modules", f"not a valid regular expression ({e})")
     d = cfg.data
     check(bool(d.train), "data.train", "must name a prompt source")
+    sources = [src for src in (d.train, d.eval) if src is not None]
+    check(d.column is None or not all(src.startswith("world:") or src.lower().endswith(".txt") for src in sources),
+          "data.column", f"names a field of .jsonl / .csv / hf: sources, and {' / '.join(map(repr, sources))} have none "
+                         "(remove data.column)")
     check(d.max_train_prompts is None or d.max_train_prompts >= 1, "data.max_train_prompts", "must be >= 1")
     g = cfg.grpo
     check(g.queries_per_step >= 1, "grpo.queries_per_step", f"must be >= 1, got {g.queries_per_step}")
