@@ -669,3 +669,14 @@ def test_a_full_disk_while_writing_images_leaves_no_partial_files(capsys: pytest
     assert errors[0] == (f"promptloop: error: {out / 'image_0.png'}: file too large (the file-size limit) (free some "
                          "space or choose another output folder)")
     assert list(out.iterdir()) == []
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_prompt(tmp_path: Path) -> None:
+    """Issue 33: files saved by editors that write a UTF-8 BOM read like any other (the BOM was taken silently into
+    the first prompt of a .txt, and hid the header of a .csv)."""
+    from promptloop.train.data import load_prompts
+
+    for name, text in (("p.txt", "a red circle\n"), ("p.csv", "prompt\na red circle\n"),
+                       ("p.jsonl", '{"prompt": "a red circle"}\n')):
+        (tmp_path / name).write_text("\ufeff" + text, encoding="utf-8")
+        assert load_prompts(str(tmp_path / name)) == ["a red circle"], name

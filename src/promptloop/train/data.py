@@ -42,7 +42,7 @@ def _pick(record: dict, column: str | None, where: str) -> str:
 
 def _load_txt(path: Path) -> list[str]:
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
@@ -54,7 +54,7 @@ def _load_txt(path: Path) -> list[str]:
 
 def _load_jsonl(path: Path, column: str | None) -> list[str]:
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -72,7 +72,7 @@ def _load_jsonl(path: Path, column: str | None) -> list[str]:
 
 def _load_csv(path: Path, column: str | None) -> list[str]:
     out = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader)
