@@ -98,12 +98,10 @@ def world_arg(text: str) -> str:
 
 
 def rule_names(text: str) -> tuple[str, ...]:
-    from promptloop.world.patterns.rewrites import RULES
-
+    """Comma-separated rule names; the world's room checks them against its own rules."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in RULES]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"expected comma-separated rule names among {', '.join(RULES)}, got {text!r}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rule names, got {text!r}")
     return names
 
 
@@ -120,7 +118,8 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
                               stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
                               decoder_steps=args.decoder_steps, init_from=args.init_from or "",
-                              text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss)
+                              text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss,
+                              vae_finetune_steps=args.vae_finetune_steps)
     if args.binding_loss > 0 and args.text_binder_layers == 0:
         raise UsageError("--binding-loss trains the text binder: it needs --text-binder-layers > 0")
     if args.lr is not None:
@@ -334,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     app.set_defaults(func=cmd_app)
 
-    world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2)").add_subparsers(dest="world_command", required=True)
+    world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2, backdrops = v3)").add_subparsers(dest="world_command", required=True)
 
     tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
     tb.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
@@ -349,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
     tb.add_argument("--init-from", default=None,
                     help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
+    tb.add_argument("--vae-finetune-steps", type=non_negative_int, default=0,
+                    help="with --init-from: fine-tune its VAE on this world's renders first, latents anchored (0: keep it)")
     tb.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the UNet (default 5e-4)")
     tb.add_argument("--text-binder-layers", type=non_negative_int, default=2,
                     help="trainable layers binding words between MiniLM and the UNet (0: condition on MiniLM directly)")
@@ -388,18 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--eta", type=unit_float, default=0.0,
                        help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")
+        c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
+                       help="worlds v2, v3: fractions of sampling at which the rules switch / the window is measured "
+                            "(the world's default when not given)")
         if name == "room":
             c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")
             c.add_argument("--candidates", type=positive_int, default=8, help="candidate rewrites per query")
             c.add_argument("--anchored", action="store_true",
                            help="world v1: also the mid-way oracles over candidates pinned to each sample's preview")
             c.add_argument("--rules", type=rule_names, nargs="?", const=(), default=None, metavar="NAMES",
-                           help="world v2: the preview-reading rule policies and blind controls (cross-fitted, with "
+                           help="worlds v2, v3: the preview-reading rule policies and blind controls (cross-fitted, with "
                                 "CIs) it always measures; NAMES (comma-separated) keeps a subset")
-            c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
-                           help="world v2: fractions of sampling at which the rules switch (default 0.25,0.5)")
             c.add_argument("--split", default=None, choices=["train", "heldout"],
-                           help="world v2: prompt set (default heldout)")
+                           help="worlds v2, v3: prompt set (default heldout)")
         c.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
