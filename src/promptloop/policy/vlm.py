@@ -201,6 +201,14 @@ class VLMPolicy:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def to(self, *args: Any, **kwargs: Any) -> VLMPolicy:
+        """Move (and/or cast) the model as `torch.nn.Module.to` does: `.to("cuda")`, `.to(torch.bfloat16)`,
+        `.to("cuda", torch.bfloat16)`, `.to(device=..., dtype=...)`; returns the policy, as a pipeline's `.to` does.
+        A model loaded with a `device_map` spread over devices, or quantized, stays where it is (transformers
+        refuses to move it): load those with `device=` / `device_map=` instead."""
+        self.model.to(*args, **kwargs)
+        return self
+
     @property
     def max_prompt_tokens(self) -> int | None:
         return self.sanitizer.max_prompt_tokens
@@ -607,12 +615,14 @@ class VLMPolicy:
         attn_implementation: str | None = None,
         device_map: str | dict[str, Any] | None = None,
         quantization_config: Any = None,
+        torch_dtype: torch.dtype | str | None = None,
         **policy_kwargs: Any,
     ) -> VLMPolicy:
         """Load a policy saved by `save_pretrained` (full model, or an adapter folder whose
         `promptloop_policy.json` / adapter config names its base) or any hub-format VLM folder.
 
-        `dtype` defaults to float32 on CPU and to the checkpoint's dtype ("auto") elsewhere; `device`
+        `dtype` defaults to float32 on CPU and to the checkpoint's dtype ("auto") elsewhere (`torch_dtype`, the
+        name older transformers and diffusers releases use, is accepted for it); `device`
         defaults to CPU; the weights load straight onto it (``device_map=device``) unless `device_map`
         (e.g. "auto", to spread a large model over GPUs) is given. `revision` (a Hub branch, tag or commit)
         applies to the model and tokenizer; `attn_implementation` ("eager", "sdpa", "flash_attention_2")
@@ -623,6 +633,10 @@ class VLMPolicy:
         """
         from transformers import AutoModelForImageTextToText, AutoTokenizer
 
+        if torch_dtype is not None:
+            if dtype is not None and dtype != torch_dtype:
+                raise TypeError(f"from_pretrained got dtype={dtype} and torch_dtype={torch_dtype}: pass one of them")
+            dtype = torch_dtype
         path = Path(path)
         saved: dict[str, Any] = {}
         cfg_file = path / POLICY_CONFIG
