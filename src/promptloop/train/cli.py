@@ -58,6 +58,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "policy": str(result.policy_path) if result.policy_path else None,
         "plot": str(result.plot_path) if result.plot_path else None,
     }
+    if result.skipped_prompts:
+        summary["skipped_prompts"] = result.skipped_prompts
     for key in ("reward/total/mean", "kl", "clip_fraction", "fallback_rate"):
         if key in result.metrics:
             summary[key] = result.metrics[key]

@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,19 @@ from promptloop.train import sharding
 from promptloop.train.advantages import group_advantages, group_stats
 from promptloop.train.components import ReferencePolicy, load_pipeline, load_policy, prepare_policy
 from promptloop.train.config import TrainConfig
-from promptloop.train.data import PromptOrder, is_world_query, load_prompts
+from promptloop.train.data import (
+    PromptFileError,
+    PromptOrder,
+    Prompts,
+    is_world_query,
+    load_prompts,
+    skip_overlong_tokens,
+)
 from promptloop.train.faults import fault_point
 from promptloop.train.logging import PLOT_FILE, MetricsLogger, plot_reward_curve
 from promptloop.train.loss import grpo_loss
 from promptloop.train.resume import metrics_problems, resume_checkpoint
 from promptloop.train.rollout import RolloutBatch, derive_seed, micro_batches, policy_input, run_rollout
-from promptloop.validation import check_prompt_tokens
 
 # config sections that define a run: a checkpoint written under other values cannot be resumed
 _IDENTITY_KEYS = ("seed", "rewards", "reward_kwargs", "pipeline", "policy", "loop", "grpo")
@@ -70,6 +76,7 @@ class TrainResult:
     checkpoint: Path | None  # the last checkpoint
     policy_path: Path | None  # the saved final policy
     plot_path: Path | None
+    skipped_prompts: dict[str, int] = field(default_factory=dict)  # over-long prompts skipped, per data.train / eval
 
 
 def check_distributed_type(accelerator: Any, finetune: str) -> None:
@@ -147,12 +154,27 @@ class GRPOTrainer:
                                          num_refinements=cfg.loop.num_refinements, schedule="random",
                                          preview=cfg.loop.preview, preview_size=cfg.loop.preview_size,
                                          rewrite_first=cfg.loop.rewrite_first)
-        if getattr(self.policy, "tokenizer", None) is not None:  # limits: words were checked when loading
-            check_prompt_tokens(self.train_prompts, self.policy.tokenizer, f"data.train {cfg.data.train!r}")
-        self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_prompts: list[str] = []
         if cfg.eval.every > 0 and cfg.data.eval:
             self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.column, cfg.eval.num_queries)
+        # over-long prompts (words and characters while loading, policy tokens here) are skipped with a count
+        self.skipped_prompts: dict[str, int] = {}
+        for key in ("train", "eval"):
+            prompts = getattr(self, f"{key}_prompts")
+            if not isinstance(prompts, Prompts):
+                continue
+            if getattr(self.policy, "tokenizer", None) is not None:
+                prompts = skip_overlong_tokens(prompts, self.policy.tokenizer)
+                if not prompts:
+                    raise PromptFileError(f"data.{key} {getattr(cfg.data, key)!r}: every prompt is over the length "
+                                          f"limits ({prompts.skip_message()})")
+                setattr(self, f"{key}_prompts", prompts)
+            message = prompts.skip_message(f"data.{key} {getattr(cfg.data, key)!r}")
+            if message is not None:
+                self.skipped_prompts[key] = len(prompts.skipped)
+                if acc.is_main_process:
+                    print(f"promptloop.train: warning: {message}", file=sys.stderr)
+        self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_alignment = cfg.eval.alignment == "always" or (
             cfg.eval.alignment == "auto" and bool(self.eval_prompts) and all(map(is_world_query, self.eval_prompts)))
         raw_opt = torch.optim.AdamW(self.trainable, lr=g.learning_rate, betas=(g.adam_beta1, g.adam_beta2),
@@ -601,7 +623,7 @@ class GRPOTrainer:
             recs = [r for r in read_metrics(self.logger.path) if r.get("kind") == "train"]
             last = recs[-1] if recs else {}
         return TrainResult(self.output_dir, self.step, last, last_eval, self.logger.path, self.last_checkpoint,
-                           policy_path, plot_path)
+                           policy_path, plot_path, dict(self.skipped_prompts))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
