@@ -42,7 +42,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         overrides.append(f"output_dir={args.output_dir}")
     cfg = load_config(config, overrides)  # parsed and validated before torch is imported (errors in < 1 s)
     if args.resume and not isinstance(cfg.resume, str):  # an explicit resume=PATH wins over --resume
-        cfg = load_config(config, [*overrides, "resume=true"])
+        cfg = load_config(config, [*overrides, "resume=true"], quiet=True)  # its notes were printed above
     if args.print_config:
         print(dump_yaml(cfg))
         return {}

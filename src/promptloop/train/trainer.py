@@ -1,4 +1,4 @@
-"""`GRPOTrainer`: PromptLoop's online GRPO, with a clear rollout / score / update split.
+"""`PromptLoopTrainer`: PromptLoop's online GRPO, with a clear rollout / score / update split.
 
 One step:
 1. rollout — the step's `queries_per_step` queries (a deterministic function of the step) are split into
@@ -95,7 +95,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(t.mean()), float(t.std(correction=0))
 
 
-class GRPOTrainer:
+class PromptLoopTrainer:
     """Online GRPO of a PromptLoop refinement policy against a frozen diffusion pipeline.
 
     Args:
@@ -188,7 +188,7 @@ class GRPOTrainer:
         else:
             self.optimizer = acc.prepare_optimizer(raw_opt, device_placement=True)
         self.step = 0
-        self.logger = MetricsLogger(self.output_dir, acc, cfg.logging.report_to != "none")
+        self.logger = MetricsLogger(self.output_dir, acc, bool(cfg.logging.trackers()))
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -200,15 +200,13 @@ class GRPOTrainer:
 
         if cfg.accelerate.mixed_precision == "fp16" and (cfg.accelerate.cpu or not torch.cuda.is_available()):
             raise TrainError("accelerate.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
-        log_with = None
-        if cfg.logging.report_to != "none":
-            module = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}[cfg.logging.report_to]
+        log_with = cfg.logging.trackers() or None
+        for module in log_with or []:
             try:
                 __import__(module if module != "tensorboard" else "torch.utils.tensorboard")
             except ImportError:
-                raise TrainError(f"logging.report_to: {cfg.logging.report_to} needs the `{module}` package "
+                raise TrainError(f"logging.report_to: {module} needs the `{module}` package "
                                  f"(pip install {module}), or set logging.report_to: none") from None
-            log_with = cfg.logging.report_to
         return Accelerator(mixed_precision=cfg.accelerate.mixed_precision, cpu=cfg.accelerate.cpu, log_with=log_with,
                            project_dir=cfg.output_dir)
 
@@ -479,7 +477,7 @@ class GRPOTrainer:
             from promptloop.train.trajectories import log_trajectory_grid, save_trajectory_grid
 
             saved = save_trajectory_grid(batch, scores, cfg.output_dir, self.step, cfg.eval.trajectories)
-            if saved is not None and cfg.logging.report_to != "none":
+            if saved is not None and cfg.logging.trackers():
                 log_trajectory_grid(self.accelerator, saved[0], self.step)
         fb = self._gather([int(a.fallback) for a in batch.actions])
         out["eval/fallback_rate"] = sum(fb) / max(1, len(fb))
@@ -568,7 +566,7 @@ class GRPOTrainer:
         """Run (or resume) the configured number of steps; returns a TrainResult."""
         cfg, acc = self.config, self.accelerator
         self._prepare_output_dir()
-        if cfg.logging.report_to != "none":
+        if cfg.logging.trackers():
             flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v
                     for k, v in _flatten(cfg.to_dict()).items()}
             run_name = cfg.logging.run_name or Path(cfg.output_dir).name
@@ -615,7 +613,7 @@ class GRPOTrainer:
         plot_path = None
         if cfg.logging.plot and acc.is_main_process:
             plot_path = plot_reward_curve(self.logger.path, self.output_dir / PLOT_FILE)
-        if cfg.logging.report_to != "none":
+        if cfg.logging.trackers():
             acc.end_training()
         if not last:
             from promptloop.train.logging import read_metrics
@@ -640,4 +638,4 @@ def train(config: TrainConfig, **parts: Any) -> TrainResult:
     """Train a PromptLoop policy with GRPO as configured (`parts`: pipeline=, policy=, reward=, accelerator=)."""
     # Adam state of near-zero gradients decays into subnormal floats, which CPUs process up to 50x slower.
     torch.set_flush_denormal(True)
-    return GRPOTrainer(config, **parts).train()
+    return PromptLoopTrainer(config, **parts).train()
