@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,6 +80,19 @@ def test_world_style_run_reports_alignment_and_eval(world_run: tuple[list[str], 
     assert all("eval/alignment/mean" in e and "eval/total/mean" in e for e in evals)
     assert (out / "reward_curve.png").is_file() and (out / "policy" / "adapter_config.json").is_file()
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+
+
+def test_eval_records_carry_the_base_row(world_run: tuple[list[str], Path]) -> None:
+    """Every evaluation record has the plain pipeline's scores on the same queries and seeds (computed once: the
+    pipeline and reward are frozen) and the policy's margin over them."""
+    _, out = world_run
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    for key in ("total", "alignment", "proxy"):
+        base = {e[f"eval/base/{key}/mean"] for e in evals}
+        assert len(base) == 1 and all(np.isfinite(b) for b in base)
+        for e in evals:
+            assert e[f"eval/{key}/minus_base"] == pytest.approx(e[f"eval/{key}/mean"] - e[f"eval/base/{key}/mean"])
+    assert 0.0 <= evals[0]["eval/base/alignment/mean"] <= 1.0
 
 
 def test_output_dir_guard_and_incompatible_checkpoint(world_run: tuple[list[str], Path]) -> None:

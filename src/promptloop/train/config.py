@@ -154,6 +154,8 @@ class EvalConfig:
                                                                "when every eval query parses as a world query")
     trajectories: int = _f(4, "trajectories drawn per evaluation (previews + prompts + reward) to "
                               "OUTPUT_DIR/trajectories/step_N.png/.json and the tracker (0: none)")
+    base_row: bool = _f(True, "also score the plain pipeline on the same queries and seeds (eval/base/..., once per "
+                              "run) and report the policy's margin over it (eval/KEY/minus_base)")
 
 
 TRACKERS = ("tensorboard", "wandb", "trackio")  # Accelerate trackers `logging.report_to` may name

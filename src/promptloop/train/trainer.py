@@ -148,6 +148,7 @@ class PromptLoopTrainer:
             reward = CombinedReward(cfg.rewards, normalise=False, reward_kwargs=cfg.reward_kwargs).preflight()
         self.reward = reward
         self._alignment: Any = None
+        self._base_eval: dict[str, float] | None = None  # the evaluation's base row, computed once
         from promptloop.loop.sampler import PromptLoopSampler
 
         self.sampler = PromptLoopSampler(self.pipe, self.policy, mode=cfg.loop.mode,  # type: ignore[arg-type]
@@ -443,10 +444,46 @@ class PromptLoopTrainer:
         out["prompt_changed_rate"] = sum(changed) / max(1, len(changed))
         return out
 
+    def _eval_scores(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """The training reward's parts and total on an evaluation batch, plus the world's alignment when asked."""
+        scores = {k: v.detach().float().cpu() for k, v in
+                  self._evaluate_reward(self.reward, batch.images, batch.queries).items()}
+        if self.eval_alignment and "alignment" not in scores:
+            if self._alignment is None:
+                from promptloop.rewards import get_reward
+
+                self._alignment = get_reward("alignment")
+            scores["alignment"] = self._alignment(batch.images, batch.queries).scores.detach().float().cpu()
+        return scores
+
+    def _eval_means(self, scores: dict[str, torch.Tensor], n: int, prefix: str) -> dict[str, float]:
+        rows = self._gather([{k: float(v[i]) for k, v in scores.items()} for i in range(n)])
+        out: dict[str, float] = {}
+        for key in scores:
+            mean, std = _mean_std([r[key] for r in rows])
+            out[f"{prefix}{key}/mean"] = mean
+            out[f"{prefix}{key}/std"] = std
+        return out
+
+    @torch.no_grad()
+    def evaluate_base(self) -> dict[str, float]:
+        """The base row of the evaluation: the plain pipeline (no policy) on the same held-out queries and seeds.
+        The pipeline and the reward are frozen, so it is computed once per run and repeated in every record."""
+        cfg = self.config
+        if self._base_eval is None:
+            groups = self._local_groups(self.eval_prompts)
+            batch = run_rollout(self.sampler, groups, cfg.eval.seeds_per_query, seed=cfg.seed, tag="eval",
+                                num_refinements=0, schedule="uniform", groups_per_call=cfg.grpo.groups_per_rollout_call,
+                                mode="none", call_kwargs=self.call_kwargs)
+            self._base_eval = self._eval_means(self._eval_scores(batch), batch.num_trajectories, "eval/base/")
+        return dict(self._base_eval)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Held-out evaluation: uniform schedule, fixed seeds; the training reward (each named part and the
-        total) and, for world queries, the world's alignment (over-optimisation monitor)."""
+        total) and, for world queries, the world's alignment (over-optimisation monitor); beside each, the base row
+        (`eval/base/...`: the plain pipeline on the same queries and seeds) and the policy's margin over it
+        (`eval/{key}/minus_base`)."""
         cfg = self.config
         if not self.eval_prompts:
             return {}
@@ -459,20 +496,13 @@ class PromptLoopTrainer:
                                 num_refinements=n_ref, schedule="uniform",
                                 groups_per_call=cfg.grpo.groups_per_rollout_call,
                                 mode=cfg.loop.mode, call_kwargs=self.call_kwargs)
-        scores = {k: v.detach().float().cpu() for k, v in
-                  self._evaluate_reward(self.reward, batch.images, batch.queries).items()}
-        if self.eval_alignment and "alignment" not in scores:
-            if self._alignment is None:
-                from promptloop.rewards import get_reward
-
-                self._alignment = get_reward("alignment")
-            scores["alignment"] = self._alignment(batch.images, batch.queries).scores.detach().float().cpu()
-        rows = self._gather([{k: float(v[i]) for k, v in scores.items()} for i in range(batch.num_trajectories)])
-        out: dict[str, float] = {}
-        for key in scores:
-            mean, std = _mean_std([r[key] for r in rows])
-            out[f"eval/{key}/mean"] = mean
-            out[f"eval/{key}/std"] = std
+        scores = self._eval_scores(batch)
+        out = self._eval_means(scores, batch.num_trajectories, "eval/")
+        if cfg.eval.base_row:
+            base = self.evaluate_base()
+            out.update(base)
+            for key in scores:
+                out[f"eval/{key}/minus_base"] = out[f"eval/{key}/mean"] - base[f"eval/base/{key}/mean"]
         if cfg.eval.trajectories > 0 and self.accelerator.is_main_process:
             from promptloop.train.trajectories import log_trajectory_grid, save_trajectory_grid
 
