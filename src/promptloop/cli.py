@@ -266,6 +266,18 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(out_dir=args.out, quick=args.quick)
 
 
+def cmd_push(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.hub import push_folder
+    from promptloop.integrity import verify_folder
+
+    folder = Path(args.folder)
+    if not (folder / "promptloop_policy.json").is_file():
+        raise UsageError(f"{folder}: not a saved policy folder (no promptloop_policy.json)")
+    verify_folder(folder, "policy folder")  # never publish a folder that does not match its manifest
+    url = push_folder(folder, args.repo_id, private=args.private, commit_message=args.commit_message)
+    return {"folder": str(folder), "repo": url}
+
+
 def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from promptloop.app.layout import build_app, launch
@@ -429,6 +441,16 @@ def build_parser() -> argparse.ArgumentParser:
     from promptloop.train.cli import add_train_parser
 
     add_train_parser(sub)
+
+    push = sub.add_parser("push", help="upload a saved policy folder (e.g. OUTPUT_DIR/policy) to a Hugging Face Hub "
+                                       "model repo, created when missing")
+    push.add_argument("folder", help="the policy folder (what VLMPolicy.save_pretrained / promptloop train write)")
+    push.add_argument("repo_id", help="the Hub repo, 'owner/name' (or 'name' in your namespace)")
+    push.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                      help="create the repo private (default: the Hub's default)")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(func=cmd_push)
 
     wm = world.add_parser("write-manifests", help="write (or --check) the sizes+sha256 manifest of model folders "
                           "(default: the shipped ones in assets/world/)")

@@ -84,6 +84,7 @@ KNOWN_ERRORS = (("promptloop.validation", "InputError"), ("promptloop.rewards.re
                 ("promptloop.train.checkpoint", "CheckpointError"), ("promptloop.train.config", "ConfigError"),
                 ("promptloop.train.data", "PromptFileError"), ("promptloop.train.trainer", "TrainError"),
                 ("promptloop.world.backbone", "BackboneLoadError"), ("promptloop.integrity", "IntegrityError"),
+                ("promptloop.hub", "HubError"),
                 ("builtins", "FileNotFoundError"), ("builtins", "ValueError"))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -190,6 +191,17 @@ class CheckpointConfig:
 
 
 @dataclass
+class HubConfig:
+    """Publishing the trained policy on the Hugging Face Hub (names as in TRL / transformers)."""
+
+    push_to_hub: bool = _f(False, "at the end, push OUTPUT_DIR/policy (weights, policy JSON, manifest, model card with "
+                                  "metrics and a trajectory strip) to the Hub repo hub_model_id")
+    hub_model_id: str | None = _f(None, "the Hub repo, 'owner/name' or 'name' in your namespace (null: the "
+                                        "output_dir's folder name)")
+    hub_private_repo: bool | None = _f(None, "create the repo private (null: the Hub's default)")
+
+
+@dataclass
 class AccelerateConfig:
     """Accelerate settings."""
 
@@ -218,6 +230,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "held-out evaluation"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logging"})
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
+    hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "the Hugging Face Hub"})
     accelerate: AccelerateConfig = field(default_factory=AccelerateConfig, metadata={"help": "Accelerate"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -265,6 +278,9 @@ TRL_ALIASES: dict[str, str] = {
     "bf16": "accelerate.mixed_precision",
     "fp16": "accelerate.mixed_precision",
     "use_cpu": "accelerate.cpu",
+    "push_to_hub": "hub.push_to_hub",
+    "hub_model_id": "hub.hub_model_id",
+    "hub_private_repo": "hub.hub_private_repo",
 }
 # TRL values with another spelling here: lr_scheduler_type "constant_with_warmup" is our "constant" (whose warm-up
 # is grpo.warmup_steps), save_total_limit null (keep all) is our 0, bf16 / fp16 true are mixed_precision bf16 / fp16
@@ -640,6 +656,11 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(c.every >= 0, "checkpoint.every", "must be >= 0")
     check(c.keep >= 0, "checkpoint.keep", "must be >= 0")
     check(not (cfg.resume and cfg.overwrite), "overwrite", "cannot be combined with resume")
+    h = cfg.hub
+    check(h.hub_model_id is None or bool(re.fullmatch(r"([A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", h.hub_model_id)),
+          "hub.hub_model_id", f"expected 'owner/name' or 'name' (letters, digits, -, _, .), got {h.hub_model_id!r}")
+    check(not h.push_to_hub or cfg.checkpoint.save_final_policy, "hub.push_to_hub",
+          "pushes the final policy: needs checkpoint.save_final_policy: true")
 
 
 def _physical_memory() -> int | None:

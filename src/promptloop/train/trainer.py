@@ -566,6 +566,21 @@ class PromptLoopTrainer:
                 (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
         acc.wait_for_everyone()
 
+    def _write_model_card(self, folder: Path, last: dict[str, Any]) -> None:
+        """The saved policy's README.md: what it is, its training, the last held-out rows (with the base row) and the
+        last evaluation's trajectory grid as trajectory.png (see `promptloop.hub`)."""
+        from promptloop.hub import write_training_card
+        from promptloop.integrity import write_manifest
+
+        train_rec, eval_rec = _latest_records(self.logger.path)
+        grids = sorted((self.output_dir / "trajectories").glob("step_*.png"))
+        cfg = self.config
+        write_training_card(folder, config=cfg, metrics=last or train_rec, eval_metrics=eval_rec,
+                            trajectory_png=grids[-1] if grids else None,
+                            repo_id=(cfg.hub.hub_model_id or Path(cfg.output_dir).resolve().name) if cfg.hub.push_to_hub
+                            else None)
+        write_manifest(folder)  # trajectory.png joins the manifest (the card itself is never in it)
+
     # ------------------------------------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------------------------------------
@@ -637,8 +652,16 @@ class PromptLoopTrainer:
                 tmp = self.output_dir / ".tmp-policy"
                 shutil.rmtree(tmp, ignore_errors=True)
                 self.policy.save_pretrained(tmp, state_dict=weights)
+                self._write_model_card(tmp, last)
                 shutil.rmtree(policy_path, ignore_errors=True)
                 os.replace(tmp, policy_path)
+                if cfg.hub.push_to_hub:
+                    from promptloop.hub import push_folder
+
+                    repo = cfg.hub.hub_model_id or Path(cfg.output_dir).resolve().name
+                    url = push_folder(policy_path, repo, private=cfg.hub.hub_private_repo,
+                                      commit_message=f"PromptLoop policy after {self.step} GRPO steps")
+                    print(f"promptloop.train: pushed {policy_path} to {url}")
             acc.wait_for_everyone()
         plot_path = None
         if cfg.logging.plot and acc.is_main_process:
@@ -652,6 +675,16 @@ class PromptLoopTrainer:
             last = recs[-1] if recs else {}
         return TrainResult(self.output_dir, self.step, last, last_eval, self.logger.path, self.last_checkpoint,
                            policy_path, plot_path, dict(self.skipped_prompts))
+
+
+def _latest_records(metrics_path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The last training and evaluation records of metrics.jsonl (also those of the runs before a resume)."""
+    from promptloop.train.logging import read_metrics
+
+    recs = read_metrics(metrics_path) if metrics_path.exists() else []
+    train = [r for r in recs if r.get("kind") == "train"]
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    return (train[-1] if train else None), (evals[-1] if evals else None)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
