@@ -294,6 +294,10 @@ def test_torch_dtype_and_to_as_transformers_and_diffusers_take_them(tmp_path: Pa
     assert policy.to("cpu", torch.float16).dtype == torch.float16
     assert policy.to(device="cpu", dtype=torch.float32).dtype == torch.float32
     assert all(p.dtype == torch.float32 for p in policy.model.parameters())
+    tiny = VLMPolicy.from_pretrained("tiny:llava", torch_dtype=torch.bfloat16, temperature=0.5)
+    assert tiny.dtype == torch.bfloat16 and tiny.temperature == 0.5
+    with pytest.raises(ValueError, match="unknown tiny policy"):
+        VLMPolicy.from_pretrained("tiny:bogus")
     staged = StagedPolicy(NullPolicy(), policy)
     assert staged.to(torch.bfloat16) is staged and policy.dtype == torch.bfloat16
     assert NullPolicy().to("cpu") is not None and FixedPromptPolicy("x").to("cpu").prompts == "x"

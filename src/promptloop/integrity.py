@@ -1,8 +1,8 @@
 """Integrity of model folders: a manifest of file sizes and sha256, written on save and checked on load.
 
 `promptloop_manifest.json` in a model folder (world backbone, policy, adapter) lists every file below it
-with its size and sha256, except the model card (`README.md`, free to edit, on the Hub too). `write_manifest(folder)` writes it (savers call it last); `verify_folder(folder)`
-checks it (loaders call it first) and raises `IntegrityError` naming the first file that is missing, has
+with its size and sha256, except the model card (`README.md`, free to edit, on the Hub too).
+`write_manifest(folder)` writes it (savers call it last); `verify_folder(folder)` checks it (loaders call it first) and raises `IntegrityError` naming the first file that is missing, has
 another size or another hash. Every `.safetensors` file is also checked against its own header, so a
 truncated weights file is one clear line even in a folder without a manifest (e.g. from the hub).
 Checkpoints record the same manifest (`file_manifest`) in their trainer_state.json.

@@ -78,7 +78,7 @@ class PromptLoopSampler:
 
     Args:
         pipe: any diffusers text-to-image pipeline whose `__call__` takes `callback_on_step_end` (or the legacy
-            `callback`) and that has an `encode_prompt` (see the README's table of supported pipelines).
+            `callback`) and that has an `encode_prompt` (see the table of supported pipelines in docs/pipelines.md).
         policy: the default RefinementPolicy (can be overridden per call).
         mode: default mode, one of MODES.
         num_refinements: default N_R.

@@ -667,6 +667,8 @@ class VLMPolicy:
             if dtype is not None and dtype != torch_dtype:
                 raise TypeError(f"from_pretrained got dtype={dtype} and torch_dtype={torch_dtype}: pass one of them")
             dtype = torch_dtype
+        if isinstance(path, str) and path.startswith("tiny:"):  # the documented tiny random policies (tests, docs)
+            return cls._tiny(path, dtype, device, adapter_path, is_trainable, policy_kwargs)
         resolved = resolve_policy(path, revision)  # a PromptLoop policy repo on the Hub: its local snapshot
         hub_id = str(path) if resolved != path else None  # names a full model loaded from it (not the cache path)
         path = Path(resolved)
@@ -712,6 +714,27 @@ class VLMPolicy:
         if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
             kwargs["constraint"] = kwargs["constraint"](tokenizer)
         policy = cls(model, tokenizer, processor, **kwargs)
+        if adapter_path is not None:
+            policy.load_adapter(adapter_path, is_trainable=is_trainable)
+        return policy
+
+    @staticmethod
+    def _tiny(name: str, dtype: torch.dtype | str | None, device: str | torch.device | None,
+              adapter_path: str | Path | None, is_trainable: bool, policy_kwargs: dict[str, Any]) -> VLMPolicy:
+        """`tiny:NAME`: the random test policy `promptloop.policy.testing.TINY_POLICIES[NAME]` (seed 0), offline."""
+        from promptloop.policy.testing import TINY_POLICIES
+
+        kind = name.split(":", 1)[1]
+        if kind not in TINY_POLICIES:
+            raise ValueError(f"{name!r}: unknown tiny policy; choose from {['tiny:' + k for k in TINY_POLICIES]}")
+        policy_kwargs.setdefault("name_or_path", name)  # an adapter saved on it names it as its base
+        policy: VLMPolicy = TINY_POLICIES[kind](seed=0, **policy_kwargs)
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if isinstance(dtype, torch.dtype):
+            policy.model.to(dtype)
+        if device is not None:
+            policy.model.to(device)
         if adapter_path is not None:
             policy.load_adapter(adapter_path, is_trainable=is_trainable)
         return policy
