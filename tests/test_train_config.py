@@ -234,6 +234,11 @@ def test_trl_names_set_their_fields_with_one_line_each(tmp_path: Path, capsys: p
     assert "grpo.epsilon (TRL's name) sets grpo.clip_eps" in _notes(capsys.readouterr().err)
     load_config(path, quiet=True)
     assert _notes(capsys.readouterr().err) == []
+    # TrainingArguments' usual pair: bf16 true and fp16 false (false sets nothing, also as an override)
+    path.write_text(yaml.safe_dump({"bf16": True, "fp16": False}))
+    assert load_config(path, ["fp16=false"]).accelerate.mixed_precision == "bf16"
+    assert "fp16: false (TRL's name) sets nothing (accelerate.mixed_precision stays as configured)" in _notes(
+        capsys.readouterr().err)
 
 
 def test_trl_names_errors(tmp_path: Path) -> None:

@@ -95,6 +95,12 @@ def test_eval_records_carry_the_base_row(world_run: tuple[list[str], Path]) -> N
     assert 0.0 <= evals[0]["eval/base/alignment/mean"] <= 1.0
 
 
+def test_train_leaves_subnormal_floats_on(world_run: tuple[list[str], Path]) -> None:
+    """train() flushes subnormal floats while it runs (CPU speed) and turns that off when it returns: code run after
+    it in the same process (a property test drawing floats) sees IEEE arithmetic."""
+    assert torch.tensor([1e-320], dtype=torch.float64).item() != 0.0
+
+
 def test_output_dir_guard_and_incompatible_checkpoint(world_run: tuple[list[str], Path]) -> None:
     overrides, out = world_run
     with pytest.raises(TrainError, match="holds checkpoints.*--resume"):

@@ -284,11 +284,13 @@ TRL_ALIASES: dict[str, str] = {
 }
 # TRL values with another spelling here: lr_scheduler_type "constant_with_warmup" is our "constant" (whose warm-up
 # is grpo.warmup_steps), save_total_limit null (keep all) is our 0, bf16 / fp16 true are mixed_precision bf16 / fp16
+# (false sets nothing: TRL configs often carry `bf16: true, fp16: false`)
+_UNSET = object()
 _TRL_VALUES: dict[str, Any] = {
     "lr_scheduler_type": lambda v: "constant" if v == "constant_with_warmup" else v,
     "save_total_limit": lambda v: 0 if v is None else v,
-    "bf16": lambda v: "bf16" if v is True else "no" if v is False else v,
-    "fp16": lambda v: "fp16" if v is True else "no" if v is False else v,
+    "bf16": lambda v: "bf16" if v is True else _UNSET if v is False else v,
+    "fp16": lambda v: "fp16" if v is True else _UNSET if v is False else v,
 }
 # TRL names with no one field here, and what to set instead (named in the unknown-key error)
 TRL_HINTS: dict[str, str] = {
@@ -314,6 +316,9 @@ def translate_trl_names(data: dict[str, Any], where: str = "") -> tuple[dict[str
         target = TRL_ALIASES[key]
         value = container.pop(key)
         value = _TRL_VALUES[key](value) if key in _TRL_VALUES else value
+        if value is _UNSET:
+            notes.append(f"{shown}: false (TRL's name) sets nothing ({target} stays as configured)")
+            return
         section, _, name = target.rpartition(".")
         dest = out if not section else out.setdefault(section, {})
         if not isinstance(dest, dict):
@@ -335,16 +340,21 @@ def translate_trl_names(data: dict[str, Any], where: str = "") -> tuple[dict[str
     return out, notes
 
 
-def _trl_override(key: str, value: Any, notes: list[str]) -> tuple[str, Any]:
-    """A `key=value` override by TRL's name (`epsilon=0.3`, `grpo.epsilon=0.3`) as the override of its field."""
+def _trl_override(key: str, value: Any, notes: list[str]) -> tuple[str | None, Any]:
+    """A `key=value` override by TRL's name (`epsilon=0.3`, `grpo.epsilon=0.3`) as the override of its field
+    (key None: an override that sets nothing, such as `fp16=false`)."""
     section, _, name = key.rpartition(".")
     target = TRL_ALIASES.get(name)
     if target is None or target == key or (section and not target.startswith(section + ".")):
         return key, value
     if not section and name in {f.name for f in dataclasses.fields(TrainConfig)}:
         return key, value
+    value = _TRL_VALUES[name](value) if name in _TRL_VALUES else value
+    if value is _UNSET:  # e.g. fp16=false
+        notes.append(f"{key}: false (TRL's name) sets nothing ({target} stays as configured)")
+        return None, None
     notes.append(f"{key} (TRL's name) sets {target}")
-    return target, _TRL_VALUES[name](value) if name in _TRL_VALUES else value
+    return target, value
 
 
 def _note_trl(notes: list[str]) -> None:
@@ -536,7 +546,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{source}: {e}") from None
     parsed = parse_overrides(list(overrides))
     for key, value in parsed:
-        key, value = _trl_override(key, value, notes)  # an override by TRL's name overrides its field
+        target, value = _trl_override(key, value, notes)  # an override by TRL's name overrides its field
+        if target is None:
+            continue
+        key = target
         _set_dotted(data, key, value)
         try:
             _build(TrainConfig, data, "", f"override {key}={value!r}")

@@ -701,4 +701,7 @@ def train(config: TrainConfig, **parts: Any) -> TrainResult:
     """Train a PromptLoop policy with GRPO as configured (`parts`: pipeline=, policy=, reward=, accelerator=)."""
     # Adam state of near-zero gradients decays into subnormal floats, which CPUs process up to 50x slower.
     torch.set_flush_denormal(True)
-    return PromptLoopTrainer(config, **parts).train()
+    try:
+        return PromptLoopTrainer(config, **parts).train()
+    finally:  # the process's floating-point state back to torch's default (other code may need subnormals)
+        torch.set_flush_denormal(False)
