@@ -6,6 +6,7 @@ Bad input ends with one line `promptloop: error: ...` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -205,15 +206,33 @@ def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.pipeline_compare import parse_reward_kwargs, parse_rewards
     from promptloop.generate import GenerateRequest, generate
 
+    if (args.query is None) == (args.prompts is None):
+        raise UsageError("give a QUERY or --prompts FILE (one of the two)")
+    rewards = list(args.reward or [])
     req = GenerateRequest(query=args.query, refine=args.refine, mode=args.mode, seed=args.seed, num_images=args.num_images,
                           steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
-                          pipeline=args.pipeline, policy=args.policy, device=args.device, dtype=args.dtype, out=args.out)
+                          pipeline=args.pipeline, policy=args.policy, device=args.device, dtype=args.dtype, out=args.out,
+                          prompts=args.prompts, rewards=rewards,
+                          reward_kwargs=parse_reward_kwargs(args.reward_kwargs, parse_rewards(rewards)))
     record = generate(req)
+    if "warning" in record:
+        print(f"promptloop: warning: {record.pop('warning')}", file=sys.stderr)
+    if args.prompts is not None:
+        if not args.json:
+            means = record.get("reward_means")
+            print(f"wrote {record['n']} prompts' images to {args.out}/prompt_NNNN/ and {args.out}/record.json"
+                  + (f" (mean rewards {json.dumps(means)})" if means else ""))
+            return {}
+        return record
     if not args.json:
         for s in record["samples"]:
-            print(f"{s['image']}: {s['final_prompt']}" + ("" if s["alignment"] is None else f"  (alignment {s['alignment']:.2f})"))
+            extra = "" if s["alignment"] is None else f"  (alignment {s['alignment']:.2f})"
+            if "rewards" in s:
+                extra += f"  (reward {s['rewards']['total']:.3f})"
+            print(f"{s['image']}: {s['final_prompt']}{extra}")
         print(f"wrote {args.out}/record.json and {args.out}/trajectory.png")
         return {}
     return record
@@ -225,12 +244,38 @@ def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats)
 
 
-def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.eval.compare import compare
+GENERAL_COMPARE = ("pipeline", "policy", "reward", "prompts")  # any of these: the comparison on any pipeline
 
-    return compare(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, refinements=args.refine,
-                   grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
-                   rewrite_first=args.rewrite_first)
+
+def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
+    if not any(getattr(args, k) is not None for k in GENERAL_COMPARE):
+        for flag in ("reward_kwargs", "seeds_per_prompt", "batch_size", "grid", "out", "device", "dtype"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} applies to the comparison on a pipeline: name "
+                                 "--pipeline, --policy, --reward or --prompts (the world's defaults otherwise)")
+        from promptloop.eval.compare import compare
+
+        return compare(n=args.n or 256, seed=args.seed, steps=args.steps,
+                       guidance=4.0 if args.guidance is None else args.guidance, refinements=args.refine,
+                       grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
+                       rewrite_first=args.rewrite_first)
+    from promptloop.eval.pipeline_compare import compare_pipeline, format_summary, parse_reward_kwargs, parse_rewards
+
+    weights = parse_rewards(args.reward or ["alignment"])
+    summary = compare_pipeline(
+        pipeline=args.pipeline or "world", policy=args.policy or "world", rewards=weights,
+        prompts=args.prompts or "world:heldout", n=args.n, seeds_per_prompt=args.seeds_per_prompt or 1, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, refinements=args.refine, adapter=args.adapter,
+        feed_forward_adapter=args.feed_forward_adapter, reward_kwargs=parse_reward_kwargs(args.reward_kwargs, weights),
+        device=args.device or "auto", dtype=args.dtype or "float32", batch_size=args.batch_size or 8,
+        grid=4 if args.grid is None else args.grid, rewrite_first=args.rewrite_first,
+        out=args.out or "outputs/compare", progress=not args.json)
+    if not args.json:
+        print(format_summary(summary))
+        print(f"wrote {args.out or 'outputs/compare'}/compare.json, samples.jsonl"
+              + (", compare_grid.png" if "grid" in summary else ""))
+        return {}
+    return summary
 
 
 def gpu_list(text: str) -> list[int]:
@@ -265,6 +310,18 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     return run_demo(out_dir=args.out, quick=args.quick)
 
 
+def cmd_push(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.hub import push_folder
+    from promptloop.integrity import verify_folder
+
+    folder = Path(args.folder)
+    if not (folder / "promptloop_policy.json").is_file():
+        raise UsageError(f"{folder}: not a saved policy folder (no promptloop_policy.json)")
+    verify_folder(folder, "policy folder")  # never publish a folder that does not match its manifest
+    url = push_folder(folder, args.repo_id, private=args.private, commit_message=args.commit_message)
+    return {"folder": str(folder), "repo": url}
+
+
 def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
     try:
         from promptloop.app.layout import build_app, launch
@@ -291,7 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample with the loop; write images, a trajectory strip and a JSON record")
-    gen.add_argument("query", help="the prompt (the user's query)")
+    gen.add_argument("query", nargs="?", default=None, help="the prompt (the user's query); or --prompts FILE")
+    gen.add_argument("--prompts", default=None, metavar="SOURCE",
+                     help="every prompt of a .txt / .jsonl / .csv file (or world:heldout, hf:NAME): one folder each")
+    gen.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
+                     help="score every image with this reward, judged against its query (repeat for several)")
+    gen.add_argument("--reward-kwargs", default=None, metavar="JSON", help="options per reward (JSON object)")
     gen.add_argument("--refine", type=non_negative_int, default=5, help="number of refinements N_R")
     gen.add_argument("--mode", default="feedback", choices=["feedback", "no-feedback", "feed-forward", "none"])
     gen.add_argument("--seed", type=non_negative_int, default=0)
@@ -413,15 +475,35 @@ def build_parser() -> argparse.ArgumentParser:
     ov.set_defaults(func=cmd_bench_overhead)
 
     ev = sub.add_parser("eval", help="evaluation").add_subparsers(dest="eval_command", required=True)
-    cmp_ = ev.add_parser("compare", help="heldout alignment: base vs feed-forward vs PromptLoop (with/without feedback)")
-    cmp_.add_argument("--n", type=positive_int, default=256, help="heldout queries")
+    cmp_ = ev.add_parser("compare", help="base vs feed-forward vs PromptLoop: on any pipeline, policy and reward "
+                                         "(--pipeline/--policy/--reward/--prompts, with CIs and a trajectory grid), "
+                                         "or the embedded world's heldout alignment (none of those flags)")
+    cmp_.add_argument("--pipeline", default=None, help="diffusers folder or Hub id, 'world', 'tiny:NAME'")
+    cmp_.add_argument("--policy", default=None, help="VLM policy folder or Hub id, 'world', 'tiny:NAME'")
+    cmp_.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
+                      help="a reward judged against each prompt (repeat for several; default alignment)")
+    cmp_.add_argument("--reward-kwargs", default=None, metavar="JSON",
+                      help='options per reward, e.g. \'{"clipscore": {"model_name_or_path": "PATH"}}\'')
+    cmp_.add_argument("--prompts", default=None, metavar="SOURCE",
+                      help="a .txt / .jsonl / .csv file, world:heldout or hf:NAME[:SPLIT[:COLUMN]]")
+    cmp_.add_argument("--n", type=positive_int, default=None,
+                      help="prompts (the first N; default: all, or 256 heldout queries of the world)")
+    cmp_.add_argument("--seeds-per-prompt", type=positive_int, default=None, help="images per prompt (default 1)")
     cmp_.add_argument("--seed", type=non_negative_int, default=0)
     cmp_.add_argument("--steps", type=positive_int, default=20)
-    cmp_.add_argument("--guidance", type=GUIDANCE, default=4.0)
+    cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world, else the "
+                                                                        "pipeline's default)")
     cmp_.add_argument("--refine", type=positive_int, default=5, help="refinements N_R of the loop rows")
-    cmp_.add_argument("--adapter", default=None, help="GRPO LoRA adapter (default: assets/world/policy_grpo)")
+    cmp_.add_argument("--adapter", default=None, help="LoRA adapter of the policy, folder or Hub id (world: "
+                                                        "assets/world/policy_grpo)")
     cmp_.add_argument("--feed-forward-adapter", default=None,
-                      help="feed-forward rewriter adapter (default: assets/world/policy_feedforward)")
+                      help="adapter of the feed-forward row (default: the policy itself, rewriting once; world: "
+                           "assets/world/policy_feedforward)")
+    cmp_.add_argument("--batch-size", type=positive_int, default=None, help="images per sampler call (default 8)")
+    cmp_.add_argument("--grid", type=non_negative_int, default=None, help="prompts in the trajectory grid (default 4)")
+    cmp_.add_argument("--out", default=None, help="output folder (default outputs/compare)")
+    cmp_.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+    cmp_.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     cmp_.add_argument("--rewrite-first", action=argparse.BooleanOptionalAction, default=False,
                       help="the feedback rows also rewrite the query before sampling (for a policy trained with "
                            "loop.rewrite_first)")
@@ -431,6 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     from promptloop.train.cli import add_train_parser
 
     add_train_parser(sub)
+
+    push = sub.add_parser("push", help="upload a saved policy folder (e.g. OUTPUT_DIR/policy) to a Hugging Face Hub "
+                                       "model repo, created when missing")
+    push.add_argument("folder", help="the policy folder (what VLMPolicy.save_pretrained / promptloop train write)")
+    push.add_argument("repo_id", help="the Hub repo, 'owner/name' (or 'name' in your namespace)")
+    push.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                      help="create the repo private (default: the Hub's default)")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(func=cmd_push)
 
     wm = world.add_parser("write-manifests", help="write (or --check) the sizes+sha256 manifest of model folders "
                           "(default: the shipped ones in assets/world/)")
