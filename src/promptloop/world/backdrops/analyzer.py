@@ -6,12 +6,15 @@ the image cell by cell. Per image (lengths scale with the resolution; figures ar
 1. **Backdrop.** A plane per channel (a + b x + c y: the backdrop's tone and its linear gradient) is fitted by
    least squares to the border pixels, then twice more to every pixel within 3 noise-sigmas (at least 0.04) of
    the current plane, so objects drop out of the fit. The noise level is the residuals' median absolute deviation.
+   A noisy image (noise above `NOISY`) is then blurred (sigma `DENOISE_SIGMA` px) for the steps below, so that
+   objects of low contrast are not lost in the noise; the templates include blurred shapes.
 2. **Unmixing.** Every pixel ``p`` is explained, for each palette colour ``c``, as ``bg + alpha (c - bg)`` with
    the fitted backdrop ``bg`` at that pixel: ``alpha`` is the projection of ``p - bg`` on ``c - bg`` (clipped to
    [0, 1]), the residual the distance of ``p`` from that segment.
 3. **Cells.** In each cell the significant pixels (farther than max(0.05, 3 sigma) from the backdrop) vote for a
    colour: the palette colour of least summed squared residual over them. The cell holds an object when the soft
-   area (sum of that colour's alpha over the cell) reaches `MIN_AREA` px (a third of the smallest shape's area).
+   area (the sum of that colour's alpha over the cell's significant pixels) reaches `MIN_AREA` px (a third of the
+   smallest shape's area).
 4. **Shape** by template fitting: the cell's alpha map is compared (sum of squared differences) with the
    renderer's own coverage of each shape, blurred with a Gaussian of sigma 0, 0.6 or 1.0 px and shifted by up to
    one pixel, so blurred and slightly displaced objects match too.
@@ -42,6 +45,9 @@ PALETTE = np.asarray([COLOURS[c] for c in COLOUR_NAMES], dtype=np.float64) / 255
 MIN_AREA = 11.0  # soft area (px at 32 px) a cell's object must reach; the smallest shape (triangle) covers ~34
 TEMPLATE_BLURS: tuple[float, ...] = (0.0, 0.6, 1.0)
 SHIFTS: tuple[int, ...] = (-1, 0, 1)
+NOISY = 0.02  # above this estimated noise std the image is blurred (sigma DENOISE_SIGMA px) before objects are read
+DENOISE_SIGMA = 0.8
+NOISE_AFTER_BLUR = 0.35  # a Gaussian of sigma 0.8 px leaves about 1 / (2 sqrt(pi) 0.8) of white noise's std
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class DetectedObject:
     shape: str  # one of scene.SHAPES
     colour: str  # one of scene.COLOURS
     cell: tuple[int, int]  # (column, row)
-    area: float  # soft area: sum of the colour's alpha over the cell, px
+    area: float  # soft area: sum of the colour's alpha over the cell's significant pixels, px
     rgb: tuple[float, float, float]  # the object's measured colour, sRGB in [0, 1]
     backdrop_rgb: tuple[float, float, float]  # the fitted backdrop's mean over the object's cell
     contrast: float  # WCAG contrast ratio of rgb against backdrop_rgb
@@ -126,6 +132,9 @@ def _analyze_one(img: np.ndarray) -> BackdropAnalysis:
     h, w, _ = img.shape
     scale = (min(h, w) / 32.0) ** 2
     bg, noise = fit_backdrop(img)
+    if noise > NOISY:  # average the noise out over neighbouring pixels before reading objects
+        img = gaussian_blur(img[None], DENOISE_SIGMA * min(h, w) / 32.0)[0]
+        noise = noise * NOISE_AFTER_BLUR
     d = img - bg  # (H, W, 3)
     dk = PALETTE[None, None] - bg[:, :, None, :]  # (H, W, K, 3)
     dk_norm2 = np.maximum((dk**2).sum(axis=-1), 1e-6)
@@ -141,7 +150,7 @@ def _analyze_one(img: np.ndarray) -> BackdropAnalysis:
             continue
         k = int(np.argmin(resid2[ys, xs][sig].sum(axis=0)))
         a = alpha[ys, xs, k]
-        area = float(a.sum())
+        area = float((a * sig).sum())  # significant pixels only: noise in an empty cell adds no area
         if area < MIN_AREA * scale:
             continue
         if templates is not None:
