@@ -28,7 +28,7 @@ def test_warm_start_fine_tunes_the_kept_vae_on_this_worlds_renders(tiny_v3_backb
     import torch
 
     from promptloop.world.backbone import load_backbone
-    from promptloop.world.train_backbone import train_backbone
+    from promptloop.world.train_backbone import export_snapshot, train_backbone
 
     out = train_backbone(_cfg(tmp_path, "warm", init_from=str(tiny_v3_backbone), vae_finetune_steps=2))
     assert json.loads((out / "model_index.json").read_text())["promptloop_world"] == "backdrops"
@@ -39,6 +39,9 @@ def test_warm_start_fine_tunes_the_kept_vae_on_this_worlds_renders(tiny_v3_backb
     assert (tmp_path / "warm_work" / "vae_finetune.pt").exists()
     again = train_backbone(_cfg(tmp_path, "warm", init_from=str(tiny_v3_backbone), vae_finetune_steps=2))  # resumes
     assert again == out
+    export_snapshot(tmp_path / "warm_work", tmp_path / "snap")  # an unfinished run's snapshot: the fine-tuned VAE
+    snap = load_backbone(tmp_path / "snap").vae.state_dict()
+    assert all(torch.equal(v, snap[k]) for k, v in new.state_dict().items())
     with pytest.raises(ValueError, match="another config"):
         train_backbone(_cfg(tmp_path, "warm", init_from=str(tiny_v3_backbone), vae_finetune_steps=3))
 

@@ -375,8 +375,11 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     work = Path(work_dir)
     run = json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else {}
     init_from, world = run.get("init_from", ""), run.get("world", DEFAULT_WORLD)
-    if init_from:  # a warm-started run keeps its initial backbone's VAE
+    if init_from:  # a warm-started run keeps its initial backbone's VAE (fine-tuned where the run did so)
         vae = bb.load_backbone(init_from).vae.float()
+        tuned = work / "vae_finetune.pt"
+        if tuned.exists() and (tuned_state := _load(tuned)).get("done"):
+            vae.load_state_dict(tuned_state["model"])
     else:
         vae = get_world(world).build_vae()
         vae_state = _load(work / "vae.pt")
