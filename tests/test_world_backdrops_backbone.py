@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 
 def _cfg(root: Path, name: str, **kw: object):
@@ -74,3 +76,18 @@ def test_room_v3_cross_fits_the_legible_rule_against_every_fixed_colour(tiny_v3_
     assert r["arithmetic"]["gap"] > 0.2
     with pytest.raises(ValueError, match="at least 2 seeds"):
         room_backdrops(backbone=str(tiny_v3_backbone), n=2, seeds=1)
+
+
+def test_generate_reads_the_world_from_the_backbone_folder(tiny_v3_backbone: Path, tmp_path: Path) -> None:
+    """A v3 backbone given to `generate` is sampled at its world's size and scored by its world's alignment."""
+    from promptloop.generate import GenerateRequest, generate
+    from promptloop.rewards import get_reward
+    from promptloop.world.backbone import backbone_world
+
+    assert backbone_world(tiny_v3_backbone) == "backdrops"
+    record = generate(GenerateRequest(query="a circle left of a red square", pipeline=f"world:{tiny_v3_backbone}",
+                                      mode="none", steps=2, num_images=2, out=str(tmp_path / "gen"), device="cpu"))
+    images = [np.asarray(Image.open(tmp_path / "gen" / f"image_{k}.png"), dtype=np.float32) / 255.0 for k in range(2)]
+    assert images[0].shape == (32, 32, 3)
+    expected = get_reward("backdrops_alignment")(np.stack(images), ["a circle left of a red square"] * 2).scores
+    assert [s["alignment"] for s in record["samples"]] == pytest.approx([float(v) for v in expected])

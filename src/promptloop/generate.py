@@ -139,8 +139,8 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
     pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)
-    is_world = req.pipeline == "world" or req.pipeline.startswith("world:")
-    guidance = req.guidance if req.guidance is not None else (4.0 if is_world else None)
+    world = _world_of(req.pipeline)
+    guidance = req.guidance if req.guidance is not None else (4.0 if world is not None else None)
     req.guidance = guidance
     policy = None
     if mode != "none":
@@ -159,12 +159,12 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if prompts is not None and not prompts:
         raise ValueError(f"--prompts {req.prompts!r}: every prompt is over the length limits")
     sampler = PromptLoopSampler(pipe, policy, mode=mode, num_refinements=req.refine)  # type: ignore[arg-type]
-    if is_world:
-        extra = {"height": 32, "width": 32, **extra}
+    if world is not None:
+        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
     if prompts is None:
         assert req.query is not None
-        return _generate_one(req, req.query, sampler, guidance, extra, reward, is_world, folder)
-    records = [_generate_one(req, q, sampler, guidance, extra, reward, is_world, output_dir(
+        return _generate_one(req, req.query, sampler, guidance, extra, reward, world, folder)
+    records = [_generate_one(req, q, sampler, guidance, extra, reward, world, output_dir(
         str(folder / f"prompt_{i:04d}"), "--out")) for i, q in enumerate(prompts)]
     summary: dict[str, Any] = {"prompts": req.prompts, "n": len(records), "skipped_prompts": len(prompts.skipped),
                                "records": [f"prompt_{i:04d}/record.json" for i in range(len(records))]}
@@ -179,8 +179,19 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     return summary
 
 
+def _world_of(pipeline: str) -> Any:
+    """The world package of a world backbone reference ('world', 'world:PATH'; the world is read from the folder),
+    None for any other pipeline."""
+    if pipeline != "world" and not pipeline.startswith("world:"):
+        return None
+    from promptloop.world import get_world
+    from promptloop.world.backbone import DEFAULT_BACKBONE, backbone_world
+
+    return get_world(backbone_world(pipeline.split(":", 1)[1] if ":" in pipeline else DEFAULT_BACKBONE))
+
+
 def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, guidance: float | None,
-                  extra: dict[str, Any], reward: Any, is_world: bool, folder: Path) -> dict[str, Any]:
+                  extra: dict[str, Any], reward: Any, world: Any, folder: Path) -> dict[str, Any]:
     """Sample `req.num_images` images of one query; write its files into `folder`; return its record."""
     gens = [torch.Generator(device="cpu").manual_seed(req.seed + k) for k in range(req.num_images)]
     torch.manual_seed(req.seed)  # the policy samples from the global generator: seed it for a reproducible record
@@ -190,16 +201,16 @@ def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, 
     seconds = time.perf_counter() - t0
 
     scores = None
-    if is_world:
+    if world is not None:  # the world's own alignment reward, where the query is in the world's language
         from promptloop.rewards import get_reward
-        from promptloop.world.shapes.grammar import ParseError, parse
 
         try:
-            parse(query)
-            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in out.images])
-            scores = [float(s) for s in get_reward("alignment")(arr, [query] * req.num_images).scores]
-        except ParseError:
+            world.parse(query)
+        except ValueError:
             scores = None  # not a world-grammar query: no verifiable score
+        else:
+            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in out.images])
+            scores = [float(s) for s in get_reward(world.ALIGNMENT_REWARD)(arr, [query] * req.num_images).scores]
     rewards = None
     if reward is not None:
         with torch.no_grad():
