@@ -145,7 +145,7 @@ def check_policy(device: str) -> dict[str, Any]:
 
 def check_grpo(device: str, work: Path) -> dict[str, Any]:
     from promptloop.rewards.testing import tiny_clip_dir
-    from promptloop.train import GRPOTrainer, load_config
+    from promptloop.train import PromptLoopTrainer, load_config
     from promptloop.train.logging import read_metrics
 
     clip = tiny_clip_dir(work)
@@ -160,12 +160,12 @@ def check_grpo(device: str, work: Path) -> dict[str, Any]:
         "steps=2", "logging.progress_bar=false", "policy.lora_r=4",
     ]
     t0 = time.perf_counter()
-    trainer = GRPOTrainer(load_config(None, overrides))
+    trainer = PromptLoopTrainer(load_config(None, overrides))
     result = trainer.train()
     seconds = time.perf_counter() - t0
     recs = [r for r in read_metrics(result.metrics_path) if r["kind"] == "train"]
     lora = {n: p.detach().float().cpu().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" in n}
-    again = GRPOTrainer(load_config(None, [*overrides, "resume=true"]))
+    again = PromptLoopTrainer(load_config(None, [*overrides, "resume=true"]))
     resumed = again.train()
     lora2 = {n: p.detach().float().cpu() for n, p in again.policy.model.named_parameters() if "lora_" in n}
     keep = ("reward/clipscore/mean", "reward/total/std", "kl", "clip_fraction", "fallback_rate",

@@ -6,6 +6,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from diffusers.utils import logging as diffusers_logging
+from transformers.utils import logging as transformers_logging
+
+# transformers' and diffusers' log handlers are made on first use, on the sys.stderr of that moment: make them now,
+# on pytest's stream, not inside a test on its capsys stream (closed after that test: a later warning would print
+# '--- Logging error' with a traceback into another test's stderr)
+transformers_logging.get_logger("transformers")
+diffusers_logging.get_logger("diffusers")
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ Types a query, starts sampling, watches the x0 previews and prompts stream in wh
 that N_R previews, N_R prompts and a final image with its reward appear, opens a real (tiny) training run
 in the Runs tab, and takes a screenshot of each tab. Skipped, with the reason, where gradio, selenium or
 Debian's chromium / chromedriver are missing (`make test` installs them).
-Set PROMPTLOOP_SCREENSHOTS=DIR to keep the screenshots (the README's come from there), PROMPTLOOP_APP_RUN=DIR
+Set PROMPTLOOP_SCREENSHOTS=DIR to keep the screenshots (docs/app.md's come from there), PROMPTLOOP_APP_RUN=DIR
 to open another run directory in the Runs tab.
 """
 
@@ -120,7 +120,7 @@ def _screenshot(driver: Any, path: Path) -> None:
     driver.set_window_size(1280, 1500)
     from PIL import Image
 
-    with Image.open(path) as shot:  # a 256-colour palette keeps the README's PNGs small
+    with Image.open(path) as shot:  # a 256-colour palette keeps the docs' PNGs small
         small = shot.convert("RGB").quantize(256)
     small.save(path, optimize=True)
 

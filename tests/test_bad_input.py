@@ -68,6 +68,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (d / "latin1.txt").write_bytes("a red circle\nun caf\xe9\n".encode("latin-1"))
     (d / "long.txt").write_text("a red circle\n" + " ".join(["red"] * 3000) + "\n")
     (d / "wide.txt").write_text("a red circle\n" + "x" * 2500 + "\n")
+    (d / "long_only.txt").write_text(" ".join(["red"] * 3000) + "\n")
+    (d / "wide_only.txt").write_text("x" * 2500 + "\n")
     (d / "empty.txt").write_text("# only a comment\n\n")
     (d / "nul.txt").write_text("a red\x00 circle\n")
     (d / "bad.yaml").write_text("grpo: {beta: [1,\n")
@@ -160,8 +162,10 @@ def _cases_prompts(f: Path, tmp: Path) -> list[tuple[str, list[str], str]]:
         ("jsonl non-string", [*t, f"data.train={f / 'nonstr.jsonl'}"], "field 'prompt' is not a string: 3"),
         ("csv row width", [*t, f"data.train={f / 'bad.csv'}"], "bad.csv:3: 1 fields, the header has 2"),
         ("txt not UTF-8", [*t, f"data.train={f / 'latin1.txt'}"], "not UTF-8 text"),
-        ("txt 3000 words", [*t, f"data.train={f / 'long.txt'}"], "prompt 2: the prompt has 3000 words, the limit is 200"),
-        ("txt 2500 chars", [*t, f"data.train={f / 'wide.txt'}"], "prompt 2: the prompt has 2500 characters"),
+        # an over-long prompt is skipped (test_overlong_training_prompts_are_skipped_with_a_count); only over-long ones:
+        ("txt 3000 words", [*t, f"data.train={f / 'long_only.txt'}"],
+         "holds no prompts (1 over the length limits; prompt 1: the prompt has 3000 words, the limit is 200)"),
+        ("txt 2500 chars", [*t, f"data.train={f / 'wide_only.txt'}"], "prompt 1: the prompt has 2500 characters"),
         ("txt NUL", [*t, f"data.train={f / 'nul.txt'}"], "NUL byte in prompt"),
         ("no prompts", [*t, f"data.train={f / 'empty.txt'}"], "holds no prompts"),
         ("world set bogus", [*t, "data.train=world:bogus"], "prompt source 'world:bogus'"),
@@ -255,6 +259,29 @@ def test_cli_config_and_prompt_file_cases(capsys: pytest.CaptureFixture[str], fi
         _cases_ranges(tmp_path) + _cases_paths_and_yaml(files, tmp_path)
     assert len(cases) >= 101
     _check_all(cases, lambda argv: _cli(capsys, argv))
+
+
+def test_overlong_training_prompts_are_skipped_with_a_count(capsys: pytest.CaptureFixture[str], files: Path,
+                                                            tmp_path: Path) -> None:
+    """Prompts over 200 words, 2000 characters or 512 policy tokens are skipped with one warning and a count; the
+    run goes on with the others (and every prompt over the limits is still an error, above)."""
+    many_tokens = ",".join(["red"] * 300)  # one word of 1199 characters, 599 tokens of the tiny policy
+    source = tmp_path / "mixed.txt"
+    source.write_text("\n".join(["a red circle", " ".join(["red"] * 3000), many_tokens, "x" * 2500, "a blue square"]))
+    code = main(["train", f"output_dir={tmp_path / 'run'}", *TINY_TRAIN, "steps=1", f"data.train={source}", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    warnings = [ln for ln in err.splitlines() if ln.startswith("promptloop.train: warning: data.train")]
+    assert len(warnings) == 1, err
+    assert f"data.train {str(source)!r}: skipped 3 of 5 prompts over the length limits (prompt 2: the prompt has " \
+           "3000 words, the limit is 200; prompt 3: the prompt has " in warnings[0]
+    assert "tokens, the limit is 512; prompt 4: the prompt has 2500 characters, the limit is 2000)" in warnings[0]
+    assert json.loads(out.strip().splitlines()[-1])["skipped_prompts"] == {"train": 3}
+    from promptloop.train.data import load_prompts
+
+    loaded = load_prompts(str(source))
+    assert list(loaded) == ["a red circle", many_tokens, "a blue square"] and loaded.positions == [1, 3, 5]
+    assert load_prompts(str(source), limit=2) == ["a red circle", many_tokens]
 
 
 def test_filesystem_errors_are_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,

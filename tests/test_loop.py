@@ -557,3 +557,19 @@ def test_empty_and_overlong_queries() -> None:
         sampler([long, "a dog"], num_inference_steps=2, **tiny_call_kwargs("sd"))
     messages = [str(w.message) for w in caught if "window" in str(w.message)]
     assert len(messages) == 1 and "1 of 2 queries" in messages[0]
+
+
+def test_prompt_keyword_as_a_diffusers_pipeline_takes_it(pipes: dict[str, Any]) -> None:
+    """`sampler(prompt=...)` is `sampler(queries)`: the same images and trajectories; both, or neither, is an error."""
+    pipe, kw = pipes["sdxl"], {**tiny_call_kwargs("sdxl"), "num_inference_steps": STEPS, "output_type": "np"}
+    sampler = PromptLoopSampler(pipe, FixedPromptPolicy(NEW_PROMPTS), num_refinements=2)
+    a = sampler(list(QUERIES), generator=_gen(), **kw)
+    b = sampler(prompt=list(QUERIES), generator=_gen(), **kw)
+    np.testing.assert_array_equal(a.images, b.images)
+    assert [t.query for t in b.trajectories] == QUERIES and b.trajectories[0].final_prompt == NEW_PROMPTS[0]
+    one = sampler(prompt="a red cat", mode="none", generator=_gen(), **kw)
+    assert len(one.images) == 1 and one.trajectories[0].query == "a red cat"
+    with pytest.raises(TypeError, match="one of the two"):
+        sampler(list(QUERIES), prompt=list(QUERIES), **kw)
+    with pytest.raises(TypeError, match="no prompts"):
+        sampler(**kw)

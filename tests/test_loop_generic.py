@@ -18,7 +18,16 @@ import torch
 
 from promptloop.loop import PromptLoopSampler, UnsupportedPipelineError, decode_preview
 from promptloop.loop.generic import denoisers
-from promptloop.loop.testing_generic import GENERIC_PIPELINES, NO_CFG, generic_call_kwargs
+from promptloop.loop.testing_generic import (
+    GENERIC_PIPELINES,
+    NO_CFG,
+    OVERRIDE_REASONS,
+    TINY_OVERRIDES,
+    generic_call_kwargs,
+    tiny_pixart_sigma_pipeline,
+    tiny_sana_pipeline,
+    tiny_sana_sprint_pipeline,
+)
 from promptloop.loop.testing_generic_more import (
     MORE_GENERIC_PIPELINES,
     MORE_NO_NEGATIVE,
@@ -193,6 +202,59 @@ def test_per_sample_prompts_leave_kept_samples_exact(pipes: dict[str, Any], name
     else:
         assert torch.equal(out.latents[:, 1], plain.latents[:, 1])
     assert not torch.equal(out.latents[-1, 0], plain.latents[-1, 0])
+
+
+# The options the checks above set away from a pipeline's default (`TINY_OVERRIDES`, each with its reason), restored
+# here: resolution binning on (Sana: the 512 px bins; PixArt-Sigma and Sana-Sprint with transformers of the sample
+# sizes that have bins: 256 px and 1024 px; the Sana ones with a DC-AE compressing 8x, so that the binned sizes stay
+# cheap), Sana-Sprint's 2-step schedule with its intermediate timestep, the image-to-image pipelines' default
+# strength (0.8: the last 3 of 4 steps). (builder, steps, refinement step)
+DEFAULTS_CASES: dict[str, tuple[Any, int, int]] = {
+    "sana": (lambda: tiny_sana_pipeline(vae_levels=4), 2, 0),
+    "pixart_sigma": (lambda: tiny_pixart_sigma_pipeline(sample_size=32), 2, 0),
+    "sana_sprint": (lambda: tiny_sana_sprint_pipeline(sample_size=32, vae_levels=4), 2, 0),
+    "sd_img2img": (GENERIC_PIPELINES["sd_img2img"], 4, 1),
+    "flux_img2img": (GENERIC_PIPELINES["flux_img2img"], 4, 1),
+}
+
+
+def test_every_override_has_a_reason_and_a_defaults_case() -> None:
+    for name, options in TINY_OVERRIDES.items():
+        assert set(options) <= set(OVERRIDE_REASONS), name
+    overridden = {name for name, options in TINY_OVERRIDES.items() if options}
+    # one image-to-image family per route of its strength handling stands for the four
+    assert overridden - {"sdxl_img2img", "sd3_img2img"} == set(DEFAULTS_CASES)
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS_CASES))
+def test_family_defaults(name: str) -> None:
+    """The family as a user calls it (every option at the pipeline's default): the null policy is the plain pipeline
+    bit for bit, and after a swap every conditioning input equals what the pipeline gives for the new prompts. The
+    final latents are compared (output_type "latent"): decoding 256 to 1024 px images would be most of the work."""
+    build, steps, swap = DEFAULTS_CASES[name]
+    pipe = build()
+    kw = {k: v for k, v in generic_call_kwargs(name, len(QUERIES)).items() if k not in TINY_OVERRIDES.get(name, {})}
+    kw.update(num_inference_steps=steps, output_type="latent")
+    with record_inputs(pipe) as old, torch.no_grad():
+        plain = pipe(prompt=list(QUERIES), generator=_gen(), **kw).images
+    with record_inputs(pipe) as new, torch.no_grad():
+        pipe(prompt=list(NEW), generator=_gen(), **kw)
+    null = PromptLoopSampler(pipe, NullPolicy())(QUERIES, refinement_steps=[swap], generator=_gen(), **kw)
+    assert torch.equal(null.images, plain)
+    keys = _conditioning_keys(old, new)
+    assert keys
+    with record_inputs(pipe) as calls, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = PromptLoopSampler(pipe, FixedPromptPolicy(NEW))(QUERIES, refinement_steps=[swap], generator=_gen(), **kw)
+    run_steps = len(out.timesteps)
+    assert run_steps == (3 if name.endswith("img2img") else steps)
+    per_step = len(old) // run_steps
+    assert len(calls) == len(old) == per_step * run_steps
+    for c, call in enumerate(calls):
+        reference = old[c] if c // per_step <= swap else new[c]
+        for key in keys:
+            assert _equal(call[key], reference[key]), (c, key)
+    assert not torch.equal(out.images, plain)
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in WITHOUT_NEGATIVE])

@@ -12,7 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-from promptloop.policy.base import PolicyInput, PolicyOutput, RefinementPolicy
+from promptloop.policy.base import (
+    FixedPromptPolicy,
+    NullPolicy,
+    PolicyInput,
+    PolicyOutput,
+    RefinementPolicy,
+    StagedPolicy,
+)
 from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.sanitize import Sanitizer, clean_text, split_completion
 from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
@@ -272,6 +279,28 @@ def test_policy_config_round_trip(tmp_path: Path) -> None:
     assert loaded.validator is grammar.parse
     assert loaded.instruction == policy.instruction
     assert loaded.dtype == torch.float32
+
+
+def test_torch_dtype_and_to_as_transformers_and_diffusers_take_them(tmp_path: Path) -> None:
+    """`from_pretrained(torch_dtype=...)` is `dtype=...`; `.to(...)` moves or casts the model and returns the policy."""
+    tiny_llava_policy(seed=0).save_pretrained(tmp_path / "p")
+    policy = VLMPolicy.from_pretrained(tmp_path / "p", torch_dtype=torch.bfloat16)
+    assert policy.dtype == torch.bfloat16
+    assert VLMPolicy.from_pretrained(tmp_path / "p", dtype=torch.bfloat16, torch_dtype=torch.bfloat16).dtype == torch.bfloat16
+    with pytest.raises(TypeError, match="pass one of them"):
+        VLMPolicy.from_pretrained(tmp_path / "p", dtype=torch.float16, torch_dtype=torch.bfloat16)
+    assert policy.to("cpu") is policy and policy.device == torch.device("cpu")
+    assert policy.to(torch.float32) is policy and policy.dtype == torch.float32
+    assert policy.to("cpu", torch.float16).dtype == torch.float16
+    assert policy.to(device="cpu", dtype=torch.float32).dtype == torch.float32
+    assert all(p.dtype == torch.float32 for p in policy.model.parameters())
+    tiny = VLMPolicy.from_pretrained("tiny:llava", torch_dtype=torch.bfloat16, temperature=0.5)
+    assert tiny.dtype == torch.bfloat16 and tiny.temperature == 0.5
+    with pytest.raises(ValueError, match="unknown tiny policy"):
+        VLMPolicy.from_pretrained("tiny:bogus")
+    staged = StagedPolicy(NullPolicy(), policy)
+    assert staged.to(torch.bfloat16) is staged and policy.dtype == torch.bfloat16
+    assert NullPolicy().to("cpu") is not None and FixedPromptPolicy("x").to("cpu").prompts == "x"
 
 
 # ----------------------------------------------------------------------------- world tokenizer and data

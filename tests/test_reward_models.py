@@ -61,7 +61,7 @@ def _reference(clip_dir: Path, images: torch.Tensor, queries: list[str]) -> tupl
 
     model = CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(clip_dir, local_files_only=True)
-    proc = AutoImageProcessor.from_pretrained(clip_dir, local_files_only=True)
+    proc = AutoImageProcessor.from_pretrained(clip_dir, local_files_only=True, backend="pil")
     ims = [np.round(im.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for im in images]
     with torch.no_grad():
         out = model(
@@ -108,6 +108,47 @@ def test_clipscore_deterministic_and_batch_invariant(clip_dir: Path) -> None:
     singles = torch.cat([reward(images[i : i + 1], queries[i : i + 1]).scores for i in range(5)])
     assert torch.allclose(full, chunked, atol=1e-5)
     assert torch.allclose(full, singles, atol=1e-5)
+
+
+def _official_clip_transform(image: np.ndarray, size: int, offset: Any = lambda excess: int(round(excess / 2.0))
+                             ) -> np.ndarray:
+    """OpenAI CLIP's preprocessing (`clip.load`'s torchvision transform) written out with PIL and numpy:
+    Resize(size, bicubic) on the PIL image (long side int(size * long / short)), CenterCrop(size) at torchvision's
+    offsets int(round(excess / 2)) (or `offset(excess)`), ToTensor, Normalize(CLIP mean, std): (3, size, size)."""
+    im = Image.fromarray(image)
+    w, h = im.size
+    new_long = int(size * max(w, h) / min(w, h))
+    nw, nh = (size, new_long) if w <= h else (new_long, size)
+    arr = np.asarray(im.resize((nw, nh), Image.BICUBIC), dtype=np.float32) / 255.0
+    top, left = offset(nh - size), offset(nw - size)
+    arr = arr[top: top + size, left: left + size]
+    mean = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
+    std = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
+    return ((arr - mean) / std).transpose(2, 0, 1)
+
+
+@pytest.mark.parametrize("name", ["clipscore", "pickscore", "aesthetic"])
+def test_clip_family_preprocesses_as_the_official_transform_whatever_is_installed(
+    clip_dir: Path, head_file: Path, name: str
+) -> None:
+    """The CLIP rewards' image processor is transformers' PIL one whatever is installed (not the torchvision one,
+    transformers' default where torchvision is), and its pixels are the official transform's, exactly where the
+    crop offsets agree (excess 0, 1, 2 mod 4); for an excess of 3 mod 4 the crop is 1 pixel off (the documented
+    deviation: the offset rounded down)."""
+    kw = {"head_weights": head_file} if name == "aesthetic" else {}
+    embedder = _clip(clip_dir, name, **kw).load().embedder
+    assert type(embedder.image_processor).__name__ == "CLIPImageProcessorPil"
+    rng = np.random.default_rng(0)
+    for h, w in ((40, 40), (32, 64), (50, 37), (32, 33), (32, 34), (35, 32), (32, 39)):
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        got = embedder.image_processor(images=[image], return_tensors="pt")["pixel_values"][0].numpy()
+        excess = max(h, w) * 32 // min(h, w) - 32
+        if excess % 4 != 3:
+            np.testing.assert_allclose(got, _official_clip_transform(image, 32), rtol=0, atol=1e-5)
+        else:
+            assert float(np.abs(got - _official_clip_transform(image, 32)).max()) > 0.1
+            np.testing.assert_allclose(got, _official_clip_transform(image, 32, offset=lambda e: e // 2), rtol=0,
+                                       atol=1e-5)
 
 
 def test_clipscore_depends_on_text_and_image(clip_dir: Path) -> None:

@@ -197,3 +197,82 @@ def test_lazy_exports_of_promptloop_train_resolve() -> None:
         assert getattr(train_pkg, name) is getattr(importlib.import_module(f"promptloop.train.{module}"), name)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         train_pkg.nope  # noqa: B018
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# TRL's names
+# ----------------------------------------------------------------------------------------------------------------------
+def _notes(err: str) -> list[str]:
+    return [ln.removeprefix("promptloop.train: note: ") for ln in err.splitlines() if ln.startswith("promptloop.train: note:")]
+
+
+def test_trl_names_set_their_fields_with_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A flat TRL-style config (the names a `trl.GRPOConfig` user types) loads onto our fields, each name with one
+    note naming the field; TRL's values with another spelling here are translated."""
+    trl_style = {"epsilon": 0.3, "epsilon_high": 0.28, "max_completion_length": 32, "max_steps": 7,
+                 "lr_scheduler_type": "constant_with_warmup", "report_to": ["none"], "learning_rate": 5e-5,
+                 "num_generations": 6, "beta": 0.0, "bf16": True, "save_total_limit": None, "adam_epsilon": 1e-6,
+                 "temperature": 0.9, "eval_steps": 0, "seed": 3}
+    path = tmp_path / "trl.yaml"
+    path.write_text(yaml.safe_dump(trl_style))
+    cfg = load_config(path)
+    g = cfg.grpo
+    assert (g.clip_eps, g.clip_eps_high, g.lr_schedule, g.learning_rate, g.num_generations, g.beta, g.adam_eps) == (
+        0.3, 0.28, "constant", 5e-5, 6, 0.0, 1e-6)
+    assert (cfg.policy.max_new_tokens, cfg.policy.temperature, cfg.steps, cfg.seed) == (32, 0.9, 7, 3)
+    assert cfg.logging.trackers() == [] and cfg.accelerate.mixed_precision == "bf16" and cfg.checkpoint.keep == 0
+    notes = _notes(capsys.readouterr().err)
+    assert "epsilon (TRL's name) sets grpo.clip_eps" in notes
+    assert "max_completion_length (TRL's name) sets policy.max_new_tokens" in notes
+    assert "max_steps (TRL's name) sets steps" in notes and "report_to (TRL's name) sets logging.report_to" in notes
+    assert len(notes) == len(trl_style) - 1  # seed is our name too
+    # inside a section, and as overrides (which override the field, also when the file names it our way)
+    path.write_text(yaml.safe_dump({"grpo": {"epsilon": 0.1, "clip_eps_high": 0.3}, "policy": {"max_completion_length": 9}}))
+    cfg = load_config(path, ["epsilon_high=0.25", "grpo.epsilon=0.15", "lr_scheduler_type=cosine"])
+    assert (cfg.grpo.clip_eps, cfg.grpo.clip_eps_high, cfg.grpo.lr_schedule, cfg.policy.max_new_tokens) == (
+        0.15, 0.25, "cosine", 9)
+    assert "grpo.epsilon (TRL's name) sets grpo.clip_eps" in _notes(capsys.readouterr().err)
+    load_config(path, quiet=True)
+    assert _notes(capsys.readouterr().err) == []
+    # TrainingArguments' usual pair: bf16 true and fp16 false (false sets nothing, also as an override)
+    path.write_text(yaml.safe_dump({"bf16": True, "fp16": False}))
+    assert load_config(path, ["fp16=false"]).accelerate.mixed_precision == "bf16"
+    assert "fp16: false (TRL's name) sets nothing (accelerate.mixed_precision stays as configured)" in _notes(
+        capsys.readouterr().err)
+
+
+def test_trl_names_errors(tmp_path: Path) -> None:
+    path = tmp_path / "both.yaml"
+    path.write_text(yaml.safe_dump({"epsilon": 0.3, "grpo": {"clip_eps": 0.2}}))
+    with pytest.raises(ConfigError, match=r"epsilon \(TRL's name\) and grpo.clip_eps both given, with different values"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="per_device_train_batch_size.*TRL's name; here: grpo.queries_per_step"):
+        load_config(None, ["per_device_train_batch_size=8"])
+    with pytest.raises(ConfigError, match="grpo.lr_schedule: expected one of"):
+        load_config(None, ["lr_scheduler_type=cosine_with_restarts"])
+    with pytest.raises(ConfigError, match="grpo.clip_eps: must be in"):
+        load_config(None, ["epsilon=2"])
+
+
+def test_report_to_takes_a_tracker_or_a_list(tmp_path: Path) -> None:
+    assert load_config(None, ["logging.report_to=wandb"]).logging.trackers() == ["wandb"]
+    assert load_config(None, ["logging.report_to=[tensorboard, wandb]"]).logging.trackers() == ["tensorboard", "wandb"]
+    assert load_config(None, ["report_to=[]"], quiet=True).logging.trackers() == []
+    with pytest.raises(ConfigError, match="logging.report_to: expected none, tensorboard, wandb, trackio or a list"):
+        load_config(None, ["logging.report_to=all"])
+    with pytest.raises(ConfigError, match="'none' together with trackers"):
+        load_config(None, ["logging.report_to=[none, wandb]"])
+    text = dump_yaml(load_config(None, ["logging.report_to=[tensorboard, wandb]"]))
+    assert load_config(None, [f"logging.report_to={yaml.safe_load(text)['logging']['report_to']}"]).logging.trackers() \
+        == ["tensorboard", "wandb"]
+
+
+def test_no_public_class_named_like_trls() -> None:
+    """TRL's GRPOConfig / GRPOTrainer are other classes with other signatures: ours are GRPOSettings (the `grpo`
+    section) and PromptLoopTrainer, and the old names say so."""
+    import promptloop.train as train_pkg
+
+    assert not {"GRPOConfig", "GRPOTrainer"} & set(train_pkg.__all__)
+    for old, new in (("GRPOTrainer", "PromptLoopTrainer"), ("GRPOConfig", "GRPOSettings")):
+        with pytest.raises(AttributeError, match=f"promptloop.train.{old} is now {new}"):
+            getattr(train_pkg, old)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from promptloop.train import CheckpointError, GRPOTrainer, TrainError, load_config, read_metrics, train
+from promptloop.train import CheckpointError, PromptLoopTrainer, TrainError, load_config, read_metrics, train
 
 
-def _lora_state(trainer: GRPOTrainer) -> dict[str, torch.Tensor]:
+def _lora_state(trainer: PromptLoopTrainer) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in trainer.policy.model.named_parameters() if "lora_" in n}
 
 
@@ -28,7 +29,7 @@ def test_sdxl_qwen_clipscore_two_steps_checkpoint_and_reload(tmp_path: Path) -> 
         "steps=2", "logging.progress_bar=false", "policy.lora_r=4",
     ]
     cfg = load_config(None, overrides)
-    trainer = GRPOTrainer(cfg)
+    trainer = PromptLoopTrainer(cfg)
     result = trainer.train()
     assert result.steps == 2
     recs = [r for r in read_metrics(result.metrics_path) if r["kind"] == "train"]
@@ -44,7 +45,7 @@ def test_sdxl_qwen_clipscore_two_steps_checkpoint_and_reload(tmp_path: Path) -> 
     assert any(v.abs().sum() > 0 for n, v in trained.items() if "lora_B" in n)  # the update moved the adapter
 
     # reload: a fresh trainer resumes from the checkpoint with identical weights and nothing left to do
-    again = GRPOTrainer(load_config(None, [*overrides, "resume=true"]))
+    again = PromptLoopTrainer(load_config(None, [*overrides, "resume=true"]))
     assert _lora_state(again).keys() == trained.keys()
     res2 = again.train()
     assert res2.steps == 2
@@ -81,14 +82,33 @@ def test_world_style_run_reports_alignment_and_eval(world_run: tuple[list[str], 
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
 
 
+def test_eval_records_carry_the_base_row(world_run: tuple[list[str], Path]) -> None:
+    """Every evaluation record has the plain pipeline's scores on the same queries and seeds (computed once: the
+    pipeline and reward are frozen) and the policy's margin over them."""
+    _, out = world_run
+    evals = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    for key in ("total", "alignment", "proxy"):
+        base = {e[f"eval/base/{key}/mean"] for e in evals}
+        assert len(base) == 1 and all(np.isfinite(b) for b in base)
+        for e in evals:
+            assert e[f"eval/{key}/minus_base"] == pytest.approx(e[f"eval/{key}/mean"] - e[f"eval/base/{key}/mean"])
+    assert 0.0 <= evals[0]["eval/base/alignment/mean"] <= 1.0
+
+
+def test_train_leaves_subnormal_floats_on(world_run: tuple[list[str], Path]) -> None:
+    """train() flushes subnormal floats while it runs (CPU speed) and turns that off when it returns: code run after
+    it in the same process (a property test drawing floats) sees IEEE arithmetic."""
+    assert torch.tensor([1e-320], dtype=torch.float64).item() != 0.0
+
+
 def test_output_dir_guard_and_incompatible_checkpoint(world_run: tuple[list[str], Path]) -> None:
     overrides, out = world_run
     with pytest.raises(TrainError, match="holds checkpoints.*--resume"):
-        GRPOTrainer(load_config(None, overrides)).train()
+        PromptLoopTrainer(load_config(None, overrides)).train()
     with pytest.raises(CheckpointError, match=r"incompatible run.*rewards"):
-        GRPOTrainer(load_config(None, [*overrides, "resume=true", "rewards={alignment: 1.0}"])).train()
+        PromptLoopTrainer(load_config(None, [*overrides, "resume=true", "rewards={alignment: 1.0}"])).train()
     with pytest.raises(CheckpointError, match=r"incompatible run.*policy"):
-        GRPOTrainer(load_config(None, [*overrides, "resume=true", "policy.lora_r=4"])).train()
+        PromptLoopTrainer(load_config(None, [*overrides, "resume=true", "policy.lora_r=4"])).train()
 
 
 def test_corrupt_checkpoint_is_a_clear_error(world_run: tuple[list[str], Path], tmp_path: Path) -> None:
@@ -102,7 +122,7 @@ def test_corrupt_checkpoint_is_a_clear_error(world_run: tuple[list[str], Path], 
     (bad / "optimizer.pt").write_bytes(bytes(data))
     cfg = load_config(None, [*overrides, f"output_dir={tmp_path / 'x'}", f"resume={bad}"])
     with pytest.raises(CheckpointError, match=r"corrupt checkpoint.*optimizer\.pt"):
-        GRPOTrainer(cfg).train()
+        PromptLoopTrainer(cfg).train()
     (bad / "trainer_state.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="corrupt checkpoint.*not valid JSON"):
-        GRPOTrainer(cfg).train()
+        PromptLoopTrainer(cfg).train()

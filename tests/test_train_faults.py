@@ -18,15 +18,10 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers.utils import logging as transformers_logging
 
 from promptloop.cli import main
 from promptloop.train import faults, load_config, read_metrics, train
 from promptloop.train.checkpoint import list_checkpoints
-
-# transformers' log handler is made on first use, on the sys.stderr of that moment: make it now, on pytest's stream,
-# not inside a test on its capsys stream (closed after that test: later warnings would print a '--- Logging error')
-transformers_logging.get_logger("transformers")
 
 STEPS = 3
 BASE = ["pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava", "pipeline.num_inference_steps=4",

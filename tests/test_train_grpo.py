@@ -114,7 +114,7 @@ def test_beta_needs_reference() -> None:
 
 def test_first_pass_ratio_is_one_with_a_real_policy(tmp_path) -> None:
     """mu = 1: log-probs recomputed in the update's forward equal those recorded at sampling."""
-    from promptloop.train import GRPOTrainer, load_config
+    from promptloop.train import PromptLoopTrainer, load_config
 
     cfg = load_config(None, [
         f"output_dir={tmp_path}", "pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava",
@@ -122,7 +122,7 @@ def test_first_pass_ratio_is_one_with_a_real_policy(tmp_path) -> None:
         "grpo.num_generations=3", "grpo.beta=0.04", "rewards={proxy: 1.0}", "data.train=world:train",
         "logging.progress_bar=false", "grpo.micro_batch_size=4",
     ])
-    trainer = GRPOTrainer(cfg)
+    trainer = PromptLoopTrainer(cfg)
     batch = trainer.score(trainer.rollout(0))
     assert len(batch.actions) == 2 * 3 * 2 and batch.advantages is not None
     recorded = [a.old_logprobs.clone() for a in batch.actions]
@@ -160,7 +160,7 @@ def test_shared_noise_gives_a_group_one_initial_noise(shared: bool) -> None:
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_first_pass_ratio_is_exactly_one_in_every_dtype(tmp_path, dtype: str) -> None:
     """Old log-probs come from the first pass's own forward: ratio exactly 1, KL 0, even in bf16."""
-    from promptloop.train import GRPOTrainer, load_config
+    from promptloop.train import PromptLoopTrainer, load_config
 
     cfg = load_config(None, [
         f"output_dir={tmp_path}", "pipeline.name_or_path=tiny:sd", "policy.name_or_path=tiny:llava",
@@ -169,7 +169,7 @@ def test_first_pass_ratio_is_exactly_one_in_every_dtype(tmp_path, dtype: str) ->
         "data.train=world:train", "logging.progress_bar=false", "grpo.micro_batch_size=2", "grpo.num_iterations=2",
         f"grpo.loss_type={'grpo' if dtype == 'bfloat16' else 'dr_grpo'}",
     ])
-    trainer = GRPOTrainer(cfg)
+    trainer = PromptLoopTrainer(cfg)
     assert next(trainer.policy.model.parameters()).dtype == getattr(torch, dtype)
     stats = trainer.update(trainer.score(trainer.rollout(0)))
     assert stats["ratio_first_pass_max_dev"] == 0.0

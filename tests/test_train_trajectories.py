@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from promptloop.train import GRPOTrainer, load_config
+from promptloop.train import PromptLoopTrainer, load_config
 from promptloop.train.trajectories import log_trajectory_grid
 
 
@@ -20,7 +20,7 @@ def test_eval_writes_trajectory_grid_and_json(tmp_path: Path) -> None:
         "data.eval=world:heldout", "eval.every=1", "eval.num_queries=2", "eval.trajectories=2", "logging.progress_bar=false",
         "logging.run_name=my-run", "logging.tags=[a, b]",
     ])
-    trainer = GRPOTrainer(cfg)
+    trainer = PromptLoopTrainer(cfg)
     metrics = trainer.evaluate()
     png, js = tmp_path / "trajectories" / "step_000000.png", tmp_path / "trajectories" / "step_000000.json"
     assert png.is_file() and js.is_file()

@@ -6,6 +6,7 @@ Bad input ends with one line `promptloop: error: ...` on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -104,12 +105,10 @@ def world_arg(text: str) -> str:
 
 
 def rule_names(text: str) -> tuple[str, ...]:
-    from promptloop.world.patterns.rewrites import RULES
-
+    """Comma-separated rule names; the world's room checks them against its own rules."""
     names = tuple(n.strip() for n in text.split(",") if n.strip())
-    unknown = [n for n in names if n not in RULES]
-    if not names or unknown:
-        raise argparse.ArgumentTypeError(f"expected comma-separated rule names among {', '.join(RULES)}, got {text!r}")
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated rule names, got {text!r}")
     return names
 
 
@@ -133,7 +132,8 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
                               stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
                               decoder_steps=args.decoder_steps, init_from=args.init_from or "",
-                              text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss)
+                              text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss,
+                              vae_finetune_steps=args.vae_finetune_steps)
     if args.binding_loss > 0 and args.text_binder_layers == 0:
         raise UsageError("--binding-loss trains the text binder: it needs --text-binder-layers > 0")
     if args.lr is not None:
@@ -221,15 +221,33 @@ def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.pipeline_compare import parse_reward_kwargs, parse_rewards
     from promptloop.generate import GenerateRequest, generate
 
+    if (args.query is None) == (args.prompts is None):
+        raise UsageError("give a QUERY or --prompts FILE (one of the two)")
+    rewards = list(args.reward or [])
     req = GenerateRequest(query=args.query, refine=args.refine, mode=args.mode, seed=args.seed, num_images=args.num_images,
                           steps=args.steps, guidance=args.guidance, negative_prompt=args.negative_prompt,
-                          pipeline=args.pipeline, policy=args.policy, device=args.device, dtype=args.dtype, out=args.out)
+                          pipeline=args.pipeline, policy=args.policy, device=args.device, dtype=args.dtype, out=args.out,
+                          prompts=args.prompts, rewards=rewards,
+                          reward_kwargs=parse_reward_kwargs(args.reward_kwargs, parse_rewards(rewards)))
     record = generate(req)
+    if "warning" in record:
+        print(f"promptloop: warning: {record.pop('warning')}", file=sys.stderr)
+    if args.prompts is not None:
+        if not args.json:
+            means = record.get("reward_means")
+            print(f"wrote {record['n']} prompts' images to {args.out}/prompt_NNNN/ and {args.out}/record.json"
+                  + (f" (mean rewards {json.dumps(means)})" if means else ""))
+            return {}
+        return record
     if not args.json:
         for s in record["samples"]:
-            print(f"{s['image']}: {s['final_prompt']}" + ("" if s["alignment"] is None else f"  (alignment {s['alignment']:.2f})"))
+            extra = "" if s["alignment"] is None else f"  (alignment {s['alignment']:.2f})"
+            if "rewards" in s:
+                extra += f"  (reward {s['rewards']['total']:.3f})"
+            print(f"{s['image']}: {s['final_prompt']}{extra}")
         print(f"wrote {args.out}/record.json and {args.out}/trajectory.png")
         return {}
     return record
@@ -241,12 +259,38 @@ def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats)
 
 
-def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.eval.compare import compare
+GENERAL_COMPARE = ("pipeline", "policy", "reward", "prompts")  # any of these: the comparison on any pipeline
 
-    return compare(n=args.n, seed=args.seed, steps=args.steps, guidance=args.guidance, refinements=args.refine,
-                   grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
-                   rewrite_first=args.rewrite_first)
+
+def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
+    if not any(getattr(args, k) is not None for k in GENERAL_COMPARE):
+        for flag in ("reward_kwargs", "seeds_per_prompt", "batch_size", "grid", "out", "device", "dtype"):
+            if getattr(args, flag) is not None:
+                raise UsageError(f"--{flag.replace('_', '-')} applies to the comparison on a pipeline: name "
+                                 "--pipeline, --policy, --reward or --prompts (the world's defaults otherwise)")
+        from promptloop.eval.compare import compare
+
+        return compare(n=args.n or 256, seed=args.seed, steps=args.steps,
+                       guidance=4.0 if args.guidance is None else args.guidance, refinements=args.refine,
+                       grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
+                       rewrite_first=args.rewrite_first)
+    from promptloop.eval.pipeline_compare import compare_pipeline, format_summary, parse_reward_kwargs, parse_rewards
+
+    weights = parse_rewards(args.reward or ["alignment"])
+    summary = compare_pipeline(
+        pipeline=args.pipeline or "world", policy=args.policy or "world", rewards=weights,
+        prompts=args.prompts or "world:heldout", n=args.n, seeds_per_prompt=args.seeds_per_prompt or 1, seed=args.seed,
+        steps=args.steps, guidance=args.guidance, refinements=args.refine, adapter=args.adapter,
+        feed_forward_adapter=args.feed_forward_adapter, reward_kwargs=parse_reward_kwargs(args.reward_kwargs, weights),
+        device=args.device or "auto", dtype=args.dtype or "float32", batch_size=args.batch_size or 8,
+        grid=4 if args.grid is None else args.grid, rewrite_first=args.rewrite_first,
+        out=args.out or "outputs/compare", progress=not args.json)
+    if not args.json:
+        print(format_summary(summary))
+        print(f"wrote {args.out or 'outputs/compare'}/compare.json, samples.jsonl"
+              + (", compare_grid.png" if "grid" in summary else ""))
+        return {}
+    return summary
 
 
 def gpu_list(text: str) -> list[int]:
@@ -284,6 +328,18 @@ def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.demo import run_demo
 
     return run_demo(out_dir=args.out, quick=args.quick)
+
+
+def cmd_push(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.hub import push_folder
+    from promptloop.integrity import verify_folder
+
+    folder = Path(args.folder)
+    if not (folder / "promptloop_policy.json").is_file():
+        raise UsageError(f"{folder}: not a saved policy folder (no promptloop_policy.json)")
+    verify_folder(folder, "policy folder")  # never publish a folder that does not match its manifest
+    url = push_folder(folder, args.repo_id, private=args.private, commit_message=args.commit_message)
+    return {"folder": str(folder), "repo": url}
 
 
 AUTH_ENV = "PROMPTLOOP_APP_AUTH"  # USER:PASSWORD of the app's login (kept out of the process list, unlike --auth)
@@ -354,8 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="sample with the loop; write images, a trajectory strip and a JSON record")
-    gen.add_argument("query", help="the prompt (the user's query)")
-    gen.add_argument("--refine", type=limit_arg("refinements", non_negative_int), default=5, help="number of refinements N_R")
+    gen.add_argument("query", nargs="?", default=None, help="the prompt (the user's query); or --prompts FILE")
+    gen.add_argument("--prompts", default=None, metavar="SOURCE",
+                     help="every prompt of a .txt / .jsonl / .csv file (or world:heldout, hf:NAME): one folder each")
+    gen.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
+                     help="score every image with this reward, judged against its query (repeat for several)")
+    gen.add_argument("--reward-kwargs", default=None, metavar="JSON", help="options per reward (JSON object)")
+    gen.add_argument("--refine", type=limit_arg("refinements", non_negative_int), default=5,
+                     help="number of refinements N_R")
     gen.add_argument("--mode", default="feedback", choices=["feedback", "no-feedback", "feed-forward", "none"])
     gen.add_argument("--seed", type=SEED, default=0)
     gen.add_argument("--num-images", type=limit_arg("images", positive_int), default=1)
@@ -402,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "users cannot read in the process list)")
     app.set_defaults(func=cmd_app)
 
-    world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2)").add_subparsers(dest="world_command", required=True)
+    world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2, backdrops = v3)").add_subparsers(dest="world_command", required=True)
 
     tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
     tb.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
@@ -417,7 +479,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
     tb.add_argument("--init-from", default=None,
                     help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
-    tb.add_argument("--lr", type=limit_arg("learning_rate", positive_float), default=None, help="peak learning rate of the UNet (default 5e-4)")
+    tb.add_argument("--vae-finetune-steps", type=TRAIN_STEPS0, default=0,
+                    help="with --init-from: fine-tune its VAE on this world's renders first, latents anchored (0: keep it)")
+    tb.add_argument("--lr", type=limit_arg("learning_rate", positive_float), default=None,
+                    help="peak learning rate of the UNet (default 5e-4)")
     tb.add_argument("--text-binder-layers", type=limit_arg("layers", non_negative_int), default=2,
                     help="trainable layers binding words between MiniLM and the UNet (0: condition on MiniLM directly)")
     tb.add_argument("--binding-loss", type=limit_arg("loss_weight", non_negative_float), default=0.0,
@@ -456,18 +521,19 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("--eta", type=limit_arg("unit", unit_float), default=0.0,
                        help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")
+        c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
+                       help="worlds v2, v3: fractions of sampling at which the rules switch / the window is measured "
+                            "(the world's default when not given)")
         if name == "room":
             c.add_argument("--seeds", type=COUNT, default=4, help="seeds per query")
             c.add_argument("--candidates", type=COUNT, default=8, help="candidate rewrites per query")
             c.add_argument("--anchored", action="store_true",
                            help="world v1: also the mid-way oracles over candidates pinned to each sample's preview")
             c.add_argument("--rules", type=rule_names, nargs="?", const=(), default=None, metavar="NAMES",
-                           help="world v2: the preview-reading rule policies and blind controls (cross-fitted, with "
+                           help="worlds v2, v3: the preview-reading rule policies and blind controls (cross-fitted, with "
                                 "CIs) it always measures; NAMES (comma-separated) keeps a subset")
-            c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
-                           help="world v2: fractions of sampling at which the rules switch (default 0.25,0.5)")
             c.add_argument("--split", default=None, choices=["train", "heldout"],
-                           help="world v2: prompt set (default heldout)")
+                           help="worlds v2, v3: prompt set (default heldout)")
         c.set_defaults(func=func)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
@@ -479,15 +545,39 @@ def build_parser() -> argparse.ArgumentParser:
     ov.set_defaults(func=cmd_bench_overhead)
 
     ev = sub.add_parser("eval", help="evaluation").add_subparsers(dest="eval_command", required=True)
-    cmp_ = ev.add_parser("compare", help="heldout alignment: base vs feed-forward vs PromptLoop (with/without feedback)")
-    cmp_.add_argument("--n", type=COUNT, default=256, help="heldout queries")
+    cmp_ = ev.add_parser("compare", help="base vs feed-forward vs PromptLoop: on any pipeline, policy and reward "
+                                         "(--pipeline/--policy/--reward/--prompts, with CIs and a trajectory grid), "
+                                         "or the embedded world's heldout alignment (none of those flags)")
+    cmp_.add_argument("--pipeline", default=None, help="diffusers folder or Hub id, 'world', 'tiny:NAME'")
+    cmp_.add_argument("--policy", default=None, help="VLM policy folder or Hub id, 'world', 'tiny:NAME'")
+    cmp_.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
+                      help="a reward judged against each prompt (repeat for several; default alignment)")
+    cmp_.add_argument("--reward-kwargs", default=None, metavar="JSON",
+                      help='options per reward, e.g. \'{"clipscore": {"model_name_or_path": "PATH"}}\'')
+    cmp_.add_argument("--prompts", default=None, metavar="SOURCE",
+                      help="a .txt / .jsonl / .csv file, world:heldout or hf:NAME[:SPLIT[:COLUMN]]")
+    cmp_.add_argument("--n", type=COUNT, default=None,
+                      help="prompts (the first N; default: all, or 256 heldout queries of the world)")
+    cmp_.add_argument("--seeds-per-prompt", type=limit_arg("images", positive_int), default=None,
+                      help="images per prompt (default 1)")
     cmp_.add_argument("--seed", type=SEED, default=0)
     cmp_.add_argument("--steps", type=SAMPLING_STEPS, default=20)
-    cmp_.add_argument("--guidance", type=GUIDANCE, default=4.0)
-    cmp_.add_argument("--refine", type=limit_arg("refinements", positive_int), default=5, help="refinements N_R of the loop rows")
-    cmp_.add_argument("--adapter", default=None, help="GRPO LoRA adapter (default: assets/world/policy_grpo)")
+    cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world, else the "
+                                                                        "pipeline's default)")
+    cmp_.add_argument("--refine", type=limit_arg("refinements", positive_int), default=5,
+                      help="refinements N_R of the loop rows")
+    cmp_.add_argument("--adapter", default=None, help="LoRA adapter of the policy, folder or Hub id (world: "
+                                                        "assets/world/policy_grpo)")
     cmp_.add_argument("--feed-forward-adapter", default=None,
-                      help="feed-forward rewriter adapter (default: assets/world/policy_feedforward)")
+                      help="adapter of the feed-forward row (default: the policy itself, rewriting once; world: "
+                           "assets/world/policy_feedforward)")
+    cmp_.add_argument("--batch-size", type=limit_arg("images", positive_int), default=None,
+                      help="images per sampler call (default 8)")
+    cmp_.add_argument("--grid", type=limit_arg("count0", non_negative_int), default=None,
+                      help="prompts in the trajectory grid (default 4)")
+    cmp_.add_argument("--out", default=None, help="output folder (default outputs/compare)")
+    cmp_.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
+    cmp_.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
     cmp_.add_argument("--rewrite-first", action=argparse.BooleanOptionalAction, default=False,
                       help="the feedback rows also rewrite the query before sampling (for a policy trained with "
                            "loop.rewrite_first)")
@@ -497,6 +587,16 @@ def build_parser() -> argparse.ArgumentParser:
     from promptloop.train.cli import add_train_parser
 
     add_train_parser(sub)
+
+    push = sub.add_parser("push", help="upload a saved policy folder (e.g. OUTPUT_DIR/policy) to a Hugging Face Hub "
+                                       "model repo, created when missing")
+    push.add_argument("folder", help="the policy folder (what VLMPolicy.save_pretrained / promptloop train write)")
+    push.add_argument("repo_id", help="the Hub repo, 'owner/name' (or 'name' in your namespace)")
+    push.add_argument("--private", action=argparse.BooleanOptionalAction, default=None,
+                      help="create the repo private (default: the Hub's default)")
+    push.add_argument("--commit-message", default=None)
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(func=cmd_push)
 
     wm = world.add_parser("write-manifests", help="write (or --check) the sizes+sha256 manifest of model folders "
                           "(default: the shipped ones in assets/world/)")

@@ -1,13 +1,15 @@
 """`promptloop generate`: sample with the loop and write the images, a trajectory strip and a JSON record.
 
-World backbone and world policy by default; any diffusers pipeline / transformers VLM by path or id.
+World backbone and world policy by default; any diffusers pipeline / transformers VLM by path or id. One query, or
+every prompt of a file (`prompts`: each in its own folder `prompt_NNNN/`, with a `record.json` of them all); the
+images scored by named rewards (`rewards`, judged against the query) besides the world's alignment of world queries.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ from promptloop.validation import check_device, check_limit, check_number, check
 
 @dataclass
 class GenerateRequest:
-    query: str  # the user's query
+    query: str | None = None  # the user's query (or `prompts`)
     refine: int = 5  # number of refinements N_R (feedback / no-feedback)
     mode: str = "feedback"  # one of MODES
     seed: int = 0  # seed of the first image; image k uses seed + k
@@ -36,11 +38,17 @@ class GenerateRequest:
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
     dtype: str = "float32"  # float32 | bfloat16 | float16
     out: str = "outputs/generate"  # output folder
+    prompts: str | None = None  # a prompt source instead of `query`: .txt / .jsonl / .csv, world:heldout, hf:NAME
+    rewards: list[str] = field(default_factory=list)  # rewards scoring each image, "NAME" or "NAME=WEIGHT"
+    reward_kwargs: dict[str, dict[str, Any]] = field(default_factory=dict)  # options per reward name
 
 
 def validate(req: GenerateRequest) -> None:
     """Reject bad requests before loading anything (clear, specific messages)."""
-    req.query = check_prompt(req.query, "query")
+    if (req.query is None) == (req.prompts is None):
+        raise ValueError("give a query or --prompts FILE (one of the two)")
+    if req.query is not None:
+        req.query = check_prompt(req.query, "query")
     if req.negative_prompt is not None:
         check_prompt(req.negative_prompt, "--negative-prompt")
     if req.guidance is not None:
@@ -71,7 +79,8 @@ def validate(req: GenerateRequest) -> None:
             raise FileNotFoundError(f"{flag} {name!r}: no such folder")
 
 
-def _record(req: GenerateRequest, out: Any, seconds: float, scores: list[float] | None) -> dict[str, Any]:
+def _record(req: GenerateRequest, query: str, out: Any, seconds: float, scores: list[float] | None,
+            rewards: dict[str, list[float]] | None = None) -> dict[str, Any]:
     samples = []
     for k, traj in enumerate(out.trajectories):
         samples.append(
@@ -81,6 +90,7 @@ def _record(req: GenerateRequest, out: Any, seconds: float, scores: list[float] 
                 "initial_prompt": traj.initial_prompt,
                 "final_prompt": traj.final_prompt,
                 "alignment": None if scores is None else scores[k],
+                **({"rewards": {name: v[k] for name, v in rewards.items()}} if rewards is not None else {}),
                 "refinements": [
                     {
                         "step": r.step,
@@ -99,7 +109,7 @@ def _record(req: GenerateRequest, out: Any, seconds: float, scores: list[float] 
             }
         )
     return {
-        "query": req.query,
+        "query": query,
         "mode": out.mode,
         "pipeline": req.pipeline,
         "policy": req.policy if out.mode != "none" else None,
@@ -113,54 +123,113 @@ def _record(req: GenerateRequest, out: Any, seconds: float, scores: list[float] 
 
 
 def generate(req: GenerateRequest) -> dict[str, Any]:
-    """Run the request; write images, previews, a trajectory strip and record.json into req.out."""
+    """Run the request; write images, previews, a trajectory strip and record.json into req.out (per prompt of a
+    prompt source, into req.out/prompt_NNNN/, with req.out/record.json holding every prompt's record)."""
     from promptloop.train.components import load_pipeline, load_policy
     from promptloop.train.config import PipelineConfig, PolicyConfig
 
     validate(req)
     folder = output_dir(req.out, "--out")  # before any model is loaded: a bad folder fails at once
+    reward = None
+    if req.rewards:
+        from promptloop.eval.pipeline_compare import parse_rewards
+        from promptloop.rewards import CombinedReward
+
+        reward = CombinedReward(parse_rewards(req.rewards), normalise=False,
+                                reward_kwargs=req.reward_kwargs).preflight()  # a reward that cannot load fails now
+    prompts = None
+    if req.prompts is not None:
+        from promptloop.train.data import load_prompts
+
+        prompts = load_prompts(req.prompts)
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
     pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)
-    is_world = req.pipeline == "world" or req.pipeline.startswith("world:")
-    guidance = req.guidance if req.guidance is not None else (4.0 if is_world else None)
+    world = _world_of(req.pipeline)
+    guidance = req.guidance if req.guidance is not None else (4.0 if world is not None else None)
     req.guidance = guidance
     policy = None
     if mode != "none":
         policy = load_policy(PolicyConfig(name_or_path=req.policy, dtype="auto" if req.dtype == "float32" else req.dtype),
                              device)
         if getattr(policy, "tokenizer", None) is not None:
-            check_prompt_tokens([req.query], policy.tokenizer, "query")
+            if prompts is not None:
+                from promptloop.train.data import skip_overlong_tokens
+
+                prompts = skip_overlong_tokens(prompts, policy.tokenizer)
+            else:
+                check_prompt_tokens([req.query], policy.tokenizer, "query")
         tokenizer = getattr(pipe, "tokenizer", None)
         if tokenizer is not None and getattr(policy, "prompt_length_fn", None) is None:
             policy.prompt_length_fn = token_length_fn(tokenizer)
+    if prompts is not None and not prompts:
+        raise ValueError(f"--prompts {req.prompts!r}: every prompt is over the length limits")
     sampler = PromptLoopSampler(pipe, policy, mode=mode, num_refinements=req.refine)  # type: ignore[arg-type]
+    if world is not None:
+        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
+    if prompts is None:
+        assert req.query is not None
+        return _generate_one(req, req.query, sampler, guidance, extra, reward, world, folder)
+    records = [_generate_one(req, q, sampler, guidance, extra, reward, world, output_dir(
+        str(folder / f"prompt_{i:04d}"), "--out")) for i, q in enumerate(prompts)]
+    summary: dict[str, Any] = {"prompts": req.prompts, "n": len(records), "skipped_prompts": len(prompts.skipped),
+                               "records": [f"prompt_{i:04d}/record.json" for i in range(len(records))]}
+    if reward is not None:
+        names = list(records[0]["samples"][0]["rewards"])
+        summary["reward_means"] = {n: float(np.mean([s["rewards"][n] for r in records for s in r["samples"]]))
+                                   for n in names}
+    text = json.dumps({**summary, "prompt_records": records}, indent=2)
+    atomic_write(folder / "record.json", lambda tmp: tmp.write_text(text))
+    message = prompts.skip_message("--prompts")
+    if message is not None:
+        summary["warning"] = message
+    return summary
+
+
+def _world_of(pipeline: str) -> Any:
+    """The world package of a world backbone reference ('world', 'world:PATH'; the world is read from the folder),
+    None for any other pipeline."""
+    if pipeline != "world" and not pipeline.startswith("world:"):
+        return None
+    from promptloop.world import get_world
+    from promptloop.world.backbone import DEFAULT_BACKBONE, backbone_world
+
+    return get_world(backbone_world(pipeline.split(":", 1)[1] if ":" in pipeline else DEFAULT_BACKBONE))
+
+
+def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, guidance: float | None,
+                  extra: dict[str, Any], reward: Any, world: Any, folder: Path) -> dict[str, Any]:
+    """Sample `req.num_images` images of one query; write its files into `folder`; return its record."""
     gens = [torch.Generator(device="cpu").manual_seed(req.seed + k) for k in range(req.num_images)]
-    if is_world:
-        extra = {"height": 32, "width": 32, **extra}
     torch.manual_seed(req.seed)  # the policy samples from the global generator: seed it for a reproducible record
     t0 = time.perf_counter()
-    out = sampler([req.query] * req.num_images, num_inference_steps=req.steps, guidance_scale=guidance,
+    out = sampler([query] * req.num_images, num_inference_steps=req.steps, guidance_scale=guidance,
                   negative_prompt=req.negative_prompt, generator=gens, **extra)
     seconds = time.perf_counter() - t0
 
     scores = None
-    if is_world:
+    if world is not None:  # the world's own alignment reward, where the query is in the world's language
         from promptloop.rewards import get_reward
-        from promptloop.world.shapes.grammar import ParseError, parse
 
         try:
-            parse(req.query)
-            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in out.images])
-            scores = [float(s) for s in get_reward("alignment")(arr, [req.query] * req.num_images).scores]
-        except ParseError:
+            world.parse(query)
+        except ValueError:
             scores = None  # not a world-grammar query: no verifiable score
-    record = _record(req, out, seconds, scores)
-    _write_outputs(folder, out, scores, record, req.num_images)
+        else:
+            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in out.images])
+            scores = [float(s) for s in get_reward(world.ALIGNMENT_REWARD)(arr, [query] * req.num_images).scores]
+    rewards = None
+    if reward is not None:
+        with torch.no_grad():
+            rewards = {k: [float(x) for x in v.detach().float().cpu()]
+                       for k, v in reward.evaluate(list(out.images), [query] * req.num_images).items()}
+    record = _record(req, query, out, seconds, scores, rewards)
+    _write_outputs(folder, out, scores, rewards, record, req.num_images)
     return record
 
 
-def _write_outputs(folder: Path, out: Any, scores: list[float] | None, record: dict[str, Any], num_images: int) -> None:
+def _write_outputs(folder: Path, out: Any, scores: list[float] | None, rewards: dict[str, list[float]] | None,
+                   record: dict[str, Any], num_images: int) -> None:
     """Images, previews, the trajectory strip and record.json; each file is written whole (`atomic_write`), and
     when one cannot be written (a full disk) the files this call wrote are removed again before the error."""
     written: list[Path] = []
@@ -180,6 +249,8 @@ def _write_outputs(folder: Path, out: Any, scores: list[float] | None, record: d
                     strip_labels.append(f"{r.progress:.0%}: {r.prompt}{' (fallback)' if r.fallback else ''}")
             strip_images.append(img)
             score = "" if scores is None else f" [alignment {scores[k]:.2f}]"
+            if rewards is not None:
+                score += f" [reward {rewards['total'][k]:.3f}]"
             strip_labels.append(f"final{score}: {traj.final_prompt}")
         columns = len(strip_images) // max(num_images, 1)
         labelled_grid(strip_images, strip_labels, folder / "trajectory.png", columns=max(columns, 1), cell=160,

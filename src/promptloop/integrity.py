@@ -1,13 +1,13 @@
 """Integrity of model folders: a manifest of file sizes and sha256, written on save and checked on load.
 
 `promptloop_manifest.json` in a model folder (world backbone, policy, adapter) lists every file below it
-with its size and sha256. `write_manifest(folder)` writes it (savers call it last); `verify_folder(folder)`
-checks it (loaders call it first) and raises `IntegrityError` naming the first file that is missing, has
-another size or another hash; manifest entries must name paths inside the folder (nothing outside it is read).
-Every `.safetensors` file is also checked against its own header, so a truncated weights file is one clear line
-even in a folder without a manifest (e.g. from the hub). A folder without a manifest is refused where promptloop
-wrote it (deleting the manifest must not turn the checks off) and loads with an `UnverifiedFolderWarning`
-otherwise.
+with its size and sha256, except the model card (`README.md`, free to edit, on the Hub too).
+`write_manifest(folder)` writes it (savers call it last); `verify_folder(folder)` checks it (loaders call it first)
+and raises `IntegrityError` naming the first file that is missing, has another size or another hash; manifest
+entries must name paths inside the folder (nothing outside it is read). Every `.safetensors` file is also checked
+against its own header, so a truncated weights file is one clear line even in a folder without a manifest (e.g.
+from the hub). A folder without a manifest is refused where promptloop wrote it (deleting the manifest must not
+turn the checks off) and loads with an `UnverifiedFolderWarning` otherwise.
 Checkpoints record the same manifest (`file_manifest`) in their trainer_state.json.
 
 Regenerate the manifests of the shipped folders with `promptloop world write-manifests`.
@@ -27,6 +27,7 @@ from promptloop.fs_errors import atomic_write
 
 MANIFEST_FILE = "promptloop_manifest.json"
 MANIFEST_FORMAT = 1
+UNLOCKED = ("README.md",)  # the model card: edited on the Hub, so neither listed nor checked (also in old manifests)
 
 
 class IntegrityError(ValueError):
@@ -64,7 +65,8 @@ def file_manifest(folder: Path, exclude: tuple[str, ...] = (), hash_limit: int |
     out: dict[str, dict[str, Any]] = {}
     for p in sorted(folder.rglob("*")):
         rel = p.relative_to(folder).as_posix()
-        if not p.is_file() or p.name in exclude or p.name == MANIFEST_FILE or any(s.startswith(".") for s in rel.split("/")):
+        if (not p.is_file() or p.name in exclude or p.name == MANIFEST_FILE or rel in UNLOCKED
+                or any(s.startswith(".") for s in rel.split("/"))):
             continue
         size = p.stat().st_size
         out[rel] = {"size": size, **({"sha256": sha256_file(p)} if hash_limit is None or size <= hash_limit else {})}
@@ -99,10 +101,10 @@ def _entry(folder: Path, rel: Any, info: Any, what: str) -> Path:
 
 def check_files(folder: Path, files: dict[str, dict[str, Any]], what: str) -> None:
     """IntegrityError naming the first listed file that is missing or differs in size or sha256 (or an entry that
-    is malformed or names a path outside `folder`: nothing outside it is read)."""
+    is malformed or names a path outside `folder`: nothing outside it is read); the model card is not checked."""
     if not isinstance(files, dict):
         raise IntegrityError(f"{what} {folder}: the file list is not an object")
-    checked = [(rel, _entry(folder, rel, info, what), info) for rel, info in files.items()]
+    checked = [(rel, _entry(folder, rel, info, what), info) for rel, info in files.items() if rel not in UNLOCKED]
     for rel, f, info in checked:
         if not f.is_file():
             raise IntegrityError(f"{what} {folder}: file {rel} is missing")

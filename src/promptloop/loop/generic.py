@@ -4,7 +4,9 @@ No per-family knowledge. For a pipeline that is not in the family table (`famili
 
 1. `PromptEncoder` calls the pipeline's *own* `encode_prompt`, found by signature, with the options
    the pipeline call used (`max_sequence_length`, `clip_skip`, `complex_human_instruction`, LoRA scale
-   from the attention kwargs, ...), classifier-free guidance as the pipeline has it, and the negative
+   from the attention kwargs, ...; an option the call left out takes `__call__`'s default, which is not
+   always `encode_prompt`'s: Sana's complex human instruction is on in one and off in the other), classifier-free
+   guidance as the pipeline has it, and the negative
    prompts in force (through its `negative_prompt` parameter, or by a second call for pipelines that
    encode the negative separately: FLUX-style true CFG). Its outputs are flattened to a list.
 2. `ConditioningSwap` encodes the prompts the pipeline started with once (the *originals*, identical to
@@ -98,6 +100,12 @@ class PromptEncoder:
         self.options: dict[str, Any] = {"device": device}
         if "num_images_per_prompt" in self.params:
             self.options["num_images_per_prompt"] = 1
+        # options the call left at the pipeline's defaults: __call__'s default, which is not always encode_prompt's
+        # (Sana's complex_human_instruction is on in __call__ and off in encode_prompt, PixArt's clean_caption
+        # likewise, Qwen-Image's max_sequence_length is 512 in __call__ and 1024 in encode_prompt)
+        for key, param in inspect.signature(pipe.__call__).parameters.items():
+            if key in self.params and key not in _OWN and param.default is not inspect.Parameter.empty:
+                self.options[key] = param.default
         for key, value in call_kwargs.items():
             if key in self.params and key not in _OWN:
                 self.options[key] = value

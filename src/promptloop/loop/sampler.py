@@ -78,7 +78,7 @@ class PromptLoopSampler:
 
     Args:
         pipe: any diffusers text-to-image pipeline whose `__call__` takes `callback_on_step_end` (or the legacy
-            `callback`) and that has an `encode_prompt` (see the README's table of supported pipelines).
+            `callback`) and that has an `encode_prompt` (see the table of supported pipelines in docs/pipelines.md).
         policy: the default RefinementPolicy (can be overridden per call).
         mode: default mode, one of MODES.
         num_refinements: default N_R.
@@ -132,8 +132,9 @@ class PromptLoopSampler:
     # ------------------------------------------------------------------------------------------------------------------
     def __call__(
         self,
-        queries: str | list[str],
+        queries: str | list[str] | None = None,
         *,
+        prompt: str | list[str] | None = None,
         policy: RefinementPolicy | None = None,
         mode: Mode | None = None,
         num_refinements: int | None = None,
@@ -154,6 +155,8 @@ class PromptLoopSampler:
     ) -> PromptLoopOutput:
         """Sample one image per query (per-sample queries), refining the prompt at the scheduled steps.
 
+        The queries are the first argument, or `prompt=` as a diffusers pipeline takes them (one of the two).
+
         `refinement_steps` (explicit loop indices) overrides `num_refinements`/`schedule`; `schedule_seed`
         seeds the "random" schedule. `rewrite_first` overrides the sampler's default (feedback mode only).
         `on_refinement(refinements)` is called right after each policy decision is put in force, with that
@@ -172,11 +175,15 @@ class PromptLoopSampler:
         rewrite_first = self.rewrite_first if rewrite_first is None else rewrite_first
         if rewrite_first and mode not in ("feedback", "feed-forward"):
             raise ValueError(f"rewrite_first applies to feedback mode (feed-forward always rewrites first), not {mode!r}")
-        for reserved in ("prompt", "prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs",
+        for reserved in ("prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs",
                          "callback", "callback_steps"):
             if reserved in pipeline_kwargs:
-                raise ValueError(f"{reserved!r} is set by the sampler; pass queries instead")
-        queries = [queries] if isinstance(queries, str) else list(queries)
+                raise ValueError(f"{reserved!r} is set by the sampler; pass the prompts (queries) instead")
+        if (queries is None) == (prompt is None):
+            raise TypeError("pass the prompts as the first argument (queries) or as prompt=, one of the two"
+                            if queries is not None else "no prompts: pass queries (the first argument) or prompt=")
+        queries = queries if queries is not None else prompt
+        queries = [queries] if isinstance(queries, str) else list(queries)  # type: ignore[arg-type]
         repeats = int(pipeline_kwargs.pop("num_images_per_prompt", 1) or 1)
         if repeats > 1:
             queries = [q for q in queries for _ in range(repeats)]

@@ -10,8 +10,8 @@ same code paths as the full-size models.
     image = pipe("a red circle", num_inference_steps=4, height=32, width=32).images[0]
 
 Width/height must be multiples of 4 for FLUX (VAE factor 2, packing factor 2); 32 is the default used
-in the tests. `TINY_MAX_SEQUENCE_LENGTH` must be passed as `max_sequence_length` to SD3/FLUX calls
-(their T5 tokenizer knows only short sequences; the default of 256/512 would also work, just slower).
+in the tests. Every other call option stays at the pipeline's default (`tiny_call_kwargs`), as a user calls it:
+SD3 and FLUX pad their T5 prompts to 256 / 512 tokens of the small T5 vocabulary.
 """
 
 from __future__ import annotations
@@ -356,8 +356,6 @@ TINY_PIPELINES = {
 
 
 def tiny_call_kwargs(family: str) -> dict[str, Any]:
-    """Keyword arguments every call of a tiny pipeline needs (size; short T5 sequences for SD3/FLUX)."""
-    kwargs: dict[str, Any] = {"height": TINY_SIZE, "width": TINY_SIZE}
-    if family in ("sd3", "flux"):
-        kwargs["max_sequence_length"] = TINY_MAX_SEQUENCE_LENGTH
-    return kwargs
+    """Keyword arguments every call of a tiny pipeline needs: its size (every other option is the pipeline's
+    default; `family` is kept for callers that name it)."""
+    return {"height": TINY_SIZE, "width": TINY_SIZE}

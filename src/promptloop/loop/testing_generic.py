@@ -18,7 +18,6 @@ from PIL import Image
 
 from promptloop.loop.testing import (
     _WORDS,
-    TINY_MAX_SEQUENCE_LENGTH,
     TINY_SIZE,
     _finish,
     _seeded,
@@ -112,14 +111,15 @@ def tiny_flux_img2img_pipeline(seed: int = 0) -> Any:
 # ----------------------------------------------------------------------------------------------------------------------
 # other families
 # ----------------------------------------------------------------------------------------------------------------------
-def tiny_pixart_sigma_pipeline(seed: int = 0) -> Any:
-    """PixArt-Sigma: T5, PixArt transformer; its __call__ has only the legacy `callback`."""
+def tiny_pixart_sigma_pipeline(seed: int = 0, sample_size: int = TINY_SIZE // 2) -> Any:
+    """PixArt-Sigma: T5, PixArt transformer; its __call__ has only the legacy `callback`. `sample_size` 32 puts the
+    transformer in the 256 px resolution bins (the default `use_resolution_binning` needs one of 32 / 64 / 128 / 256)."""
     from diffusers import PixArtSigmaPipeline, PixArtTransformer2DModel
 
     tokenizer = tiny_t5_tokenizer()
     with _seeded(seed):
         transformer = PixArtTransformer2DModel(
-            sample_size=TINY_SIZE // 2, num_layers=1, patch_size=2, attention_head_dim=8, num_attention_heads=2,
+            sample_size=sample_size, num_layers=1, patch_size=2, attention_head_dim=8, num_attention_heads=2,
             caption_channels=32, in_channels=4, cross_attention_dim=16, out_channels=8, attention_bias=True,
             activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
             norm_elementwise_affine=False, norm_eps=1e-6,
@@ -132,15 +132,18 @@ def tiny_pixart_sigma_pipeline(seed: int = 0) -> Any:
     return _finish(pipe, "cpu", None)
 
 
-def _dc_ae() -> Any:
+def _dc_ae(levels: int = 2) -> Any:
+    """A DC-AE with `levels` levels: spatial compression 2 ** (levels - 1) (the real ones compress 32x)."""
     from diffusers import AutoencoderDC
 
+    deep = levels - 1
     return AutoencoderDC(
         in_channels=3, latent_channels=4, attention_head_dim=2,
-        encoder_block_types=("ResBlock", "EfficientViTBlock"), decoder_block_types=("ResBlock", "EfficientViTBlock"),
-        encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
-        encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
-        encoder_layers_per_block=(1, 1), decoder_layers_per_block=[1, 1], downsample_block_type="conv",
+        encoder_block_types=("ResBlock",) + ("EfficientViTBlock",) * deep,
+        decoder_block_types=("ResBlock",) + ("EfficientViTBlock",) * deep,
+        encoder_block_out_channels=(8,) * levels, decoder_block_out_channels=(8,) * levels,
+        encoder_qkv_multiscales=((),) + ((5,),) * deep, decoder_qkv_multiscales=((),) + ((5,),) * deep,
+        encoder_layers_per_block=(1,) * levels, decoder_layers_per_block=[1] * levels, downsample_block_type="conv",
         upsample_block_type="interpolate", decoder_norm_types="rms_norm", decoder_act_fns="silu",
         scaling_factor=0.41407,
     ).eval()
@@ -152,18 +155,19 @@ def _sana_transformer(**extra: Any) -> Any:
     return SanaTransformer2DModel(
         patch_size=1, in_channels=4, out_channels=4, num_layers=1, num_attention_heads=2, attention_head_dim=4,
         num_cross_attention_heads=2, cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
-        sample_size=TINY_SIZE // 2, **extra,
+        **{"sample_size": TINY_SIZE // 2, **extra},
     ).eval()
 
 
-def tiny_sana_pipeline(seed: int = 0) -> Any:
-    """Sana: Gemma2 text encoder (attention mask), DC-AE autoencoder, flow matching."""
+def tiny_sana_pipeline(seed: int = 0, vae_levels: int = 2) -> Any:
+    """Sana: Gemma2 text encoder (attention mask), DC-AE autoencoder, flow matching. `vae_levels` 4 compresses 8x:
+    cheap latents at the 512 px of the default resolution binning."""
     from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline
 
     tokenizer = tiny_word_tokenizer()
     with _seeded(seed):
         transformer = _sana_transformer()
-        vae = _dc_ae()
+        vae = _dc_ae(vae_levels)
         text_encoder = _gemma2(tokenizer, 8)
     pipe = SanaPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
@@ -172,14 +176,15 @@ def tiny_sana_pipeline(seed: int = 0) -> Any:
     return _finish(pipe, "cpu", None)
 
 
-def tiny_sana_sprint_pipeline(seed: int = 0) -> Any:
-    """Sana-Sprint: guidance-distilled (no CFG), SCM consistency scheduler."""
+def tiny_sana_sprint_pipeline(seed: int = 0, sample_size: int = TINY_SIZE // 2, vae_levels: int = 2) -> Any:
+    """Sana-Sprint: guidance-distilled (no CFG), SCM consistency scheduler. `sample_size` 32 puts the transformer in
+    the 1024 px resolution bins (the default `use_resolution_binning` needs 32); `vae_levels` as for Sana."""
     from diffusers import SanaSprintPipeline, SCMScheduler
 
     tokenizer = tiny_word_tokenizer()
     with _seeded(seed):
-        transformer = _sana_transformer(guidance_embeds=True, qk_norm="rms_norm_across_heads")
-        vae = _dc_ae()
+        transformer = _sana_transformer(guidance_embeds=True, qk_norm="rms_norm_across_heads", sample_size=sample_size)
+        vae = _dc_ae(vae_levels)
         text_encoder = _gemma2(tokenizer, 8)
     pipe = SanaSprintPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=SCMScheduler()
@@ -296,37 +301,42 @@ GENERIC_PIPELINES: dict[str, Callable[..., Any]] = {
 }
 NO_CFG = {"sana_sprint"}  # guidance-distilled: no negative branch
 
+# Options the tiny pipelines are called with where the pipeline's own default cannot run on the tiny components, or
+# would multiply the work of every check, each with the reason. Every other option stays at the pipeline's default,
+# as a user calls it (Sana's complex human instruction, PixArt's caption cleaning, Lumina 2's system prompt, the
+# sequence lengths, guidance scales); `tests/test_loop_generic.py` runs these families with the overridden defaults
+# too (`test_family_defaults_binning_and_sprint_schedule`).
+TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    "sd_img2img": {"strength": 1.0},
+    "sdxl_img2img": {"strength": 1.0},
+    "sd3_img2img": {"strength": 1.0},
+    "flux_img2img": {"strength": 1.0},
+    "pixart_sigma": {"use_resolution_binning": False},
+    "sana": {"use_resolution_binning": False},
+    "sana_sprint": {"use_resolution_binning": False, "intermediate_timesteps": None},
+}
+OVERRIDE_REASONS = {
+    "strength": "the checks count the denoiser calls of every one of num_inference_steps; the default 0.8 skips the "
+                "first fifth of them (tested by itself)",
+    "use_resolution_binning": "binning moves the size to the nearest bin of the real model's resolution (256 to 1024 "
+                              "px for the transformer's sample size) and resizes the image back: 64 to 1024 times "
+                              "the tiny size's work in every check (tested on by itself)",
+    "intermediate_timesteps": "Sana-Sprint's default intermediate timestep (1.3) is defined for exactly 2 steps; the "
+                              "checks sample 4 (tested by itself with 2)",
+}
+
 
 def generic_call_kwargs(name: str, batch_size: int = 1) -> dict[str, Any]:
-    """Keyword arguments a call of the tiny pipeline `name` with `batch_size` prompts needs (size, sequence length,
-    input images: the image-to-image pipelines get one input image per prompt, as diffusers asks)."""
+    """Keyword arguments a call of the tiny pipeline `name` with `batch_size` prompts needs: the tiny size, the input
+    images (the image-to-image pipelines get one per prompt, as diffusers asks) and `TINY_OVERRIDES`; everything
+    else is the pipeline's own default."""
     kwargs: dict[str, Any] = {"height": TINY_SIZE, "width": TINY_SIZE}
-    if name in ("sd3_img2img", "flux_img2img", "pixart_sigma", "sana", "sana_sprint", "lumina2", "cogview4",
-                "chroma", "aura_flow"):
-        kwargs["max_sequence_length"] = TINY_MAX_SEQUENCE_LENGTH
     if name in ("sd_img2img", "sdxl_img2img", "sd3_img2img", "flux_img2img"):
-        kwargs.update(image=_image() if batch_size == 1 else [_image()] * batch_size, strength=1.0)
-        if name in ("sd_img2img", "sdxl_img2img"):
+        kwargs["image"] = _image() if batch_size == 1 else [_image()] * batch_size
+        if name in ("sd_img2img", "sdxl_img2img"):  # their size is the input image's
             kwargs.pop("height")
             kwargs.pop("width")
     if name == "sd_controlnet":
         kwargs["image"] = _image(1)
-    if name in ("sana", "sana_sprint"):
-        kwargs["complex_human_instruction"] = None
-    if name in ("sana", "sana_sprint", "pixart_sigma"):
-        kwargs["use_resolution_binning"] = False
-    if name == "pixart_sigma":
-        kwargs["clean_caption"] = False
-    if name == "sana_sprint":
-        kwargs["intermediate_timesteps"] = None
-    if name == "lumina2":
-        kwargs["system_prompt"] = "a"
-    if name == "sana_sprint":
-        kwargs["guidance_scale"] = 4.5
-    if name in ("flux_img2img",):
-        kwargs["guidance_scale"] = 3.5
-    if name in ("sd_img2img", "sdxl_img2img", "sd_controlnet", "pixart_sigma", "sana", "lumina2", "cogview4",
-                "chroma", "aura_flow", "sd3_img2img"):
-        kwargs["guidance_scale"] = 5.0
+    kwargs.update(TINY_OVERRIDES.get(name, {}))
     return kwargs
-

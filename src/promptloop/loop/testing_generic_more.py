@@ -35,7 +35,6 @@ _CHAT_TEMPLATE = (
     "{% if m['content'] is string %}{{ m['content'] }}{% else %}{% for c in m['content'] %}{{ c['text'] }}"
     "{% endfor %}{% endif %}<|im_end|> {% endfor %}{% if add_generation_prompt %}<|im_start|>assistant {% endif %}"
 )
-TINY_CHAT_MAX_LENGTH = 64  # long enough for FLUX.2's system message and a prompt
 
 
 def tiny_chat_tokenizer(model_max_length: int = 1024, padding_side: str = "right") -> Any:
@@ -255,7 +254,8 @@ def tiny_hidream_image_pipeline(seed: int = 0) -> Any:
     )
     from transformers import CLIPTextModelWithProjection, LlamaConfig, LlamaForCausalLM
 
-    tokenizer, tokenizer_2, tokenizer_3 = tiny_clip_tokenizer(), tiny_clip_tokenizer(), tiny_t5_tokenizer()
+    # the CLIP towers are Long-CLIP's (248 positions): HiDream pads their prompts to its max_sequence_length (128)
+    tokenizer, tokenizer_2, tokenizer_3 = tiny_clip_tokenizer(248), tiny_clip_tokenizer(248), tiny_t5_tokenizer()
     tokenizer_4 = tiny_word_tokenizer()
     with _seeded(seed):
         transformer = HiDreamImageTransformer2DModel(
@@ -298,19 +298,15 @@ MORE_NO_NEGATIVE = {"flux2", "flux2_klein"}
 TRUE_CFG = {"qwen_image", "hunyuan_image"}  # the negative is its own encode_prompt call: start with negative_prompt
 
 
+# The one option the tiny pipelines are called with besides their size, and why: everything else (sequence lengths,
+# guidance and true-CFG scales) stays at the pipeline's own default, as a user calls it.
+MORE_TINY_OVERRIDES: dict[str, dict[str, Any]] = {
+    # FLUX.2 stacks hidden layers (10, 20, 30) / [klein] (9, 18, 27) of its text encoder; the tiny ones have 2 / 3
+    "flux2": {"text_encoder_out_layers": (1,)},
+    "flux2_klein": {"text_encoder_out_layers": (1, 2)},
+}
+
+
 def more_generic_call_kwargs(name: str) -> dict[str, Any]:
-    """Keyword arguments a call of the tiny pipeline `name` needs."""
-    kwargs: dict[str, Any] = {"height": TINY_SIZE, "width": TINY_SIZE}
-    if name in ("qwen_image", "z_image", "flux2_klein", "flux2", "hidream_image"):
-        kwargs["max_sequence_length"] = 16 if name in ("qwen_image", "hidream_image") else TINY_CHAT_MAX_LENGTH
-    if name in ("flux2_klein", "flux2"):
-        kwargs["text_encoder_out_layers"] = (1,) if name == "flux2" else (1, 2)
-    if name == "z_image":
-        kwargs["guidance_scale"] = 3.0
-    if name in ("flux2_klein", "hidream_image"):
-        kwargs["guidance_scale"] = 4.0
-    if name == "flux2":
-        kwargs["guidance_scale"] = 2.5
-    if name == "qwen_image":
-        kwargs["true_cfg_scale"] = 2.0
-    return kwargs
+    """Keyword arguments a call of the tiny pipeline `name` needs: the tiny size and `MORE_TINY_OVERRIDES`."""
+    return {"height": TINY_SIZE, "width": TINY_SIZE, **MORE_TINY_OVERRIDES.get(name, {})}

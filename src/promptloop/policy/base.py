@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -47,7 +47,14 @@ class RefinementPolicy(Protocol):
     def propose(self, inputs: PolicyInput) -> PolicyOutput: ...
 
 
-class NullPolicy:
+class _Weightless:
+    """`.to(...)` of a policy without weights: nothing to move (as every policy has `.to`, like a pipeline)."""
+
+    def to(self, *args: Any, **kwargs: Any) -> Any:
+        return self
+
+
+class NullPolicy(_Weightless):
     """Returns the current prompt unchanged, at no cost: measures the loop mechanism's own overhead."""
 
     def propose(self, inputs: PolicyInput) -> PolicyOutput:
@@ -61,7 +68,7 @@ class NullPolicy:
         )
 
 
-class FixedPromptPolicy:
+class FixedPromptPolicy(_Weightless):
     """Returns a fixed prompt per sample (or one for all): for tests and oracle experiments."""
 
     def __init__(self, prompts: list[str] | str) -> None:
@@ -94,3 +101,10 @@ class StagedPolicy:
 
     def propose(self, inputs: PolicyInput) -> PolicyOutput:
         return (self.first if inputs.previews is None else self.later).propose(inputs)
+
+    def to(self, *args: Any, **kwargs: Any) -> StagedPolicy:
+        """Move both policies (those that have `.to`)."""
+        for policy in (self.first, self.later):
+            if callable(getattr(policy, "to", None)):
+                policy.to(*args, **kwargs)
+        return self

@@ -4,7 +4,8 @@ working folder by accident.
 An adapter folder's `promptloop_policy.json` records its base as `base_model` with `base_model_kind`:
 
 - `"registered"`: a name of `REGISTERED_BASES` (`"world"`: the shipped world policy, assets/world/policy of
-  this install), wherever the adapter folder lies;
+  this install), or a tiny random policy `"tiny:NAME"` (`VLMPolicy.from_pretrained` builds it), wherever the
+  adapter folder lies;
 - `"relative"`: a path relative to the adapter's own folder (`"../policy"`), whatever the working folder;
 - `"hub"`: a Hub id (`"Qwen/Qwen2.5-VL-3B-Instruct"`).
 
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 KINDS = ("registered", "relative", "hub")
+TINY = "tiny:"  # the tiny random policies of promptloop.policy.testing, built by VLMPolicy.from_pretrained
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -53,7 +55,7 @@ def base_model_ref(base: str | Path | None, adapter_dir: str | Path) -> tuple[st
     if base is None or str(base) == "":
         return None, None
     text = str(base)
-    if text in REGISTERED_BASES:
+    if text in REGISTERED_BASES or text.startswith(TINY):
         return text, "registered"
     folder = Path(text).expanduser()
     if folder.is_dir():
@@ -78,6 +80,8 @@ def resolve_base(adapter_dir: str | Path, value: object, kind: object, where: st
         raise BaseModelError(f"{where}: base_model: expected the base model's folder, registered name or Hub id, "
                              f"got {value!r}")
     if kind == "registered":
+        if value.startswith(TINY):
+            return value
         if value not in REGISTERED_BASES:
             raise BaseModelError(f"{where}: base_model {value!r} is not a registered base model (registered: "
                                  f"{', '.join(REGISTERED_BASES)})")
@@ -100,6 +104,8 @@ def resolve_base(adapter_dir: str | Path, value: object, kind: object, where: st
 
 def _resolve_legacy(adapter_dir: Path, value: str, where: str) -> str:
     """A base recorded before `base_model_kind` existed (see the module docstring)."""
+    if value.startswith(TINY):
+        return value
     path = Path(value).expanduser()
     if path.is_absolute():
         if path.is_dir():

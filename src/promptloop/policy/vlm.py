@@ -211,6 +211,14 @@ class VLMPolicy:
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    def to(self, *args: Any, **kwargs: Any) -> VLMPolicy:
+        """Move (and/or cast) the model as `torch.nn.Module.to` does: `.to("cuda")`, `.to(torch.bfloat16)`,
+        `.to("cuda", torch.bfloat16)`, `.to(device=..., dtype=...)`; returns the policy, as a pipeline's `.to` does.
+        A model loaded with a `device_map` spread over devices, or quantized, stays where it is (transformers
+        refuses to move it): load those with `device=` / `device_map=` instead."""
+        self.model.to(*args, **kwargs)
+        return self
+
     @property
     def max_prompt_tokens(self) -> int | None:
         return self.sanitizer.max_prompt_tokens
@@ -534,8 +542,11 @@ class VLMPolicy:
         """Attach a saved LoRA adapter."""
         from peft import PeftModel
 
+        from promptloop.hub import resolve_policy
+
         if self.has_lora:
             raise RuntimeError("a LoRA adapter is already attached")
+        path = resolve_policy(path)  # an adapter repo on the Hub: its local snapshot, checked like a folder
         if Path(path).is_dir():
             verify_folder(path, "adapter folder")
         with quiet_peft_wrap():
@@ -575,9 +586,10 @@ class VLMPolicy:
         }
 
     def save_pretrained(self, path: str | Path, merge_lora: bool = False, dtype: torch.dtype | None = None,
-                        state_dict: dict[str, torch.Tensor] | None = None) -> None:
+                        state_dict: dict[str, torch.Tensor] | None = None, model_card: str | None = None) -> None:
         """Save (safetensors) the model — or only the LoRA adapter when one is attached — with the
-        tokenizer, the processor and `promptloop_policy.json`. `merge_lora` saves a merged full model;
+        tokenizer, the processor, `promptloop_policy.json` and a model card (README.md: `model_card`, or a short
+        one saying what the folder is and how to load it). `merge_lora` saves a merged full model;
         `dtype` (e.g. torch.float16) casts a copy of the saved weights; `state_dict`: the weights to write instead
         of the model's own (a sharded model's gathered state, see `promptloop.train.sharding`)."""
         path = Path(path)
@@ -600,7 +612,14 @@ class VLMPolicy:
         self.tokenizer.save_pretrained(path)
         if hasattr(self.processor, "save_pretrained"):
             self.processor.save_pretrained(path)
-        self.save_metadata(path, with_base=self.has_lora and not merge_lora)
+        adapter = self.has_lora and not merge_lora
+        if model_card is None:  # instead of PEFT's empty template
+            from promptloop.hub import model_card as card
+
+            model_card = card(base_model=self.name_or_path, adapter=adapter)
+        text = model_card
+        atomic_write(path / "README.md", lambda tmp: tmp.write_text(text))
+        self.save_metadata(path, with_base=adapter)
 
     def save_metadata(self, path: str | Path, with_base: bool | None = None) -> None:
         """Write `promptloop_policy.json` (and, in an adapter folder, the base recorded in `adapter_config.json`)
@@ -621,6 +640,22 @@ class VLMPolicy:
         atomic_write(path / POLICY_CONFIG, lambda tmp: tmp.write_text(json.dumps(cfg, indent=2)))
         write_manifest(path)
 
+    def push_to_hub(self, repo_id: str, *, private: bool | None = None, commit_message: str | None = None,
+                    token: str | None = None, merge_lora: bool = False, model_card: str | None = None) -> str:
+        """Save the policy (as `save_pretrained`) and upload it to the Hub model repo `repo_id` (created when
+        missing) in one commit; returns the repo URL. `VLMPolicy.from_pretrained(repo_id)` loads it back through the
+        same loader as a folder (policy JSON, adapter base, integrity manifest)."""
+        import tempfile
+
+        from promptloop.hub import model_card as card
+        from promptloop.hub import push_folder
+
+        with tempfile.TemporaryDirectory(prefix="promptloop-push-") as tmp:
+            adapter = self.has_lora and not merge_lora
+            self.save_pretrained(tmp, merge_lora=merge_lora, model_card=model_card or card(
+                base_model=self.name_or_path, adapter=adapter, repo_id=repo_id))
+            return push_folder(tmp, repo_id, private=private, commit_message=commit_message, token=token)
+
     @classmethod
     def from_pretrained(
         cls,
@@ -634,12 +669,16 @@ class VLMPolicy:
         attn_implementation: str | None = None,
         device_map: str | dict[str, Any] | None = None,
         quantization_config: Any = None,
+        torch_dtype: torch.dtype | str | None = None,
         **policy_kwargs: Any,
     ) -> VLMPolicy:
         """Load a policy saved by `save_pretrained` (full model, or an adapter folder whose
-        `promptloop_policy.json` / adapter config names its base) or any hub-format VLM folder.
+        `promptloop_policy.json` / adapter config names its base) or any hub-format VLM folder; `path` may be a Hub
+        id: a PromptLoop policy repo (see `promptloop.hub.resolve_policy`) loads from its local snapshot through the
+        same steps as a folder, any other VLM repo through transformers.
 
-        `dtype` defaults to float32 on CPU and to the checkpoint's dtype ("auto") elsewhere; `device`
+        `dtype` defaults to float32 on CPU and to the checkpoint's dtype ("auto") elsewhere (`torch_dtype`, the
+        name older transformers and diffusers releases use, is accepted for it); `device`
         defaults to CPU; the weights load straight onto it (``device_map=device``) unless `device_map`
         (e.g. "auto", to spread a large model over GPUs) is given. `revision` (a Hub branch, tag or commit)
         applies to the model and tokenizer; `attn_implementation` ("eager", "sdpa", "flash_attention_2")
@@ -650,7 +689,17 @@ class VLMPolicy:
         """
         from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-        path = Path(path)
+        from promptloop.hub import resolve_policy
+
+        if torch_dtype is not None:
+            if dtype is not None and dtype != torch_dtype:
+                raise TypeError(f"from_pretrained got dtype={dtype} and torch_dtype={torch_dtype}: pass one of them")
+            dtype = torch_dtype
+        if isinstance(path, str) and path.startswith("tiny:"):  # the documented tiny random policies (tests, docs)
+            return cls._tiny(path, dtype, device, adapter_path, is_trainable, policy_kwargs)
+        resolved = resolve_policy(path, revision)  # a PromptLoop policy repo on the Hub: its local snapshot
+        hub_id = str(path) if resolved != path else None  # names a full model loaded from it (not the cache path)
+        path = Path(resolved)
         saved: dict[str, Any] = {}
         cfg_file = path / POLICY_CONFIG
         if cfg_file.exists():  # read and checked first: nothing it names is used unchecked (see callables.py)
@@ -708,10 +757,31 @@ class VLMPolicy:
             raise ModelFileError(_load_error(path, "processor_config.json / preprocessor_config.json",
                                              "the image processor", e)) from e
         kwargs.update(policy_kwargs)
-        kwargs.setdefault("name_or_path", str(path))
+        kwargs.setdefault("name_or_path", hub_id or str(path))
         if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
             kwargs["constraint"] = kwargs["constraint"](tokenizer)
         policy = cls(model, tokenizer, processor, **kwargs)
+        if adapter_path is not None:
+            policy.load_adapter(adapter_path, is_trainable=is_trainable)
+        return policy
+
+    @staticmethod
+    def _tiny(name: str, dtype: torch.dtype | str | None, device: str | torch.device | None,
+              adapter_path: str | Path | None, is_trainable: bool, policy_kwargs: dict[str, Any]) -> VLMPolicy:
+        """`tiny:NAME`: the random test policy `promptloop.policy.testing.TINY_POLICIES[NAME]` (seed 0), offline."""
+        from promptloop.policy.testing import TINY_POLICIES
+
+        kind = name.split(":", 1)[1]
+        if kind not in TINY_POLICIES:
+            raise ValueError(f"{name!r}: unknown tiny policy; choose from {['tiny:' + k for k in TINY_POLICIES]}")
+        policy_kwargs.setdefault("name_or_path", name)  # an adapter saved on it names it as its base
+        policy: VLMPolicy = TINY_POLICIES[kind](seed=0, **policy_kwargs)
+        if isinstance(dtype, str) and dtype != "auto":
+            dtype = getattr(torch, dtype)
+        if isinstance(dtype, torch.dtype):
+            policy.model.to(dtype)
+        if device is not None:
+            policy.model.to(device)
         if adapter_path is not None:
             policy.load_adapter(adapter_path, is_trainable=is_trainable)
         return policy

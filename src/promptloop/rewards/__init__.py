@@ -28,6 +28,10 @@ from promptloop.world.imaging import AnalyzerInputError
 
 register_model_rewards()  # real-model rewards by name; each imports its model lazily, on first use
 
+from promptloop.world import register_world_rewards  # noqa: E402  (after the registry is complete)
+
+register_world_rewards()  # each world package's own `rewards` module (world v3: backdrops_alignment, backdrops_legible)
+
 __all__ = [
     "AlignmentReward",
     "AnalyzerInputError",

@@ -113,7 +113,16 @@ def best_matching(per_pair: Sequence[Sequence[dict[str, int]]], relations: Seque
     """Satisfied facts per kind (`kinds` plus "relation") under the injective assignment of query objects to
     detections (a query object may stay unmatched) that satisfies most facts; ties keep the first found.
     `per_pair[i][j]`: the facts query object i satisfies when matched to detection j."""
+    return best_assignment(per_pair, relations, cells, kinds)[0]
+
+
+def best_assignment(per_pair: Sequence[Sequence[dict[str, int]]], relations: Sequence[tuple[int, str, int]],
+                    cells: Sequence[tuple[int, int]], kinds: Sequence[str]
+                    ) -> tuple[dict[str, int], tuple[int | None, ...]]:
+    """`best_matching`'s satisfied facts and the assignment itself: per query object, its detection's index
+    (None where it stays unmatched)."""
     best: dict[str, int] | None = None
+    best_assign: tuple[int | None, ...] = ()
     best_total = -1
     slots: list[int | None] = [*range(len(cells)), *([None] * len(per_pair))]
     for assign in dict.fromkeys(itertools.permutations(slots, len(per_pair))):
@@ -128,9 +137,9 @@ def best_matching(per_pair: Sequence[Sequence[dict[str, int]]], relations: Seque
                 sat["relation"] += 1
         total = sum(sat.values())
         if total > best_total:
-            best, best_total = sat, total
+            best, best_total, best_assign = sat, total, assign
     assert best is not None
-    return best
+    return best, best_assign
 
 
 def alignment_facts(query: Query, analysis: Analysis) -> dict[str, tuple[int, int]]:

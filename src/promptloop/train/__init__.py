@@ -2,7 +2,7 @@
 
 Public API:
     TrainConfig (+ sections), load_config(path, overrides), dump_yaml, ConfigError   -- config.py
-    GRPOTrainer(config, pipeline=, policy=, reward=, accelerator=)  .rollout/.score/.update/.evaluate
+    PromptLoopTrainer(config, pipeline=, policy=, reward=, accelerator=)  .rollout/.score/.update/.evaluate
     train(config) -> TrainResult                                                       -- trainer.py
     group_advantages                                                                   -- advantages.py
     grpo_loss, grpo_token_loss, kl_k3                                                  -- loss.py
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
         ConfigError,
         DataConfig,
         EvalConfig,
-        GRPOConfig,
+        GRPOSettings,
+        HubConfig,
         LoggingConfig,
         LoopConfig,
         PipelineConfig,
@@ -43,25 +44,32 @@ if TYPE_CHECKING:
     from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
     from promptloop.train.logging import plot_reward_curve, read_metrics
     from promptloop.train.loss import grpo_loss, grpo_token_loss, kl_k3
-    from promptloop.train.trainer import GRPOTrainer, TrainError, TrainResult, train
+    from promptloop.train.trainer import PromptLoopTrainer, TrainError, TrainResult, train
 
 _MODULE_OF: dict[str, str] = {
     "group_advantages": "advantages",
     "CheckpointError": "checkpoint", "latest_checkpoint": "checkpoint",
     "add_train_parser": "cli", "main": "cli",
     **{name: "config" for name in (
-        "AccelerateConfig", "CheckpointConfig", "ConfigError", "DataConfig", "EvalConfig", "GRPOConfig",
+        "AccelerateConfig", "CheckpointConfig", "ConfigError", "DataConfig", "EvalConfig", "GRPOSettings", "HubConfig",
         "LoggingConfig", "LoopConfig", "PipelineConfig", "PolicyConfig", "TrainConfig", "dump_yaml", "load_config")},
     "PromptFileError": "data", "PromptOrder": "data", "load_prompts": "data",
     "plot_reward_curve": "logging", "read_metrics": "logging",
     "grpo_loss": "loss", "grpo_token_loss": "loss", "kl_k3": "loss",
-    "GRPOTrainer": "trainer", "TrainError": "trainer", "TrainResult": "trainer", "train": "trainer",
+    "PromptLoopTrainer": "trainer", "TrainError": "trainer", "TrainResult": "trainer", "train": "trainer",
 }
+
+
+# former names, taken by TRL for classes with other signatures: an import of one says what it is called now
+_RENAMED = {"GRPOTrainer": "PromptLoopTrainer", "GRPOConfig": "GRPOSettings (the `grpo` section of TrainConfig)"}
 
 
 def __getattr__(name: str) -> Any:
     module = _MODULE_OF.get(name)
     if module is None:
+        if name in _RENAMED:
+            raise AttributeError(f"promptloop.train.{name} is now {_RENAMED[name]}: TRL's {name} is another class "
+                                 "with another signature")
         raise AttributeError(f"module 'promptloop.train' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"promptloop.train.{module}"), name)
     globals()[name] = value
@@ -79,8 +87,9 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
-    "GRPOConfig",
-    "GRPOTrainer",
+    "GRPOSettings",
+    "HubConfig",
+    "PromptLoopTrainer",
     "LoggingConfig",
     "LoopConfig",
     "PipelineConfig",

@@ -45,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         overrides.append(f"output_dir={args.output_dir}")
     cfg = load_config(config, overrides)  # parsed and validated before torch is imported (errors in < 1 s)
     if args.resume and not isinstance(cfg.resume, str):  # an explicit resume=PATH wins over --resume
-        cfg = load_config(config, [*overrides, "resume=true"])
+        cfg = load_config(config, [*overrides, "resume=true"], quiet=True)  # its notes were printed above
     if args.print_config:
         print(dump_yaml(cfg))
         return {}
@@ -61,6 +61,8 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
         "policy": str(result.policy_path) if result.policy_path else None,
         "plot": str(result.plot_path) if result.plot_path else None,
     }
+    if result.skipped_prompts:
+        summary["skipped_prompts"] = result.skipped_prompts
     for key in ("reward/total/mean", "kl", "clip_fraction", "fallback_rate"):
         if key in result.metrics:
             summary[key] = result.metrics[key]
@@ -85,6 +87,7 @@ KNOWN_ERRORS = (("promptloop.validation", "InputError"), ("promptloop.rewards.re
                 ("promptloop.train.checkpoint", "CheckpointError"), ("promptloop.train.config", "ConfigError"),
                 ("promptloop.train.data", "PromptFileError"), ("promptloop.train.trainer", "TrainError"),
                 ("promptloop.world.backbone", "BackboneLoadError"), ("promptloop.integrity", "IntegrityError"),
+                ("promptloop.hub", "HubError"),
                 ("builtins", "FileNotFoundError"), ("builtins", "ValueError"))
 
 

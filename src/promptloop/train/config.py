@@ -134,7 +134,7 @@ class DataConfig:
 
 
 @dataclass
-class GRPOConfig:
+class GRPOSettings:
     """Group-relative policy optimisation."""
 
     queries_per_step: int = _f(4, "queries per GRPO step over all processes (divisible by the process count)")
@@ -179,19 +179,30 @@ class EvalConfig:
                                                                "when every eval query parses as a world query")
     trajectories: int = _f(4, "trajectories drawn per evaluation (previews + prompts + reward) to "
                               "OUTPUT_DIR/trajectories/step_N.png/.json and the tracker (0: none)")
+    base_row: bool = _f(True, "also score the plain pipeline on the same queries and seeds (eval/base/..., once per "
+                              "run) and report the policy's margin over it (eval/KEY/minus_base)")
+
+
+TRACKERS = ("tensorboard", "wandb", "trackio")  # Accelerate trackers `logging.report_to` may name
 
 
 @dataclass
 class LoggingConfig:
     """Progress bar, metrics files, trackers, plots."""
 
-    report_to: Literal["none", "tensorboard", "wandb", "trackio"] = _f(
-        "none", "Accelerate tracker besides metrics.jsonl (trackio: local-first, pip install trackio)")
+    report_to: str | list[str] = _f(
+        "none", "Accelerate tracker(s) besides metrics.jsonl: none, tensorboard, wandb or trackio, or a list of them "
+                "(as TRL's report_to; trackio: local-first, pip install trackio)")
     project_name: str = _f("promptloop", "tracker project name")
     run_name: str | None = _f(None, "name of the run in the tracker (null: the output_dir's folder name)")
     tags: list[str] = _f([], "tags of the run in the tracker (wandb / trackio)")
     progress_bar: bool = _f(True, "show a tqdm progress bar (main process)")
     plot: bool = _f(True, "write reward_curve.png at the end")
+
+    def trackers(self) -> list[str]:
+        """The trackers `report_to` names, in order, without "none" (empty: metrics.jsonl only)."""
+        names = [self.report_to] if isinstance(self.report_to, str) else list(self.report_to)
+        return list(dict.fromkeys(n for n in names if n != "none"))
 
 
 @dataclass
@@ -201,6 +212,17 @@ class CheckpointConfig:
     every: int = _f(0, "save a checkpoint every N steps and at the end (0: only at the end)")
     keep: int = _f(2, "checkpoints kept (older ones are deleted; 0 keeps all)")
     save_final_policy: bool = _f(True, "save the trained policy to OUTPUT_DIR/policy at the end")
+
+
+@dataclass
+class HubConfig:
+    """Publishing the trained policy on the Hugging Face Hub (names as in TRL / transformers)."""
+
+    push_to_hub: bool = _f(False, "at the end, push OUTPUT_DIR/policy (weights, policy JSON, manifest, model card with "
+                                  "metrics and a trajectory strip) to the Hub repo hub_model_id")
+    hub_model_id: str | None = _f(None, "the Hub repo, 'owner/name' or 'name' in your namespace (null: the "
+                                        "output_dir's folder name)")
+    hub_private_repo: bool | None = _f(None, "create the repo private (null: the Hub's default)")
 
 
 @dataclass
@@ -228,10 +250,11 @@ class TrainConfig:
     policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "the VLM policy"})
     loop: LoopConfig = field(default_factory=LoopConfig, metadata={"help": "the refinement loop"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "prompt sources"})
-    grpo: GRPOConfig = field(default_factory=GRPOConfig, metadata={"help": "GRPO hyper-parameters"})
+    grpo: GRPOSettings = field(default_factory=GRPOSettings, metadata={"help": "GRPO hyper-parameters"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "held-out evaluation"})
     logging: LoggingConfig = field(default_factory=LoggingConfig, metadata={"help": "logging"})
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig, metadata={"help": "checkpoints"})
+    hub: HubConfig = field(default_factory=HubConfig, metadata={"help": "the Hugging Face Hub"})
     accelerate: AccelerateConfig = field(default_factory=AccelerateConfig, metadata={"help": "Accelerate"})
 
     def to_dict(self) -> dict[str, Any]:
@@ -242,6 +265,127 @@ class TrainConfig:
         """Range checks across fields; raises ConfigError naming `source` and the field."""
         validate(self, source)
         return self
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# TRL's names
+# ----------------------------------------------------------------------------------------------------------------------
+# The names a TRL user types in a `trl.GRPOConfig`, and the field each is here. Accepted at the top level (a flat
+# TRL-style config) or inside the section of their field (e.g. `grpo: {epsilon: 0.2}`); each use prints one line
+# naming the field. `report_to` keeps its name (a list of trackers is accepted as TRL takes it).
+TRL_ALIASES: dict[str, str] = {
+    "epsilon": "grpo.clip_eps",
+    "epsilon_high": "grpo.clip_eps_high",
+    "max_completion_length": "policy.max_new_tokens",
+    "max_steps": "steps",
+    "lr_scheduler_type": "grpo.lr_schedule",
+    "report_to": "logging.report_to",
+    "learning_rate": "grpo.learning_rate",
+    "num_generations": "grpo.num_generations",
+    "beta": "grpo.beta",
+    "num_iterations": "grpo.num_iterations",
+    "scale_rewards": "grpo.scale_rewards",
+    "loss_type": "grpo.loss_type",
+    "max_grad_norm": "grpo.max_grad_norm",
+    "warmup_steps": "grpo.warmup_steps",
+    "weight_decay": "grpo.weight_decay",
+    "adam_beta1": "grpo.adam_beta1",
+    "adam_beta2": "grpo.adam_beta2",
+    "adam_epsilon": "grpo.adam_eps",
+    "temperature": "policy.temperature",
+    "top_p": "policy.top_p",
+    "gradient_checkpointing": "policy.gradient_checkpointing",
+    "run_name": "logging.run_name",
+    "save_steps": "checkpoint.every",
+    "save_total_limit": "checkpoint.keep",
+    "eval_steps": "eval.every",
+    "bf16": "accelerate.mixed_precision",
+    "fp16": "accelerate.mixed_precision",
+    "use_cpu": "accelerate.cpu",
+    "push_to_hub": "hub.push_to_hub",
+    "hub_model_id": "hub.hub_model_id",
+    "hub_private_repo": "hub.hub_private_repo",
+}
+# TRL values with another spelling here: lr_scheduler_type "constant_with_warmup" is our "constant" (whose warm-up
+# is grpo.warmup_steps), save_total_limit null (keep all) is our 0, bf16 / fp16 true are mixed_precision bf16 / fp16
+# (false sets nothing: TRL configs often carry `bf16: true, fp16: false`)
+_UNSET = object()
+_TRL_VALUES: dict[str, Any] = {
+    "lr_scheduler_type": lambda v: "constant" if v == "constant_with_warmup" else v,
+    "save_total_limit": lambda v: 0 if v is None else v,
+    "bf16": lambda v: "bf16" if v is True else _UNSET if v is False else v,
+    "fp16": lambda v: "fp16" if v is True else _UNSET if v is False else v,
+}
+# TRL names with no one field here, and what to set instead (named in the unknown-key error)
+TRL_HINTS: dict[str, str] = {
+    "per_device_train_batch_size": "grpo.queries_per_step (queries per step over all processes; each gets "
+                                   "grpo.num_generations trajectories) and grpo.micro_batch_size (actions per forward)",
+    "gradient_accumulation_steps": "grpo.micro_batch_size (a step's actions are accumulated in micro-batches)",
+    "generation_batch_size": "grpo.queries_per_step x grpo.num_generations",
+    "num_train_epochs": "steps (data.train is cycled, reshuffled every epoch)",
+    "logging_steps": "nothing (every step is logged to metrics.jsonl)",
+    "max_prompt_length": "nothing (prompts over 512 policy tokens are skipped)",
+}
+
+
+def translate_trl_names(data: dict[str, Any], where: str = "") -> tuple[dict[str, Any], list[str]]:
+    """`data` (a TrainConfig mapping) with TRL's names moved to the fields they mean, and one note per name used.
+
+    A TRL name and its field both given is an error (they would silently disagree)."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    notes: list[str] = []
+    field_names = {f.name for f in dataclasses.fields(TrainConfig)}
+
+    def move(container: dict[str, Any], key: str, shown: str) -> None:
+        target = TRL_ALIASES[key]
+        value = container.pop(key)
+        value = _TRL_VALUES[key](value) if key in _TRL_VALUES else value
+        if value is _UNSET:
+            notes.append(f"{shown}: false (TRL's name) sets nothing ({target} stays as configured)")
+            return
+        section, _, name = target.rpartition(".")
+        dest = out if not section else out.setdefault(section, {})
+        if not isinstance(dest, dict):
+            raise ConfigError(f"{where}{shown} (TRL's name for {target}): {section!r} is not a section")
+        if name in dest and dest[name] != value:
+            raise ConfigError(f"{where}{shown} (TRL's name) and {target} both given, with different values "
+                              f"({value!r} and {dest[name]!r}): keep one")
+        dest[name] = value
+        notes.append(f"{shown} (TRL's name) sets {target}")
+
+    for key in [k for k in out if k in TRL_ALIASES and k not in field_names]:
+        move(out, key, key)
+    for section, value in list(out.items()):
+        if not isinstance(value, dict):
+            continue
+        for key in [k for k in value if k in TRL_ALIASES and TRL_ALIASES[k].startswith(section + ".")
+                    and TRL_ALIASES[k] != f"{section}.{k}"]:
+            move(value, key, f"{section}.{key}")
+    return out, notes
+
+
+def _trl_override(key: str, value: Any, notes: list[str]) -> tuple[str | None, Any]:
+    """A `key=value` override by TRL's name (`epsilon=0.3`, `grpo.epsilon=0.3`) as the override of its field
+    (key None: an override that sets nothing, such as `fp16=false`)."""
+    section, _, name = key.rpartition(".")
+    target = TRL_ALIASES.get(name)
+    if target is None or target == key or (section and not target.startswith(section + ".")):
+        return key, value
+    if not section and name in {f.name for f in dataclasses.fields(TrainConfig)}:
+        return key, value
+    value = _TRL_VALUES[name](value) if name in _TRL_VALUES else value
+    if value is _UNSET:  # e.g. fp16=false
+        notes.append(f"{key}: false (TRL's name) sets nothing ({target} stays as configured)")
+        return None, None
+    notes.append(f"{key} (TRL's name) sets {target}")
+    return target, value
+
+
+def _note_trl(notes: list[str]) -> None:
+    import sys
+
+    for note in dict.fromkeys(notes):
+        print(f"promptloop.train: note: {note}", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -327,13 +471,16 @@ def _build(cls: type, data: Any, where: str, source: str = "") -> Any:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    if cls is TrainConfig:
+        data, _ = translate_trl_names(data)
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     names = list(fields)
     kwargs = {}
     for key, value in data.items():
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {key!r}{' in ' + source if source else ''}; "
+            hint = f" (TRL's name; here: {TRL_HINTS[key]})" if key in TRL_HINTS else ""
+            raise ConfigError(f"{where}: unknown key {key!r}{' in ' + source if source else ''}{hint}; "
                               f"known keys: {', '.join(names)}")
         name = f"{where}.{key}" if where else key
         aliases = fields[key].metadata.get("aliases") or {}
@@ -380,14 +527,19 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
     return out
 
 
-def config_from_dict(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Build and validate a TrainConfig from a nested dict; errors name `source`."""
+def config_from_dict(data: dict[str, Any], source: str = "config", quiet: bool = False) -> TrainConfig:
+    """Build and validate a TrainConfig from a nested dict; errors name `source`. TRL's names (`TRL_ALIASES`) are
+    accepted, each with one line on stderr naming the field it sets (unless `quiet`)."""
     try:
         cfg = _build(TrainConfig, data, "", source)
+        _, notes = translate_trl_names(data)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
     _expand_paths(cfg)
-    return cfg.validate(source)
+    cfg.validate(source)
+    if not quiet:
+        _note_trl(notes)
+    return cfg
 
 
 def _is_path(name: str) -> bool:
@@ -411,8 +563,10 @@ def _expand_paths(cfg: TrainConfig) -> None:
             setattr(obj, key, os.path.expanduser(value))
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Load a YAML config (or the defaults when `path` is None), apply `key=value` overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                quiet: bool = False) -> TrainConfig:
+    """Load a YAML config (or the defaults when `path` is None), apply `key=value` overrides, validate. TRL's names
+    are accepted in both, each with one line on stderr naming the field it sets (unless `quiet`)."""
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
@@ -433,12 +587,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of fields, got {type(loaded).__name__}")
         data = loaded
+    notes: list[str] = []
+    if path is not None:
         try:  # unknown keys are reported against the file before the overrides are merged
             _build(TrainConfig, data, "", source)
+            data, notes = translate_trl_names(data)  # the file's TRL names as our fields, which overrides then set
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
     parsed = parse_overrides(list(overrides))
     for key, value in parsed:
+        target, value = _trl_override(key, value, notes)  # an override by TRL's name overrides its field
+        if target is None:
+            continue
+        key = target
         _set_dotted(data, key, value)
         try:
             _build(TrainConfig, data, "", f"override {key}={value!r}")
@@ -446,7 +607,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"override {key}={value!r}: {e}") from None
     if parsed:
         source = f"{source} + overrides"
-    return config_from_dict(data, source)
+    cfg = config_from_dict(data, source, quiet)
+    if not quiet:
+        _note_trl(notes)
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -555,6 +719,11 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(g.adam_eps > 0, "grpo.adam_eps", "must be > 0")
     check(g.max_grad_norm is None or g.max_grad_norm > 0, "grpo.max_grad_norm", "must be > 0 or null")
     check(g.warmup_steps >= 0, "grpo.warmup_steps", "must be >= 0")
+    names = [cfg.logging.report_to] if isinstance(cfg.logging.report_to, str) else cfg.logging.report_to
+    bad = [n for n in names if n not in ("none", *TRACKERS)]
+    check(not bad, "logging.report_to", f"expected none, {', '.join(TRACKERS)} or a list of them, got {bad[0]!r}"
+          if bad else "")
+    check(not ("none" in names and len(names) > 1), "logging.report_to", f"'none' together with trackers: {names}")
     e = cfg.eval
     check(e.every >= 0, "eval.every", "must be >= 0")
     check(e.num_queries >= 1, "eval.num_queries", "must be >= 1")
@@ -568,6 +737,11 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(c.every >= 0, "checkpoint.every", "must be >= 0")
     check(c.keep >= 0, "checkpoint.keep", "must be >= 0")
     check(not (cfg.resume and cfg.overwrite), "overwrite", "cannot be combined with resume")
+    h = cfg.hub
+    check(h.hub_model_id is None or bool(re.fullmatch(r"([A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*", h.hub_model_id)),
+          "hub.hub_model_id", f"expected 'owner/name' or 'name' (letters, digits, -, _, .), got {h.hub_model_id!r}")
+    check(not h.push_to_hub or cfg.checkpoint.save_final_policy, "hub.push_to_hub",
+          "pushes the final policy: needs checkpoint.save_final_policy: true")
     check_ranges(cfg, source)
 
 

@@ -7,7 +7,10 @@ Sources (`load_prompts`):
   prompt / caption / text present), or a JSON string;
 - a `.csv` file with a header row naming the prompt column (same default names);
 - `hf:NAME[:SPLIT[:COLUMN]]`: a Hugging Face dataset through `datasets` (imported lazily).
-A malformed file raises `PromptFileError` naming the file and the line.
+A malformed file raises `PromptFileError` naming the file and the line. A prompt over the length limits
+(`promptloop.validation`: 200 words, 2000 characters; `skip_overlong_tokens`: 512 policy tokens) is skipped, not
+fatal: one over-long caption in a large prompt set should not stop a run. What was skipped is on the returned
+`Prompts` (`.skipped`, `.skip_message()`), for the caller to report with a count.
 
 `PromptOrder` gives the queries of step s as positions [s*Q, (s+1)*Q) of an endless sequence of seeded
 per-epoch permutations: the data position is a pure function of the step, so resuming is exact.
@@ -19,14 +22,58 @@ import csv
 import json
 import random
 from pathlib import Path
+from typing import Any
 
-from promptloop.validation import InputError, check_prompt
+from promptloop.validation import MAX_PROMPT_TOKENS, InputError, check_prompt
 
 DEFAULT_COLUMNS = ("prompt", "caption", "text")
 
 
 class PromptFileError(ValueError):
     """A prompt source that cannot be read; the message names the file and line."""
+
+
+class Prompts(list[str]):
+    """The prompts of a source (a list of str) and the over-long ones skipped while loading it.
+
+    `positions`: the 1-based position in the source of each kept prompt; `skipped`: (position, why) of each skipped
+    one; `total`: how many prompts were read."""
+
+    def __init__(self, prompts: list[str], source: str, skipped: list[tuple[int, str]] | None = None,
+                 positions: list[int] | None = None, total: int | None = None) -> None:
+        super().__init__(prompts)
+        self.source = source
+        self.skipped: list[tuple[int, str]] = list(skipped or [])
+        self.positions = list(positions) if positions is not None else list(range(1, len(prompts) + 1))
+        self.total = len(prompts) + len(self.skipped) if total is None else total
+
+    def skip_message(self, name: str | None = None, shown: int = 3) -> str | None:
+        """One line saying how many prompts were skipped and why (the first `shown` of them); None if none were."""
+        if not self.skipped:
+            return None
+        where = "; ".join(f"prompt {i}: {why}" for i, why in self.skipped[:shown])
+        more = f"; and {len(self.skipped) - shown} more" if len(self.skipped) > shown else ""
+        return (f"{name or f'prompt source {self.source!r}'}: skipped {len(self.skipped)} of {self.total} prompts over "
+                f"the length limits ({where}{more})")
+
+
+def _length_problem(e: InputError) -> bool:
+    """Whether a check_prompt error is about length (skipped) rather than a malformed prompt (fatal)."""
+    return "the limit is" in str(e)
+
+
+def skip_overlong_tokens(prompts: Prompts, tokenizer: Any, max_tokens: int = MAX_PROMPT_TOKENS) -> Prompts:
+    """`prompts` without those longer than `max_tokens` tokens of `tokenizer` (a HF tokenizer), the skipped ones
+    added to `.skipped`."""
+    kept, kept_positions, skipped = [], [], list(prompts.skipped)
+    for pos, p in zip(prompts.positions, prompts, strict=True):
+        n = len(tokenizer(p, add_special_tokens=False)["input_ids"])
+        if n > max_tokens:
+            skipped.append((pos, f"the prompt has {n} tokens, the limit is {max_tokens}"))
+        else:
+            kept.append(p)
+            kept_positions.append(pos)
+    return Prompts(kept, prompts.source, sorted(skipped), kept_positions, prompts.total)
 
 
 def _pick(record: dict, column: str | None, where: str) -> str:
@@ -114,8 +161,9 @@ def _load_hf(spec: str, column: str | None) -> list[str]:
     return [str(x).strip() for x in ds[found]]
 
 
-def load_prompts(source: str, column: str | None = None, limit: int | None = None) -> list[str]:
-    """The prompts of a source (see the module docstring), non-empty, in file order (first `limit`)."""
+def load_prompts(source: str, column: str | None = None, limit: int | None = None) -> Prompts:
+    """The prompts of a source (see the module docstring), non-empty, in file order: the first `limit` within the
+    length limits (the over-long ones are skipped and listed on the result)."""
     if source.startswith("world:"):
         from promptloop.world.shapes.prompts import prompt_set
 
@@ -144,17 +192,23 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
                 raise PromptFileError(f"{path}: unknown prompt file type {suffix!r}; use .txt, .jsonl or .csv")
         except UnicodeDecodeError as e:
             raise PromptFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    prompts = [p for p in prompts if p]
-    if limit is not None:
-        prompts = prompts[:limit]
-    for i, p in enumerate(prompts, start=1):
+    kept: list[str] = []
+    positions: list[int] = []
+    skipped: list[tuple[int, str]] = []
+    for i, p in enumerate((p for p in prompts if p), start=1):
+        if limit is not None and len(kept) >= limit:
+            break
         try:
-            check_prompt(p, f"prompt source {source!r}, prompt {i}")
+            kept.append(check_prompt(p, f"prompt source {source!r}, prompt {i}"))
+            positions.append(i)
         except InputError as e:
-            raise PromptFileError(str(e)) from None
-    if not prompts:
-        raise PromptFileError(f"prompt source {source!r} holds no prompts")
-    return prompts
+            if not _length_problem(e):
+                raise PromptFileError(str(e)) from None
+            skipped.append((i, str(e).rsplit(": ", 1)[-1]))
+    if not kept:
+        first = f" ({len(skipped)} over the length limits; prompt {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise PromptFileError(f"prompt source {source!r} holds no prompts{first}")
+    return Prompts(kept, source, skipped, positions)
 
 
 def is_world_query(text: str) -> bool:

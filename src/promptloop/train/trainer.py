@@ -1,4 +1,4 @@
-"""`GRPOTrainer`: PromptLoop's online GRPO, with a clear rollout / score / update split.
+"""`PromptLoopTrainer`: PromptLoop's online GRPO, with a clear rollout / score / update split.
 
 One step:
 1. rollout — the step's `queries_per_step` queries (a deterministic function of the step) are split into
@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +41,19 @@ from promptloop.train import sharding
 from promptloop.train.advantages import group_advantages, group_stats
 from promptloop.train.components import ReferencePolicy, load_pipeline, load_policy, prepare_policy
 from promptloop.train.config import TrainConfig
-from promptloop.train.data import PromptOrder, is_world_query, load_prompts
+from promptloop.train.data import (
+    PromptFileError,
+    PromptOrder,
+    Prompts,
+    is_world_query,
+    load_prompts,
+    skip_overlong_tokens,
+)
 from promptloop.train.faults import fault_point
 from promptloop.train.logging import PLOT_FILE, MetricsLogger, plot_reward_curve
 from promptloop.train.loss import grpo_loss
 from promptloop.train.resume import metrics_problems, resume_checkpoint
 from promptloop.train.rollout import RolloutBatch, derive_seed, micro_batches, policy_input, run_rollout
-from promptloop.validation import check_prompt_tokens
 
 # config sections that define a run: a checkpoint written under other values cannot be resumed
 _IDENTITY_KEYS = ("seed", "rewards", "reward_kwargs", "pipeline", "policy", "loop", "grpo")
@@ -75,6 +81,7 @@ class TrainResult:
     checkpoint: Path | None  # the last checkpoint
     policy_path: Path | None  # the saved final policy
     plot_path: Path | None
+    skipped_prompts: dict[str, int] = field(default_factory=dict)  # over-long prompts skipped, per data.train / eval
 
 
 def check_distributed_type(accelerator: Any, finetune: str) -> None:
@@ -93,7 +100,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(t.mean()), float(t.std(correction=0))
 
 
-class GRPOTrainer:
+class PromptLoopTrainer:
     """Online GRPO of a PromptLoop refinement policy against a frozen diffusion pipeline.
 
     Args:
@@ -147,18 +154,34 @@ class GRPOTrainer:
             reward = CombinedReward(cfg.rewards, normalise=False, reward_kwargs=cfg.reward_kwargs).preflight()
         self.reward = reward
         self._alignment: Any = None
+        self._base_eval: dict[str, float] | None = None  # the evaluation's base row, computed once
         from promptloop.loop.sampler import PromptLoopSampler
 
         self.sampler = PromptLoopSampler(self.pipe, self.policy, mode=cfg.loop.mode,  # type: ignore[arg-type]
                                          num_refinements=cfg.loop.num_refinements, schedule="random",
                                          preview=cfg.loop.preview, preview_size=cfg.loop.preview_size,
                                          rewrite_first=cfg.loop.rewrite_first)
-        if getattr(self.policy, "tokenizer", None) is not None:  # limits: words were checked when loading
-            check_prompt_tokens(self.train_prompts, self.policy.tokenizer, f"data.train {cfg.data.train!r}")
-        self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_prompts: list[str] = []
         if cfg.eval.every > 0 and cfg.data.eval:
             self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.column, cfg.eval.num_queries)
+        # over-long prompts (words and characters while loading, policy tokens here) are skipped with a count
+        self.skipped_prompts: dict[str, int] = {}
+        for key in ("train", "eval"):
+            prompts = getattr(self, f"{key}_prompts")
+            if not isinstance(prompts, Prompts):
+                continue
+            if getattr(self.policy, "tokenizer", None) is not None:
+                prompts = skip_overlong_tokens(prompts, self.policy.tokenizer)
+                if not prompts:
+                    raise PromptFileError(f"data.{key} {getattr(cfg.data, key)!r}: every prompt is over the length "
+                                          f"limits ({prompts.skip_message()})")
+                setattr(self, f"{key}_prompts", prompts)
+            message = prompts.skip_message(f"data.{key} {getattr(cfg.data, key)!r}")
+            if message is not None:
+                self.skipped_prompts[key] = len(prompts.skipped)
+                if acc.is_main_process:
+                    print(f"promptloop.train: warning: {message}", file=sys.stderr)
+        self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_alignment = cfg.eval.alignment == "always" or (
             cfg.eval.alignment == "auto" and bool(self.eval_prompts) and all(map(is_world_query, self.eval_prompts)))
         raw_opt = torch.optim.AdamW(self.trainable, lr=g.learning_rate, betas=(g.adam_beta1, g.adam_beta2),
@@ -172,7 +195,7 @@ class GRPOTrainer:
         else:
             self.optimizer = acc.prepare_optimizer(raw_opt, device_placement=True)
         self.step = 0
-        self.logger = MetricsLogger(self.output_dir, acc, cfg.logging.report_to != "none")
+        self.logger = MetricsLogger(self.output_dir, acc, bool(cfg.logging.trackers()))
         self.last_checkpoint: Path | None = None
 
     # ------------------------------------------------------------------------------------------------------------------
@@ -184,15 +207,13 @@ class GRPOTrainer:
 
         if cfg.accelerate.mixed_precision == "fp16" and (cfg.accelerate.cpu or not torch.cuda.is_available()):
             raise TrainError("accelerate.mixed_precision: fp16 needs a CUDA GPU; use bf16 or no on CPU")
-        log_with = None
-        if cfg.logging.report_to != "none":
-            module = {"tensorboard": "tensorboard", "wandb": "wandb", "trackio": "trackio"}[cfg.logging.report_to]
+        log_with = cfg.logging.trackers() or None
+        for module in log_with or []:
             try:
                 __import__(module if module != "tensorboard" else "torch.utils.tensorboard")
             except ImportError:
-                raise TrainError(f"logging.report_to: {cfg.logging.report_to} needs the `{module}` package "
+                raise TrainError(f"logging.report_to: {module} needs the `{module}` package "
                                  f"(pip install {module}), or set logging.report_to: none") from None
-            log_with = cfg.logging.report_to
         return Accelerator(mixed_precision=cfg.accelerate.mixed_precision, cpu=cfg.accelerate.cpu, log_with=log_with,
                            project_dir=cfg.output_dir)
 
@@ -459,10 +480,46 @@ class GRPOTrainer:
         out["prompt_changed_rate"] = sum(changed) / max(1, len(changed))
         return out
 
+    def _eval_scores(self, batch: RolloutBatch) -> dict[str, torch.Tensor]:
+        """The training reward's parts and total on an evaluation batch, plus the world's alignment when asked."""
+        scores = {k: v.detach().float().cpu() for k, v in
+                  self._evaluate_reward(self.reward, batch.images, batch.queries).items()}
+        if self.eval_alignment and "alignment" not in scores:
+            if self._alignment is None:
+                from promptloop.rewards import get_reward
+
+                self._alignment = get_reward("alignment")
+            scores["alignment"] = self._alignment(batch.images, batch.queries).scores.detach().float().cpu()
+        return scores
+
+    def _eval_means(self, scores: dict[str, torch.Tensor], n: int, prefix: str) -> dict[str, float]:
+        rows = self._gather([{k: float(v[i]) for k, v in scores.items()} for i in range(n)])
+        out: dict[str, float] = {}
+        for key in scores:
+            mean, std = _mean_std([r[key] for r in rows])
+            out[f"{prefix}{key}/mean"] = mean
+            out[f"{prefix}{key}/std"] = std
+        return out
+
+    @torch.no_grad()
+    def evaluate_base(self) -> dict[str, float]:
+        """The base row of the evaluation: the plain pipeline (no policy) on the same held-out queries and seeds.
+        The pipeline and the reward are frozen, so it is computed once per run and repeated in every record."""
+        cfg = self.config
+        if self._base_eval is None:
+            groups = self._local_groups(self.eval_prompts)
+            batch = run_rollout(self.sampler, groups, cfg.eval.seeds_per_query, seed=cfg.seed, tag="eval",
+                                num_refinements=0, schedule="uniform", groups_per_call=cfg.grpo.groups_per_rollout_call,
+                                mode="none", call_kwargs=self.call_kwargs)
+            self._base_eval = self._eval_means(self._eval_scores(batch), batch.num_trajectories, "eval/base/")
+        return dict(self._base_eval)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Held-out evaluation: uniform schedule, fixed seeds; the training reward (each named part and the
-        total) and, for world queries, the world's alignment (over-optimisation monitor)."""
+        total) and, for world queries, the world's alignment (over-optimisation monitor); beside each, the base row
+        (`eval/base/...`: the plain pipeline on the same queries and seeds) and the policy's margin over it
+        (`eval/{key}/minus_base`)."""
         cfg = self.config
         if not self.eval_prompts:
             return {}
@@ -475,25 +532,18 @@ class GRPOTrainer:
                                 num_refinements=n_ref, schedule="uniform",
                                 groups_per_call=cfg.grpo.groups_per_rollout_call,
                                 mode=cfg.loop.mode, call_kwargs=self.call_kwargs)
-        scores = {k: v.detach().float().cpu() for k, v in
-                  self._evaluate_reward(self.reward, batch.images, batch.queries).items()}
-        if self.eval_alignment and "alignment" not in scores:
-            if self._alignment is None:
-                from promptloop.rewards import get_reward
-
-                self._alignment = get_reward("alignment")
-            scores["alignment"] = self._alignment(batch.images, batch.queries).scores.detach().float().cpu()
-        rows = self._gather([{k: float(v[i]) for k, v in scores.items()} for i in range(batch.num_trajectories)])
-        out: dict[str, float] = {}
-        for key in scores:
-            mean, std = _mean_std([r[key] for r in rows])
-            out[f"eval/{key}/mean"] = mean
-            out[f"eval/{key}/std"] = std
+        scores = self._eval_scores(batch)
+        out = self._eval_means(scores, batch.num_trajectories, "eval/")
+        if cfg.eval.base_row:
+            base = self.evaluate_base()
+            out.update(base)
+            for key in scores:
+                out[f"eval/{key}/minus_base"] = out[f"eval/{key}/mean"] - base[f"eval/base/{key}/mean"]
         if cfg.eval.trajectories > 0 and self.accelerator.is_main_process:
             from promptloop.train.trajectories import log_trajectory_grid, save_trajectory_grid
 
             saved = save_trajectory_grid(batch, scores, cfg.output_dir, self.step, cfg.eval.trajectories)
-            if saved is not None and cfg.logging.report_to != "none":
+            if saved is not None and cfg.logging.trackers():
                 log_trajectory_grid(self.accelerator, saved[0], self.step)
         fb = self._gather([int(a.fallback) for a in batch.actions])
         out["eval/fallback_rate"] = sum(fb) / max(1, len(fb))
@@ -553,15 +603,33 @@ class GRPOTrainer:
                              lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=1)))
         acc.wait_for_everyone()
 
+    def _write_model_card(self, folder: Path, last: dict[str, Any]) -> None:
+        """The saved policy's README.md: what it is, its training, the last held-out rows (with the base row) and the
+        last evaluation's trajectory grid as trajectory.png (see `promptloop.hub`)."""
+        from promptloop.hub import write_training_card
+        from promptloop.integrity import write_manifest
+
+        train_rec, eval_rec = _latest_records(self.logger.path)
+        grids = sorted((self.output_dir / "trajectories").glob("step_*.png"))
+        cfg = self.config
+        write_training_card(folder, config=cfg, metrics=last or train_rec, eval_metrics=eval_rec,
+                            trajectory_png=grids[-1] if grids else None,
+                            repo_id=(cfg.hub.hub_model_id or Path(cfg.output_dir).resolve().name) if cfg.hub.push_to_hub
+                            else None)
+        write_manifest(folder)  # trajectory.png joins the manifest (the card itself is never in it)
+
     # ------------------------------------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------------------------------------
-    def _save_final_policy(self, policy_path: Path, weights: dict[str, torch.Tensor] | None) -> None:
-        """Write the final policy through `.tmp-policy` and a rename; a full disk leaves neither half of it."""
+    def _save_final_policy(self, policy_path: Path, weights: dict[str, torch.Tensor] | None,
+                           last: dict[str, Any]) -> None:
+        """Write the final policy (with its model card) through `.tmp-policy` and a rename; a full disk leaves
+        neither half of it."""
         tmp = self.output_dir / ".tmp-policy"
         try:
             shutil.rmtree(tmp, ignore_errors=True)
             self.policy.save_pretrained(tmp, state_dict=weights)
+            self._write_model_card(tmp, last)
             shutil.rmtree(policy_path, ignore_errors=True)
             os.replace(tmp, policy_path)
         except Exception as e:
@@ -598,7 +666,7 @@ class GRPOTrainer:
         """Run (or resume) the configured number of steps; returns a TrainResult."""
         cfg, acc = self.config, self.accelerator
         self._prepare_output_dir()
-        if cfg.logging.report_to != "none":
+        if cfg.logging.trackers():
             flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v
                     for k, v in _flatten(cfg.to_dict()).items()}
             run_name = cfg.logging.run_name or Path(cfg.output_dir).name
@@ -636,12 +704,19 @@ class GRPOTrainer:
             policy_path = self.output_dir / "policy"
             weights = sharding.full_model_state(self.policy.model) if self.sharded else None  # every process
             if acc.is_main_process:
-                self._save_final_policy(policy_path, weights)
+                self._save_final_policy(policy_path, weights, last)
+                if cfg.hub.push_to_hub:
+                    from promptloop.hub import push_folder
+
+                    repo = cfg.hub.hub_model_id or Path(cfg.output_dir).resolve().name
+                    url = push_folder(policy_path, repo, private=cfg.hub.hub_private_repo,
+                                      commit_message=f"PromptLoop policy after {self.step} GRPO steps")
+                    print(f"promptloop.train: pushed {policy_path} to {url}")
             acc.wait_for_everyone()
         plot_path = None
         if cfg.logging.plot and acc.is_main_process:
             plot_path = plot_reward_curve(self.logger.path, self.output_dir / PLOT_FILE)
-        if cfg.logging.report_to != "none":
+        if cfg.logging.trackers():
             acc.end_training()
         if not last:
             from promptloop.train.logging import read_metrics
@@ -649,7 +724,17 @@ class GRPOTrainer:
             recs = [r for r in read_metrics(self.logger.path) if r.get("kind") == "train"]
             last = recs[-1] if recs else {}
         return TrainResult(self.output_dir, self.step, last, last_eval, self.logger.path, self.last_checkpoint,
-                           policy_path, plot_path)
+                           policy_path, plot_path, dict(self.skipped_prompts))
+
+
+def _latest_records(metrics_path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The last training and evaluation records of metrics.jsonl (also those of the runs before a resume)."""
+    from promptloop.train.logging import read_metrics
+
+    recs = read_metrics(metrics_path) if metrics_path.exists() else []
+    train = [r for r in recs if r.get("kind") == "train"]
+    evals = [r for r in recs if r.get("kind") == "eval"]
+    return (train[-1] if train else None), (evals[-1] if evals else None)
 
 
 def _final_policy_error(path: Path, error: OSError, checkpoint: Path | None) -> TrainError:
@@ -672,4 +757,7 @@ def train(config: TrainConfig, **parts: Any) -> TrainResult:
     """Train a PromptLoop policy with GRPO as configured (`parts`: pipeline=, policy=, reward=, accelerator=)."""
     # Adam state of near-zero gradients decays into subnormal floats, which CPUs process up to 50x slower.
     torch.set_flush_denormal(True)
-    return GRPOTrainer(config, **parts).train()
+    try:
+        return PromptLoopTrainer(config, **parts).train()
+    finally:  # the process's floating-point state back to torch's default (other code may need subnormals)
+        torch.set_flush_denormal(False)

@@ -6,6 +6,7 @@ Each world is a subpackage with the same interface, looked up by name (`get_worl
 |---|---|---|---|
 | `shapes` | `v1` | `world.shapes` | 1-3 coloured shapes on a 3x3 grid, 32 px, 8x8 latents (the default) |
 | `patterns` | `v2` | `world.patterns` | 1-3 colour + shape + **pattern** objects, 64 px, 16x16 latents: layout early, pattern late |
+| `backdrops` | `v3` | `world.backdrops` | 1-3 shapes over a backdrop tone no caption names, 32 px; reward: alignment x legibility |
 
 A world package exposes: `NAME`, `VERSION`, `RESOLUTION`, `DEFAULT_BACKBONE` (a Path), `SceneSampler(seed, split)`,
 `render(scene)`, `training_caption(scene, rng)`, `build_vae()`, `build_unet()`, `prompt_set(name)`,
@@ -21,8 +22,9 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-WORLDS: dict[str, str] = {"shapes": "promptloop.world.shapes", "patterns": "promptloop.world.patterns"}
-ALIASES: dict[str, str] = {"v1": "shapes", "v2": "patterns"}
+WORLDS: dict[str, str] = {"shapes": "promptloop.world.shapes", "patterns": "promptloop.world.patterns",
+                          "backdrops": "promptloop.world.backdrops"}
+ALIASES: dict[str, str] = {"v1": "shapes", "v2": "patterns", "v3": "backdrops"}
 DEFAULT_WORLD = "shapes"
 
 
@@ -42,3 +44,13 @@ def world_name(name: str) -> str:
 def get_world(name: str = DEFAULT_WORLD) -> ModuleType:
     """The package of a world, by name or alias."""
     return importlib.import_module(WORLDS[world_name(name)])
+
+
+def register_world_rewards() -> None:
+    """Import each registered world's `rewards` module where it has one (it registers the world's rewards by
+    name with `rewards.register_reward`). Called once by `promptloop.rewards`."""
+    import importlib.util
+
+    for package in WORLDS.values():
+        if importlib.util.find_spec(f"{package}.rewards") is not None:
+            importlib.import_module(f"{package}.rewards")

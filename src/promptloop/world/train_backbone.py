@@ -16,13 +16,16 @@ The EMA UNet, the VAE and the sampling scheduler (`world.scheduler`, DDIM's upda
 shift) are saved to `out_dir` (fp16 safetensors).
 
 `init_from` continues a finished backbone instead (a warm start): its VAE is kept (stages 1 and 4 are
-skipped), the pool is encoded with it, and its UNet is trained for `unet_steps` more steps on a fresh
+skipped; with `vae_finetune_steps` it is first fine-tuned on this world's renders, encoder and decoder, with a term
+keeping its scaled latents near the kept encoder's, so that a backbone of another world can be continued on renders
+its VAE never saw), the pool is encoded with it, and its UNet is trained for `unet_steps` more steps on a fresh
 warm-up and cosine schedule, the EMA starting at its weights. A backbone without a text binder gets a
 new one, which starts as the identity (its UNet's behaviour is unchanged at step 0).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -74,6 +77,8 @@ class BackboneTrainConfig:
     text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
     text_binder_lr_scale: float = 10.0  # the binder's learning rate relative to `lr` (it starts from nothing; the UNet may not)
     binding_loss: float = 0.0  # weight of the binder's auxiliary binding loss (world.binding_loss); 0: diffusion loss only
+    vae_finetune_steps: int = 0  # with init_from: fine-tune the kept VAE on this world's renders first (0: keep it as is)
+    vae_anchor: float = 1.0  # weight keeping the fine-tuned encoder's scaled latents near the kept VAE's (the UNet's warm start)
 
 
 def _atomic_save(obj: dict, path: Path) -> None:
@@ -142,6 +147,43 @@ def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
         z = vae.encode(x).latent_dist.mean
         vae.register_to_config(scaling_factor=float(1.0 / z.std()))
     _atomic_save({"model": vae.state_dict(), "done": True, "scaling_factor": vae.config.scaling_factor}, ckpt)
+    return vae
+
+
+def finetune_vae(cfg: BackboneTrainConfig, work: Path, vae: torch.nn.Module) -> torch.nn.Module:
+    """Warm start, stage 1': fine-tune a kept VAE on this world's renders (MSE + a tiny KL + `vae_anchor` times the
+    squared distance of its scaled latent means from the kept encoder's); the latent scale is kept. Resumable."""
+    ckpt = work / "vae_finetune.pt"
+    state = _load(ckpt) if ckpt.exists() else None
+    if state and state.get("done"):
+        vae.load_state_dict(state["model"])
+        return vae
+    world = get_world(cfg.world)
+    anchor = copy.deepcopy(vae).eval().requires_grad_(False)
+    vae.train().requires_grad_(True)
+    torch.manual_seed(cfg.seed + 11)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr / 2, weight_decay=0.0)
+    start = _resume(state, vae, opt)
+    sampler = world.SceneSampler(cfg.seed + 1100 + start, "any")
+    scale = vae.config.scaling_factor
+    bar = tqdm(range(start, cfg.vae_finetune_steps), desc="vae-finetune", initial=start, total=cfg.vae_finetune_steps)
+    for step in bar:
+        _autoencoder_step_lr(opt, cfg.vae_lr / 2, step, cfg.vae_finetune_steps)
+        x = _render_batch(world, sampler, cfg.vae_batch)
+        post = vae.encode(x).latent_dist
+        rec = vae.decode(post.sample()).sample
+        with torch.no_grad():
+            ref = anchor.encode(x).latent_dist.mean
+        drift = F.mse_loss(post.mean * scale, ref * scale)
+        loss = F.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean() + cfg.vae_anchor * drift
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.5f}", drift=f"{drift.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0:
+            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
+    vae.eval()
+    _atomic_save({"model": vae.state_dict(), "done": True}, ckpt)
     return vae
 
 
@@ -333,8 +375,11 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     work = Path(work_dir)
     run = json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else {}
     init_from, world = run.get("init_from", ""), run.get("world", DEFAULT_WORLD)
-    if init_from:  # a warm-started run keeps its initial backbone's VAE
+    if init_from:  # a warm-started run keeps its initial backbone's VAE (fine-tuned where the run did so)
         vae = bb.load_backbone(init_from).vae.float()
+        tuned = work / "vae_finetune.pt"
+        if tuned.exists() and (tuned_state := _load(tuned)).get("done"):
+            vae.load_state_dict(tuned_state["model"])
     else:
         vae = get_world(world).build_vae()
         vae_state = _load(work / "vae.pt")
@@ -369,7 +414,7 @@ def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
     if not cfg_path.exists():
         return
     old = json.loads(cfg_path.read_text())
-    keys = ("world", "seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers")
+    keys = ("world", "seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers", "vae_finetune_steps")
     defaults = BackboneTrainConfig()  # a work dir written before a field existed holds its default ...
     defaults.text_binder_layers = 0  # ... except the binder: runs before it had none
     stored = {k: old.get(k, getattr(defaults, k)) for k in keys}
@@ -408,6 +453,8 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
         if isinstance(text_encoder, BoundTextEncoder):  # the pool caches the MiniLM states, before the binder
             text_encoder = text_encoder.encoder
         vae = init.vae.float().eval()
+        if cfg.vae_finetune_steps > 0:
+            vae = finetune_vae(cfg, work, vae).eval()
     else:
         tokenizer, text_encoder = bb.load_text_encoder()
         vae = train_vae(cfg, work).eval()

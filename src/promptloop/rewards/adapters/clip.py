@@ -13,9 +13,17 @@
 Neither is in [0, 1]: pass ``normalize=(lo, hi)`` (e.g. ``(0.15, 0.40)`` for clipscore, ``(17, 25)``
 for pickscore) to map them affinely, clamped, to [0, 1] for weighted combinations.
 
-Images go through the checkpoint's image processor (`AutoImageProcessor`, the PIL backend when
-torchvision is absent) as uint8 RGB; texts through its tokenizer, truncated to the text tower's
-length. Text embeddings of repeated queries within a call are computed once.
+Images go through the checkpoint's image processor as uint8 RGB, always with transformers' PIL backend
+(`backend="pil"`: transformers' own default is its torchvision backend wherever torchvision is installed, whose
+tensor resize gives other pixel values, up to 1/255 apart, so the scores would depend on what is installed).
+Its steps are the official preprocessing of OpenAI's CLIP (`clip.load`'s transform, which the LAION aesthetic
+predictor uses too) and of PickScore (whose HF processor is this one): the shortest side resized to the crop
+size with PIL's bicubic filter, a centre crop, scaling by 1/255, CLIP normalisation. One deviation: where the
+resized side exceeds the crop by 3, 7, 11, ... pixels (3 mod 4), the crop offset is rounded down here and half
+to even by torchvision's `CenterCrop`, so the crop is 1 pixel off the official one (none for square images);
+`tests/test_reward_models.py` checks both against a re-implementation of the official transform. Texts go
+through the checkpoint's tokenizer, truncated to the text tower's length. Text embeddings of repeated queries
+within a call are computed once.
 
 ``quantization="8bit"`` / ``"4bit"`` loads the CLIP with transformers' `BitsAndBytesConfig` (bitsandbytes; see
 `promptloop.rewards.adapters.quantization`), on the reward's device.
@@ -89,7 +97,8 @@ class ClipEmbedder:
         self.model.eval().requires_grad_(False)
         auto = {**opts, "trust_remote_code": self.trust_remote_code}
         self.tokenizer = AutoTokenizer.from_pretrained(self.processor_name_or_path, **auto)
-        self.image_processor = AutoImageProcessor.from_pretrained(self.processor_name_or_path, **auto)
+        # the PIL backend whatever is installed (see the module docstring)
+        self.image_processor = AutoImageProcessor.from_pretrained(self.processor_name_or_path, backend="pil", **auto)
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
         return self
 

@@ -153,7 +153,8 @@ class HPSv3Reward(ModelReward):
         tokenizer.padding_side = "right"
         tokenizer.add_special_tokens({"additional_special_tokens": [REWARD_TOKEN]})
         reward_id = int(tokenizer.convert_tokens_to_ids(REWARD_TOKEN))
-        processor = AutoImageProcessor.from_pretrained(self.base_model_name_or_path, **auto)
+        # the PIL backend whatever is installed (the official inference's processor; torchvision's differs slightly)
+        processor = AutoImageProcessor.from_pretrained(self.base_model_name_or_path, backend="pil", **auto)
         config = Qwen2VLConfig.from_pretrained(self.base_model_name_or_path, **base)
         file = resolve_file(self.model_name_or_path, CHECKPOINT_FILE, local_files_only=self.local_files_only,
                             revision=self.revision)

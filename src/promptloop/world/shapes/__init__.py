@@ -1,7 +1,7 @@
 """The Shapes world (world v1): 1-3 coloured shapes on a 3x3 grid over a plain background, 32 px.
 
 Its backbone A (32 px <-> 8x8x8 latents) decides layout, count, colours and their binding together in the
-first sampling steps; the room it leaves for mid-sampling feedback is measured in the README. Modules:
+first sampling steps; the room it leaves for mid-sampling feedback is measured in docs/worlds.md. Modules:
 `scene` (ground truth and queries), `render`, `grammar` (captions <-> queries), `analyzer` (classical CV),
 `prompts` (fixed prompt sets), `rewrites` / `copy_constraint` / `policy_data` / `train_policy` (the world's
 refinement policy), `binding_loss` (the text binder's auxiliary loss).
