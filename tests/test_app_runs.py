@@ -80,3 +80,24 @@ def test_curves_figure_has_reward_and_kl(tmp_path: Path) -> None:
     img = curves_figure(view.train, view.evals)
     assert img is not None and img.width > img.height > 100
     assert curves_figure([], []) is None
+
+
+def test_the_runs_tab_reads_only_under_its_runs_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 33: a run outside the runs root, reached by its path, by '..' or through a link, is refused with the same
+    words whether it exists or not; files linked into a run from outside are not read."""
+    root, outside = tmp_path / "runs", tmp_path / "elsewhere"
+    _metrics(root / "ok")
+    _metrics(outside / "secret")
+    (outside / "private.json").write_text(json.dumps({"query": "secret query", "prompt": "secret prompt"}))
+    (root / "link_out").symlink_to(outside / "secret")
+    (root / "ok" / "stolen.json").symlink_to(outside / "private.json")
+    roots = [str(root)]
+    monkeypatch.chdir(tmp_path)
+    assert [r["step"] for r in read_run(root / "ok", roots=roots).train] == [1, 2]
+    assert read_run("runs/ok", roots=roots).prompts == []  # relative to the working folder; the linked file unread
+    for path in (outside / "secret", root / ".." / "elsewhere" / "secret", root / "link_out", "/etc",
+                 outside / "missing"):
+        with pytest.raises(RunError, match=r"^No such directory under the runs root \("):
+            read_run(path, roots=roots)
+    assert find_runs(roots) == [str(root / "ok")]  # the linked run is not listed either
+    assert read_run(outside / "secret").train  # the library without roots reads any folder (as before)

@@ -123,9 +123,10 @@ def test_disk_full_during_a_checkpoint_leaves_no_partial_one(capsys: pytest.Capt
     real_save = torch.save
 
     def full_disk(obj: Any, f: Any, *a: Any, **k: Any) -> None:
-        if str(f).endswith("optimizer.pt"):
-            Path(f).write_bytes(b"partial")  # what a full disk leaves: a short file, then ENOSPC
-            raise OSError(errno.ENOSPC, "No space left on device", str(f))
+        name = str(getattr(f, "name", f))  # torch.save is given an open file (so that a write error keeps its errno)
+        if name.endswith("optimizer.pt"):
+            f.write(b"partial")  # what a full disk leaves: a short file, then ENOSPC
+            raise OSError(errno.ENOSPC, "No space left on device", name)
         real_save(obj, f, *a, **k)
 
     monkeypatch.setattr(checkpoint.torch, "save", full_disk)
@@ -185,3 +186,137 @@ def test_resume_semantics(reference: tuple[Path, Any], tmp_path: Path, capsys: p
     code, _, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", "--resume")
     assert code == 0
     assert "line(s) 1 are not valid JSON" in err and "lacks the train rows of step(s) 1 of the checkpoint at step 3" in err
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# divergence (issue 33): one line naming the step and the last good checkpoint; nothing of that step saved
+# ----------------------------------------------------------------------------------------------------------------------
+def _step_tracker(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """The step being trained, kept up to date by the fault hook (called after each rollout)."""
+    state = {"step": 0}
+
+    def hook(point: str, step: int) -> None:
+        if point == "rollout":
+            state["step"] = step
+
+    monkeypatch.setattr(faults, "hook", hook)
+    return state
+
+
+def test_a_nan_loss_stops_training_at_that_step(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from promptloop.train import trainer
+
+    state = _step_tracker(monkeypatch)
+    real_loss = trainer.grpo_loss
+
+    def nan_at_step_2(*a: Any, **k: Any) -> Any:
+        loss, stats = real_loss(*a, **k)
+        return (loss * float("nan"), stats) if state["step"] == 2 else (loss, stats)
+
+    monkeypatch.setattr(trainer, "grpo_loss", nan_at_step_2)
+    out = tmp_path / "nan"
+    code = main(["train", *BASE, f"output_dir={out}", "steps=3", "checkpoint.save_final_policy=true", "--json"])
+    stdout, err = capsys.readouterr()
+    assert code == 2 and stdout == ""
+    lines = [ln for ln in err.splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "Traceback" not in err
+    assert "training diverged at step 2: the loss is nan" in lines[0]
+    assert f"the last good checkpoint is {out / 'checkpoints' / 'step-00000001'}" in lines[0]
+    assert [p.name for p in list_checkpoints(out)] == ["step-00000001"]
+    assert not (out / "policy").exists() and not (out / ".tmp-policy").exists()
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "train"] == [1]
+
+
+def test_weights_turned_inf_stop_training_before_anything_is_saved(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step = torch.optim.AdamW.step
+
+    def step_to_inf(self: torch.optim.Optimizer, *a: Any, **k: Any) -> Any:
+        result = real_step(self, *a, **k)
+        with torch.no_grad():
+            self.param_groups[0]["params"][0].view(-1)[0] = float("inf")  # as lr=1e308 does
+        return result
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step_to_inf)
+    out = tmp_path / "inf"
+    code = main(["train", *BASE, f"output_dir={out}", "steps=2", "checkpoint.save_final_policy=true"])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = next(ln for ln in err.splitlines() if "error:" in ln)
+    assert ("training diverged at step 1: 1 trainable weight(s) are nan or inf after the optimizer step" in line
+            and "no checkpoint was written before it" in line), line
+    assert list_checkpoints(out) == [] and not (out / "policy").exists()
+
+
+def test_json_output_is_one_object_after_a_resume(reference: tuple[Path, Any], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    run = shutil.copytree(reference[0], tmp_path / "resumed")
+    first = run / "checkpoints" / "step-00000001"
+    code, out, err = _cli(capsys, f"output_dir={run}", f"steps={STEPS}", f"resume={first}", "--json")
+    assert code == 0, err
+    result = json.loads(out)  # the whole of stdout is one JSON object
+    assert result["steps"] == STEPS and f"resumed from {first} at step 1" in err
+
+
+def test_json_prints_non_finite_numbers_as_null(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from promptloop.cli_runner import run_command
+
+    result = {"kl": float("nan"), "nested": {"loss": float("inf"), "rows": [1.0, float("-inf")]}, "ok": 0.5}
+    assert run_command("promptloop", lambda: result, (), True) == 0
+    assert json.loads(capsys.readouterr().out) == {"kl": None, "nested": {"loss": None, "rows": [1.0, None]},
+                                                   "ok": 0.5}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# a full disk (issue 33), for real: a file-size limit (RLIMIT_FSIZE) makes the writes of torch.save, safetensors and
+# PIL fail inside those libraries, as ENOSPC does (EFBIG instead of ENOSPC)
+# ----------------------------------------------------------------------------------------------------------------------
+def _limit_at(monkeypatch: pytest.MonkeyPatch, size_limit: Any, point: str, step: int, nbytes: int) -> None:
+    def hook(p: str, s: int) -> None:
+        if (p, s) == (point, step):
+            size_limit(nbytes)
+
+    monkeypatch.setattr(faults, "hook", hook)
+
+
+@pytest.mark.parametrize("point, nbytes, failing", [
+    ("checkpoint:policy", 40_000, "optimizer.pt"),  # torch.save: RuntimeError '[enforce fail ...]' around the OSError
+    ("update", 20_000, ".tmp-step-00000002"),  # the adapter's safetensors: SafetensorError '... (os error 27)'
+])
+def test_a_full_disk_inside_a_checkpoint_is_one_line_and_the_last_good_one_resumes(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size_limit: Any,
+        point: str, nbytes: int, failing: str) -> None:
+    out = tmp_path / "full"
+    _limit_at(monkeypatch, size_limit, point, 2, nbytes)
+    code = main(["train", *BASE, f"output_dir={out}", "steps=2"])
+    err = capsys.readouterr().err
+    size_limit(None)
+    monkeypatch.setattr(faults, "hook", None)
+    line = next(ln for ln in err.splitlines() if "error:" in ln)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"cannot write checkpoint {out / 'checkpoints' / 'step-00000002'}: " in line and failing in line, line
+    assert "file too large" in line and "the partial .tmp-step-00000002 was removed" in line, line
+    assert f"the last good checkpoint {out / 'checkpoints' / 'step-00000001'} is unchanged" in line, line
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000001"]
+    if point == "update":  # the last good checkpoint is usable: the run resumes from it and ends
+        code = main(["train", *BASE, f"output_dir={out}", "steps=2", "--resume"])
+        assert code == 0 and [p.name for p in list_checkpoints(out)] == ["step-00000001", "step-00000002"]
+
+
+def test_a_full_disk_while_writing_the_final_policy_leaves_no_part_of_it(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size_limit: Any) -> None:
+    out = tmp_path / "final"
+    _limit_at(monkeypatch, size_limit, "checkpoint:replaced", 1, 20_000)
+    code = main(["train", *BASE, f"output_dir={out}", "steps=1", "checkpoint.save_final_policy=true"])
+    err = capsys.readouterr().err
+    size_limit(None)
+    line = next(ln for ln in err.splitlines() if "error:" in ln)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"cannot write the final policy {out / 'policy'}: {out / '.tmp-policy'}: file too large" in line, line
+    assert f"the last checkpoint {out / 'checkpoints' / 'step-00000001'} holds the same policy" in line, line
+    assert not (out / "policy").exists() and not (out / ".tmp-policy").exists()

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from promptloop.cli_runner import run_command
-from promptloop.validation import InputError, check_number, number_arg
+from promptloop.validation import InputError, check_limit, check_number, limit_arg, number_arg
 from promptloop.world import DEFAULT_WORLD
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -81,7 +81,13 @@ def non_negative_int(text: str) -> int:
     return v
 
 
-GUIDANCE = number_arg(lo=0.0)  # a CFG scale: finite and >= 0
+GUIDANCE = limit_arg("guidance", number_arg(lo=0.0))  # a CFG scale: finite, >= 0, at most LIMITS["guidance"]
+# every number flag checks its range in validation.LIMITS (docs/limits.md); the first parser words the lower bound
+SEED = limit_arg("seed", non_negative_int)
+COUNT = limit_arg("count", positive_int)
+SAMPLING_STEPS = limit_arg("sampling_steps", positive_int)
+TRAIN_STEPS = limit_arg("train_steps", positive_int)
+TRAIN_STEPS0 = limit_arg("train_steps0", non_negative_int)
 
 
 # ----------------------------------------------------------------------------- world commands
@@ -114,7 +120,14 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 
 def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.fs_errors import output_dir
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
+
+    args.work_dir = str(output_dir(args.work_dir, "--work-dir"))  # both folders before any training: a bad one fails at once
+    if args.out is not None:
+        args.out = str(output_dir(args.out, "--out"))
+    if args.init_from is not None and not Path(args.init_from).expanduser().is_dir():
+        raise UsageError(f"--init-from {args.init_from}: no such backbone folder")
 
     cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
                               stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
@@ -164,9 +177,11 @@ def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.fs_errors import output_dir
     from promptloop.world.shapes.train_policy import DEFAULT_OUT, reproduce_world_policy
 
-    return reproduce_world_policy(args.out or DEFAULT_OUT, steps=args.steps, seed=args.seed, num_threads=args.threads,
+    out = output_dir(args.out, "--out") if args.out is not None else DEFAULT_OUT  # before 15 min of training
+    return reproduce_world_policy(out, steps=args.steps, seed=args.seed, num_threads=args.threads,
                                   progress_bar=not args.json)
 
 
@@ -187,7 +202,7 @@ def cmd_world_write_manifests(args: argparse.Namespace) -> dict[str, Any]:
         if not Path(f).is_dir():
             raise UsageError(f"not a folder: {f}")
         if args.check:
-            done[f] = "ok" if verify_folder(f) else "no manifest"
+            done[f] = "ok" if verify_folder(f, missing="ignore") else "no manifest"
         else:
             done[f] = str(write_manifest(f))
     return done
@@ -285,6 +300,11 @@ def gpu_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
+    for v in values:
+        try:
+            check_limit(v, "gpus", "GPU count")
+        except InputError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return values
 
 
@@ -322,21 +342,63 @@ def cmd_push(args: argparse.Namespace) -> dict[str, Any]:
     return {"folder": str(folder), "repo": url}
 
 
+AUTH_ENV = "PROMPTLOOP_APP_AUTH"  # USER:PASSWORD of the app's login (kept out of the process list, unlike --auth)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` serves this machine only (localhost, 127.0.0.0/8, ::1)."""
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
+def app_auth(flag: str | None, env: str | None) -> tuple[str, str] | None:
+    """(user, password) from --auth or $PROMPTLOOP_APP_AUTH (the flag wins); None when neither is set."""
+    text, name = (flag, "--auth") if flag is not None else (env, AUTH_ENV)
+    if text is None:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise UsageError(f"{name}: expected USER:PASSWORD with both parts non-empty")
+    return user, password
+
+
 def cmd_app(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.validation import check_device
+
+    check_device(args.device)  # at start, not when the first image is sampled
+    auth = app_auth(args.auth, os.environ.get(AUTH_ENV))
+    if not is_loopback(args.host):
+        if auth is None:
+            raise UsageError(f"--host {args.host} serves the app to other machines: it then needs a login, give "
+                             f"{AUTH_ENV}=USER:PASSWORD in the environment (or --auth USER:PASSWORD)")
+        print(f"promptloop: warning: --host {args.host} serves the app to every machine that can reach this one "
+              f"(login required, as {auth[0]!r})", file=sys.stderr)
+    if any(not r.strip() for r in args.runs_root or []):
+        raise UsageError("--runs-root: the path is empty (give a folder, e.g. --runs-root runs)")
+    roots = [Path(r).expanduser() for r in (args.runs_root or ["runs"])]
+    for root in roots:
+        if root.exists() and not root.is_dir():
+            raise UsageError(f"--runs-root {root}: exists and is a file, not a folder")
+        if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
+            raise UsageError(f"--runs-root {root}: this user may not read it")
     try:
         from promptloop.app.layout import build_app, launch
     except ImportError as e:
         raise UsageError(f"the app needs gradio ({e}): pip install 'promptloop[app]'") from None
     from promptloop.app.models import ModelSpec, ModelStore
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"promptloop: warning: --host {args.host} serves the app (no authentication) to every machine that "
-              "can reach this one", file=sys.stderr)
     store = ModelStore(ModelSpec(pipeline=args.pipeline, policy=args.policy, adapter=args.adapter,
                                  feed_forward_adapter=args.feed_forward_adapter, reward=args.reward,
                                  device=args.device, dtype=args.dtype))
-    print(f"PromptLoop app on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    launch(build_app(store), host=args.host, port=args.port)
+    print(f"PromptLoop app on http://{args.host}:{args.port} (Ctrl-C stops it; runs under "
+          f"{', '.join(map(str, roots))})", flush=True)
+    launch(build_app(store, run_roots=tuple(str(r) for r in roots)), host=args.host, port=args.port, auth=auth)
     return {}
 
 
@@ -354,10 +416,11 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
                      help="score every image with this reward, judged against its query (repeat for several)")
     gen.add_argument("--reward-kwargs", default=None, metavar="JSON", help="options per reward (JSON object)")
-    gen.add_argument("--refine", type=non_negative_int, default=5, help="number of refinements N_R")
+    gen.add_argument("--refine", type=limit_arg("refinements", non_negative_int), default=5,
+                     help="number of refinements N_R")
     gen.add_argument("--mode", default="feedback", choices=["feedback", "no-feedback", "feed-forward", "none"])
-    gen.add_argument("--seed", type=non_negative_int, default=0)
-    gen.add_argument("--num-images", type=positive_int, default=1)
+    gen.add_argument("--seed", type=SEED, default=0)
+    gen.add_argument("--num-images", type=limit_arg("images", positive_int), default=1)
     gen.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
     gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world backbone)")
     gen.add_argument("--negative-prompt", default=None)
@@ -379,13 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
                                      "from model configs only: nothing is downloaded")
     pl.add_argument("configs", nargs="*", help="recipe YAML files (default: the shipped configs/*.yaml)")
     pl.add_argument("--gpus", type=gpu_list, default=[1, 2, 4, 8], help="GPU counts, comma-separated (default 1,2,4,8)")
-    pl.add_argument("--budget-gb", type=positive_float, default=80.0, help="memory per GPU in GB (1e9 bytes)")
+    pl.add_argument("--budget-gb", type=limit_arg("memory_gb", positive_float), default=80.0, help="memory per GPU in GB (1e9 bytes)")
     pl.add_argument("--json", action="store_true", help="print the plan as one JSON object")
     pl.set_defaults(func=cmd_plan)
 
     app = sub.add_parser("app", help="the web app: watch the loop sample, compare, browse runs (needs promptloop[app])")
-    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
-    app.add_argument("--port", type=positive_int, default=7860)
+    app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only; any other needs "
+                                                         "a login, see --auth)")
+    app.add_argument("--port", type=limit_arg("port", positive_int), default=7860)
     app.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
     app.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
     app.add_argument("--adapter", default=None, help="LoRA adapter of PromptLoop's policy (world: the GRPO one)")
@@ -393,6 +457,11 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--reward", default=None, help="reward name (default: alignment on the world, none otherwise)")
     app.add_argument("--device", default="auto")
     app.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    app.add_argument("--runs-root", action="append", default=None, metavar="DIR",
+                     help="the Runs tab reads run folders under DIR only (repeatable; default: ./runs)")
+    app.add_argument("--auth", default=None, metavar="USER:PASSWORD",
+                     help=f"Gradio's login, required when --host is not loopback (better: ${AUTH_ENV}, which other "
+                          "users cannot read in the process list)")
     app.set_defaults(func=cmd_app)
 
     world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2, backdrops = v3)").add_subparsers(dest="world_command", required=True)
@@ -401,39 +470,40 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
     tb.add_argument("--work-dir", default="runs/backbone", help="checkpoints and caches; rerun to resume")
     tb.add_argument("--out", default=None, help="output folder (default: the world's shipped backbone folder)")
-    tb.add_argument("--vae-steps", type=positive_int, default=1200, help="AutoencoderKL steps (stage 1)")
-    tb.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (0: torch's default)")
-    tb.add_argument("--steps", type=positive_int, default=5000,
+    tb.add_argument("--vae-steps", type=TRAIN_STEPS, default=1200, help="AutoencoderKL steps (stage 1)")
+    tb.add_argument("--threads", type=limit_arg("threads", non_negative_int), default=0, help="torch CPU threads (0: torch's default)")
+    tb.add_argument("--steps", type=TRAIN_STEPS, default=5000,
                     help="UNet training steps (length of the cosine schedule); a larger value resumes and extends a run")
-    tb.add_argument("--stop-at", type=non_negative_int, default=0, help="end after this step and save (0: all steps)")
-    tb.add_argument("--decoder-steps", type=non_negative_int, default=3000,
+    tb.add_argument("--stop-at", type=TRAIN_STEPS0, default=0, help="end after this step and save (0: all steps)")
+    tb.add_argument("--decoder-steps", type=TRAIN_STEPS0, default=3000,
                     help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
     tb.add_argument("--init-from", default=None,
                     help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
-    tb.add_argument("--vae-finetune-steps", type=non_negative_int, default=0,
+    tb.add_argument("--vae-finetune-steps", type=TRAIN_STEPS0, default=0,
                     help="with --init-from: fine-tune its VAE on this world's renders first, latents anchored (0: keep it)")
-    tb.add_argument("--lr", type=positive_float, default=None, help="peak learning rate of the UNet (default 5e-4)")
-    tb.add_argument("--text-binder-layers", type=non_negative_int, default=2,
+    tb.add_argument("--lr", type=limit_arg("learning_rate", positive_float), default=None,
+                    help="peak learning rate of the UNet (default 5e-4)")
+    tb.add_argument("--text-binder-layers", type=limit_arg("layers", non_negative_int), default=2,
                     help="trainable layers binding words between MiniLM and the UNet (0: condition on MiniLM directly)")
-    tb.add_argument("--binding-loss", type=non_negative_float, default=0.0,
+    tb.add_argument("--binding-loss", type=limit_arg("loss_weight", non_negative_float), default=0.0,
                     help="weight of the binder's auxiliary loss binding each word to its object's attributes (0: off)")
-    tb.add_argument("--seed", type=non_negative_int, default=0)
+    tb.add_argument("--seed", type=SEED, default=0)
     tb.add_argument("--json", action="store_true")
     tb.set_defaults(func=cmd_world_train_backbone)
 
     tp = world.add_parser(
         "train-policy", help="SFT of the world refinement policy (the shipped recipe), then its held-out evaluation")
     tp.add_argument("--out", default=None, help="output folder (default: assets/world/policy)")
-    tp.add_argument("--steps", type=positive_int, default=None, help="SFT steps (default: the shipped recipe's)")
-    tp.add_argument("--seed", type=non_negative_int, default=0)
-    tp.add_argument("--threads", type=positive_int, default=2, help="torch CPU threads")
+    tp.add_argument("--steps", type=TRAIN_STEPS, default=None, help="SFT steps (default: the shipped recipe's)")
+    tp.add_argument("--seed", type=SEED, default=0)
+    tp.add_argument("--threads", type=limit_arg("threads", positive_int), default=2, help="torch CPU threads")
     tp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     tp.set_defaults(func=cmd_world_train_policy)
 
     ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
     ac.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
-    ac.add_argument("--n", type=positive_int, default=500)
-    ac.add_argument("--seed", type=non_negative_int, default=0)
+    ac.add_argument("--n", type=COUNT, default=500)
+    ac.add_argument("--seed", type=SEED, default=0)
     ac.add_argument("--json", action="store_true")
     ac.set_defaults(func=cmd_world_analyzer_check)
 
@@ -442,21 +512,21 @@ def build_parser() -> argparse.ArgumentParser:
                              else "room for the loop: base vs feed-forward bound vs mid-way oracles")
         c.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
         c.add_argument("--backbone", default=None, help="backbone folder (default: the world's shipped one)")
-        c.add_argument("--n", type=positive_int, default=n_default, help="prompts per set")
-        c.add_argument("--seed", type=non_negative_int, default=0)
-        c.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
+        c.add_argument("--n", type=COUNT, default=n_default, help="prompts per set")
+        c.add_argument("--seed", type=SEED, default=0)
+        c.add_argument("--steps", type=SAMPLING_STEPS, default=20, help="sampling steps")
         c.add_argument("--guidance", type=GUIDANCE, default=4.0, help="classifier-free guidance scale")
-        c.add_argument("--timestep-shift", type=positive_float, default=None,
+        c.add_argument("--timestep-shift", type=limit_arg("timestep_shift", positive_float), default=None,
                        help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
-        c.add_argument("--eta", type=unit_float, default=0.0,
+        c.add_argument("--eta", type=limit_arg("unit", unit_float), default=0.0,
                        help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")
         c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
                        help="worlds v2, v3: fractions of sampling at which the rules switch / the window is measured "
                             "(the world's default when not given)")
         if name == "room":
-            c.add_argument("--seeds", type=positive_int, default=4, help="seeds per query")
-            c.add_argument("--candidates", type=positive_int, default=8, help="candidate rewrites per query")
+            c.add_argument("--seeds", type=COUNT, default=4, help="seeds per query")
+            c.add_argument("--candidates", type=COUNT, default=8, help="candidate rewrites per query")
             c.add_argument("--anchored", action="store_true",
                            help="world v1: also the mid-way oracles over candidates pinned to each sample's preview")
             c.add_argument("--rules", type=rule_names, nargs="?", const=(), default=None, metavar="NAMES",
@@ -468,9 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ov = bench.add_parser("overhead", help="sampling time of PromptLoop vs plain sampling on the world backbone")
-    ov.add_argument("--batch", type=positive_int, default=16)
-    ov.add_argument("--steps", type=positive_int, default=20)
-    ov.add_argument("--repeats", type=positive_int, default=5)
+    ov.add_argument("--batch", type=limit_arg("images", positive_int), default=16)
+    ov.add_argument("--steps", type=SAMPLING_STEPS, default=20)
+    ov.add_argument("--repeats", type=limit_arg("repeats", positive_int), default=5)
     ov.add_argument("--json", action="store_true")
     ov.set_defaults(func=cmd_bench_overhead)
 
@@ -486,21 +556,25 @@ def build_parser() -> argparse.ArgumentParser:
                       help='options per reward, e.g. \'{"clipscore": {"model_name_or_path": "PATH"}}\'')
     cmp_.add_argument("--prompts", default=None, metavar="SOURCE",
                       help="a .txt / .jsonl / .csv file, world:heldout or hf:NAME[:SPLIT[:COLUMN]]")
-    cmp_.add_argument("--n", type=positive_int, default=None,
+    cmp_.add_argument("--n", type=COUNT, default=None,
                       help="prompts (the first N; default: all, or 256 heldout queries of the world)")
-    cmp_.add_argument("--seeds-per-prompt", type=positive_int, default=None, help="images per prompt (default 1)")
-    cmp_.add_argument("--seed", type=non_negative_int, default=0)
-    cmp_.add_argument("--steps", type=positive_int, default=20)
+    cmp_.add_argument("--seeds-per-prompt", type=limit_arg("images", positive_int), default=None,
+                      help="images per prompt (default 1)")
+    cmp_.add_argument("--seed", type=SEED, default=0)
+    cmp_.add_argument("--steps", type=SAMPLING_STEPS, default=20)
     cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world, else the "
                                                                         "pipeline's default)")
-    cmp_.add_argument("--refine", type=positive_int, default=5, help="refinements N_R of the loop rows")
+    cmp_.add_argument("--refine", type=limit_arg("refinements", positive_int), default=5,
+                      help="refinements N_R of the loop rows")
     cmp_.add_argument("--adapter", default=None, help="LoRA adapter of the policy, folder or Hub id (world: "
                                                         "assets/world/policy_grpo)")
     cmp_.add_argument("--feed-forward-adapter", default=None,
                       help="adapter of the feed-forward row (default: the policy itself, rewriting once; world: "
                            "assets/world/policy_feedforward)")
-    cmp_.add_argument("--batch-size", type=positive_int, default=None, help="images per sampler call (default 8)")
-    cmp_.add_argument("--grid", type=non_negative_int, default=None, help="prompts in the trajectory grid (default 4)")
+    cmp_.add_argument("--batch-size", type=limit_arg("images", positive_int), default=None,
+                      help="images per sampler call (default 8)")
+    cmp_.add_argument("--grid", type=limit_arg("count0", non_negative_int), default=None,
+                      help="prompts in the trajectory grid (default 4)")
     cmp_.add_argument("--out", default=None, help="output folder (default outputs/compare)")
     cmp_.add_argument("--device", default=None, help="auto (default), cpu, cuda, ...")
     cmp_.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"])
@@ -534,10 +608,40 @@ def build_parser() -> argparse.ArgumentParser:
     pr = world.add_parser("prompts", help="print a fixed prompt set")
     pr.add_argument("name", choices=["train", "heldout"])
     pr.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
-    pr.add_argument("--n", type=non_negative_int, default=0, help="only the first N (0: all)")
+    pr.add_argument("--n", type=limit_arg("count0", non_negative_int), default=0, help="only the first N (0: all)")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_world_prompts)
     return p
+
+
+gpu_list.limit = "gpus"  # type: ignore[attr-defined]  # each value checked against LIMITS["gpus"]
+# numbers checked against validation.LIMITS outside argparse types: kind -> where (for docs/limits.md)
+CHECKED_ELSEWHERE = {"sampling_steps": ["promptloop generate --steps", "app: steps (2..200)"],
+                     "seed": ["app: seed"], "guidance": ["app: guidance"]}
+
+
+def limit_uses() -> dict[str, list[str]]:
+    """kind of `validation.LIMITS` -> the flags (every subcommand) and config fields checked against it."""
+    from promptloop.model_json import POLICY_FIELDS
+    from promptloop.validation import CONFIG_LIMITS
+
+    uses: dict[str, list[str]] = {k: list(v) for k, v in CHECKED_ELSEWHERE.items()}
+
+    def walk(parser: argparse.ArgumentParser, prefix: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{prefix} {name}")
+            elif (kind := getattr(action.type, "limit", None)) is not None:
+                uses.setdefault(kind, []).append(f"{prefix} {action.option_strings[0]}")
+
+    walk(build_parser(), "promptloop")
+    for field, kind in CONFIG_LIMITS.items():
+        uses.setdefault(kind, []).append(f"config {field}")
+    for field, (_, kind) in POLICY_FIELDS.items():
+        if kind is not None:
+            uses.setdefault(kind, []).append(f"promptloop_policy.json {field}")
+    return uses
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:

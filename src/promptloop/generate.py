@@ -17,10 +17,10 @@ import numpy as np
 import torch
 
 from promptloop.eval.figures import labelled_grid
-from promptloop.fs_errors import output_dir
+from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
-from promptloop.validation import check_device, check_number, check_prompt, check_prompt_tokens
+from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
 
 
 @dataclass
@@ -66,6 +66,12 @@ def validate(req: GenerateRequest) -> None:
         raise ValueError(f"--num-images must be >= 1, got {req.num_images}")
     if req.seed < 0:
         raise ValueError(f"--seed must be >= 0, got {req.seed}")
+    for value, kind, flag in ((req.steps, "sampling_steps", "--steps"), (req.refine, "refinements", "--refine"),
+                              (req.num_images, "images", "--num-images"), (req.seed, "seed", "--seed"),
+                              (req.guidance, "guidance", "--guidance")):
+        if value is not None:
+            check_limit(value, kind, flag)  # the ranges of validation.LIMITS
+    check_limit(req.seed + req.num_images - 1, "seed", "--seed + --num-images - 1 (the last image's seed)")
     for flag, name in (("--pipeline", req.pipeline), ("--policy", req.policy)):
         if name == "world" or name.startswith(("world:", "tiny:")):
             continue
@@ -172,7 +178,8 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
         names = list(records[0]["samples"][0]["rewards"])
         summary["reward_means"] = {n: float(np.mean([s["rewards"][n] for r in records for s in r["samples"]]))
                                    for n in names}
-    (folder / "record.json").write_text(json.dumps({**summary, "prompt_records": records}, indent=2))
+    text = json.dumps({**summary, "prompt_records": records}, indent=2)
+    atomic_write(folder / "record.json", lambda tmp: tmp.write_text(text))
     message = prompts.skip_message("--prompts")
     if message is not None:
         summary["warning"] = message
@@ -216,22 +223,42 @@ def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, 
         with torch.no_grad():
             rewards = {k: [float(x) for x in v.detach().float().cpu()]
                        for k, v in reward.evaluate(list(out.images), [query] * req.num_images).items()}
-    strip_images, strip_labels = [], []
-    for k, (img, traj) in enumerate(zip(out.images, out.trajectories, strict=True)):
-        img.save(folder / f"image_{k}.png")
-        for j, r in enumerate(traj.refinements):
-            if r.preview is not None:
-                r.preview.save(folder / f"preview_{k}_{j}.png")
-                strip_images.append(r.preview)
-                strip_labels.append(f"{r.progress:.0%}: {r.prompt}{' (fallback)' if r.fallback else ''}")
-        strip_images.append(img)
-        score = "" if scores is None else f" [alignment {scores[k]:.2f}]"
-        if rewards is not None:
-            score += f" [reward {rewards['total'][k]:.3f}]"
-        strip_labels.append(f"final{score}: {traj.final_prompt}")
-    columns = len(strip_images) // max(req.num_images, 1)
-    labelled_grid(strip_images, strip_labels, folder / "trajectory.png", columns=max(columns, 1), cell=160, wrap=26,
-                  lines=8)
     record = _record(req, query, out, seconds, scores, rewards)
-    (folder / "record.json").write_text(json.dumps(record, indent=2))
+    _write_outputs(folder, out, scores, rewards, record, req.num_images)
     return record
+
+
+def _write_outputs(folder: Path, out: Any, scores: list[float] | None, rewards: dict[str, list[float]] | None,
+                   record: dict[str, Any], num_images: int) -> None:
+    """Images, previews, the trajectory strip and record.json; each file is written whole (`atomic_write`), and
+    when one cannot be written (a full disk) the files this call wrote are removed again before the error."""
+    written: list[Path] = []
+
+    def save(path: Path, write: Any) -> None:
+        atomic_write(path, write)
+        written.append(path)
+
+    try:
+        strip_images, strip_labels = [], []
+        for k, (img, traj) in enumerate(zip(out.images, out.trajectories, strict=True)):
+            save(folder / f"image_{k}.png", img.save)
+            for j, r in enumerate(traj.refinements):
+                if r.preview is not None:
+                    save(folder / f"preview_{k}_{j}.png", r.preview.save)
+                    strip_images.append(r.preview)
+                    strip_labels.append(f"{r.progress:.0%}: {r.prompt}{' (fallback)' if r.fallback else ''}")
+            strip_images.append(img)
+            score = "" if scores is None else f" [alignment {scores[k]:.2f}]"
+            if rewards is not None:
+                score += f" [reward {rewards['total'][k]:.3f}]"
+            strip_labels.append(f"final{score}: {traj.final_prompt}")
+        columns = len(strip_images) // max(num_images, 1)
+        labelled_grid(strip_images, strip_labels, folder / "trajectory.png", columns=max(columns, 1), cell=160,
+                      wrap=26, lines=8)
+        written.append(folder / "trajectory.png")
+        text = json.dumps(record, indent=2)
+        save(folder / "record.json", lambda tmp: tmp.write_text(text))
+    except OSError:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise

@@ -2,9 +2,12 @@
 
 `promptloop_manifest.json` in a model folder (world backbone, policy, adapter) lists every file below it
 with its size and sha256, except the model card (`README.md`, free to edit, on the Hub too).
-`write_manifest(folder)` writes it (savers call it last); `verify_folder(folder)` checks it (loaders call it first) and raises `IntegrityError` naming the first file that is missing, has
-another size or another hash. Every `.safetensors` file is also checked against its own header, so a
-truncated weights file is one clear line even in a folder without a manifest (e.g. from the hub).
+`write_manifest(folder)` writes it (savers call it last); `verify_folder(folder)` checks it (loaders call it first)
+and raises `IntegrityError` naming the first file that is missing, has another size or another hash; manifest
+entries must name paths inside the folder (nothing outside it is read). Every `.safetensors` file is also checked
+against its own header, so a truncated weights file is one clear line even in a folder without a manifest (e.g.
+from the hub). A folder without a manifest is refused where promptloop wrote it (deleting the manifest must not
+turn the checks off) and loads with an `UnverifiedFolderWarning` otherwise.
 Checkpoints record the same manifest (`file_manifest`) in their trainer_state.json.
 
 Regenerate the manifests of the shipped folders with `promptloop world write-manifests`.
@@ -14,9 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import struct
+import warnings
 from pathlib import Path
 from typing import Any
+
+from promptloop.fs_errors import atomic_write
 
 MANIFEST_FILE = "promptloop_manifest.json"
 MANIFEST_FORMAT = 1
@@ -25,6 +32,23 @@ UNLOCKED = ("README.md",)  # the model card: edited on the Hub, so neither liste
 
 class IntegrityError(ValueError):
     """A model folder whose files do not match its manifest, or a truncated/corrupt safetensors file."""
+
+
+class ModelFileError(ValueError):
+    """A model folder's JSON file that is not valid JSON or holds a field of the wrong type (the message names
+    the file and the field)."""
+
+
+def read_json_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object in `path`; ModelFileError naming the file when it is not valid JSON or not an object."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelFileError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def sha256_file(path: Path) -> str:
@@ -49,12 +73,39 @@ def file_manifest(folder: Path, exclude: tuple[str, ...] = (), hash_limit: int |
     return out
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _entry(folder: Path, rel: Any, info: Any, what: str) -> Path:
+    """The file a manifest entry names, after checking the entry: a relative path that stays inside `folder` (no
+    '..', no absolute path, no link leading out), a size and, when given, a sha256."""
+    if not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel or "\x00" in rel or \
+            ".." in rel.split("/") or re.match(r"^[A-Za-z]:", rel):
+        raise IntegrityError(f"{what} {folder}: manifest entry {rel!r} is not a relative path inside the folder")
+    if not isinstance(info, dict) or not isinstance(info.get("size"), int) or isinstance(info.get("size"), bool) \
+            or info["size"] < 0:
+        raise IntegrityError(f"{what} {folder}: manifest entry {rel!r}: field 'size': expected a byte count, got "
+                             f"{info.get('size') if isinstance(info, dict) else info!r}")
+    if "sha256" in info and not (isinstance(info["sha256"], str) and _SHA256.match(info["sha256"])):
+        raise IntegrityError(f"{what} {folder}: manifest entry {rel!r}: field 'sha256': expected 64 hex digits, got "
+                             f"{info['sha256']!r}")
+    f = folder / rel
+    try:
+        inside = f.resolve().is_relative_to(folder.resolve())
+    except (OSError, RuntimeError):  # a link loop
+        inside = False
+    if not inside:
+        raise IntegrityError(f"{what} {folder}: manifest entry {rel!r} leads outside the folder (a link)")
+    return f
+
+
 def check_files(folder: Path, files: dict[str, dict[str, Any]], what: str) -> None:
-    """IntegrityError naming the first listed file that is missing or differs in size or sha256."""
-    for rel, info in files.items():
-        if rel in UNLOCKED:
-            continue
-        f = folder / rel
+    """IntegrityError naming the first listed file that is missing or differs in size or sha256 (or an entry that
+    is malformed or names a path outside `folder`: nothing outside it is read); the model card is not checked."""
+    if not isinstance(files, dict):
+        raise IntegrityError(f"{what} {folder}: the file list is not an object")
+    checked = [(rel, _entry(folder, rel, info, what), info) for rel, info in files.items() if rel not in UNLOCKED]
+    for rel, f, info in checked:
         if not f.is_file():
             raise IntegrityError(f"{what} {folder}: file {rel} is missing")
         size = f.stat().st_size
@@ -86,14 +137,33 @@ def write_manifest(folder: str | Path) -> Path:
     """Write `folder/promptloop_manifest.json` over every file below `folder`; returns its path."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
-    path.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": file_manifest(folder)}, indent=1) + "\n")
+    text = json.dumps({"format": MANIFEST_FORMAT, "files": file_manifest(folder)}, indent=1) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text))
     return path
 
 
-def verify_folder(folder: str | Path, what: str = "model folder") -> bool:
-    """Check `folder` against its manifest (when it has one) and every safetensors file against its header.
+class UnverifiedFolderWarning(UserWarning):
+    """A model folder without a manifest: its files cannot be checked (the CLI prints it as one warning line)."""
 
-    Returns whether a manifest was found; raises IntegrityError naming the bad file."""
+
+def written_by_promptloop(folder: Path) -> bool:
+    """Whether `folder` is one promptloop saved (a policy, adapter or world backbone): those always carry a manifest."""
+    if (folder / "promptloop_policy.json").is_file():
+        return True
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(index, dict) and any(str(k).startswith("promptloop_") for k in index)
+
+
+def verify_folder(folder: str | Path, what: str = "model folder", missing: str = "auto") -> bool:
+    """Check `folder` against its manifest and every safetensors file against its header.
+
+    Without a manifest (`missing`): "auto" refuses a folder promptloop wrote (`written_by_promptloop`: its manifest
+    was deleted, which would turn the checks off) and warns for any other (`UnverifiedFolderWarning`, e.g. a
+    folder from the Hub); "error" / "warn" / "ignore" do that whatever wrote it. Returns whether a manifest was
+    found; raises IntegrityError naming the bad file."""
     folder = Path(folder)
     path = folder / MANIFEST_FILE
     found = path.is_file()
@@ -108,4 +178,13 @@ def verify_folder(folder: str | Path, what: str = "model folder") -> bool:
         check_files(folder, files, what)
     for f in sorted(folder.rglob("*.safetensors")):
         check_safetensors(f)
+    if not found:
+        refuse = missing == "error" or (missing == "auto" and written_by_promptloop(folder))
+        if refuse:
+            raise IntegrityError(f"{what} {folder}: {MANIFEST_FILE} is missing, so its files cannot be verified "
+                                 "(promptloop writes one into every folder it saves); if you trust the folder, write "
+                                 f"a new one with `promptloop world write-manifests {folder}`")
+        if missing != "ignore":
+            warnings.warn(f"{what} {folder} has no {MANIFEST_FILE}: its files cannot be verified",
+                          UnverifiedFolderWarning, stacklevel=2)
     return found

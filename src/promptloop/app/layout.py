@@ -23,7 +23,9 @@ from promptloop.app.runs import RunError, curves_figure, find_runs, prompt_table
 from promptloop.app.session import MAX_STEPS, LiveState, SampleRequest, stream_session  # noqa: E402
 from promptloop.loop.sampler import MODES  # noqa: E402
 from promptloop.loop.schedule import SCHEDULE_KINDS  # noqa: E402
+from promptloop.validation import InputError, check_device  # noqa: E402
 
+PRIVATE = "private"  # every event: the page's own, not an API (Gradio lists public ones even before the login)
 DISPLAY = 192  # pixels of the longest side of shown images (the world's 32 px, enlarged without smoothing)
 PROMPT_HEADERS = ["run", "step", "at", "prompt", "negative prompt", "fallback"]
 COMPARE_HEADERS = ["row", "reward", "final prompt", "seconds"]
@@ -118,7 +120,7 @@ def render(state: LiveState, files: ImageFiles, shown: tuple[int, int, int] | No
 
 
 def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("runs", "outputs")) -> gr.Blocks:
-    """The app's Blocks (not launched)."""
+    """The app's Blocks (not launched). The Runs tab lists and opens run folders under `run_roots` only."""
     store = store or ModelStore()
     examples = _example_queries(store.spec)
 
@@ -140,14 +142,15 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                          dtype=dtype)
         with store.lock:
             try:
+                check_device(spec.device, "device")
                 store.load(spec)
-            except ModelLoadError as e:
+            except (ModelLoadError, InputError) as e:
                 return f'<div class="error">{html.escape(str(e))}</div><div>Still using: {_describe(store.spec)}</div>'
         return f"Loaded: {_describe(store.spec)}"
 
     def open_run(path: str) -> tuple[Any, ...]:
         try:
-            view = read_run(path)
+            view = read_run(path, roots=run_roots)
         except RunError as e:
             return (f'<div class="error">{html.escape(str(e))}</div>', None, [], [], {}, "", [])
         headers, rows = prompt_table(view.prompts)
@@ -224,9 +227,10 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 m_status = gr.HTML(f"Using: {_describe(store.spec)}", elem_id="model-status")
             outputs = [status, previews, prompts, final, reward, breakdown, compare_gallery, compare_table]
             inputs = [query, seed, steps, guidance, mode, refinements, schedule, negative, compare]
-            run_btn.click(sample, inputs, outputs, show_progress="hidden")
-            query.submit(sample, inputs, outputs, show_progress="hidden")
-            m_btn.click(load_models, [m_pipe, m_policy, m_adapter, m_ff, m_reward, m_device, m_dtype], [m_status])
+            run_btn.click(sample, inputs, outputs, show_progress="hidden", api_visibility=PRIVATE)
+            query.submit(sample, inputs, outputs, show_progress="hidden", api_visibility=PRIVATE)
+            m_btn.click(load_models, [m_pipe, m_policy, m_adapter, m_ff, m_reward, m_device, m_dtype], [m_status],
+                        api_visibility=PRIVATE)
 
         with gr.Tab("Runs"):
             with gr.Row():
@@ -247,11 +251,11 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             with gr.Row():
                 config = gr.JSON(label="config", elem_id="run-config")
                 report = gr.Markdown()
-            refresh.click(lambda: gr.Dropdown(choices=find_runs(run_roots)), None, [run_path])
+            refresh.click(lambda: gr.Dropdown(choices=find_runs(run_roots)), None, [run_path], api_visibility=PRIVATE)
             run_outputs = [run_status, curves, grids, p_table, config, report, records]
-            open_btn.click(open_run, [run_path], run_outputs)
-            p_filter.change(filter_prompts, [records, p_filter, p_min], [p_table])
-            p_min.change(filter_prompts, [records, p_filter, p_min], [p_table])
+            open_btn.click(open_run, [run_path], run_outputs, api_visibility=PRIVATE)
+            p_filter.change(filter_prompts, [records, p_filter, p_min], [p_table], api_visibility=PRIVATE)
+            p_min.change(filter_prompts, [records, p_filter, p_min], [p_table], api_visibility=PRIVATE)
     return demo
 
 
@@ -273,8 +277,11 @@ def _example_queries(spec: ModelSpec) -> list[str]:
     return [it.caption for it in sample_prompts("heldout", 4, seed=1)]
 
 
-def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True) -> Any:
-    """Serve the app at http://host:port (never opens a browser); with block=False return at once."""
+def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True,
+           auth: tuple[str, str] | None = None) -> Any:
+    """Serve the app at http://host:port (never opens a browser); with block=False return at once. `auth`: (user,
+    password) of Gradio's login page (the CLI requires it when `host` is not loopback)."""
     return app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, inbrowser=False, share=False, prevent_thread_lock=not block,
-        show_error=False, ssr_mode=False, allowed_paths=[str(IMAGE_DIR)], theme=gr.themes.Soft(), css=CSS, quiet=True, footer_links=[])
+        show_error=False, ssr_mode=False, allowed_paths=[str(IMAGE_DIR)], theme=gr.themes.Soft(), css=CSS, quiet=True,
+        footer_links=[], auth=auth)

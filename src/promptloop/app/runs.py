@@ -83,8 +83,9 @@ def find_runs(roots: Sequence[str | Path] = ("runs", "outputs")) -> list[str]:
         root = Path(root)
         if not root.is_dir():
             continue
+        real_root = [root.resolve()]
         for f in _walk(root):
-            if f.name in RUN_MARKERS:
+            if f.name in RUN_MARKERS and _inside(f.parent, real_root):  # not through a link leading out
                 found.add(f.parent)
     # a run nested in a run (the demo's grpo/) is listed under its parent only
     tops = [p for p in found if not any(q != p and q in p.parents for q in found)]
@@ -155,17 +156,34 @@ def prompt_records(data: Any, step: int | None = None, query: str | None = None)
     return rows
 
 
-def read_run(path: str | Path) -> RunView:
-    """Everything the Runs tab shows of one run directory; RunError when it is missing or holds no run."""
+def _inside(path: Path, roots: Sequence[Path]) -> bool:
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return False
+    return any(real == r or real.is_relative_to(r) for r in roots)
+
+
+def read_run(path: str | Path, roots: Sequence[str | Path] | None = None) -> RunView:
+    """Everything the Runs tab shows of one run directory; RunError when it is missing or holds no run. With
+    `roots`, only a directory under one of them is read (links resolved: a link leading out is refused, and files
+    linked from outside the roots are skipped); anything else is 'no such directory under the runs root', whether
+    it exists or not (the page does not tell what exists elsewhere)."""
     text = str(path or "").strip()
     if not text:
         raise RunError("Pick a run directory first (or type its path).")
     root = Path(text).expanduser()
+    real_roots = [Path(r).expanduser().resolve() for r in roots] if roots is not None else None
+    if real_roots is not None and not _inside(root, real_roots):
+        shown = ", ".join(str(r) for r in (roots or []))
+        raise RunError(f"No such directory under the runs root ({shown}): {text}")
     if not root.exists():
         raise RunError(f"No such directory: {text}")
     if not root.is_dir():
         raise RunError(f"Not a directory: {text}")
     files = list(_walk(root))
+    if real_roots is not None:
+        files = [f for f in files if _inside(f, real_roots)]
     names = {f.name for f in files}
     if not names & {*RUN_MARKERS, "trajectory.png"}:
         raise RunError(f"{text} holds no run: none of {', '.join(RUN_MARKERS)} found in it or its sub-folders")

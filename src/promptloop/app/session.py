@@ -24,8 +24,9 @@ from PIL import Image
 from promptloop.app.models import ModelLoadError, Models
 from promptloop.loop.sampler import MODES, PromptLoopSampler, Refinement, Trajectory
 from promptloop.loop.schedule import SCHEDULE_KINDS
+from promptloop.validation import LIMITS
 
-MAX_STEPS = 200  # the most sampling steps the page accepts
+MAX_STEPS = 200  # the most sampling steps the page accepts (seed and guidance: validation.LIMITS)
 COMPARE_ROWS: tuple[tuple[str, str, str | None], ...] = (  # (label, mode, policy role) of the compare switch
     ("base", "none", None),
     ("feed-forward", "feed-forward", "feed_forward"),
@@ -65,6 +66,8 @@ def validate_request(req: SampleRequest) -> SampleRequest:
         raise RequestError(f"Steps must be between 2 and {MAX_STEPS}, got {steps}.")
     if seed < 0:
         raise RequestError(f"Seed must be 0 or more, got {seed}.")
+    if seed > LIMITS["seed"].hi:
+        raise RequestError(f"Seed must be at most {LIMITS['seed'].hi}, got {seed}.")
     uses_refinements = req.compare or mode in ("feedback", "no-feedback")
     if uses_refinements and not 0 <= refinements <= steps - 1:
         raise RequestError(f"N_R must be between 0 and {steps - 1} (steps - 1) for {steps} steps, got {refinements}.")
@@ -76,6 +79,8 @@ def validate_request(req: SampleRequest) -> SampleRequest:
             raise RequestError(f"Guidance must be a number (or empty for the default), got {req.guidance!r}.") from None
         if not math.isfinite(guidance) or guidance < 0:
             raise RequestError(f"Guidance must be a finite number >= 0, got {req.guidance}.")
+        if guidance > LIMITS["guidance"].hi:
+            raise RequestError(f"Guidance must be at most {LIMITS['guidance'].hi:g}, got {req.guidance}.")
     return replace(req, query=query, mode=mode, steps=steps, refinements=refinements, seed=seed, guidance=guidance)
 
 

@@ -51,6 +51,11 @@ def load_world_policy(adapter: str | Path | None, pipe: Any) -> Any:
 def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0, refinements: int = 5,
             grpo_adapter: str | Path | None = None, feed_forward_adapter: str | Path | None = None,
             include_sft: bool = True, rewrite_first: bool = False, progress: bool = True) -> dict[str, Any]:
+    if refinements > steps - 1:
+        raise ValueError(f"--refine {refinements} is more than the {steps - 1} refinements {steps} steps allow")
+    for flag, adapter in (("--adapter", grpo_adapter), ("--feed-forward-adapter", feed_forward_adapter)):
+        if adapter is not None and not Path(adapter).expanduser().is_dir():  # before the backbone loads
+            raise FileNotFoundError(f"{flag} {adapter}: no such adapter folder")
     t0 = time.perf_counter()
     pipe = load_backbone()
     alignment, proxy = get_reward("alignment"), get_reward("proxy")

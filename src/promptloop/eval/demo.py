@@ -21,6 +21,7 @@ import torch
 from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER, load_world_policy
 from promptloop.eval.figures import labelled_grid, reward_curve
 from promptloop.eval.sampling import sample
+from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import load_backbone
 from promptloop.world.shapes.prompts import sample_prompts
@@ -47,8 +48,7 @@ def _short_grpo(out: Path, steps: int) -> list[dict[str, Any]]:
 
 def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, Any]:
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_dir(out_dir, "--out")  # an empty, file or unwritable path fails before the models load
     n = 16 if quick else 64
     grpo_steps = 4 if quick else 30
     steps, guidance, n_r = 20, 4.0, 5
@@ -106,7 +106,7 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
     reward_curve([r["step"] for r in records], {"alignment (train batch)": rewards}, out / "reward_curve.png",
                  title="short GRPO from the SFT world policy")
     summary["seconds"] = time.perf_counter() - t0
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2)))
 
     lines = [
         "# PromptLoop demo (embedded Shapes world)",
@@ -131,5 +131,5 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
         f"Wall time: {summary['seconds']:.0f} s.",
         "",
     ]
-    (out / "report.md").write_text("\n".join(lines))
+    atomic_write(out / "report.md", lambda tmp: tmp.write_text("\n".join(lines)))
     return summary

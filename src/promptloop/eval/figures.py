@@ -1,4 +1,4 @@
-"""PNG figures: labelled image grids, trajectory strips and reward curves."""
+"""PNG figures: labelled image grids, trajectory strips and reward curves (each written whole or not at all)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from promptloop.fs_errors import atomic_write
 
 
 def _to_pil(img: np.ndarray | Image.Image) -> Image.Image:
@@ -52,8 +54,7 @@ def labelled_grid(
                 draw.text((2, r * (cell + label_h + 4) + cell // 2 + j * line_h), line, fill="black", font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+    return atomic_write(path, canvas.save)
 
 
 def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
@@ -75,6 +76,8 @@ def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, fig.savefig)
+    finally:
+        plt.close(fig)
     return path

@@ -62,7 +62,7 @@ from promptloop.loop.schedule import make_schedule
 from promptloop.loop.table_swap import TableSwap
 from promptloop.loop.x0 import StepRecorder
 from promptloop.policy.base import RefinementPolicy
-from promptloop.validation import check_number
+from promptloop.validation import check_limit, check_number
 
 __all__ = ["MODES", "PromptLoopOutput", "PromptLoopSampler", "Refinement", "Trajectory", "check_queries"]
 
@@ -272,7 +272,8 @@ class PromptLoopSampler:
         elif user_callback is not None:
             raise ValueError(f"{type(pipe).__name__} has no callback_on_step_end to pass yours to")
         if guidance_scale is not None:
-            call_kwargs["guidance_scale"] = check_number(guidance_scale, "guidance_scale", lo=0.0)
+            call_kwargs["guidance_scale"] = check_limit(check_number(guidance_scale, "guidance_scale", lo=0.0),
+                                                        "guidance", "guidance_scale")
         if initial_negative is None:
             del call_kwargs["negative_prompt"]
         accepted = inspect.signature(pipe.__call__).parameters

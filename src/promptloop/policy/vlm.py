@@ -46,8 +46,18 @@ from typing import Any
 import torch
 from PIL import Image
 
-from promptloop.integrity import verify_folder, write_manifest
+from promptloop.fs_errors import atomic_write
+from promptloop.integrity import ModelFileError, read_json_object, verify_folder, write_manifest
+from promptloop.model_json import (
+    INSTRUCTION_FIELDS,
+    POLICY_FIELDS,
+    FieldSpec,
+    check_fields,
+    check_sizes,
+    describe_config_error,
+)
 from promptloop.policy.base import PolicyInput, PolicyOutput
+from promptloop.policy.base_ref import base_model_ref, resolve_base
 from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
 from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
 from promptloop.policy.instruction import InstructionTemplate
@@ -542,6 +552,7 @@ class VLMPolicy:
         with quiet_peft_wrap():
             self.model = PeftModel.from_pretrained(self.model, str(path), is_trainable=is_trainable)
         self.model.eval()
+        check_finite_weights(self.model, f"adapter folder {path}", only=("lora_",))
         return self
 
     @contextlib.contextmanager
@@ -568,6 +579,7 @@ class VLMPolicy:
             "system_prompt": self.system_prompt,
             "image_size": self.image_size,
             "base_model": self.name_or_path,
+            "base_model_kind": None,
             "validator": callable_ref("validator", self.validator),
             "prompt_length_fn": callable_ref("prompt_length_fn", self.prompt_length_fn),
             "constraint": callable_ref("constraint", type(self.constraint)) if self.constraint is not None else None,
@@ -600,16 +612,32 @@ class VLMPolicy:
         self.tokenizer.save_pretrained(path)
         if hasattr(self.processor, "save_pretrained"):
             self.processor.save_pretrained(path)
-        cfg = self.policy_config()
         adapter = self.has_lora and not merge_lora
-        if not adapter:
-            cfg["base_model"] = None  # a full model needs no base
-        (path / POLICY_CONFIG).write_text(json.dumps(cfg, indent=2))
         if model_card is None:  # instead of PEFT's empty template
             from promptloop.hub import model_card as card
 
             model_card = card(base_model=self.name_or_path, adapter=adapter)
-        (path / "README.md").write_text(model_card)
+        text = model_card
+        atomic_write(path / "README.md", lambda tmp: tmp.write_text(text))
+        self.save_metadata(path, with_base=adapter)
+
+    def save_metadata(self, path: str | Path, with_base: bool | None = None) -> None:
+        """Write `promptloop_policy.json` (and, in an adapter folder, the base recorded in `adapter_config.json`)
+        and the integrity manifest into `path`, leaving the weights as they are. `with_base` (default: whether the
+        folder holds an adapter) records the base model, relative to `path` or by registered name
+        (`promptloop.policy.base_ref`), so that the adapter loads from any working folder."""
+        path = Path(path)
+        is_adapter = (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
+        cfg = self.policy_config()
+        base, kind = base_model_ref(self.name_or_path, path) if (is_adapter if with_base is None else with_base) \
+            else (None, None)
+        cfg["base_model"], cfg["base_model_kind"] = base, kind  # a full model needs no base
+        if is_adapter:  # PEFT's own record of the base: the same value, never a path of this machine
+            adapter_cfg = json.loads((path / "adapter_config.json").read_text())
+            adapter_cfg["base_model_name_or_path"] = base
+            text = json.dumps(adapter_cfg, indent=2, sort_keys=True)
+            atomic_write(path / "adapter_config.json", lambda tmp: tmp.write_text(text))
+        atomic_write(path / POLICY_CONFIG, lambda tmp: tmp.write_text(json.dumps(cfg, indent=2)))
         write_manifest(path)
 
     def push_to_hub(self, repo_id: str, *, private: bool | None = None, commit_message: str | None = None,
@@ -674,29 +702,31 @@ class VLMPolicy:
         path = Path(resolved)
         saved: dict[str, Any] = {}
         cfg_file = path / POLICY_CONFIG
+        if cfg_file.exists():  # read and checked first: nothing it names is used unchecked (see callables.py)
+            saved = read_json_object(cfg_file)
+            check_fields(cfg_file, saved, POLICY_FIELDS)
+            if isinstance(saved.get("instruction"), dict):
+                check_fields(cfg_file, saved["instruction"], INSTRUCTION_FIELDS, prefix="instruction.")
+            saved["_where"] = str(cfg_file)
+        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
         if path.is_dir():
             verify_folder(path, "policy folder")
-        if cfg_file.exists():
-            try:
-                saved = json.loads(cfg_file.read_text())
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ValueError(f"{cfg_file}: not valid JSON ({e})") from None
-            if not isinstance(saved, dict):
-                raise ValueError(f"{cfg_file}: expected a JSON object")
-            saved["_where"] = str(cfg_file)
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             adapter_path = adapter_path or path
-            base = saved.get("base_model")
+            base, kind, where = saved.get("base_model"), saved.get("base_model_kind"), str(cfg_file)
             if not base:
-                base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+                where = str(path / "adapter_config.json")
+                base, kind = read_json_object(path / "adapter_config.json").get("base_model_name_or_path"), None
             if not base:
                 raise ValueError(f"{path} is an adapter folder that names no base model")
-            merged = {**cls._saved_kwargs(saved), **policy_kwargs}
+            base = resolve_base(path, base, kind, where)
+            merged = {**kwargs, **policy_kwargs}
             return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
                                        dtype=dtype, device=device, is_trainable=is_trainable, revision=revision,
                                        attn_implementation=attn_implementation, device_map=device_map,
                                        quantization_config=quantization_config, **merged)
-        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
+        if path.is_dir():
+            check_model_files(path)
         dev = torch.device(device) if device is not None else torch.device("cpu")
         if dtype is None:
             dtype = torch.float32 if dev.type == "cpu" else "auto"
@@ -705,10 +735,27 @@ class VLMPolicy:
             load["attn_implementation"] = attn_implementation
         if quantization_config is not None:
             load["quantization_config"] = quantization_config
-        model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code, dtype=dtype,
-                                                            **load)
-        tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
-        processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
+        try:
+            model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code,
+                                                                dtype=dtype, **load)
+        except (OSError, ImportError, torch.OutOfMemoryError):  # not found / not installed / too large: their words
+            raise
+        except Exception as e:  # a config field of the wrong type, a size the weights do not have, ...
+            raise ModelFileError(_load_error(path, "config.json", "the model", e)) from e
+        check_finite_weights(model, f"policy {path}")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
+        except (OSError, ImportError):
+            raise
+        except Exception as e:
+            raise ModelFileError(_load_error(path, "tokenizer.json / tokenizer_config.json", "the tokenizer", e)) from e
+        try:
+            processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
+        except (OSError, ImportError):
+            raise
+        except Exception as e:
+            raise ModelFileError(_load_error(path, "processor_config.json / preprocessor_config.json",
+                                             "the image processor", e)) from e
         kwargs.update(policy_kwargs)
         kwargs.setdefault("name_or_path", hub_id or str(path))
         if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
@@ -793,6 +840,59 @@ class VLMPolicy:
             proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
                                   chat_template=getattr(tokenizer, "chat_template", None))
         return proc
+
+
+_TOKEN_ID_FIELDS = ("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")
+
+
+def check_model_files(path: Path) -> None:
+    """The JSON files of a local model folder, before transformers reads them: valid JSON objects, sizes in
+    config.json >= 0, token ids in generation_config.json integers, tokenizer.json with its `model` and
+    `added_tokens`; ModelFileError naming the file and the field."""
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "processor_config.json", "preprocessor_config.json", "special_tokens_map.json", "chat_template.json"):
+        f = path / name
+        if not f.is_file():
+            continue
+        data = read_json_object(f)
+        if name == "config.json":
+            check_sizes(f, data)
+        elif name == "generation_config.json":
+            for key in _TOKEN_ID_FIELDS:
+                ids = data.get(key)
+                for v in ids if isinstance(ids, list) else [ids]:
+                    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+                        raise ModelFileError(f"{f}: field {key!r}: expected a token id (an integer >= 0), a list of "
+                                             f"them or null, got {ids!r}")
+        elif name == "tokenizer.json":
+            spec: dict[str, FieldSpec] = {"model": ((dict,), None), "added_tokens": ((list,), None)}
+            missing = [key for key in spec if key not in data]
+            if missing:
+                raise ModelFileError(f"{f}: field {missing[0]!r} is missing")
+            check_fields(f, data, spec)
+
+
+def _load_error(path: Path, files: str, what: str, e: BaseException) -> str:
+    """One line for a failure to build `what` from the folder's `files`."""
+    from promptloop.cli_runner import error_line
+
+    if "Validation error for field" in str(e):  # transformers' strict config check: the field and the reason
+        return describe_config_error(path / files.split(" ")[0], e)
+    line = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) and e.args else error_line(e)
+    return f"policy {path}: cannot load {what} ({files}): {type(e).__name__}: {line}"
+
+
+@torch.no_grad()
+def check_finite_weights(model: Any, where: str, only: tuple[str, ...] = ()) -> None:
+    """ModelFileError naming the first floating-point weight of `model` (whose name contains one of `only`, when
+    given) that holds nan or inf: such weights come from a diverged run, and sampling from them fails later."""
+    for name, p in model.named_parameters():
+        if (only and not any(o in name for o in only)) or not p.is_floating_point() or p.device.type == "meta":
+            continue
+        bad = int((~torch.isfinite(p)).sum())
+        if bad:
+            raise ModelFileError(f"{where}: weight {name} holds {bad} nan/inf value(s) of {p.numel()} (saved by a "
+                                 "diverged run?); not loaded")
 
 
 def _idefics3_processor(path: Path, model: Any, image_processor: Any, tokenizer: Any) -> Any:

@@ -18,7 +18,6 @@ with `weights_only=True`.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptloop.fs_errors import describe_os_error
+from promptloop.fs_errors import describe_os_error, os_error_in
 from promptloop.integrity import IntegrityError, check_files, file_manifest
 from promptloop.train.faults import fault_point
 
@@ -115,6 +114,19 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def _save_torch(obj: Any, path: Path) -> None:
+    """torch.save through a file handle of ours, so that a write error keeps its OSError (torch's own writer of a
+    path reports a full disk as '[enforce fail at inline_container.cc:...] unexpected pos')."""
+    try:
+        with path.open("wb") as fh:
+            torch.save(obj, fh)
+    except Exception as e:
+        found = os_error_in(e, path)
+        if found is None:
+            raise
+        raise OSError(found.errno, found.strerror, str(path)) from e
+
+
 def _load_torch(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -148,7 +160,7 @@ def save_checkpoint(
                 shutil.rmtree(tmp)
             (tmp / "rng").mkdir(parents=True)
         accelerator.wait_for_everyone()
-        torch.save(rng_state(), tmp / "rng" / f"rank-{accelerator.process_index}.pt")
+        _save_torch(rng_state(), tmp / "rng" / f"rank-{accelerator.process_index}.pt")
         model_state = optimizer_state = None
         if sharded:
             from promptloop.train import sharding
@@ -159,8 +171,8 @@ def save_checkpoint(
         if accelerator.is_main_process:
             policy.save_pretrained(tmp / "policy", state_dict=model_state)
             fault_point("checkpoint:policy", step)
-            torch.save(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
-            torch.save(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
+            _save_torch(optimizer.state_dict() if optimizer_state is None else optimizer_state, tmp / "optimizer.pt")
+            _save_torch(lr_scheduler.state_dict(), tmp / "lr_scheduler.pt")
             full_state = {"format": FORMAT_VERSION, **state, "world_size": accelerator.num_processes,
                           "optimizer_layout": "by_name" if sharded else "by_index",
                           "files": file_manifest(tmp, exclude=(STATE_FILE,), hash_limit=_HASH_LIMIT)}
@@ -174,29 +186,17 @@ def save_checkpoint(
             if keep > 0:
                 for old in list_checkpoints(output_dir)[:-keep]:
                     shutil.rmtree(old, ignore_errors=True)
-    except (OSError, RuntimeError) as e:  # disk full, read-only: no partial checkpoint stays behind
+    except Exception as e:  # disk full, read-only (torch / safetensors wrap the OSError): no partial checkpoint stays
         shutil.rmtree(tmp, ignore_errors=True)
-        os_error = e if isinstance(e, OSError) else _os_error_in(e)
+        os_error = os_error_in(e, tmp)
         if os_error is None:
             raise
-        raise CheckpointError(f"cannot write checkpoint {final}: {describe_os_error(os_error)}; the partial "
-                              f"{tmp.name} was removed") from e
+        last = next((p for p in reversed(list_checkpoints(output_dir)) if p != final), None)
+        keep = f"the last good checkpoint {last} is unchanged" if last is not None else "there is no earlier checkpoint"
+        raise CheckpointError(f"cannot write checkpoint {final}: {describe_os_error(os_error, writing=True)}; the "
+                              f"partial {tmp.name} was removed; {keep}") from e
     accelerator.wait_for_everyone()
     return final
-
-
-def _os_error_in(e: BaseException) -> OSError | None:
-    """The OSError behind `e` (torch.save wraps write errors in RuntimeError), or None."""
-    seen = e
-    while seen is not None:
-        if isinstance(seen, OSError):
-            return seen
-        seen = seen.__cause__ or seen.__context__  # type: ignore[assignment]
-    text = str(e)
-    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-        if os.strerror(code) in text:
-            return OSError(code, os.strerror(code))
-    return None
 
 
 def read_state(path: str | Path) -> dict[str, Any]:

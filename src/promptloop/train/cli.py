@@ -32,13 +32,16 @@ def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Handler of `promptloop train`: load the config, train, return a summary dict."""
     from promptloop.fs_errors import output_dir
     from promptloop.train.config import dump_yaml, load_config
+    from promptloop.validation import InputError
 
     overrides = list(args.overrides)
     config = args.config
     if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
         overrides.insert(0, config)  # only overrides were given
         config = None
-    if args.output_dir:
+    if args.output_dir is not None:
+        if not args.output_dir.strip():
+            raise InputError("--output-dir: the path is empty (give a folder, e.g. --output-dir runs/run1)")
         overrides.append(f"output_dir={args.output_dir}")
     cfg = load_config(config, overrides)  # parsed and validated before torch is imported (errors in < 1 s)
     if args.resume and not isinstance(cfg.resume, str):  # an explicit resume=PATH wins over --resume

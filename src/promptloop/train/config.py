@@ -22,13 +22,37 @@ from typing import Any, Literal
 
 import yaml
 
-from promptloop.validation import InputError, check_number
+from promptloop.validation import CONFIG_LIMITS, InputError, check_limit, check_number
 
 MAX_TRAJECTORIES_PER_STEP = 4096  # queries_per_step x num_generations above this is surely a typo
 MAX_MICRO_BATCH = 1024  # refinement actions per forward pass
 
 class ConfigError(ValueError):
     """A configuration error; the message names the file (or override) and the field."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML would keep the last one silently)."""
+
+
+def _mapping_without_duplicates(loader: StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # '<<: *base' (its keys may be overridden on purpose)
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        except TypeError:  # an unhashable key: construct_mapping words it
+            continue
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argparse's wording
@@ -496,7 +520,7 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> list[tuple[str, A
         if not key:
             raise ConfigError(f"override {item!r} has an empty key")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml.load(text, Loader=StrictLoader) if text.strip() else None  # noqa: S506 - a SafeLoader
         except yaml.YAMLError as e:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
         out.append((key, value))
@@ -511,10 +535,32 @@ def config_from_dict(data: dict[str, Any], source: str = "config", quiet: bool =
         _, notes = translate_trl_names(data)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
+    _expand_paths(cfg)
     cfg.validate(source)
     if not quiet:
         _note_trl(notes)
     return cfg
+
+
+def _is_path(name: str) -> bool:
+    """Whether a model name is meant as a local folder: not 'world', 'world:PATH' (checked by the backbone loader),
+    'tiny:...' or a Hub id ('org/name': one slash at most)."""
+    if name == "world" or name.startswith(("world:", "tiny:")):
+        return False
+    return name.startswith((".", "/", "~")) or name.strip("/").count("/") >= 2 or Path(name).exists()
+
+
+def _expand_paths(cfg: TrainConfig) -> None:
+    """'~' in the path fields means the home folder (not a folder named '~' in the working folder)."""
+    cfg.output_dir = os.path.expanduser(cfg.output_dir)
+    if isinstance(cfg.resume, str):
+        cfg.resume = os.path.expanduser(cfg.resume)
+    for sub, key in (("data", "train"), ("data", "eval"), ("policy", "adapter_path"), ("policy", "name_or_path"),
+                     ("pipeline", "name_or_path")):
+        obj = getattr(cfg, sub)
+        value = getattr(obj, key)
+        if isinstance(value, str) and value.startswith("~"):
+            setattr(obj, key, os.path.expanduser(value))
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -524,12 +570,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     data: dict[str, Any] = {}
     source = "defaults"
     if path is not None:
-        p = Path(path)
+        p = Path(path).expanduser()
         source = str(p)
+        if p.is_dir():
+            raise ConfigError(f"config {p}: is a folder, not a YAML file")
         if not p.is_file():
             raise FileNotFoundError(f"config file not found: {p}")
         try:
-            loaded = yaml.safe_load(p.read_text())
+            loaded = yaml.load(p.read_bytes().decode("utf-8"), Loader=StrictLoader)  # noqa: S506 - a SafeLoader
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text ({e.reason} at byte {e.start})") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
         if loaded is None:
@@ -587,7 +637,16 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     finite(cfg, "")
     check(cfg.steps >= 1, "steps", f"must be >= 1, got {cfg.steps}")
     check(cfg.seed >= 0, "seed", f"must be >= 0, got {cfg.seed}")
-    check(bool(cfg.output_dir), "output_dir", "must not be empty")
+    check(bool(cfg.output_dir.strip()), "output_dir", "must not be empty")
+    for key, value in (("output_dir", cfg.output_dir), ("resume", cfg.resume), ("data.train", cfg.data.train),
+                       ("data.eval", cfg.data.eval), ("policy.adapter_path", cfg.policy.adapter_path),
+                       ("policy.name_or_path", cfg.policy.name_or_path),
+                       ("pipeline.name_or_path", cfg.pipeline.name_or_path)):
+        check(not (isinstance(value, str) and "\x00" in value), key, "NUL byte in the path")
+    for key, value in (("policy.adapter_path", cfg.policy.adapter_path), ("policy.name_or_path", cfg.policy.name_or_path),
+                       ("pipeline.name_or_path", cfg.pipeline.name_or_path)):
+        check(not (value and _is_path(value) and not Path(value).is_dir()), key,
+              f"no such folder: {value} (a local model folder, or a Hub id such as org/name)")
     check(bool(cfg.rewards), "rewards", "name at least one reward, e.g. {alignment: 1.0}")
     for name, w in cfg.rewards.items():
         check(math.isfinite(w), f"rewards.{name}", f"weight must be finite, got {w}")
@@ -621,8 +680,17 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     check(lp.preview_size is None or lp.preview_size >= 8, "loop.preview_size", "must be >= 8")
     check(not lp.rewrite_first or lp.mode == "feedback", "loop.rewrite_first",
           f"applies to mode: feedback only (mode is {lp.mode!r})")
+    if pol.lora_target_modules is not None:
+        try:
+            re.compile(pol.lora_target_modules)
+        except re.error as e:
+            check(False, "policy.lora_target_modules", f"not a valid regular expression ({e})")
     d = cfg.data
     check(bool(d.train), "data.train", "must name a prompt source")
+    sources = [src for src in (d.train, d.eval) if src is not None]
+    check(d.column is None or not all(src.startswith("world:") or src.lower().endswith(".txt") for src in sources),
+          "data.column", f"names a field of .jsonl / .csv / hf: sources, and {' / '.join(map(repr, sources))} have none "
+                         "(remove data.column)")
     check(d.max_train_prompts is None or d.max_train_prompts >= 1, "data.max_train_prompts", "must be >= 1")
     g = cfg.grpo
     check(g.queries_per_step >= 1, "grpo.queries_per_step", f"must be >= 1, got {g.queries_per_step}")
@@ -674,6 +742,28 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
           "hub.hub_model_id", f"expected 'owner/name' or 'name' (letters, digits, -, _, .), got {h.hub_model_id!r}")
     check(not h.push_to_hub or cfg.checkpoint.save_final_policy, "hub.push_to_hub",
           "pushes the final policy: needs checkpoint.save_final_policy: true")
+    check_ranges(cfg, source)
+
+
+def check_ranges(cfg: TrainConfig, source: str = "config") -> None:
+    """Every numeric field against its range in `validation.LIMITS` (kinds by `validation.CONFIG_LIMITS`): finite
+    but absurd values (grpo.learning_rate=100, seed=2**64) are refused before anything loads."""
+    values: list[tuple[str, Any, str]] = []
+    for dotted, kind in CONFIG_LIMITS.items():
+        if dotted == "rewards.*":
+            values += [(f"rewards.{name}", w, kind) for name, w in cfg.rewards.items()]
+            continue
+        obj: Any = cfg
+        for part in dotted.split("."):
+            obj = getattr(obj, part)
+        values.append((dotted, obj, kind))
+    for name, value, kind in values:
+        if value is None:
+            continue
+        try:
+            check_limit(value, kind, name)
+        except InputError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
 
 def _physical_memory() -> int | None:

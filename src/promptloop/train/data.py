@@ -89,7 +89,7 @@ def _pick(record: dict, column: str | None, where: str) -> str:
 
 def _load_txt(path: Path) -> list[str]:
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         s = line.strip()
         if not s or s.startswith("#"):
             continue
@@ -101,7 +101,7 @@ def _load_txt(path: Path) -> list[str]:
 
 def _load_jsonl(path: Path, column: str | None) -> list[str]:
     out = []
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for i, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -119,7 +119,7 @@ def _load_jsonl(path: Path, column: str | None) -> list[str]:
 
 def _load_csv(path: Path, column: str | None) -> list[str]:
     out = []
-    with path.open(newline="", encoding="utf-8") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         try:
             header = next(reader)
@@ -175,9 +175,11 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
     elif source.startswith("hf:"):
         prompts = _load_hf(source[3:], column)
     else:
-        path = Path(source)
+        path = Path(source).expanduser()
         if not path.exists():
             raise FileNotFoundError(f"prompt file not found: {path}")
+        if path.is_dir():
+            raise PromptFileError(f"prompt source {source!r}: is a folder, not a prompt file (.txt, .jsonl or .csv)")
         suffix = path.suffix.lower()
         try:
             if suffix == ".txt":

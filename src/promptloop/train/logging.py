@@ -7,11 +7,14 @@ checkpoint's step, so a killed and resumed run ends with the same file as an uni
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
+
+from promptloop.fs_errors import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "reward_curve.png"
@@ -54,9 +57,7 @@ class MetricsLogger:
         if not self.is_main or not self.path.exists():
             return
         keep = [r for r in read_metrics(self.path) if int(r.get("step", 0)) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep))
-        os.replace(tmp, self.path)
+        atomic_write(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in keep)))
 
     def reset(self) -> None:
         if self.is_main and self.path.exists():
@@ -68,10 +69,16 @@ class MetricsLogger:
             return
         rec = {k: _clean(v) for k, v in record.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as fh:
-            fh.write(json.dumps(rec) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
+        size = self.path.stat().st_size if self.path.exists() else 0
+        try:
+            with self.path.open("a") as fh:
+                fh.write(json.dumps(rec) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as e:  # a full disk: cut the torn row off again and name the file
+            with contextlib.suppress(OSError):
+                os.truncate(self.path, size)
+            raise OSError(e.errno, e.strerror, str(self.path)) from e
         if self.use_trackers:
             kind = rec.get("kind", "train")
             numeric = {f"{kind}/{k}": v for k, v in rec.items()
@@ -109,6 +116,8 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path) -> Path | 
     ax.legend(fontsize=7)
     fig.tight_layout()
     out = Path(out_path)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda tmp: fig.savefig(tmp, dpi=100))
+    finally:
+        plt.close(fig)
     return out

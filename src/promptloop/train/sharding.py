@@ -176,6 +176,12 @@ def _raw(optimizer: Any) -> Any:
     return getattr(optimizer, "optimizer", optimizer)  # Accelerate's AcceleratedOptimizer wraps the torch one
 
 
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This process's part of a tensor (its shard of a DTensor; a plain tensor as it is)."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if callable(to_local) else tensor
+
+
 def as_float(value: Any) -> float:
     """A scalar that may be a DTensor (a norm over sharded gradients)."""
     full = getattr(value, "full_tensor", None)
@@ -183,5 +189,5 @@ def as_float(value: Any) -> float:
 
 
 __all__ = ["ShardingError", "as_float", "check_distributed", "full_model_state", "full_optimizer_state", "gathered",
-           "is_sharded_run", "load_full_model_state", "load_full_optimizer_state", "loss_scale", "set_wrap_classes",
+           "is_sharded_run", "load_full_model_state", "local_part", "load_full_optimizer_state", "loss_scale", "set_wrap_classes",
            "shard_frozen", "shard_trainable"]

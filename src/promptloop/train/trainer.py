@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from promptloop.fs_errors import output_dir
+from promptloop.fs_errors import atomic_write, describe_os_error, os_error_in, output_dir
 from promptloop.train import checkpoint as ckpt
 from promptloop.train import sharding
 from promptloop.train.advantages import group_advantages, group_stats
@@ -62,6 +62,11 @@ _IDENTITY_DATA_KEYS = ("train", "column", "max_train_prompts", "shuffle")
 
 class TrainError(RuntimeError):
     """A run that cannot start as configured (e.g. an output folder holding another run)."""
+
+
+class DivergenceError(TrainError):
+    """Training whose loss, gradients or weights became nan / inf (the message names the step and the last good
+    checkpoint); nothing of that step is saved."""
 
 
 @dataclass
@@ -122,7 +127,8 @@ class PromptLoopTrainer:
         local_groups = g.queries_per_step // world
         if local_groups % g.groups_per_rollout_call and acc.is_main_process:
             print(f"promptloop.train: note: {local_groups} groups per process is not a multiple of "
-                  f"grpo.groups_per_rollout_call={g.groups_per_rollout_call}; results then depend on the process count")
+                  f"grpo.groups_per_rollout_call={g.groups_per_rollout_call}; results then depend on the process count",
+                  file=sys.stderr)
         from accelerate.utils import set_seed
 
         set_seed(cfg.seed)
@@ -324,6 +330,32 @@ class PromptLoopTrainer:
             return policy.logprobs(policy_input(acts), [a.completion_ids for a in acts], requires_grad=requires_grad,
                                    temperature=self.config.policy.temperature)
 
+    def _check_finite(self, loss: float, grad_norm: float, iteration: int, weights: bool = False) -> None:
+        """DivergenceError when this optimizer pass's loss (summed over processes), the gradient norm or, with
+        `weights`, any trainable weight is not finite; every process reaches the same verdict."""
+        bad_weights = 0.0
+        if weights:
+            with torch.no_grad():
+                bad_weights = float(sum(int((~torch.isfinite(sharding.local_part(p))).sum()) for p in self.trainable))
+        loss_sum, bad = self._global_sum([loss, bad_weights]) if self.accelerator.num_processes > 1 else (loss,
+                                                                                                          bad_weights)
+        what = None
+        if not math.isfinite(loss_sum):
+            what = f"the loss is {loss_sum}"
+        elif not math.isfinite(grad_norm):
+            what = f"the gradient norm is {grad_norm}"
+        elif bad:
+            what = f"{int(bad)} trainable weight(s) are nan or inf after the optimizer step"
+        if what is None:
+            return
+        step = self.step + 1
+        last = (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint is not None
+                else "no checkpoint was written before it")
+        pass_note = f" (optimizer pass {iteration + 1} of {self.config.grpo.num_iterations})" \
+            if self.config.grpo.num_iterations > 1 else ""
+        raise DivergenceError(f"training diverged at step {step}{pass_note}: {what}; nothing of step {step} was "
+                              f"saved and no final policy was written; {last}")
+
     def update(self, batch: RolloutBatch) -> dict[str, float]:
         """`num_iterations` optimizer passes over all refinement actions of the batch; returns update metrics."""
         cfg, g, acc = self.config, self.config.grpo, self.accelerator
@@ -385,9 +417,13 @@ class PromptLoopTrainer:
                 acc.unscale_gradients()
                 norm = torch.nn.utils.clip_grad_norm_(self.trainable, float("inf"))
             grad_norms.append(sharding.as_float(norm))
+            scaled = getattr(acc, "scaler", None) is not None  # fp16: the loss scaler skips overflowing steps itself
+            if not scaled:
+                self._check_finite(loss_total, grad_norms[-1], it)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.lr_scheduler.step()
+            self._check_finite(0.0, 0.0, it, weights=True)
             sums["loss"] += loss_total
             if it == 0:
                 sums["dev1"] = first_dev
@@ -563,7 +599,8 @@ class PromptLoopTrainer:
         else:
             self.logger.reset()
             if acc.is_main_process:
-                (self.output_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=1))
+                atomic_write(self.output_dir / "config.json",
+                             lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=1)))
         acc.wait_for_everyone()
 
     def _write_model_card(self, folder: Path, last: dict[str, Any]) -> None:
@@ -584,6 +621,24 @@ class PromptLoopTrainer:
     # ------------------------------------------------------------------------------------------------------------------
     # the loop
     # ------------------------------------------------------------------------------------------------------------------
+    def _save_final_policy(self, policy_path: Path, weights: dict[str, torch.Tensor] | None,
+                           last: dict[str, Any]) -> None:
+        """Write the final policy (with its model card) through `.tmp-policy` and a rename; a full disk leaves
+        neither half of it."""
+        tmp = self.output_dir / ".tmp-policy"
+        try:
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.policy.save_pretrained(tmp, state_dict=weights)
+            self._write_model_card(tmp, last)
+            shutil.rmtree(policy_path, ignore_errors=True)
+            os.replace(tmp, policy_path)
+        except Exception as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            found = os_error_in(e, tmp)
+            if found is None:
+                raise
+            raise _final_policy_error(policy_path, found, self.last_checkpoint) from e
+
     def train_step(self) -> dict[str, Any]:
         """Rollout, score and update for the next step; returns its metrics record."""
         acc, cfg = self.accelerator, self.config
@@ -649,12 +704,7 @@ class PromptLoopTrainer:
             policy_path = self.output_dir / "policy"
             weights = sharding.full_model_state(self.policy.model) if self.sharded else None  # every process
             if acc.is_main_process:
-                tmp = self.output_dir / ".tmp-policy"
-                shutil.rmtree(tmp, ignore_errors=True)
-                self.policy.save_pretrained(tmp, state_dict=weights)
-                self._write_model_card(tmp, last)
-                shutil.rmtree(policy_path, ignore_errors=True)
-                os.replace(tmp, policy_path)
+                self._save_final_policy(policy_path, weights, last)
                 if cfg.hub.push_to_hub:
                     from promptloop.hub import push_folder
 
@@ -685,6 +735,12 @@ def _latest_records(metrics_path: Path) -> tuple[dict[str, Any] | None, dict[str
     train = [r for r in recs if r.get("kind") == "train"]
     evals = [r for r in recs if r.get("kind") == "eval"]
     return (train[-1] if train else None), (evals[-1] if evals else None)
+
+
+def _final_policy_error(path: Path, error: OSError, checkpoint: Path | None) -> TrainError:
+    where = f"; the last checkpoint {checkpoint} holds the same policy (its policy/ folder)" if checkpoint else ""
+    return TrainError(f"cannot write the final policy {path}: {describe_os_error(error, writing=True)}; the partial "
+                      f".tmp-policy was removed{where}")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from promptloop.eval.figures import labelled_grid
+from promptloop.fs_errors import atomic_write
 
 GRID_KEY = "eval/trajectories"
 
@@ -56,7 +57,8 @@ def save_trajectory_grid(
     base = Path(output_dir) / "trajectories" / f"step_{step:06d}"
     png = labelled_grid(images, labels, base.with_suffix(".png"), columns=columns, cell=cell)
     js = base.with_suffix(".json")
-    js.write_text(json.dumps({"step": step, "reward_key": key, "trajectories": records}, indent=1))
+    text = json.dumps({"step": step, "reward_key": key, "trajectories": records}, indent=1)
+    atomic_write(js, lambda tmp: tmp.write_text(text))
     return png, js
 
 

@@ -245,6 +245,7 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
         verify_folder(folder, "backbone folder")
     except IntegrityError as e:
         raise BackboneLoadError(str(e)) from None
+    check_config_files(folder)
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=dtype)
@@ -264,6 +265,35 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     return pipe.to(device)
 
 
+def check_config_files(folder: Path) -> None:
+    """The backbone's JSON files against the types its classes declare (`promptloop.model_json`), before diffusers
+    reads them: ModelFileError naming the file and the field (a string where a size goes, a negative size, ...)."""
+    import diffusers
+
+    from promptloop.integrity import read_json_object
+    from promptloop.model_json import check_fields, check_init_fields, check_sizes
+    from promptloop.world.text_binder import TextBinder
+
+    index = folder / "model_index.json"
+    if index.is_file():
+        check_fields(index, read_json_object(index), {"promptloop_text_binder": ((bool, type(None)), None),
+                                                      "promptloop_world": ((str,), None)})
+    for sub, cls in (("unet", diffusers.UNet2DConditionModel), ("vae", diffusers.AutoencoderKL),
+                     ("text_binder", TextBinder)):
+        f = folder / sub / "config.json"
+        if f.is_file():
+            data = read_json_object(f)
+            check_init_fields(f, data, cls)
+            check_sizes(f, data)
+    f = folder / "scheduler" / "scheduler_config.json"
+    if f.is_file():
+        data = read_json_object(f)
+        check_fields(f, data, {"_class_name": ((str,), None), "timestep_shift": ((float,), "timestep_shift")})
+        name = data.get("_class_name", "DDIMScheduler")
+        cls = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
+        check_init_fields(f, data, cls if isinstance(cls, type) else diffusers.DDIMScheduler)
+
+
 def _records_text_binder(folder: Path) -> bool | None:
     """What the folder's model_index.json records about its text binder (None: nothing, an old folder)."""
     try:
@@ -273,7 +303,10 @@ def _records_text_binder(folder: Path) -> bool | None:
     except (ValueError, UnicodeDecodeError) as e:
         raise BackboneLoadError(f"backbone folder {folder}: model_index.json is not valid JSON ({e})") from None
     value = index.get("promptloop_text_binder") if isinstance(index, dict) else None
-    return None if value is None else bool(value)
+    if value is not None and not isinstance(value, bool):
+        raise BackboneLoadError(f"{folder / 'model_index.json'}: field 'promptloop_text_binder': expected true, false "
+                                f"or null, got {value!r}")
+    return value
 
 
 @torch.no_grad()
