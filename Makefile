@@ -64,13 +64,14 @@ lock:
 	  $(foreach e,$(subst $(comma), ,$(EXTRAS)),--extra $(e)) --unsafe-package torch \
 	  --no-emit-find-links --no-emit-index-url -o $(LOCK) pyproject.toml requirements/lock.in
 
-# the suite against the newest releases (not the lock) in its own venv; prints what differs from the lock,
-# then runs the tests and lists what fails. Its exit status is pytest's.
+# the suite against the newest releases (not the lock) in its own venv, torch held at TORCH_SPEC's build; prints what
+# differs from the lock, then runs the tests and lists what fails. Its exit status is pytest's.
 test-latest: browser
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e ".[$(EXTRAS)]"
+	$(LATEST)/bin/python -c "import torch; print('torch==' + torch.__version__)" > $(LATEST)/torch-constraint.txt
+	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch-constraint.txt -e ".[$(EXTRAS)]"
 	$(LATEST)/bin/python requirements/diff_lock.py $(LOCK)
 	$(LATEST)/bin/python -m pytest -p no:cacheprovider -rfE
 
