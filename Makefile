@@ -70,7 +70,7 @@ test-latest: browser
 	test -x $(LATEST)/bin/python || $(PYTHON) -m venv $(LATEST)
 	$(LATEST)/bin/python -m pip install -q --upgrade pip
 	$(LATEST)/bin/python -m pip install -q "$(TORCH_SPEC)"
-	$(LATEST)/bin/python -c "import torch; print('torch==' + torch.__version__)" > $(LATEST)/torch-constraint.txt
+	$(LATEST)/bin/python -W ignore -c "import torch; print('torch==' + torch.__version__)" > $(LATEST)/torch-constraint.txt
 	$(LATEST)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -c $(LATEST)/torch-constraint.txt -e ".[$(EXTRAS)]"
 	$(LATEST)/bin/python requirements/diff_lock.py $(LOCK)
 	$(LATEST)/bin/python -m pytest -p no:cacheprovider -rfE
