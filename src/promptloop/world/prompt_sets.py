@@ -22,16 +22,16 @@ class PromptItem:
 
 
 def build_prompt_set(name: str, seeds: Mapping[str, int], sampler: Callable[[int, str], Any],
-                     caption: Callable[[Any, random.Random], tuple[str, Any]], size: int = PROMPT_SET_SIZE
-                     ) -> tuple[PromptItem, ...]:
+                     caption: Callable[[Any, random.Random], tuple[str, Any]], size: int = PROMPT_SET_SIZE,
+                     exclude: frozenset[str] | set[str] = frozenset()) -> tuple[PromptItem, ...]:
     """`size` distinct captions of scenes drawn by `sampler(seeds[name], name)`, captioned with an rng seeded
-    `seeds[name] + 1`; KeyError for a set name not in `seeds`."""
+    `seeds[name] + 1`, none of them in `exclude`; KeyError for a set name not in `seeds`."""
     if name not in seeds:
         raise KeyError(f"unknown prompt set {name!r}; expected one of {sorted(seeds)}")
     scenes = sampler(seeds[name], name)
     rng = random.Random(seeds[name] + 1)
     items: list[PromptItem] = []
-    seen: set[str] = set()
+    seen: set[str] = set(exclude)
     while len(items) < size:
         scene = scenes.sample()
         text, query = caption(scene, rng)

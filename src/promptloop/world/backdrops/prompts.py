@@ -17,7 +17,7 @@ from functools import lru_cache
 
 from promptloop.world.backdrops.grammar import query_from_scene, realise
 from promptloop.world.backdrops.scene import Query, Scene, SceneSampler
-from promptloop.world.prompt_sets import PROMPT_SET_SIZE, PromptItem, seeded_subset
+from promptloop.world.prompt_sets import PromptItem, build_prompt_set, seeded_subset
 
 _SEEDS = {"train": 5005, "heldout": 6006, "shape_only": 7007}
 P_COLOUR = {"train": 0.25, "heldout": 0.25, "shape_only": 0.0}
@@ -37,18 +37,7 @@ def prompt_set(name: str) -> tuple[PromptItem, ...]:
     if name not in _SEEDS:
         raise KeyError(f"unknown prompt set {name!r}; expected one of {sorted(_SEEDS)}")
     exclude = {item.caption for item in prompt_set("train")} if name == "heldout" else set()
-    scenes = SceneSampler(_SEEDS[name], "any")
-    rng = random.Random(_SEEDS[name] + 1)
-    caption = _caption(name)
-    items: list[PromptItem] = []
-    seen: set[str] = set(exclude)
-    while len(items) < PROMPT_SET_SIZE:
-        scene = scenes.sample()
-        text, query = caption(scene, rng)
-        if text not in seen:
-            seen.add(text)
-            items.append(PromptItem(text, query, scene))
-    return tuple(items)
+    return build_prompt_set(name, _SEEDS, SceneSampler, _caption(name), exclude=exclude)
 
 
 def sample_prompts(name: str, n: int, seed: int = 0) -> list[PromptItem]:
