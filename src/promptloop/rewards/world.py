@@ -204,16 +204,21 @@ class AlignmentReward:
     def from_analyses(self, parsed: Sequence[Any], analyses: Sequence[Any],
                       device: torch.device | str = "cpu") -> RewardOutput:
         """The reward of images already analysed (`analyze_scenes`) against parsed queries."""
+        facts = [self.facts(query, analysis) for query, analysis in zip(parsed, analyses, strict=True)]
+        return self.from_facts(parsed, facts, device)
+
+    def from_facts(self, parsed: Sequence[Any], facts: Sequence[dict[str, tuple[int, int]]],
+                   device: torch.device | str = "cpu") -> RewardOutput:
+        """The reward from each sample's (satisfied, asserted) fact counts per kind (`facts`)."""
         scores: list[float] = []
         frac: dict[str, list[float]] = {k: [] for k in self.fact_kinds}
         mask: dict[str, list[bool]] = {k: [] for k in self.fact_kinds}
-        for query, analysis in zip(parsed, analyses, strict=True):
-            facts = self.facts(query, analysis)
+        for query, sample_facts in zip(parsed, facts, strict=True):
             n_items = query.n_items()
-            n_sat = sum(s for s, _ in facts.values())
-            assert sum(t for _, t in facts.values()) == n_items
+            n_sat = sum(s for s, _ in sample_facts.values())
+            assert sum(t for _, t in sample_facts.values()) == n_items
             scores.append(n_sat / n_items)
-            for kind, (s, t) in facts.items():
+            for kind, (s, t) in sample_facts.items():
                 frac[kind].append(s / t if t else 1.0)
                 mask[kind].append(t > 0)
         score_t = _to_tensor(scores, device)

@@ -83,9 +83,10 @@ class BackdropsLegibleReward(BackdropsAlignmentReward):
     """alignment x mean legibility of the query's matched objects against their backdrop."""
 
     def from_analyses(self, parsed: Any, analyses: Any, device: torch.device | str = "cpu") -> RewardOutput:
-        base = super().from_analyses(parsed, analyses, device)
-        legible = [float(np.mean(matched_facts(q, a)[1])) for q, a in zip(parsed, analyses, strict=True)]
-        leg = torch.as_tensor(np.asarray(legible, dtype=np.float32), device=base.scores.device)
+        matched = [matched_facts(q, a) for q, a in zip(parsed, analyses, strict=True)]  # one matching per sample
+        base = self.from_facts(parsed, [facts for facts, _ in matched], device)
+        leg = torch.as_tensor(np.asarray([np.mean(legible) for _, legible in matched], dtype=np.float32),
+                              device=base.scores.device)
         breakdown = {**base.breakdown, "alignment": base.scores, "legibility": leg}
         asserted = {**base.asserted, "alignment": torch.ones_like(leg, dtype=torch.bool),
                     "legibility": torch.ones_like(leg, dtype=torch.bool)}
