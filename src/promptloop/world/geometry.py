@@ -24,6 +24,28 @@ class SpecError(ValueError):
     """A scene or query that violates the world's rules."""
 
 
+def check_choice(kind: str, value: object, options: object) -> None:
+    """SpecError "unknown KIND 'value'; expected one of (...)" unless `value` is one of `options`."""
+    choices = tuple(options)  # type: ignore[call-overload]
+    if value not in choices:
+        raise SpecError(f"unknown {kind} {value!r}; expected one of {choices}")
+
+
+def check_cell(cell: tuple[int, int]) -> None:
+    """SpecError unless `cell` (column, row) lies on the GRID x GRID lattice."""
+    col, row = cell
+    if not (0 <= col < GRID and 0 <= row < GRID):
+        raise SpecError(f"cell {cell} outside the {GRID}x{GRID} grid")
+
+
+def check_layout(cells: list[tuple[int, int]], max_objects: int) -> None:
+    """SpecError unless a scene holds 1 to `max_objects` objects, each in its own cell."""
+    if not 1 <= len(cells) <= max_objects:
+        raise SpecError(f"a scene holds 1 to {max_objects} objects, got {len(cells)}")
+    if len(set(cells)) != len(cells):
+        raise SpecError("two objects share a grid cell")
+
+
 def relation_holds(a: tuple[int, int], rel: str, b: tuple[int, int]) -> bool:
     """Whether an object in cell `a` stands in relation `rel` to one in cell `b`."""
     if rel == "left_of":

@@ -18,7 +18,15 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from promptloop.world.geometry import GRID, INVERSE_RELATION, RELATIONS, SpecError  # noqa: F401  (re-exported)
+from promptloop.world.geometry import (  # noqa: F401  (GRID, INVERSE_RELATION, RELATIONS re-exported)
+    GRID,
+    INVERSE_RELATION,
+    RELATIONS,
+    SpecError,
+    check_cell,
+    check_choice,
+    check_layout,
+)
 
 RESOLUTION = 32  # image side in pixels (8x8 latents)
 
@@ -58,8 +66,7 @@ class Backdrop:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.value) and VALUE_MIN - 1e-9 <= self.value <= VALUE_MAX + 1e-9):
             raise SpecError(f"backdrop value {self.value} outside [{VALUE_MIN}, {VALUE_MAX}]")
-        if self.tint not in TINTS:
-            raise SpecError(f"unknown tint {self.tint!r}; expected one of {tuple(TINTS)}")
+        check_choice("tint", self.tint, TINTS)
         if not (math.isfinite(self.gradient) and 0.0 <= self.gradient <= GRADIENT_MAX + 1e-9):
             raise SpecError(f"backdrop gradient {self.gradient} outside [0, {GRADIENT_MAX}]")
 
@@ -75,13 +82,9 @@ class SceneObject:
     cell: tuple[int, int]  # (column, row), each in 0..GRID-1
 
     def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise SpecError(f"unknown shape {self.shape!r}; expected one of {SHAPES}")
-        if self.colour not in COLOURS:
-            raise SpecError(f"unknown colour {self.colour!r}; expected one of {tuple(COLOURS)}")
-        col, row = self.cell
-        if not (0 <= col < GRID and 0 <= row < GRID):
-            raise SpecError(f"cell {self.cell} outside the {GRID}x{GRID} grid")
+        check_choice("shape", self.shape, SHAPES)
+        check_choice("colour", self.colour, COLOURS)
+        check_cell(self.cell)
 
 
 @dataclass(frozen=True)
@@ -90,11 +93,7 @@ class Scene:
     backdrop: Backdrop
 
     def __post_init__(self) -> None:
-        if not 1 <= len(self.objects) <= MAX_OBJECTS:
-            raise SpecError(f"a scene holds 1 to {MAX_OBJECTS} objects, got {len(self.objects)}")
-        cells = [o.cell for o in self.objects]
-        if len(set(cells)) != len(cells):
-            raise SpecError("two objects share a grid cell")
+        check_layout([o.cell for o in self.objects], MAX_OBJECTS)
 
 
 @dataclass(frozen=True)

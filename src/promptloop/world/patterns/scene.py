@@ -21,7 +21,16 @@ import random
 from dataclasses import dataclass, field
 from typing import Literal
 
-from promptloop.world.geometry import GRID, INVERSE_RELATION, RELATIONS, SpecError, relation_holds
+from promptloop.world.geometry import (
+    GRID,
+    INVERSE_RELATION,
+    RELATIONS,
+    SpecError,
+    check_cell,
+    check_choice,
+    check_layout,
+    relation_holds,
+)
 
 __all__ = ["BACKGROUND", "COLOURS", "GRID", "HELDOUT_PAIRS", "INVERSE_RELATION", "MARK_COLOUR", "MAX_OBJECTS",
            "OBJECT_RADIUS", "PATTERNS", "PATTERN_PERIOD", "PHASES", "RELATIONS", "RESOLUTION", "SHAPES", "ObjectQuery",
@@ -64,15 +73,10 @@ class SceneObject:
     phase: tuple[int, int] = (0, 0)  # (x, y) shift of the marks from the object's centre, pixels in 0..PHASES-1
 
     def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise SpecError(f"unknown shape {self.shape!r}; expected one of {SHAPES}")
-        if self.colour not in COLOURS:
-            raise SpecError(f"unknown colour {self.colour!r}; expected one of {tuple(COLOURS)}")
-        if self.pattern not in PATTERNS:
-            raise SpecError(f"unknown pattern {self.pattern!r}; expected one of {PATTERNS}")
-        col, row = self.cell
-        if not (0 <= col < GRID and 0 <= row < GRID):
-            raise SpecError(f"cell {self.cell} outside the {GRID}x{GRID} grid")
+        check_choice("shape", self.shape, SHAPES)
+        check_choice("colour", self.colour, COLOURS)
+        check_choice("pattern", self.pattern, PATTERNS)
+        check_cell(self.cell)
         if not all(isinstance(v, int) and 0 <= v < PHASES for v in self.phase) or len(self.phase) != 2:
             raise SpecError(f"phase {self.phase} must be two whole pixels in 0..{PHASES - 1}")
 
@@ -82,11 +86,7 @@ class Scene:
     objects: tuple[SceneObject, ...]
 
     def __post_init__(self) -> None:
-        if not 1 <= len(self.objects) <= MAX_OBJECTS:
-            raise SpecError(f"a scene holds 1 to {MAX_OBJECTS} objects, got {len(self.objects)}")
-        cells = [o.cell for o in self.objects]
-        if len(set(cells)) != len(cells):
-            raise SpecError("two objects share a grid cell")
+        check_layout([o.cell for o in self.objects], MAX_OBJECTS)
         colours = [o.colour for o in self.objects]
         if len(set(colours)) != len(colours):
             raise SpecError("objects of one scene must have distinct colours")

@@ -19,6 +19,8 @@ from promptloop.world.geometry import (  # noqa: F401  (re-exported: the world's
     RELATIONS,
     Relation,
     SpecError,
+    check_cell,
+    check_choice,
     relation_holds,
 )
 
@@ -70,15 +72,10 @@ class SceneObject:
     cell: tuple[int, int]  # (column, row), each in 0..GRID-1
 
     def __post_init__(self) -> None:
-        if self.shape not in SHAPES:
-            raise SpecError(f"unknown shape {self.shape!r}; expected one of {SHAPES}")
-        if self.colour not in COLOURS:
-            raise SpecError(f"unknown colour {self.colour!r}; expected one of {tuple(COLOURS)}")
-        if self.size not in SIZES:
-            raise SpecError(f"unknown size {self.size!r}; expected one of {SIZES}")
-        col, row = self.cell
-        if not (0 <= col < GRID and 0 <= row < GRID):
-            raise SpecError(f"cell {self.cell} outside the {GRID}x{GRID} grid")
+        check_choice("shape", self.shape, SHAPES)
+        check_choice("colour", self.colour, COLOURS)
+        check_choice("size", self.size, SIZES)
+        check_cell(self.cell)
 
 
 @dataclass(frozen=True)
@@ -89,8 +86,7 @@ class Scene:
     def __post_init__(self) -> None:
         if not 1 <= len(self.objects) <= MAX_OBJECTS:
             raise SpecError(f"a scene holds 1 to {MAX_OBJECTS} objects, got {len(self.objects)}")
-        if self.background not in BACKGROUNDS:
-            raise SpecError(f"unknown background {self.background!r}; expected one of {tuple(BACKGROUNDS)}")
+        check_choice("background", self.background, BACKGROUNDS)
         cells = [o.cell for o in self.objects]
         if len(set(cells)) != len(cells):
             raise SpecError("two objects share a grid cell")
