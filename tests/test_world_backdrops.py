@@ -150,3 +150,17 @@ def test_prompt_sets_are_fixed_disjoint_and_mostly_open() -> None:
         q = item.query
         assert [o.shape for o in q.objects] == [o.shape for o in item.scene.objects]
         assert all(qo.colour in (None, so.colour) for qo, so in zip(q.objects, item.scene.objects, strict=True))
+
+
+@pytest.mark.parametrize("name", ["v1", "v2", "v3"])
+def test_world_interface_functions_are_not_shadowed_by_submodules(name: str) -> None:
+    """Importing a world's measurement modules must leave its package functions callable (a submodule named like
+    the function, e.g. `room.py`, would replace the package attribute once imported)."""
+    import importlib
+    import pkgutil
+
+    world = get_world(name)
+    for module in pkgutil.iter_modules(world.__path__):
+        importlib.import_module(f"{world.__name__}.{module.name}")
+    for attr in ("analyzer_check", "backbone_eval", "room", "render", "parse", "prompt_set", "sample_prompts"):
+        assert callable(getattr(world, attr)) and not isinstance(getattr(world, attr), type(world)), attr

@@ -52,8 +52,8 @@ def test_backbone_eval_v2_reports_competence_and_temporal_structure(tiny_v2_back
 
 
 def test_room_v2_cross_fits_rules_and_reports_cis(tiny_v2_backbone: Path) -> None:
+    from promptloop.world.patterns.fair_room import room_patterns
     from promptloop.world.patterns.rewrites import RULES
-    from promptloop.world.patterns.room import room_patterns
 
     r = room_patterns(backbone=str(tiny_v2_backbone), n=4, seeds=2, candidates=2, steps=4, fractions=(0.5,),
                       rules=("anchor", "emphasis"))

@@ -12,8 +12,28 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 import numpy as np
+
+T = TypeVar("T")
+
+
+def select_rules(rules: Sequence[str] | None, available: Mapping[str, T]) -> dict[str, T]:
+    """The rules a room measures: `available` restricted to `rules` (None or empty: all of them); ValueError naming
+    any unknown name."""
+    unknown = sorted(set(rules or ()) - set(available))
+    if unknown:
+        raise ValueError(f"unknown rule(s) {unknown}; expected some of {sorted(available)}")
+    return {k: v for k, v in available.items() if not rules or k in rules}
+
+
+def check_room_setup(fractions: Sequence[float], seeds: int) -> None:
+    """ValueError unless every switch fraction is in (0, 1) and there are the 2 seeds per query cross-fitting needs."""
+    if not fractions or not all(0.0 < f < 1.0 for f in fractions):
+        raise ValueError(f"switch fractions must be in (0, 1), got {fractions}")
+    if seeds < 2:
+        raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
 
 
 def seed_crossfit(scores: np.ndarray) -> np.ndarray:
@@ -65,4 +85,4 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, n_boot: in
     return float(lo), float(hi)
 
 
-__all__ = ["bootstrap_ci", "query_crossfit", "query_halves", "seed_crossfit"]
+__all__ = ["bootstrap_ci", "check_room_setup", "query_crossfit", "query_halves", "seed_crossfit", "select_rules"]

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.fair import bootstrap_ci, query_crossfit, query_halves, seed_crossfit
+from promptloop.eval.fair import (
+    bootstrap_ci,
+    check_room_setup,
+    query_crossfit,
+    query_halves,
+    seed_crossfit,
+    select_rules,
+)
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE
 from promptloop.world.backdrops.legibility import room_arithmetic
@@ -51,17 +58,11 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
                    rules: tuple[str, ...] | None = None, timestep_shift: float | None = None) -> dict[str, Any]:
     """Gate G2's figures (see the module docstring). `candidates` is fixed by the world (the query and every
     fixed colour, 1 + len(COLOURS)); another value is refused."""
-    unknown = sorted(set(rules or ()) - set(RULES))
-    if unknown:
-        raise ValueError(f"unknown rule(s) {unknown}; expected some of {sorted(RULES)}")
-    if candidates not in (8, 1 + len(COLOURS)):
+    chosen_rules = select_rules(rules, RULES)
+    if candidates != 1 + len(COLOURS):
         raise ValueError(f"the Backdrops room's up-front candidates are the query and every fixed colour "
                          f"({1 + len(COLOURS)}); got candidates={candidates}")
-    chosen_rules = {k: v for k, v in RULES.items() if not rules or k in rules}
-    if not fractions or not all(0.0 < f < 1.0 for f in fractions):
-        raise ValueError(f"switch fractions must be in (0, 1), got {fractions}")
-    if seeds < 2:
-        raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
+    check_room_setup(fractions, seeds)
     t0 = time.perf_counter()
     check_eta(eta, timestep_shift=timestep_shift)
     from promptloop.world.backbone import load_backbone

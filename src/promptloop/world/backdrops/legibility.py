@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from promptloop.world.backdrops.scene import COLOURS, VALUE_MAX, VALUE_MIN
+
 AA_RATIO = 4.5  # WCAG 2.x level AA contrast for normal text
 
 
@@ -44,8 +46,6 @@ def legibility(ratio: Any) -> np.ndarray:
 
 def best_colour(backdrop_rgb: Any, colours: dict[str, tuple[int, int, int]] | None = None) -> str:
     """The palette colour most legible against a backdrop colour (sRGB in [0, 1])."""
-    from promptloop.world.backdrops.scene import COLOURS
-
     palette = colours or COLOURS
     names = list(palette)
     ratios = contrast_ratio(np.asarray([palette[n] for n in names], dtype=np.float64) / 255.0, np.asarray(backdrop_rgb))
@@ -55,8 +55,6 @@ def best_colour(backdrop_rgb: Any, colours: dict[str, tuple[int, int, int]] | No
 def room_arithmetic(samples: int = 801) -> dict[str, Any]:
     """Expected legibility, over neutral backdrops with sRGB value uniform in [VALUE_MIN, VALUE_MAX], of each fixed
     palette colour, of the best fixed colour, of the best colour per backdrop and of a random colour."""
-    from promptloop.world.backdrops.scene import COLOURS, VALUE_MAX, VALUE_MIN
-
     v = np.linspace(VALUE_MIN, VALUE_MAX, samples)
     backdrops = np.stack([v, v, v], axis=-1)
     table = {name: legibility(contrast_ratio(np.asarray(rgb) / 255.0, backdrops)) for name, rgb in COLOURS.items()}

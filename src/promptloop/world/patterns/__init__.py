@@ -6,7 +6,7 @@ dotted, checkered; an 8 px period, two latent pixels) is the highest frequency t
 last. Queries mostly leave positions open, so positions are known only from the x0 preview, and captions
 teach the backbone position words bound to objects: the words a rewrite reading the preview can use.
 Modules: `scene`, `render`, `grammar`, `analyzer`, `prompts`, `backbone` (component sizes), `evaluation`
-(backbone-eval), `rewrites` and `room` (the fair room with its preview-reading rules).
+(backbone-eval), `rewrites` and `fair_room` (the fair room with its preview-reading rules).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def backbone_eval(**kwargs: Any) -> dict[str, Any]:
 
 
 def room(**kwargs: Any) -> dict[str, Any]:
-    from promptloop.world.patterns.room import room_patterns
+    from promptloop.world.patterns.fair_room import room_patterns
 
     return room_patterns(**kwargs)
 

@@ -25,7 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.fair import bootstrap_ci, query_crossfit, query_halves, seed_crossfit
+from promptloop.eval.fair import (
+    bootstrap_ci,
+    check_room_setup,
+    query_crossfit,
+    query_halves,
+    seed_crossfit,
+    select_rules,
+)
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards.patterns import PATTERN_FACT_KINDS, PatternsAlignmentReward, parse_patterns_query
@@ -79,16 +86,10 @@ def room_patterns(backbone: str | None = None, n: int = 128, seeds: int = 4, can
                   rules: tuple[str, ...] | None = None, timestep_shift: float | None = None) -> dict[str, Any]:
     """The fair room figures of the Patterns world (see the module docstring); `rules`: a subset of RULES
     (None or empty: all)."""
-    unknown = sorted(set(rules or ()) - set(RULES))
-    if unknown:
-        raise ValueError(f"unknown rule(s) {unknown}; expected some of {sorted(RULES)}")
-    chosen_rules = {k: v for k, v in RULES.items() if not rules or k in rules}
+    chosen_rules = select_rules(rules, RULES)
     if not any(blind is not None for _, blind in chosen_rules.values()):
         raise ValueError("the room needs at least one rule that reads the preview")
-    if not fractions or not all(0.0 < f < 1.0 for f in fractions):
-        raise ValueError(f"switch fractions must be in (0, 1), got {fractions}")
-    if seeds < 2:
-        raise ValueError("room needs at least 2 seeds per query (chosen on one half, scored on the other)")
+    check_room_setup(fractions, seeds)
     t0 = time.perf_counter()
     check_eta(eta, timestep_shift=timestep_shift)
     pipe = load_backbone(backbone or DEFAULT_BACKBONE, timestep_shift=timestep_shift)
