@@ -10,7 +10,7 @@ import pytest
 from promptloop.rewards import available_rewards, get_reward
 from promptloop.world import get_world
 from promptloop.world.backdrops.analyzer import analyze_scene, analyzer_check
-from promptloop.world.backdrops.grammar import ParseError, parse, realise, training_caption
+from promptloop.world.backdrops.grammar import DECOY_PHRASES, ParseError, parse, realise, strip_decoy, training_caption
 from promptloop.world.backdrops.legibility import best_colour, contrast_ratio, legibility, room_arithmetic
 from promptloop.world.backdrops.prompts import prompt_set
 from promptloop.world.backdrops.render import render
@@ -41,23 +41,34 @@ def test_registered_as_v3_with_the_world_interface() -> None:
     assert {"backdrops_alignment", "backdrops_legible"} <= set(available_rewards())
     scene = world.SceneSampler(0).sample()
     assert world.render(scene).shape == (32, 32, 3)
-    assert world.parse(world.training_caption(scene, random.Random(0))).objects
+    assert world.parse(strip_decoy(world.training_caption(scene, random.Random(0)))).objects
 
 
 def test_captions_round_trip_and_never_name_the_backdrop() -> None:
     sampler, rng = SceneSampler(1), random.Random(1)
-    open_colours = named = 0
+    open_colours = named = decoys = 0
+    decoy_light = []
     for _ in range(2000):
         scene = sampler.sample()
         caption = training_caption(scene, rng)
-        query = parse(caption)
-        assert realise(query) == caption
-        assert not any(w in caption.split() for w in BACKDROP_WORDS)
+        truthful = strip_decoy(caption)
+        if truthful != caption:  # a decoy phrase: independent of the backdrop, never the gate's light / dark words
+            decoys += 1
+            assert caption[len(truthful) + 1 :] in DECOY_PHRASES
+            decoy_light.append((" white " in caption[len(truthful):], scene.backdrop.value))
+        query = parse(truthful)
+        assert realise(query) == truthful
+        assert not any(w in truthful.split() for w in BACKDROP_WORDS)
+        assert not {"light", "dark", "backdrop"} & set(caption.split())
         for o, q in zip(scene.objects, query.objects, strict=True):
             assert q.shape == o.shape and q.colour in (None, o.colour)
             open_colours += q.colour is None
             named += q.colour is not None
-    assert 0.4 < open_colours / (open_colours + named) < 0.6  # P_COLOUR = 0.5
+    assert 0.3 < open_colours / (open_colours + named) < 0.5  # P_COLOUR = 0.6
+    assert 0.15 < decoys / 2000 < 0.25  # P_DECOY = 0.2
+    white = [v for w, v in decoy_light if w]
+    other = [v for w, v in decoy_light if not w]
+    assert abs(sum(white) / len(white) - sum(other) / len(other)) < 0.06  # the decoy says nothing of the backdrop
 
 
 @pytest.mark.parametrize("bad", ["a red", "a purple circle", "a circle on a dark background", "circle", "a circle and",

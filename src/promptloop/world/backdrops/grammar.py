@@ -27,9 +27,19 @@ RELATION_WORDS: dict[str, str] = {"left_of": "left of", "right_of": "right of", 
 
 # Training captions: probabilities of naming each object's colour, a position phrase, a relation between
 # consecutive objects (where one holds).
-P_COLOUR = 0.5
+P_COLOUR = 0.6
 P_POSITION = 0.3
 P_RELATION = 0.6
+
+# Decoy background phrases, appended to a share of training captions, each drawn independently of the scene's
+# backdrop: they carry no information about it. A backbone warm-started from world v1's (whose captions named
+# black / gray / white backgrounds) keeps those words' pull on the backdrop unless it sees them fail to
+# predict it. They are v1's phrases only: the light / dark phrases that gate G1 tests are never trained on.
+DECOY_PHRASES: tuple[str, ...] = (
+    "on a black background", "on a gray background", "on a grey background", "on a white background",
+    "with a black background", "with a white background",
+)
+P_DECOY = 0.2
 
 
 class ParseError(ValueError):
@@ -105,8 +115,20 @@ def query_from_scene(scene: Scene, rng: random.Random, p_colour: float = P_COLOU
 
 
 def training_caption(scene: Scene, rng: random.Random) -> str:
-    """A training caption of `scene`: each colour named with probability P_COLOUR, never the backdrop."""
-    return realise(query_from_scene(scene, rng))
+    """A training caption of `scene`: each colour named with probability P_COLOUR, and with probability P_DECOY a
+    decoy background phrase drawn independently of the backdrop (`strip_decoy` removes it); never the backdrop."""
+    caption = realise(query_from_scene(scene, rng))
+    if rng.random() < P_DECOY:
+        caption = f"{caption} {rng.choice(DECOY_PHRASES)}"
+    return caption
+
+
+def strip_decoy(caption: str) -> str:
+    """`caption` without its trailing decoy background phrase, if it has one."""
+    for phrase in DECOY_PHRASES:
+        if caption.endswith(" " + phrase):
+            return caption[: -len(phrase) - 1]
+    return caption
 
 
 _TOKEN = re.compile(r"[a-z]+|,")
@@ -173,5 +195,5 @@ def parse(caption: str) -> Query:
     return Query(tuple(objs), tuple(rels))
 
 
-__all__ = ["COLUMN_WORDS", "GRID", "ParseError", "RELATION_WORDS", "ROW_WORDS", "noun_phrase", "parse",
-           "position_phrase", "query_from_scene", "realise", "training_caption"]
+__all__ = ["COLUMN_WORDS", "DECOY_PHRASES", "GRID", "ParseError", "RELATION_WORDS", "ROW_WORDS", "noun_phrase", "parse",
+           "position_phrase", "query_from_scene", "realise", "strip_decoy", "training_caption"]
