@@ -42,7 +42,7 @@ from promptloop.world.backdrops.rewrites import RULES, PreviewRulePolicy, upfron
 from promptloop.world.backdrops.scene import COLOURS
 from promptloop.world.scheduler import timestep_shift_of
 
-FRACTIONS = (0.15, 0.25, 0.35)
+FRACTIONS = (0.10, 0.15, 0.25, 0.35)  # the switch moments the rules are tried at (G1 measures the window from 10 %)
 
 
 def _scores(reward: BackdropsLegibleReward, images: np.ndarray, queries: list[str], shape: tuple[int, int]
