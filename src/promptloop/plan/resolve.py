@@ -65,7 +65,7 @@ def _arch_of_module(module: Any, source: str) -> Arch:
 def pipeline_archs(name: str) -> dict[str, Arch]:
     """{component: Arch} of a pipeline named as `pipeline.name_or_path` is."""
     if name.startswith("tiny:"):
-        from promptloop.loop.testing import TINY_PIPELINES
+        from promptloop.testing.pipelines import TINY_PIPELINES
 
         family = name.split(":", 1)[1]
         if family not in TINY_PIPELINES:
@@ -131,7 +131,7 @@ def _diffusers_folder_archs(folder: Path, name: str) -> dict[str, Arch]:
 def policy_arch(name: str) -> Arch:
     """The Arch of a policy named as `policy.name_or_path` is."""
     if name.startswith("tiny:"):
-        from promptloop.policy.testing import TINY_POLICIES as builders
+        from promptloop.testing.policies import TINY_POLICIES as builders
 
         kind = name.split(":", 1)[1]
         if kind not in builders:

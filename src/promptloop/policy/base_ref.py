@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 KINDS = ("registered", "relative", "hub")
-TINY = "tiny:"  # the tiny random policies of promptloop.policy.testing, built by VLMPolicy.from_pretrained
+TINY = "tiny:"  # the tiny random policies of promptloop.testing.policies, built by VLMPolicy.from_pretrained
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 

@@ -768,8 +768,8 @@ class VLMPolicy:
     @staticmethod
     def _tiny(name: str, dtype: torch.dtype | str | None, device: str | torch.device | None,
               adapter_path: str | Path | None, is_trainable: bool, policy_kwargs: dict[str, Any]) -> VLMPolicy:
-        """`tiny:NAME`: the random test policy `promptloop.policy.testing.TINY_POLICIES[NAME]` (seed 0), offline."""
-        from promptloop.policy.testing import TINY_POLICIES
+        """`tiny:NAME`: the random test policy `promptloop.testing.policies.TINY_POLICIES[NAME]` (seed 0), offline."""
+        from promptloop.testing.policies import TINY_POLICIES
 
         kind = name.split(":", 1)[1]
         if kind not in TINY_POLICIES:

@@ -2,9 +2,9 @@
 the reference policy, and the reward.
 
 Names understood besides ordinary diffusers / transformers folders and hub ids:
-- pipeline `tiny:sd|sdxl|sd3|flux` (random test pipelines of `promptloop.loop.testing`), `world`
+- pipeline `tiny:sd|sdxl|sd3|flux` (random test pipelines of `promptloop.testing.pipelines`), `world`
   (the Shapes-world backbone at assets/world/backbone) or `world:PATH`;
-- policy `tiny:llava|qwen25vl|qwen2vl|qwen3vl` (random test policies of `promptloop.policy.testing`), `world`
+- policy `tiny:llava|qwen25vl|qwen2vl|qwen3vl` (random test policies of `promptloop.testing.policies`), `world`
   (the SFT'd world policy at assets/world/policy).
 """
 
@@ -37,7 +37,7 @@ def load_pipeline(cfg: PipelineConfig, device: torch.device | str) -> tuple[Any,
     name = cfg.name_or_path
     extra: dict[str, Any] = {}
     if name.startswith("tiny:"):
-        from promptloop.loop.testing import TINY_PIPELINES, tiny_call_kwargs
+        from promptloop.testing.pipelines import TINY_PIPELINES, tiny_call_kwargs
 
         family = name.split(":", 1)[1]
         if family not in TINY_PIPELINES:
@@ -94,7 +94,7 @@ def load_policy(cfg: PolicyConfig, device: torch.device | str) -> Any:
     """The policy (without the trainable adapter, which `prepare_policy` attaches)."""
     name = cfg.name_or_path
     if name.startswith("tiny:"):
-        from promptloop.policy.testing import TINY_POLICIES as builders
+        from promptloop.testing.policies import TINY_POLICIES as builders
 
         kind = name.split(":", 1)[1]
         if kind not in builders:
