@@ -56,6 +56,7 @@ from promptloop.model_json import (
     check_sizes,
     describe_config_error,
 )
+from promptloop.models import parse_model_ref, tiny_names, tiny_policy_builder
 from promptloop.policy.base import PolicyInput, PolicyOutput
 from promptloop.policy.base_ref import base_model_ref, resolve_base
 from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
@@ -695,7 +696,7 @@ class VLMPolicy:
             if dtype is not None and dtype != torch_dtype:
                 raise TypeError(f"from_pretrained got dtype={dtype} and torch_dtype={torch_dtype}: pass one of them")
             dtype = torch_dtype
-        if isinstance(path, str) and path.startswith("tiny:"):  # the documented tiny random policies (tests, docs)
+        if isinstance(path, str) and parse_model_ref(path).kind == "tiny":  # the tiny random policies (tests, docs)
             return cls._tiny(path, dtype, device, adapter_path, is_trainable, policy_kwargs)
         resolved = resolve_policy(path, revision)  # a PromptLoop policy repo on the Hub: its local snapshot
         hub_id = str(path) if resolved != path else None  # names a full model loaded from it (not the cache path)
@@ -769,13 +770,11 @@ class VLMPolicy:
     def _tiny(name: str, dtype: torch.dtype | str | None, device: str | torch.device | None,
               adapter_path: str | Path | None, is_trainable: bool, policy_kwargs: dict[str, Any]) -> VLMPolicy:
         """`tiny:NAME`: the random test policy `promptloop.testing.policies.TINY_POLICIES[NAME]` (seed 0), offline."""
-        from promptloop.testing.policies import TINY_POLICIES
-
-        kind = name.split(":", 1)[1]
-        if kind not in TINY_POLICIES:
-            raise ValueError(f"{name!r}: unknown tiny policy; choose from {['tiny:' + k for k in TINY_POLICIES]}")
+        builder = tiny_policy_builder(parse_model_ref(name))
+        if builder is None:
+            raise ValueError(f"{name!r}: unknown tiny policy; choose from {tiny_names('policies')}")
         policy_kwargs.setdefault("name_or_path", name)  # an adapter saved on it names it as its base
-        policy: VLMPolicy = TINY_POLICIES[kind](seed=0, **policy_kwargs)
+        policy: VLMPolicy = builder(seed=0, **policy_kwargs)
         if isinstance(dtype, str) and dtype != "auto":
             dtype = getattr(torch, dtype)
         if isinstance(dtype, torch.dtype):

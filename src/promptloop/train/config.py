@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import yaml
 
+from promptloop.models import parse_model_ref
 from promptloop.validation import CONFIG_LIMITS, InputError, check_limit, check_number
 
 MAX_TRAJECTORIES_PER_STEP = 4096  # queries_per_step x num_generations above this is surely a typo
@@ -545,9 +546,7 @@ def config_from_dict(data: dict[str, Any], source: str = "config", quiet: bool =
 def _is_path(name: str) -> bool:
     """Whether a model name is meant as a local folder: not 'world', 'world:PATH' (checked by the backbone loader),
     'tiny:...' or a Hub id ('org/name': one slash at most)."""
-    if name == "world" or name.startswith(("world:", "tiny:")):
-        return False
-    return name.startswith((".", "/", "~")) or name.strip("/").count("/") >= 2 or Path(name).exists()
+    return parse_model_ref(name).kind == "folder"
 
 
 def _expand_paths(cfg: TrainConfig) -> None:
@@ -670,7 +669,7 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
           "an adapter to start from needs finetune: lora")
     check(pol.quantization == "none" or pol.finetune == "lora", "policy.quantization",
           "quantizes the frozen base of a LoRA run; full fine-tuning trains every weight (use quantization: none)")
-    check(pol.quantization == "none" or not pol.name_or_path.startswith("tiny:"), "policy.quantization",
+    check(pol.quantization == "none" or parse_model_ref(pol.name_or_path).kind != "tiny", "policy.quantization",
           "needs a policy loaded from a folder or Hub id (tiny:* policies are built in memory)")
     lp = cfg.loop
     check(1 <= lp.num_refinements <= p.num_inference_steps - 1, "loop.num_refinements",
