@@ -176,6 +176,8 @@ def enable_model_offload(pipe: Any, device: torch.device | str) -> None:
     """diffusers' model CPU offload onto `device`: every component waits in CPU memory and is moved to `device`
     while it runs (the loop's conditioning hooks and previews work unchanged: its hooks wrap `forward` and
     `vae.decode`). A preview decode moves the VAE in and the denoiser out, so previews cost a transfer each."""
+    import torch
+
     if not hasattr(pipe, "enable_model_cpu_offload") or getattr(pipe, "model_cpu_offload_seq", None) is None:
         raise ValueError(f"pipeline.offload: model: {type(pipe).__name__} has no model CPU offload sequence; "
                          "use pipeline.offload: none")

@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from promptloop.policy.instruction import InstructionTemplate
-from promptloop.policy.vlm import QwenVLComponentProcessor, VLMPolicy
+from promptloop.policy.processors import QwenVLComponentProcessor
+from promptloop.policy.vlm import VLMPolicy
 from promptloop.testing._common import QWEN_SPECIAL_TOKENS
 from promptloop.testing.policy_families import tiny_gemma3_policy, tiny_llava_onevision_policy, tiny_smolvlm_policy
 from promptloop.world.shapes.policy_model import llava_model, llava_processor
