@@ -169,7 +169,7 @@ def _train_argv(argv: list[str]) -> list[str] | None:
 def test_commands_parse_and_training_configs_load(page: Path) -> None:
     from promptloop.cli import build_parser
     from promptloop.train.cli import build_parser as train_parser
-    from promptloop.train.config import load_config
+    from promptloop.train.config_load import load_config
 
     for line, argv in _commands(page):
         where = f"{page.name}:{line}: {' '.join(argv)}"

@@ -17,7 +17,7 @@ from promptloop.policy.base import PolicyInput
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.testing.hub import local_hub, snapshot
 from promptloop.testing.policies import tiny_llava_policy
-from promptloop.train.config import load_config
+from promptloop.train.config_load import load_config
 from promptloop.train.trainer import train
 
 

@@ -22,7 +22,7 @@ from promptloop.plan import (
     policy_arch,
 )
 from promptloop.plan.archs import IMAGEREWARD, PIPELINES, QWEN25_VL_3B, Arch
-from promptloop.train.config import load_config
+from promptloop.train.config_load import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

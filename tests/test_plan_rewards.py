@@ -16,7 +16,7 @@ from promptloop.plan.meta import quantized_split
 from promptloop.plan.resolve import reward_quantization_route
 from promptloop.rewards.adapters import model_rewards_registered
 from promptloop.testing.rewards import tiny_clip_dir, tiny_hpsv3_dir, tiny_imagereward_dir
-from promptloop.train.config import load_config
+from promptloop.train.config_load import load_config
 
 torch.set_num_threads(1)
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
