@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from promptloop.loop import PromptLoopSampler, UnsupportedPipelineError, decode_preview
-from promptloop.loop.generic import denoisers
+from promptloop.loop.pipeline_api import denoisers
 from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput
 from promptloop.testing.generic_pipelines import (
     GENERIC_PIPELINES,

@@ -12,8 +12,8 @@ Tiny offline pipelines for tests live in `promptloop.testing.pipelines` (importe
 """
 
 from promptloop.loop.families import FAMILIES, FamilySpec, detect_family, table_family
-from promptloop.loop.generic import UnsupportedPipelineError
 from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
+from promptloop.loop.pipeline_api import UnsupportedPipelineError
 from promptloop.loop.preview import decode_preview
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.loop.schedule import make_schedule, random_schedule, uniform_schedule, validate_schedule

@@ -49,14 +49,9 @@ from promptloop.loop.decisions import (
     record,
 )
 from promptloop.loop.families import default_size, execution_device, table_family
-from promptloop.loop.generic import (
-    ConditioningSwap,
-    PromptEncoder,
-    UnsupportedPipelineError,
-    denoisers,
-    make_step_trigger,
-)
+from promptloop.loop.generic import ConditioningSwap
 from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
+from promptloop.loop.pipeline_api import PromptEncoder, UnsupportedPipelineError, denoisers, make_step_trigger
 from promptloop.loop.preview import LazyPreviews, decode_preview
 from promptloop.loop.schedule import make_schedule
 from promptloop.loop.table_swap import TableSwap
