@@ -2,7 +2,7 @@
 
 `propose` asks the policy (validated by `check_policy_output`), `plan_in_advance` makes the no-feedback
 mode's decisions before sampling, `record` appends each sample's decision to its trajectory and
-`advance` puts the new prompts (and negative prompts) in force. `check_queries` and `check_mode`
+`advance` puts the new prompts (and negative prompts) in force. `call_queries`, `check_queries` and `check_mode`
 validate a call's input.
 """
 
@@ -162,6 +162,34 @@ def check_queries(pipe: Any, queries: Sequence[str]) -> None:
             UserWarning,
             stacklevel=3,
         )
+
+
+def call_queries(pipe: Any, queries: str | Sequence[str] | None, prompt: str | Sequence[str] | None,
+                 negative_prompt: str | list[str] | None,
+                 pipeline_kwargs: dict[str, Any]) -> tuple[list[str], str | list[str] | None]:
+    """(one query per sample, the negative prompt(s)) of a sampler call: the queries given as the first argument or
+    as `prompt=`, each repeated `num_images_per_prompt` times (popped from `pipeline_kwargs`, as is every option the
+    sampler sets itself, which is refused), checked by `check_queries`."""
+    for reserved in ("prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs",
+                     "callback", "callback_steps"):
+        if reserved in pipeline_kwargs:
+            raise ValueError(f"{reserved!r} is set by the sampler; pass the prompts (queries) instead")
+    if (queries is None) == (prompt is None):
+        raise TypeError("pass the prompts as the first argument (queries) or as prompt=, one of the two"
+                        if queries is not None else "no prompts: pass queries (the first argument) or prompt=")
+    given = queries if queries is not None else prompt
+    out = [given] if isinstance(given, str) else list(given)  # type: ignore[arg-type]
+    repeats = int(pipeline_kwargs.pop("num_images_per_prompt", 1) or 1)
+    if repeats > 1:
+        out = [q for q in out for _ in range(repeats)]
+        if isinstance(negative_prompt, list):
+            negative_prompt = [n for n in negative_prompt for _ in range(repeats)]
+    if not out:
+        raise ValueError("no queries")
+    check_queries(pipe, out)
+    if isinstance(negative_prompt, list) and len(negative_prompt) != len(out):
+        raise ValueError(f"{len(negative_prompt)} negative prompts for {len(out)} queries")
+    return out, negative_prompt
 
 
 def check_mode(mode: str) -> str:
