@@ -33,7 +33,9 @@ def test_world_backbone_folder() -> None:
     from promptloop.world.backbone import DEFAULT_BACKBONE
 
     assert world_backbone_folder(parse_model_ref("world")) == DEFAULT_BACKBONE
-    assert world_backbone_folder(parse_model_ref("world:x/y")) == Path("x/y")
+    assert world_backbone_folder(parse_model_ref("world:x/y")) == Path("x/y") == world_backbone_folder("world:x/y")
+    with pytest.raises(ValueError, match="not a world backbone reference"):
+        world_backbone_folder("tiny:sd")
 
 
 def test_check_local_folder(tmp_path: Path) -> None:

@@ -69,8 +69,13 @@ def check_local_folder(text: str, flag: str) -> None:
         raise FileNotFoundError(f"{flag} {text!r}: no such folder")
 
 
-def world_backbone_folder(ref: ModelRef) -> Path:
-    """The backbone folder of a world reference: PATH of `world:PATH`, else the shipped backbone."""
+def world_backbone_folder(ref: ModelRef | str) -> Path:
+    """The backbone folder of a world reference: PATH of `world:PATH`, the shipped backbone for `world`; ValueError
+    for any other reference."""
+    if isinstance(ref, str):
+        ref = parse_model_ref(ref)
+    if ref.kind != "world":
+        raise ValueError(f"{ref.text!r} is not a world backbone reference ('world' or 'world:PATH')")
     from promptloop.world.backbone import DEFAULT_BACKBONE
 
     return DEFAULT_BACKBONE if ref.value is None else Path(ref.value)
