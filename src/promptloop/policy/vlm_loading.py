@@ -22,23 +22,12 @@ from promptloop.policy.processors import load_processor
 from promptloop.policy.vlm import POLICY_CONFIG, VLMPolicy
 
 
-def load_pretrained(
-    cls: type[VLMPolicy],
-    path: str | Path,
-    adapter_path: str | Path | None = None,
-    trust_remote_code: bool = False,
-    dtype: torch.dtype | str | None = None,
-    device: str | torch.device | None = None,
-    is_trainable: bool = False,
-    revision: str | None = None,
-    attn_implementation: str | None = None,
-    device_map: str | dict[str, Any] | None = None,
-    quantization_config: Any = None,
-    torch_dtype: torch.dtype | str | None = None,
-    **policy_kwargs: Any,
-) -> VLMPolicy:
-    """`VLMPolicy.from_pretrained` (see there): a saved policy, an adapter folder on its recorded base, any hub-format
-    VLM folder or Hub id, or `tiny:NAME`."""
+def load_pretrained(cls: type[VLMPolicy], path: str | Path, *, adapter_path: str | Path | None, trust_remote_code: bool,
+                    dtype: torch.dtype | str | None, device: str | torch.device | None, is_trainable: bool,
+                    revision: str | None, attn_implementation: str | None, device_map: str | dict[str, Any] | None,
+                    quantization_config: Any, torch_dtype: torch.dtype | str | None, **policy_kwargs: Any) -> VLMPolicy:
+    """`VLMPolicy.from_pretrained` (see there for the arguments and their defaults): a saved policy, an adapter folder
+    on its recorded base, any hub-format VLM folder or Hub id, or `tiny:NAME`."""
     from transformers import AutoModelForImageTextToText, AutoTokenizer
 
     from promptloop.hub import resolve_policy
