@@ -143,8 +143,9 @@ def first_not_none(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def check_queries(pipe: Any, queries: Sequence[str]) -> None:
-    """Reject empty queries; warn once when some exceed the (first) text encoder's token window."""
+def check_queries(pipe: Any, queries: Sequence[str], stacklevel: int = 3) -> None:
+    """Reject empty queries; warn once when some exceed the (first) text encoder's token window (the warning names
+    the caller `stacklevel` frames up: by default the caller of the sampler)."""
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise ValueError(f"query {i} is not a string: {type(q).__name__}")
@@ -160,7 +161,7 @@ def check_queries(pipe: Any, queries: Sequence[str]) -> None:
             f"{len(too_long)} of {len(queries)} queries exceed the text encoder's window of {window} tokens and are "
             f"truncated (e.g. {too_long[0][:60]!r}...)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -186,7 +187,7 @@ def call_queries(pipe: Any, queries: str | Sequence[str] | None, prompt: str | S
             negative_prompt = [n for n in negative_prompt for _ in range(repeats)]
     if not out:
         raise ValueError("no queries")
-    check_queries(pipe, out)
+    check_queries(pipe, out, stacklevel=4)
     if isinstance(negative_prompt, list) and len(negative_prompt) != len(out):
         raise ValueError(f"{len(negative_prompt)} negative prompts for {len(out)} queries")
     return out, negative_prompt
