@@ -44,8 +44,8 @@ STEPS = 6
 
 def check_loop(device: str) -> dict[str, Any]:
     from promptloop.loop import PromptLoopSampler
-    from promptloop.loop.testing import TINY_PIPELINES, tiny_call_kwargs
     from promptloop.policy.base import FixedPromptPolicy
+    from promptloop.testing.pipelines import TINY_PIPELINES, tiny_call_kwargs
 
     queries, new = ["a red cat", "a green tree"], ["a blue square", "a yellow star"]
     out: dict[str, Any] = {}
@@ -72,14 +72,14 @@ def check_generic(device: str) -> dict[str, Any]:
     import numpy as np
 
     from promptloop.loop import PromptLoopSampler
-    from promptloop.loop.testing_generic import GENERIC_PIPELINES, NO_CFG, generic_call_kwargs
-    from promptloop.loop.testing_generic_more import (
+    from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyOutput
+    from promptloop.testing.generic_pipelines import GENERIC_PIPELINES, NO_CFG, generic_call_kwargs
+    from promptloop.testing.generic_pipelines_more import (
         MORE_GENERIC_PIPELINES,
         MORE_NO_NEGATIVE,
         TRUE_CFG,
         more_generic_call_kwargs,
     )
-    from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyOutput
 
     class Negative:
         def propose(self, inputs: Any) -> PolicyOutput:
@@ -126,7 +126,7 @@ def check_policy(device: str) -> dict[str, Any]:
     from PIL import Image
 
     from promptloop.policy.base import PolicyInput
-    from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
+    from promptloop.testing.policies import tiny_llava_policy, tiny_qwen25vl_policy
 
     out: dict[str, Any] = {}
     previews = [Image.new("RGB", (32, 32), c) for c in ("red", "blue")]
@@ -144,7 +144,7 @@ def check_policy(device: str) -> dict[str, Any]:
 
 
 def check_grpo(device: str, work: Path) -> dict[str, Any]:
-    from promptloop.rewards.testing import tiny_clip_dir
+    from promptloop.testing.rewards import tiny_clip_dir
     from promptloop.train import PromptLoopTrainer, load_config
     from promptloop.train.logging import read_metrics
 
@@ -187,7 +187,7 @@ def check_grpo(device: str, work: Path) -> dict[str, Any]:
 def check_rewards(device: str, work: Path) -> dict[str, Any]:
     from promptloop.rewards.adapters.hps import HPSv2Reward
     from promptloop.rewards.adapters.image_reward import ImageRewardReward
-    from promptloop.rewards.testing import tiny_hps_dir, tiny_imagereward_dir
+    from promptloop.testing.rewards import tiny_hps_dir, tiny_imagereward_dir
 
     images = torch.rand(4, 3, 48, 40, generator=torch.Generator().manual_seed(0))
     queries = ["a red circle", "a blue square", "a red circle", "a cat"]
@@ -231,7 +231,7 @@ def check_memory(device: str, work: Path) -> dict[str, Any]:
     from promptloop.plan.archs import CLIP_VIT_L14
     from promptloop.rewards import get_reward
     from promptloop.rewards.adapters import model_rewards_registered
-    from promptloop.rewards.testing import write_tiny_clip_tokenizer
+    from promptloop.testing.rewards import write_tiny_clip_tokenizer
     from promptloop.train.config import TrainConfig
 
     folder = work / "clip-vit-l14-random"

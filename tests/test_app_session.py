@@ -9,8 +9,8 @@ import pytest
 from promptloop.app.models import ModelLoadError, ModelSpec, ModelStore
 from promptloop.app.session import RequestError, SampleRequest, stream_session, validate_request
 from promptloop.loop.sampler import PromptLoopSampler
-from promptloop.loop.testing import tiny_sd_pipeline
 from promptloop.policy.base import FixedPromptPolicy
+from promptloop.testing.pipelines import tiny_sd_pipeline
 
 QUERY = "a crimson disc left of a blue box"
 

@@ -579,9 +579,9 @@ def test_shipped_folders_carry_valid_manifests(capsys: pytest.CaptureFixture[str
 
 def test_images_rewards_and_policy_output_cases(capsys: pytest.CaptureFixture[str]) -> None:
     from promptloop.loop.sampler import PromptLoopSampler
-    from promptloop.loop.testing import tiny_sd_pipeline
     from promptloop.policy.base import PolicyInput, PolicyOutput
     from promptloop.rewards import CombinedReward, get_reward
+    from promptloop.testing.pipelines import tiny_sd_pipeline
 
     q = ["a red circle", "a blue square"]
     ok = np.zeros((2, 32, 32, 3), dtype=np.float32)

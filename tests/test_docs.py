@@ -4,7 +4,7 @@
   does), in a scratch folder holding a `prompts.txt`, offline, with the Hub ids swapped for the documented tiny
   random models of the same classes (`SWAPS`): `tiny:sdxl` for SDXL (diffusers' `from_pretrained` builds it),
   `tiny:qwen25vl` for Qwen2.5-VL, a tiny CLIP folder for CLIP ViT-L/14, CPU for CUDA and float32 for bfloat16. The
-  Hub is a local folder (`promptloop.hub_testing.local_hub`) holding the trained policy the pages load,
+  Hub is a local folder (`promptloop.testing.hub.local_hub`) holding the trained policy the pages load,
   `your-name/sdxl-imagereward-promptloop` (a LoRA adapter on the tiny Qwen2.5-VL). A block that cannot run must be
   listed in `NOT_RUNNABLE` with the reason; none is today.
 - Command blocks: every `promptloop ...` line parses with the command's own parser; every training command (`promptloop
@@ -76,9 +76,9 @@ def test_every_page_has_its_python_blocks_counted() -> None:
 @pytest.fixture(scope="module")
 def doc_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A scratch folder with prompts.txt, a tiny CLIP folder and a local Hub holding the pages' trained policy."""
-    from promptloop.hub_testing import local_hub
     from promptloop.policy.vlm import VLMPolicy
-    from promptloop.rewards.testing import tiny_clip_dir
+    from promptloop.testing.hub import local_hub
+    from promptloop.testing.rewards import tiny_clip_dir
 
     root = tmp_path_factory.mktemp("docs")
     clip = tiny_clip_dir(root)
@@ -92,7 +92,7 @@ def tiny_diffusers(monkeypatch: pytest.MonkeyPatch) -> None:
     """diffusers' `from_pretrained("tiny:NAME")` builds the tiny pipeline NAME (of the class asked for)."""
     from diffusers import DiffusionPipeline
 
-    from promptloop.loop.testing import TINY_PIPELINES
+    from promptloop.testing.pipelines import TINY_PIPELINES
 
     original = DiffusionPipeline.from_pretrained.__func__  # type: ignore[attr-defined]
 
@@ -119,7 +119,7 @@ def test_python_blocks_run(page: Path, doc_env: dict[str, Any], tiny_diffusers: 
     blocks = [(line, code) for line, lang, code in code_blocks(page) if lang == "python"]
     if not blocks:
         pytest.skip(f"{page.name} has no Python block")
-    from promptloop.hub_testing import local_hub
+    from promptloop.testing.hub import local_hub
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
@@ -169,7 +169,7 @@ def _train_argv(argv: list[str]) -> list[str] | None:
 def test_commands_parse_and_training_configs_load(page: Path) -> None:
     from promptloop.cli import build_parser
     from promptloop.train.cli import build_parser as train_parser
-    from promptloop.train.config import load_config
+    from promptloop.train.config_load import load_config
 
     for line, argv in _commands(page):
         where = f"{page.name}:{line}: {' '.join(argv)}"

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from promptloop.cli import main
-from promptloop.loop.testing import tiny_call_kwargs, tiny_sd_pipeline
 from promptloop.rewards import get_reward
+from promptloop.testing.pipelines import tiny_call_kwargs, tiny_sd_pipeline
 
 PROMPTS = ["a red circle", "a blue square above a green triangle", "a small yellow diamond"]  # world queries (count)
 

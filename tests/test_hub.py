@@ -1,5 +1,5 @@
 """Trained policies on the Hub, offline: the Hub is a local folder laid out like huggingface_hub's cache of a repo
-(`promptloop.hub_testing.local_hub`), so pushing and loading by Hub id run huggingface_hub's own download code."""
+(`promptloop.testing.hub.local_hub`), so pushing and loading by Hub id run huggingface_hub's own download code."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from PIL import Image
 
 from promptloop.cli import main
 from promptloop.hub import HubError, push_folder, resolve_policy
-from promptloop.hub_testing import local_hub, snapshot
 from promptloop.integrity import MANIFEST_FILE, IntegrityError, write_manifest
 from promptloop.policy.base import PolicyInput
-from promptloop.policy.testing import tiny_llava_policy
 from promptloop.policy.vlm import VLMPolicy
-from promptloop.train.config import load_config
+from promptloop.testing.hub import local_hub, snapshot
+from promptloop.testing.policies import tiny_llava_policy
+from promptloop.train.config_load import load_config
 from promptloop.train.trainer import train
 
 

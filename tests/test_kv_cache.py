@@ -14,8 +14,8 @@ from promptloop.loop.kv_cache import (
     clear_cross_attention_cache,
     uncache_cross_attention,
 )
-from promptloop.loop.testing import tiny_call_kwargs, tiny_sd_pipeline, tiny_sdxl_pipeline
 from promptloop.policy.base import FixedPromptPolicy
+from promptloop.testing.pipelines import tiny_call_kwargs, tiny_sd_pipeline, tiny_sdxl_pipeline
 
 
 def _loop(pipe, family: str) -> np.ndarray:

@@ -22,8 +22,8 @@ from promptloop.loop import (
     random_schedule,
     uniform_schedule,
 )
-from promptloop.loop.testing import TINY_PIPELINES, make_scheduler, tiny_call_kwargs
 from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput, StagedPolicy
+from promptloop.testing.pipelines import TINY_PIPELINES, make_scheduler, tiny_call_kwargs
 
 FAMILY_NAMES = list(TINY_PIPELINES)
 QUERIES = ["a red cat", "a green tree"]
@@ -516,7 +516,7 @@ def test_preview_decode_matches_pipeline_decode(pipes: dict[str, Any], family: s
 
 def test_follows_pipeline_dtype(pipes: dict[str, Any]) -> None:
     """A bf16 FLUX pipeline: the swapped embeddings and previews follow the pipeline's dtype, no error."""
-    from promptloop.loop.testing import tiny_flux_pipeline
+    from promptloop.testing.pipelines import tiny_flux_pipeline
 
     pipe = tiny_flux_pipeline(dtype=torch.bfloat16)
     out = PromptLoopSampler(pipe, FixedPromptPolicy(NEW_PROMPTS))(
@@ -545,7 +545,7 @@ def test_sampler_preview_options(pipes: dict[str, Any]) -> None:
 def test_empty_and_overlong_queries() -> None:
     import warnings
 
-    from promptloop.loop.testing import tiny_call_kwargs, tiny_sd_pipeline
+    from promptloop.testing.pipelines import tiny_call_kwargs, tiny_sd_pipeline
 
     pipe = tiny_sd_pipeline()
     sampler = PromptLoopSampler(pipe, None, mode="none")

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from promptloop.loop import PromptLoopSampler, UnsupportedPipelineError, decode_preview
-from promptloop.loop.generic import denoisers
-from promptloop.loop.testing_generic import (
+from promptloop.loop.pipeline_api import denoisers
+from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput
+from promptloop.testing.generic_pipelines import (
     GENERIC_PIPELINES,
     NO_CFG,
     OVERRIDE_REASONS,
@@ -28,13 +29,12 @@ from promptloop.loop.testing_generic import (
     tiny_sana_pipeline,
     tiny_sana_sprint_pipeline,
 )
-from promptloop.loop.testing_generic_more import (
+from promptloop.testing.generic_pipelines_more import (
     MORE_GENERIC_PIPELINES,
     MORE_NO_NEGATIVE,
     TRUE_CFG,
     more_generic_call_kwargs,
 )
-from promptloop.policy.base import FixedPromptPolicy, NullPolicy, PolicyInput, PolicyOutput
 
 BUILDERS = {**GENERIC_PIPELINES, **MORE_GENERIC_PIPELINES}
 NAMES = list(BUILDERS)

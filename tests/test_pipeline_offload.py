@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from promptloop.loop.sampler import PromptLoopSampler
+from promptloop.models import enable_model_offload
 from promptloop.policy.base import FixedPromptPolicy
-from promptloop.train.components import enable_model_offload, load_pipeline
+from promptloop.train.components import load_pipeline
 from promptloop.train.config import PipelineConfig
 
 torch.set_num_threads(1)

@@ -22,7 +22,7 @@ from promptloop.plan import (
     policy_arch,
 )
 from promptloop.plan.archs import IMAGEREWARD, PIPELINES, QWEN25_VL_3B, Arch
-from promptloop.train.config import load_config
+from promptloop.train.config_load import load_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -103,7 +103,7 @@ def test_tied_embeddings_count_once() -> None:
 @pytest.mark.parametrize("name", ["tiny:llava", "tiny:qwen25vl", "tiny:qwen2vl", "tiny:qwen3vl", "tiny:gemma3",
                                   "tiny:smolvlm", "tiny:llava_onevision"])
 def test_tiny_policies_and_their_lora_match_the_real_ones(name: str) -> None:
-    from promptloop.policy.testing import TINY_POLICIES
+    from promptloop.testing.policies import TINY_POLICIES
 
     real = TINY_POLICIES[name.split(":")[1]](seed=0)
     meta = build_meta(policy_arch(name))
@@ -118,7 +118,7 @@ def test_tiny_policies_and_their_lora_match_the_real_ones(name: str) -> None:
 
 @pytest.mark.parametrize("family", ["sd", "sdxl"])
 def test_tiny_pipelines_match_the_real_ones(family: str) -> None:
-    from promptloop.loop.testing import TINY_PIPELINES
+    from promptloop.testing.pipelines import TINY_PIPELINES
 
     pipe = TINY_PIPELINES[family](seed=0, device="cpu")
     archs = pipeline_archs(f"tiny:{family}")

@@ -15,8 +15,8 @@ from promptloop.plan.archs import CLIP_VIT_H14, CLIP_VIT_L14, HPSV3, QWEN2_VL_7B
 from promptloop.plan.meta import quantized_split
 from promptloop.plan.resolve import reward_quantization_route
 from promptloop.rewards.adapters import model_rewards_registered
-from promptloop.rewards.testing import tiny_clip_dir, tiny_hpsv3_dir, tiny_imagereward_dir
-from promptloop.train.config import load_config
+from promptloop.testing.rewards import tiny_clip_dir, tiny_hpsv3_dir, tiny_imagereward_dir
+from promptloop.train.config_load import load_config
 
 torch.set_num_threads(1)
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
@@ -50,7 +50,7 @@ def test_embedded_reward_architectures_give_the_published_sizes() -> None:
 
 def test_meta_counts_equal_the_loaded_rewards(clip64: Path, hpsv3_dir: Path, tmp_path: Path) -> None:
     from promptloop.rewards import get_reward
-    from promptloop.rewards.testing import tiny_aesthetic_head
+    from promptloop.testing.rewards import tiny_aesthetic_head
 
     opts = {"device": "cpu", "local_files_only": True}
     with model_rewards_registered():
@@ -122,7 +122,7 @@ def test_quantized_split_is_what_the_reward_loaders_quantize(quantization: str, 
 @needs_bnb
 @pytest.mark.parametrize("quantization", ["8bit", "4bit"])
 def test_quantized_split_is_what_the_policy_loader_quantizes(quantization: str, tmp_path: Path) -> None:
-    from promptloop.policy.testing import tiny_llava_policy
+    from promptloop.testing.policies import tiny_llava_policy
     from promptloop.train.components import load_policy
     from promptloop.train.config import PolicyConfig
 

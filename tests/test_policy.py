@@ -22,8 +22,8 @@ from promptloop.policy.base import (
 )
 from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.sanitize import Sanitizer, clean_text, split_completion
-from promptloop.policy.testing import tiny_llava_policy, tiny_qwen25vl_policy
 from promptloop.policy.vlm import VLMPolicy
+from promptloop.testing.policies import tiny_llava_policy, tiny_qwen25vl_policy
 from promptloop.world.shapes import grammar
 from promptloop.world.shapes.copy_constraint import CopyEditConstraint
 from promptloop.world.shapes.policy_data import (

@@ -15,14 +15,14 @@ import torch
 from PIL import Image
 
 from promptloop.policy.base import PolicyInput
-from promptloop.policy.testing import (
+from promptloop.policy.vlm import VLMPolicy
+from promptloop.testing.policies import (
     tiny_gemma3_policy,
     tiny_llava_onevision_policy,
     tiny_qwen2vl_policy,
     tiny_qwen3vl_policy,
     tiny_smolvlm_policy,
 )
-from promptloop.policy.vlm import VLMPolicy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)

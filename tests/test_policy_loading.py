@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from promptloop.integrity import write_manifest
-from promptloop.policy.testing import tiny_llava_policy
 from promptloop.policy.vlm import VLMPolicy
+from promptloop.testing.policies import tiny_llava_policy
 from promptloop.train.config import PolicyConfig
 
 

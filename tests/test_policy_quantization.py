@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from promptloop.policy.base import PolicyInput
-from promptloop.policy.testing import tiny_llava_policy
+from promptloop.testing.policies import tiny_llava_policy
 from promptloop.train.components import ReferencePolicy, load_policy, prepare_policy
 from promptloop.train.config import ConfigError, PolicyConfig, TrainConfig
 

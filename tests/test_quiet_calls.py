@@ -19,12 +19,12 @@ with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     from promptloop.world.backbone import load_backbone
     load_backbone()                                  # the world backbone: diffusers models + MiniLM
-    from promptloop.loop.testing import tiny_sd_pipeline
+    from promptloop.testing.pipelines import tiny_sd_pipeline
     from promptloop.train.components import load_pipeline
     from promptloop.train.config import PipelineConfig
     tiny_sd_pipeline(seed=0).save_pretrained(sys.argv[1])
     load_pipeline(PipelineConfig(name_or_path=sys.argv[1]), "cpu")  # DiffusionPipeline.from_pretrained
-    from promptloop.policy.testing import tiny_llava_policy
+    from promptloop.testing.policies import tiny_llava_policy
     policy = tiny_llava_policy(seed=0).enable_lora(r=2)              # PEFT wrap
     policy.save_pretrained(sys.argv[2])
 print(json.dumps([f"{w.category.__name__}: {w.message}" for w in caught

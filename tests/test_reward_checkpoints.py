@@ -11,7 +11,7 @@ import torch
 from promptloop.rewards import get_reward
 from promptloop.rewards.adapters.hps import HPSv2Reward, convert_open_clip_state_dict
 from promptloop.rewards.adapters.image_reward import ImageRewardReward, convert_imagereward_state_dict
-from promptloop.rewards.testing import (
+from promptloop.testing.rewards import (
     hps_official_state,
     imagereward_official_state,
     tiny_hps_dir,

@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 from promptloop.rewards import CombinedReward, RewardLoadError, get_reward
 from promptloop.rewards.adapters.hpsv3 import HPSv3Reward, convert_hpsv3_state_dict, load_hpsv3_model
 from promptloop.rewards.adapters.hpsv3_prompt import INSTRUCTION, REWARD_TOKEN, chat_text, smart_resize
-from promptloop.rewards.testing import tiny_hpsv3_dir
+from promptloop.testing.rewards import tiny_hpsv3_dir
 
 QUERIES = ["a red circle", "a blue square", "a red circle", "a green triangle on the left"]
 TINY_PIXELS = 56 * 56  # 4 visual tokens per square image

@@ -20,7 +20,7 @@ from promptloop.rewards.adapters import (
     load_head_state_dict,
     model_rewards_registered,
 )
-from promptloop.rewards.testing import TINY_PROJECTION_DIM, tiny_aesthetic_head, tiny_clip_dir
+from promptloop.testing.rewards import TINY_PROJECTION_DIM, tiny_aesthetic_head, tiny_clip_dir
 from promptloop.world.imaging import AnalyzerInputError
 from promptloop.world.shapes.render import render_batch
 from promptloop.world.shapes.scene import Scene, SceneObject
@@ -75,7 +75,7 @@ def _reference(clip_dir: Path, images: torch.Tensor, queries: list[str]) -> tupl
 def test_registered_on_import_and_lazy() -> None:
     assert set(MODEL_REWARDS) <= set(available_rewards())
     code = (
-        "import sys, promptloop.rewards as r, promptloop.rewards.testing; "
+        "import sys, promptloop.rewards as r, promptloop.testing.rewards; "
         "from promptloop.rewards.adapters import MODEL_REWARD_FACTORIES, register_model_rewards; "
         "assert set(MODEL_REWARD_FACTORIES) <= set(r.available_rewards()); "
         "assert register_model_rewards() == []; r.get_reward('clipscore'); r.get_reward('imagereward'); "

@@ -14,7 +14,7 @@ from promptloop.rewards.adapters import model_rewards_registered
 from promptloop.rewards.adapters.hps import HPSv2Reward
 from promptloop.rewards.adapters.hpsv3 import HPSv3Reward
 from promptloop.rewards.adapters.image_reward import ImageRewardReward
-from promptloop.rewards.testing import tiny_clip_dir, tiny_hps_dir, tiny_hpsv3_dir, tiny_imagereward_dir
+from promptloop.testing.rewards import tiny_clip_dir, tiny_hps_dir, tiny_hpsv3_dir, tiny_imagereward_dir
 
 QUERIES = ["a red circle", "a blue square", "a red circle"]
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,

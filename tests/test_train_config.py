@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from promptloop.train.config import ConfigError, TrainConfig, dump_yaml, field_help, load_config
+from promptloop.train.config import ConfigError, TrainConfig, dump_yaml, field_help
+from promptloop.train.config_load import load_config
 from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

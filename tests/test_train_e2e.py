@@ -16,7 +16,7 @@ def _lora_state(trainer: PromptLoopTrainer) -> dict[str, torch.Tensor]:
 
 
 def test_sdxl_qwen_clipscore_two_steps_checkpoint_and_reload(tmp_path: Path) -> None:
-    from promptloop.rewards.testing import tiny_clip_dir
+    from promptloop.testing.rewards import tiny_clip_dir
 
     clip = tiny_clip_dir(tmp_path)
     prompts = tmp_path / "prompts.txt"

@@ -145,7 +145,7 @@ def test_shared_noise_gives_a_group_one_initial_noise(shared: bool) -> None:
     import numpy as np
 
     from promptloop.loop import PromptLoopSampler
-    from promptloop.loop.testing import tiny_call_kwargs, tiny_sd_pipeline
+    from promptloop.testing.pipelines import tiny_call_kwargs, tiny_sd_pipeline
     from promptloop.train.rollout import run_rollout
 
     sampler = PromptLoopSampler(tiny_sd_pipeline(seed=0), None)

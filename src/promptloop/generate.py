@@ -19,6 +19,7 @@ import torch
 from promptloop.eval.figures import labelled_grid
 from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
+from promptloop.models import check_local_folder, parse_model_ref, world_backbone_folder
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
 
@@ -73,10 +74,7 @@ def validate(req: GenerateRequest) -> None:
             check_limit(value, kind, flag)  # the ranges of validation.LIMITS
     check_limit(req.seed + req.num_images - 1, "seed", "--seed + --num-images - 1 (the last image's seed)")
     for flag, name in (("--pipeline", req.pipeline), ("--policy", req.policy)):
-        if name == "world" or name.startswith(("world:", "tiny:")):
-            continue
-        if (name.startswith((".", "/", "~")) or Path(name).exists()) and not Path(name).expanduser().is_dir():
-            raise FileNotFoundError(f"{flag} {name!r}: no such folder")
+        check_local_folder(name, flag)
 
 
 def _record(req: GenerateRequest, query: str, out: Any, seconds: float, scores: list[float] | None,
@@ -125,8 +123,7 @@ def _record(req: GenerateRequest, query: str, out: Any, seconds: float, scores: 
 def generate(req: GenerateRequest) -> dict[str, Any]:
     """Run the request; write images, previews, a trajectory strip and record.json into req.out (per prompt of a
     prompt source, into req.out/prompt_NNNN/, with req.out/record.json holding every prompt's record)."""
-    from promptloop.train.components import load_pipeline, load_policy
-    from promptloop.train.config import PipelineConfig, PolicyConfig
+    from promptloop.models import load_pipeline, load_policy
 
     validate(req)
     folder = output_dir(req.out, "--out")  # before any model is loaded: a bad folder fails at once
@@ -144,14 +141,13 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
         prompts = load_prompts(req.prompts)
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
-    pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)
+    pipe, extra = load_pipeline(req.pipeline, device, dtype=req.dtype)
     world = _world_of(req.pipeline)
     guidance = req.guidance if req.guidance is not None else (4.0 if world is not None else None)
     req.guidance = guidance
     policy = None
     if mode != "none":
-        policy = load_policy(PolicyConfig(name_or_path=req.policy, dtype="auto" if req.dtype == "float32" else req.dtype),
-                             device)
+        policy = load_policy(req.policy, device, dtype="auto" if req.dtype == "float32" else req.dtype)
         if getattr(policy, "tokenizer", None) is not None:
             if prompts is not None:
                 from promptloop.train.data import skip_overlong_tokens
@@ -189,12 +185,13 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
 def _world_of(pipeline: str) -> Any:
     """The world package of a world backbone reference ('world', 'world:PATH'; the world is read from the folder),
     None for any other pipeline."""
-    if pipeline != "world" and not pipeline.startswith("world:"):
+    ref = parse_model_ref(pipeline)
+    if ref.kind != "world":
         return None
     from promptloop.world import get_world
-    from promptloop.world.backbone import DEFAULT_BACKBONE, backbone_world
+    from promptloop.world.backbone import backbone_world
 
-    return get_world(backbone_world(pipeline.split(":", 1)[1] if ":" in pipeline else DEFAULT_BACKBONE))
+    return get_world(backbone_world(world_backbone_folder(ref)))
 
 
 def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, guidance: float | None,

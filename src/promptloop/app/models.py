@@ -2,8 +2,8 @@
 
 The embedded world by default: backbone A, the shipped world policy with its GRPO adapter for
 PromptLoop (as the demo uses it) and its feed-forward adapter for the feed-forward row. Any diffusers
-pipeline / transformers VLM / LoRA adapter by folder or Hub id otherwise (loaded through the trainer's
-`load_pipeline` / `load_policy`, as `promptloop generate` does); a load failure is kept as a message for
+pipeline / transformers VLM / LoRA adapter by folder or Hub id otherwise (loaded through
+`promptloop.models`, as `promptloop generate` does); a load failure is kept as a message for
 the page instead of raising, so the app keeps serving.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from promptloop.models import parse_model_ref
 from promptloop.rewards import get_reward
 
 
@@ -31,7 +32,7 @@ class ModelSpec:
 
     @property
     def is_world(self) -> bool:
-        return self.pipeline == "world" or self.pipeline.startswith("world:")
+        return parse_model_ref(self.pipeline).kind == "world"
 
     def resolved(self) -> ModelSpec:
         """The spec with the world's defaults filled in (adapters, reward)."""
@@ -73,21 +74,19 @@ def _device(spec: ModelSpec) -> str:
 
 
 def _check_path(what: str, name: str | None) -> None:
-    if name and name.startswith((".", "/", "~")) and not Path(name).expanduser().is_dir():
+    if name and parse_model_ref(name).explicit_path and not Path(name).expanduser().is_dir():
         raise ModelLoadError(f"{what} {name!r}: no such folder")
 
 
 def _load_policy(spec: ModelSpec, adapter: str | None, pipe: Any) -> Any:
+    from promptloop.models import load_policy
     from promptloop.policy.sanitize import token_length_fn
-    from promptloop.train.components import load_policy
-    from promptloop.train.config import PolicyConfig
 
     _check_path("policy", spec.policy)
     _check_path("adapter", adapter)
-    cfg = PolicyConfig(name_or_path=spec.policy, adapter_path=adapter or None,
-                       dtype="auto" if spec.dtype == "float32" else spec.dtype)
     try:
-        policy = load_policy(cfg, _device(spec))
+        policy = load_policy(spec.policy, _device(spec), adapter_path=adapter or None,
+                             dtype="auto" if spec.dtype == "float32" else spec.dtype)
     except Exception as e:  # any failure of a user-named model is reported in the page
         raise ModelLoadError(f"cannot load policy {spec.policy!r}"
                              f"{f' with adapter {adapter!r}' if adapter else ''}: {_first_line(e)}") from e
@@ -105,13 +104,12 @@ def _first_line(e: BaseException) -> str:
 
 def load_models(spec: ModelSpec) -> Models:
     """Load the pipeline and the reward of `spec` (policies load on first use); ModelLoadError says why not."""
-    from promptloop.train.components import load_pipeline
-    from promptloop.train.config import PipelineConfig
+    from promptloop.models import load_pipeline
 
     spec = spec.resolved()
     _check_path("pipeline", spec.pipeline)
     try:
-        pipe, extra = load_pipeline(PipelineConfig(name_or_path=spec.pipeline, dtype=spec.dtype), _device(spec))
+        pipe, extra = load_pipeline(spec.pipeline, _device(spec), dtype=spec.dtype)
     except Exception as e:  # any failure of a user-named model is reported in the page
         raise ModelLoadError(f"cannot load pipeline {spec.pipeline!r}: {_first_line(e)}") from e
     if spec.is_world:

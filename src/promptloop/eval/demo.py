@@ -31,7 +31,7 @@ CONFIG = Path(__file__).resolve().parents[3] / "configs" / "world.yaml"
 
 def _short_grpo(out: Path, steps: int) -> list[dict[str, Any]]:
     """A short GRPO run from the SFT policy; returns the training records of metrics.jsonl."""
-    from promptloop.train.config import load_config
+    from promptloop.train.config_load import load_config
     from promptloop.train.logging import read_metrics
     from promptloop.train.trainer import train
 

@@ -104,10 +104,9 @@ def compare_pipeline(
 
     from promptloop.fs_errors import output_dir
     from promptloop.loop.sampler import PromptLoopSampler
+    from promptloop.models import load_pipeline, load_policy, parse_model_ref
     from promptloop.policy.sanitize import token_length_fn
     from promptloop.rewards import CombinedReward
-    from promptloop.train.components import load_pipeline, load_policy
-    from promptloop.train.config import PipelineConfig, PolicyConfig
     from promptloop.train.data import load_prompts, skip_overlong_tokens
     from promptloop.validation import check_device
 
@@ -120,22 +119,21 @@ def compare_pipeline(
     reward = CombinedReward(weights, normalise=False, reward_kwargs=reward_kwargs).preflight()
     texts = load_prompts(prompts, limit=n)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    world = pipeline == "world" or pipeline.startswith("world:")
+    world = parse_model_ref(pipeline).kind == "world"
     if policy == "world" and adapter is None:  # the shipped world policies: GRPO for PromptLoop, its feed-forward twin
         from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER
 
         adapter = str(GRPO_ADAPTER)
         feed_forward_adapter = feed_forward_adapter or str(FEED_FORWARD_ADAPTER)
-    pipe, extra = load_pipeline(PipelineConfig(name_or_path=pipeline, dtype=dtype), dev)  # type: ignore[arg-type]
+    pipe, extra = load_pipeline(pipeline, dev, dtype=dtype)
     if world:
         extra = {"height": 32, "width": 32, **extra}
         guidance = 4.0 if guidance is None else guidance
     policy_dtype = "auto" if dtype == "float32" else dtype
-    main_policy = load_policy(PolicyConfig(name_or_path=policy, dtype=policy_dtype, adapter_path=adapter), dev)  # type: ignore[arg-type]
+    main_policy = load_policy(policy, dev, dtype=policy_dtype, adapter_path=adapter)
     ff_policy = main_policy
     if feed_forward_adapter is not None:
-        ff_policy = load_policy(PolicyConfig(name_or_path=policy, dtype=policy_dtype,  # type: ignore[arg-type]
-                                             adapter_path=feed_forward_adapter), dev)
+        ff_policy = load_policy(policy, dev, dtype=policy_dtype, adapter_path=feed_forward_adapter)
     tokenizer = getattr(pipe, "tokenizer", None)
     for p in {id(main_policy): main_policy, id(ff_policy): ff_policy}.values():
         if tokenizer is not None and getattr(p, "prompt_length_fn", None) is None:

@@ -8,12 +8,12 @@ Public API:
     predict_x0, StepRecorder                          -- Tweedie x0 for any diffusers scheduler
     FAMILIES, FamilySpec, detect_family, table_family -- the table route (SD, SDXL, SD3, FLUX.1)
     decode_preview, UnsupportedPipelineError         -- previews for any pipeline; the refusal error
-Tiny offline pipelines for tests live in `promptloop.loop.testing` (imported on demand).
+Tiny offline pipelines for tests live in `promptloop.testing.pipelines` (imported on demand).
 """
 
 from promptloop.loop.families import FAMILIES, FamilySpec, detect_family, table_family
-from promptloop.loop.generic import UnsupportedPipelineError
 from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
+from promptloop.loop.pipeline_api import UnsupportedPipelineError
 from promptloop.loop.preview import decode_preview
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.loop.schedule import make_schedule, random_schedule, uniform_schedule, validate_schedule

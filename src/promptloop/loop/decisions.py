@@ -2,7 +2,7 @@
 
 `propose` asks the policy (validated by `check_policy_output`), `plan_in_advance` makes the no-feedback
 mode's decisions before sampling, `record` appends each sample's decision to its trajectory and
-`advance` puts the new prompts (and negative prompts) in force. `check_queries` and `check_mode`
+`advance` puts the new prompts (and negative prompts) in force. `call_queries`, `check_queries` and `check_mode`
 validate a call's input.
 """
 
@@ -143,8 +143,9 @@ def first_not_none(value: int | None, default: int) -> int:
     return default if value is None else value
 
 
-def check_queries(pipe: Any, queries: Sequence[str]) -> None:
-    """Reject empty queries; warn once when some exceed the (first) text encoder's token window."""
+def check_queries(pipe: Any, queries: Sequence[str], stacklevel: int = 3) -> None:
+    """Reject empty queries; warn once when some exceed the (first) text encoder's token window (the warning names
+    the caller `stacklevel` frames up: by default the caller of the sampler)."""
     for i, q in enumerate(queries):
         if not isinstance(q, str):
             raise ValueError(f"query {i} is not a string: {type(q).__name__}")
@@ -160,8 +161,36 @@ def check_queries(pipe: Any, queries: Sequence[str]) -> None:
             f"{len(too_long)} of {len(queries)} queries exceed the text encoder's window of {window} tokens and are "
             f"truncated (e.g. {too_long[0][:60]!r}...)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
+
+
+def call_queries(pipe: Any, queries: str | Sequence[str] | None, prompt: str | Sequence[str] | None,
+                 negative_prompt: str | list[str] | None,
+                 pipeline_kwargs: dict[str, Any]) -> tuple[list[str], str | list[str] | None]:
+    """(one query per sample, the negative prompt(s)) of a sampler call: the queries given as the first argument or
+    as `prompt=`, each repeated `num_images_per_prompt` times (popped from `pipeline_kwargs`, as is every option the
+    sampler sets itself, which is refused), checked by `check_queries`."""
+    for reserved in ("prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs",
+                     "callback", "callback_steps"):
+        if reserved in pipeline_kwargs:
+            raise ValueError(f"{reserved!r} is set by the sampler; pass the prompts (queries) instead")
+    if (queries is None) == (prompt is None):
+        raise TypeError("pass the prompts as the first argument (queries) or as prompt=, one of the two"
+                        if queries is not None else "no prompts: pass queries (the first argument) or prompt=")
+    given = queries if queries is not None else prompt
+    out = [given] if isinstance(given, str) else list(given)  # type: ignore[arg-type]
+    repeats = int(pipeline_kwargs.pop("num_images_per_prompt", 1) or 1)
+    if repeats > 1:
+        out = [q for q in out for _ in range(repeats)]
+        if isinstance(negative_prompt, list):
+            negative_prompt = [n for n in negative_prompt for _ in range(repeats)]
+    if not out:
+        raise ValueError("no queries")
+    check_queries(pipe, out, stacklevel=4)
+    if isinstance(negative_prompt, list) and len(negative_prompt) != len(out):
+        raise ValueError(f"{len(negative_prompt)} negative prompts for {len(out)} queries")
+    return out, negative_prompt
 
 
 def check_mode(mode: str) -> str:

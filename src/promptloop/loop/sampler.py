@@ -41,6 +41,7 @@ from diffusers.utils import logging as diffusers_logging
 from promptloop.loop.decisions import (
     MODES,
     CallState,
+    call_queries,
     check_mode,
     check_queries,
     first_not_none,
@@ -49,14 +50,9 @@ from promptloop.loop.decisions import (
     record,
 )
 from promptloop.loop.families import default_size, execution_device, table_family
-from promptloop.loop.generic import (
-    ConditioningSwap,
-    PromptEncoder,
-    UnsupportedPipelineError,
-    denoisers,
-    make_step_trigger,
-)
+from promptloop.loop.generic import ConditioningSwap
 from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
+from promptloop.loop.pipeline_api import PromptEncoder, UnsupportedPipelineError, denoisers, make_step_trigger
 from promptloop.loop.preview import LazyPreviews, decode_preview
 from promptloop.loop.schedule import make_schedule
 from promptloop.loop.table_swap import TableSwap
@@ -175,25 +171,7 @@ class PromptLoopSampler:
         rewrite_first = self.rewrite_first if rewrite_first is None else rewrite_first
         if rewrite_first and mode not in ("feedback", "feed-forward"):
             raise ValueError(f"rewrite_first applies to feedback mode (feed-forward always rewrites first), not {mode!r}")
-        for reserved in ("prompt_embeds", "pooled_prompt_embeds", "callback_on_step_end_tensor_inputs",
-                         "callback", "callback_steps"):
-            if reserved in pipeline_kwargs:
-                raise ValueError(f"{reserved!r} is set by the sampler; pass the prompts (queries) instead")
-        if (queries is None) == (prompt is None):
-            raise TypeError("pass the prompts as the first argument (queries) or as prompt=, one of the two"
-                            if queries is not None else "no prompts: pass queries (the first argument) or prompt=")
-        queries = queries if queries is not None else prompt
-        queries = [queries] if isinstance(queries, str) else list(queries)  # type: ignore[arg-type]
-        repeats = int(pipeline_kwargs.pop("num_images_per_prompt", 1) or 1)
-        if repeats > 1:
-            queries = [q for q in queries for _ in range(repeats)]
-            if isinstance(negative_prompt, list):
-                negative_prompt = [n for n in negative_prompt for _ in range(repeats)]
-        if not queries:
-            raise ValueError("no queries")
-        check_queries(pipe, queries)
-        if isinstance(negative_prompt, list) and len(negative_prompt) != len(queries):
-            raise ValueError(f"{len(negative_prompt)} negative prompts for {len(queries)} queries")
+        queries, negative_prompt = call_queries(pipe, queries, prompt, negative_prompt, pipeline_kwargs)
         if mode in ("feedback", "no-feedback"):
             steps = make_schedule(
                 num_inference_steps,

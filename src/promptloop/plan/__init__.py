@@ -171,7 +171,7 @@ def _smallest_fit(fits: dict[str, dict[str, bool | None]], gpus: list[int]) -> s
 
 def plan(configs: list[str | Path], gpus: list[int] | None = None, budget_gb: float = 80.0) -> dict[str, Any]:
     """Plans of the YAML recipes `configs` (see the module docstring)."""
-    from promptloop.train.config import load_config
+    from promptloop.train.config_load import load_config
 
     gpus = sorted(set(gpus or [1, 2, 4, 8]))
     if not configs:

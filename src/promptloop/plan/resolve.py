@@ -9,6 +9,13 @@ from typing import Any
 
 import torch
 
+from promptloop.models import (
+    parse_model_ref,
+    tiny_pipeline_builder,
+    tiny_policy_builder,
+    world_backbone_folder,
+    world_policy_path,
+)
 from promptloop.plan.archs import (
     CLIP_ARCHS,
     PARAMETER_FREE_REWARDS,
@@ -64,19 +71,18 @@ def _arch_of_module(module: Any, source: str) -> Arch:
 
 def pipeline_archs(name: str) -> dict[str, Arch]:
     """{component: Arch} of a pipeline named as `pipeline.name_or_path` is."""
-    if name.startswith("tiny:"):
-        from promptloop.loop.testing import TINY_PIPELINES
-
-        family = name.split(":", 1)[1]
-        if family not in TINY_PIPELINES:
+    ref = parse_model_ref(name)
+    if ref.kind == "tiny":
+        builder = tiny_pipeline_builder(ref)
+        if builder is None:
             raise PlanError(f"pipeline {name!r}: unknown tiny pipeline")
-        pipe = TINY_PIPELINES[family](seed=0, device="cpu")
+        pipe = builder(seed=0, device="cpu")
         return {part: _arch_of_module(m, name) for part, m in pipe.components.items()
                 if isinstance(m, torch.nn.Module) and hasattr(m, "config")}
-    if name == "world" or name.startswith("world:"):
-        from promptloop.world.backbone import DEFAULT_BACKBONE, text_encoder_path
+    if ref.kind == "world":
+        from promptloop.world.backbone import text_encoder_path
 
-        folder = Path(name.split(":", 1)[1]) if ":" in name else DEFAULT_BACKBONE
+        folder = world_backbone_folder(ref)
         archs = _diffusers_folder_archs(folder, name)
         archs["text_encoder"] = _arch_from_transformers_folder(Path(text_encoder_path()), f"pipeline {name!r}",
                                                                "BertModel")
@@ -130,16 +136,13 @@ def _diffusers_folder_archs(folder: Path, name: str) -> dict[str, Arch]:
 
 def policy_arch(name: str) -> Arch:
     """The Arch of a policy named as `policy.name_or_path` is."""
-    if name.startswith("tiny:"):
-        from promptloop.policy.testing import TINY_POLICIES as builders
-
-        kind = name.split(":", 1)[1]
-        if kind not in builders:
+    ref = parse_model_ref(name)
+    if ref.kind == "tiny":
+        builder = tiny_policy_builder(ref)
+        if builder is None:
             raise PlanError(f"policy {name!r}: unknown tiny policy")
-        return _arch_of_module(builders[kind](seed=0).model, name)
+        return _arch_of_module(builder(seed=0).model, name)
     if name == "world":
-        from promptloop.train.components import world_policy_path
-
         return _arch_from_transformers_folder(world_policy_path(), "policy 'world'")
     folder = _config_folder(name)
     if folder is not None:

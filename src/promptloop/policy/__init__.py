@@ -1,5 +1,6 @@
-"""Refinement policies: the contract (`base`), the transformers VLM policy (`vlm`), its instruction
-templates (`instruction`), output sanitation (`sanitize`) and tiny offline test builders (`testing`)."""
+"""Refinement policies: the contract (`base`), the transformers VLM policy (`vlm`), the per-family processors it
+loads (`processors`), its instruction templates (`instruction`) and output sanitation (`sanitize`); the tiny offline
+test policies are in `promptloop.testing`."""
 
 from promptloop.policy.base import (
     FixedPromptPolicy,
@@ -10,8 +11,9 @@ from promptloop.policy.base import (
     StagedPolicy,
 )
 from promptloop.policy.instruction import InstructionTemplate
+from promptloop.policy.processors import QwenVLComponentProcessor
 from promptloop.policy.sanitize import Sanitizer, clean_text, rough_length
-from promptloop.policy.vlm import QwenVLComponentProcessor, VLMPolicy
+from promptloop.policy.vlm import VLMPolicy
 
 __all__ = [
     "FixedPromptPolicy",

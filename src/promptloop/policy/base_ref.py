@@ -24,18 +24,12 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+from promptloop.models import TINY, WORLD, world_policy_path
+
 KINDS = ("registered", "relative", "hub")
-TINY = "tiny:"  # the tiny random policies of promptloop.policy.testing, built by VLMPolicy.from_pretrained
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
-
-def _world_policy() -> Path:
-    from promptloop.world.backbone import DEFAULT_BACKBONE
-
-    return DEFAULT_BACKBONE.parent / "policy"
-
-
-REGISTERED_BASES: dict[str, Callable[[], Path]] = {"world": _world_policy}  # name -> the folder it stands for
+REGISTERED_BASES: dict[str, Callable[[], Path]] = {WORLD: world_policy_path}  # name -> the folder it stands for
 
 
 class BaseModelError(ValueError):

@@ -19,15 +19,9 @@ depended on the nucleus would give -inf ratios once the policy moves. GRPO must 
 new/old is then 1 exactly on the first iteration. The completion includes its end-of-turn token (its
 log-prob counts: stopping is part of the action); a completion cut by `max_new_tokens` has none.
 
-Families. LLaVA-style models (and any model whose `AutoProcessor` works) go through their processor.
-Qwen2-VL / Qwen2.5-VL processors cannot be built without torchvision in this transformers version, so
-for them `QwenVLComponentProcessor` stands in: the PIL image processor, `<|image_pad|>` repeated
-`grid_thw.prod() / merge_size**2` times, and `mm_token_type_ids` (1 on image tokens) for the 3-D RoPE.
-SmolVLM (whose `SmolVLMProcessor` needs torchvision for its video processor) goes through `Idefics3Processor`, which
-writes the same image prompt; LLaVA-OneVision (same obstacle) through `LlavaOnevisionImageTextProcessor`
-(`promptloop.policy.onevision`: the real `LlavaOnevisionProcessor` with only its image processor and tokenizer).
-Images go to the processor one list per sample; when the chat template writes BOS itself (Gemma 3) the tokenizer is
-told not to add a second one.
+Families. Each family's processor is loaded by `promptloop.policy.processors` (stand-ins where the real one needs
+torchvision). Images go to the processor one list per sample; when the chat template writes BOS itself (Gemma 3) the
+tokenizer is told not to add a second one.
 
 Position ids for the one-pass forward are computed exactly as `generate` computes them (the model's
 own `_prepare_position_ids_for_generation`, i.e. cumsum of the attention mask under left padding, or
@@ -38,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,20 +40,13 @@ import torch
 from PIL import Image
 
 from promptloop.fs_errors import atomic_write
-from promptloop.integrity import ModelFileError, read_json_object, verify_folder, write_manifest
-from promptloop.model_json import (
-    INSTRUCTION_FIELDS,
-    POLICY_FIELDS,
-    FieldSpec,
-    check_fields,
-    check_sizes,
-    describe_config_error,
-)
+from promptloop.integrity import verify_folder, write_manifest
 from promptloop.policy.base import PolicyInput, PolicyOutput
-from promptloop.policy.base_ref import base_model_ref, resolve_base
-from promptloop.policy.callables import FIELDS, callable_ref, resolve_callable
+from promptloop.policy.base_ref import base_model_ref
+from promptloop.policy.callables import callable_ref
 from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
 from promptloop.policy.instruction import InstructionTemplate
+from promptloop.policy.model_files import check_finite_weights
 from promptloop.policy.peft_compat import quiet_peft_wrap
 from promptloop.policy.sanitize import Sanitizer
 
@@ -68,59 +54,6 @@ POLICY_CONFIG = "promptloop_policy.json"
 _END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 _MEDIA_TOKEN_ATTRS = ("image_token_id", "image_token_index", "video_token_id", "video_token_index",
                       "vision_start_token_id", "vision_end_token_id", "vision_token_id")
-
-
-class QwenVLComponentProcessor:
-    """Stands in for `Qwen2_5_VLProcessor` (which needs torchvision): PIL image processor + tokenizer.
-
-    `__call__(text=[...], images=[...])` expands each `<|image_pad|>` in the text to
-    `grid_thw.prod() // merge_size**2` copies and returns input_ids, attention_mask, pixel_values,
-    image_grid_thw and mm_token_type_ids (0 text, 1 image), as the real processor does.
-    """
-
-    image_token = "<|image_pad|>"
-
-    def __init__(self, image_processor: Any, tokenizer: Any, chat_template: str | None = None) -> None:
-        self.image_processor = image_processor
-        self.tokenizer = tokenizer
-        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
-        self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
-        self.merge_size = int(getattr(image_processor, "merge_size", 2))
-
-    def __call__(
-        self, text: Sequence[str], images: Sequence[Image.Image] | None = None, padding: bool = True,
-        return_tensors: str = "pt", **kwargs: Any,
-    ) -> dict[str, torch.Tensor]:
-        texts = list(text)
-        out: dict[str, torch.Tensor] = {}
-        if images:
-            img = self.image_processor(images=list(images), return_tensors="pt")
-            grid = img["image_grid_thw"]
-            out["pixel_values"] = img["pixel_values"]
-            out["image_grid_thw"] = grid
-            k = 0
-            expanded = []
-            for t in texts:
-                while self.image_token in t:
-                    n = int(grid[k].prod()) // self.merge_size**2
-                    t = t.replace(self.image_token, "<|placeholder|>" * n, 1)
-                    k += 1
-                expanded.append(t.replace("<|placeholder|>", self.image_token))
-            if k != len(grid):
-                raise ValueError(f"{len(grid)} images for {k} image tokens in the text")
-            texts = expanded
-        enc = self.tokenizer(texts, padding=padding, return_tensors=return_tensors)
-        out["input_ids"] = enc["input_ids"]
-        out["attention_mask"] = enc["attention_mask"]
-        out["mm_token_type_ids"] = (enc["input_ids"] == self.image_token_id).long()
-        return out
-
-    def apply_chat_template(self, messages: Any, **kwargs: Any) -> Any:
-        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, **kwargs)
-
-    def save_pretrained(self, path: str | Path) -> None:
-        self.image_processor.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
 
 
 def _as_list(x: Any) -> list[int]:
@@ -687,226 +620,9 @@ class VLMPolicy:
         off unless asked for. Keyword
         arguments override the saved policy settings (`temperature`, ...).
         """
-        from transformers import AutoModelForImageTextToText, AutoTokenizer
+        from promptloop.policy.vlm_loading import load_pretrained
 
-        from promptloop.hub import resolve_policy
-
-        if torch_dtype is not None:
-            if dtype is not None and dtype != torch_dtype:
-                raise TypeError(f"from_pretrained got dtype={dtype} and torch_dtype={torch_dtype}: pass one of them")
-            dtype = torch_dtype
-        if isinstance(path, str) and path.startswith("tiny:"):  # the documented tiny random policies (tests, docs)
-            return cls._tiny(path, dtype, device, adapter_path, is_trainable, policy_kwargs)
-        resolved = resolve_policy(path, revision)  # a PromptLoop policy repo on the Hub: its local snapshot
-        hub_id = str(path) if resolved != path else None  # names a full model loaded from it (not the cache path)
-        path = Path(resolved)
-        saved: dict[str, Any] = {}
-        cfg_file = path / POLICY_CONFIG
-        if cfg_file.exists():  # read and checked first: nothing it names is used unchecked (see callables.py)
-            saved = read_json_object(cfg_file)
-            check_fields(cfg_file, saved, POLICY_FIELDS)
-            if isinstance(saved.get("instruction"), dict):
-                check_fields(cfg_file, saved["instruction"], INSTRUCTION_FIELDS, prefix="instruction.")
-            saved["_where"] = str(cfg_file)
-        kwargs = cls._saved_kwargs(saved)  # before any weights load: a bad promptloop_policy.json fails at once
-        if path.is_dir():
-            verify_folder(path, "policy folder")
-        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
-            adapter_path = adapter_path or path
-            base, kind, where = saved.get("base_model"), saved.get("base_model_kind"), str(cfg_file)
-            if not base:
-                where = str(path / "adapter_config.json")
-                base, kind = read_json_object(path / "adapter_config.json").get("base_model_name_or_path"), None
-            if not base:
-                raise ValueError(f"{path} is an adapter folder that names no base model")
-            base = resolve_base(path, base, kind, where)
-            merged = {**kwargs, **policy_kwargs}
-            return cls.from_pretrained(base, adapter_path=adapter_path, trust_remote_code=trust_remote_code,
-                                       dtype=dtype, device=device, is_trainable=is_trainable, revision=revision,
-                                       attn_implementation=attn_implementation, device_map=device_map,
-                                       quantization_config=quantization_config, **merged)
-        if path.is_dir():
-            check_model_files(path)
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        if dtype is None:
-            dtype = torch.float32 if dev.type == "cpu" else "auto"
-        load: dict[str, Any] = {"revision": revision, "device_map": dev if device_map is None else device_map}
-        if attn_implementation is not None:
-            load["attn_implementation"] = attn_implementation
-        if quantization_config is not None:
-            load["quantization_config"] = quantization_config
-        try:
-            model = AutoModelForImageTextToText.from_pretrained(str(path), trust_remote_code=trust_remote_code,
-                                                                dtype=dtype, **load)
-        except (OSError, ImportError, torch.OutOfMemoryError):  # not found / not installed / too large: their words
-            raise
-        except Exception as e:  # a config field of the wrong type, a size the weights do not have, ...
-            raise ModelFileError(_load_error(path, "config.json", "the model", e)) from e
-        check_finite_weights(model, f"policy {path}")
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code, revision=revision)
-        except (OSError, ImportError):
-            raise
-        except Exception as e:
-            raise ModelFileError(_load_error(path, "tokenizer.json / tokenizer_config.json", "the tokenizer", e)) from e
-        try:
-            processor = cls._load_processor(path, model, tokenizer, trust_remote_code)
-        except (OSError, ImportError):
-            raise
-        except Exception as e:
-            raise ModelFileError(_load_error(path, "processor_config.json / preprocessor_config.json",
-                                             "the image processor", e)) from e
-        kwargs.update(policy_kwargs)
-        kwargs.setdefault("name_or_path", hub_id or str(path))
-        if isinstance(kwargs.get("constraint"), type):  # a saved constraint class: build it for this tokenizer
-            kwargs["constraint"] = kwargs["constraint"](tokenizer)
-        policy = cls(model, tokenizer, processor, **kwargs)
-        if adapter_path is not None:
-            policy.load_adapter(adapter_path, is_trainable=is_trainable)
-        return policy
-
-    @staticmethod
-    def _tiny(name: str, dtype: torch.dtype | str | None, device: str | torch.device | None,
-              adapter_path: str | Path | None, is_trainable: bool, policy_kwargs: dict[str, Any]) -> VLMPolicy:
-        """`tiny:NAME`: the random test policy `promptloop.policy.testing.TINY_POLICIES[NAME]` (seed 0), offline."""
-        from promptloop.policy.testing import TINY_POLICIES
-
-        kind = name.split(":", 1)[1]
-        if kind not in TINY_POLICIES:
-            raise ValueError(f"{name!r}: unknown tiny policy; choose from {['tiny:' + k for k in TINY_POLICIES]}")
-        policy_kwargs.setdefault("name_or_path", name)  # an adapter saved on it names it as its base
-        policy: VLMPolicy = TINY_POLICIES[kind](seed=0, **policy_kwargs)
-        if isinstance(dtype, str) and dtype != "auto":
-            dtype = getattr(torch, dtype)
-        if isinstance(dtype, torch.dtype):
-            policy.model.to(dtype)
-        if device is not None:
-            policy.model.to(device)
-        if adapter_path is not None:
-            policy.load_adapter(adapter_path, is_trainable=is_trainable)
-        return policy
-
-    @staticmethod
-    def _saved_kwargs(saved: dict[str, Any]) -> dict[str, Any]:
-        kw: dict[str, Any] = {}
-        if "instruction" in saved:
-            kw["instruction"] = InstructionTemplate.from_dict(saved["instruction"])
-        for k in ("temperature", "top_p", "max_new_tokens", "max_prompt_tokens", "system_prompt", "image_size"):
-            if k in saved:
-                kw[k] = saved[k]
-        for k in FIELDS:
-            fn = resolve_callable(k, saved.get(k), saved.get("_where", POLICY_CONFIG))
-            if fn is not None:
-                kw[k] = fn
-        return kw
-
-    @staticmethod
-    def _load_processor(path: Path, model: Any, tokenizer: Any, trust_remote_code: bool) -> Any:
-        model_type = str(getattr(model.config, "model_type", ""))
-        if re.match(r"qwen\d?(_\d)?_vl", model_type):
-            try:
-                from transformers import AutoProcessor
-
-                proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-                if callable(proc) and hasattr(proc, "image_processor"):
-                    return proc
-            except Exception:  # no torchvision: fall back to the component set below
-                pass
-            from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-            chat_template = getattr(tokenizer, "chat_template", None)
-            if not chat_template and (path / "chat_template.jinja").exists():
-                chat_template = (path / "chat_template.jinja").read_text()
-            elif not chat_template and (path / "chat_template.json").exists():
-                chat_template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
-            if chat_template:
-                tokenizer.chat_template = chat_template
-            return QwenVLComponentProcessor(Qwen2VLImageProcessorPil.from_pretrained(str(path)), tokenizer,
-                                            chat_template=chat_template)
-        from transformers import AutoProcessor
-
-        try:
-            proc = AutoProcessor.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-        except Exception:
-            from transformers import AutoImageProcessor, LlavaProcessor
-
-            image_processor = AutoImageProcessor.from_pretrained(str(path), backend="pil")
-            if model_type in ("smolvlm", "idefics3"):  # SmolVLMProcessor: its video processor needs torchvision
-                return _idefics3_processor(path, model, image_processor, tokenizer)
-            if model_type == "llava_onevision":  # LlavaOnevisionProcessor: likewise
-                from promptloop.policy.onevision import load_onevision_processor
-
-                return load_onevision_processor(path, image_processor, tokenizer)
-            proc = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                  chat_template=getattr(tokenizer, "chat_template", None))
-        return proc
-
-
-_TOKEN_ID_FIELDS = ("eos_token_id", "bos_token_id", "pad_token_id", "decoder_start_token_id")
-
-
-def check_model_files(path: Path) -> None:
-    """The JSON files of a local model folder, before transformers reads them: valid JSON objects, sizes in
-    config.json >= 0, token ids in generation_config.json integers, tokenizer.json with its `model` and
-    `added_tokens`; ModelFileError naming the file and the field."""
-    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-                 "processor_config.json", "preprocessor_config.json", "special_tokens_map.json", "chat_template.json"):
-        f = path / name
-        if not f.is_file():
-            continue
-        data = read_json_object(f)
-        if name == "config.json":
-            check_sizes(f, data)
-        elif name == "generation_config.json":
-            for key in _TOKEN_ID_FIELDS:
-                ids = data.get(key)
-                for v in ids if isinstance(ids, list) else [ids]:
-                    if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
-                        raise ModelFileError(f"{f}: field {key!r}: expected a token id (an integer >= 0), a list of "
-                                             f"them or null, got {ids!r}")
-        elif name == "tokenizer.json":
-            spec: dict[str, FieldSpec] = {"model": ((dict,), None), "added_tokens": ((list,), None)}
-            missing = [key for key in spec if key not in data]
-            if missing:
-                raise ModelFileError(f"{f}: field {missing[0]!r} is missing")
-            check_fields(f, data, spec)
-
-
-def _load_error(path: Path, files: str, what: str, e: BaseException) -> str:
-    """One line for a failure to build `what` from the folder's `files`."""
-    from promptloop.cli_runner import error_line
-
-    if "Validation error for field" in str(e):  # transformers' strict config check: the field and the reason
-        return describe_config_error(path / files.split(" ")[0], e)
-    line = f"missing field {e.args[0]!r}" if isinstance(e, KeyError) and e.args else error_line(e)
-    return f"policy {path}: cannot load {what} ({files}): {type(e).__name__}: {line}"
-
-
-@torch.no_grad()
-def check_finite_weights(model: Any, where: str, only: tuple[str, ...] = ()) -> None:
-    """ModelFileError naming the first floating-point weight of `model` (whose name contains one of `only`, when
-    given) that holds nan or inf: such weights come from a diverged run, and sampling from them fails later."""
-    for name, p in model.named_parameters():
-        if (only and not any(o in name for o in only)) or not p.is_floating_point() or p.device.type == "meta":
-            continue
-        bad = int((~torch.isfinite(p)).sum())
-        if bad:
-            raise ModelFileError(f"{where}: weight {name} holds {bad} nan/inf value(s) of {p.numel()} (saved by a "
-                                 "diverged run?); not loaded")
-
-
-def _idefics3_processor(path: Path, model: Any, image_processor: Any, tokenizer: Any) -> Any:
-    """`Idefics3Processor` for a SmolVLM / Idefics3 folder: it writes the same image prompt as `SmolVLMProcessor`
-    (tiles in `<fake_token_around_image>` with `<row_i_col_j>`, then `<global-img>`) for images; the chat template
-    is the tokenizer's or the folder's `chat_template.jinja` / `chat_template.json`."""
-    from transformers import Idefics3Processor
-
-    chat_template = getattr(tokenizer, "chat_template", None)
-    if not chat_template and (path / "chat_template.jinja").exists():
-        chat_template = (path / "chat_template.jinja").read_text()
-    elif not chat_template and (path / "chat_template.json").exists():
-        chat_template = json.loads((path / "chat_template.json").read_text()).get("chat_template")
-    vision = model.config.vision_config
-    seq_len = (int(vision.image_size) // int(vision.patch_size)) ** 2 // int(model.config.scale_factor) ** 2
-    return Idefics3Processor(image_processor=image_processor, tokenizer=tokenizer, image_seq_len=seq_len,
-                             chat_template=chat_template)
+        return load_pretrained(cls, path, adapter_path=adapter_path, trust_remote_code=trust_remote_code, dtype=dtype,
+                               device=device, is_trainable=is_trainable, revision=revision,
+                               attn_implementation=attn_implementation, device_map=device_map,
+                               quantization_config=quantization_config, torch_dtype=torch_dtype, **policy_kwargs)

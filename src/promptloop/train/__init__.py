@@ -39,8 +39,8 @@ if TYPE_CHECKING:
         PolicyConfig,
         TrainConfig,
         dump_yaml,
-        load_config,
     )
+    from promptloop.train.config_load import load_config
     from promptloop.train.data import PromptFileError, PromptOrder, load_prompts
     from promptloop.train.logging import plot_reward_curve, read_metrics
     from promptloop.train.loss import grpo_loss, grpo_token_loss, kl_k3
@@ -52,7 +52,8 @@ _MODULE_OF: dict[str, str] = {
     "add_train_parser": "cli", "main": "cli",
     **{name: "config" for name in (
         "AccelerateConfig", "CheckpointConfig", "ConfigError", "DataConfig", "EvalConfig", "GRPOSettings", "HubConfig",
-        "LoggingConfig", "LoopConfig", "PipelineConfig", "PolicyConfig", "TrainConfig", "dump_yaml", "load_config")},
+        "LoggingConfig", "LoopConfig", "PipelineConfig", "PolicyConfig", "TrainConfig", "dump_yaml")},
+    "load_config": "config_load",
     "PromptFileError": "data", "PromptOrder": "data", "load_prompts": "data",
     "plot_reward_curve": "logging", "read_metrics": "logging",
     "grpo_loss": "loss", "grpo_token_loss": "loss", "kl_k3": "loss",

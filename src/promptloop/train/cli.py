@@ -31,7 +31,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> dict[str, Any]:
     """Handler of `promptloop train`: load the config, train, return a summary dict."""
     from promptloop.fs_errors import output_dir
-    from promptloop.train.config import dump_yaml, load_config
+    from promptloop.train.config import dump_yaml
+    from promptloop.train.config_load import load_config
     from promptloop.validation import InputError
 
     overrides = list(args.overrides)

@@ -26,7 +26,6 @@ import contextlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,9 +34,9 @@ from typing import Any
 
 import torch
 
-from promptloop.fs_errors import atomic_write, describe_os_error, os_error_in, output_dir
+from promptloop.fs_errors import output_dir
 from promptloop.train import checkpoint as ckpt
-from promptloop.train import sharding
+from promptloop.train import run_folder, sharding
 from promptloop.train.advantages import group_advantages, group_stats
 from promptloop.train.components import ReferencePolicy, load_pipeline, load_policy, prepare_policy
 from promptloop.train.config import TrainConfig
@@ -52,7 +51,6 @@ from promptloop.train.data import (
 from promptloop.train.faults import fault_point
 from promptloop.train.logging import PLOT_FILE, MetricsLogger, plot_reward_curve
 from promptloop.train.loss import grpo_loss
-from promptloop.train.resume import metrics_problems, resume_checkpoint
 from promptloop.train.rollout import RolloutBatch, derive_seed, micro_batches, policy_input, run_rollout
 
 # config sections that define a run: a checkpoint written under other values cannot be resumed
@@ -571,74 +569,9 @@ class PromptLoopTrainer:
                                        f"step {self.step} x {self.config.grpo.queries_per_step} queries")
         self.last_checkpoint = Path(path)
 
-    def _prepare_output_dir(self) -> None:
-        """Resume, refuse to clobber another run, or start afresh, as configured."""
-        cfg, acc = self.config, self.accelerator
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if cfg.overwrite:
-                shutil.rmtree(ckpt.checkpoint_root(self.output_dir), ignore_errors=True)
-            ckpt.remove_stale_tmp(self.output_dir)
-        acc.wait_for_everyone()
-        path, warnings = resume_checkpoint(cfg.resume, self.output_dir)
-        if path is None and not cfg.resume and ckpt.latest_checkpoint(self.output_dir) is not None:
-            raise TrainError(f"{self.output_dir} holds checkpoints of an earlier run: pass --resume (resume=true) to "
-                             "continue it, or overwrite=true to start afresh")
-        if path is not None:
-            self.load_checkpoint(path)
-            if self.step > cfg.steps:
-                raise TrainError(f"steps={cfg.steps} is below the step {self.step} of checkpoint {path}: set steps >= "
-                                 f"{self.step} to continue, or overwrite=true to start afresh")
-            if acc.is_main_process:
-                warnings += metrics_problems(self.logger.path, self.step)
-                for w in warnings:
-                    print(f"promptloop.train: warning: {w}", file=sys.stderr)
-            self.logger.truncate_after(self.step)
-            if acc.is_main_process:
-                print(f"promptloop.train: resumed from {path} at step {self.step}")
-        else:
-            self.logger.reset()
-            if acc.is_main_process:
-                atomic_write(self.output_dir / "config.json",
-                             lambda tmp: tmp.write_text(json.dumps(cfg.to_dict(), indent=1)))
-        acc.wait_for_everyone()
-
-    def _write_model_card(self, folder: Path, last: dict[str, Any]) -> None:
-        """The saved policy's README.md: what it is, its training, the last held-out rows (with the base row) and the
-        last evaluation's trajectory grid as trajectory.png (see `promptloop.hub`)."""
-        from promptloop.hub import write_training_card
-        from promptloop.integrity import write_manifest
-
-        train_rec, eval_rec = _latest_records(self.logger.path)
-        grids = sorted((self.output_dir / "trajectories").glob("step_*.png"))
-        cfg = self.config
-        write_training_card(folder, config=cfg, metrics=last or train_rec, eval_metrics=eval_rec,
-                            trajectory_png=grids[-1] if grids else None,
-                            repo_id=(cfg.hub.hub_model_id or Path(cfg.output_dir).resolve().name) if cfg.hub.push_to_hub
-                            else None)
-        write_manifest(folder)  # trajectory.png joins the manifest (the card itself is never in it)
-
     # ------------------------------------------------------------------------------------------------------------------
-    # the loop
+    # the loop (the run folder: promptloop.train.run_folder)
     # ------------------------------------------------------------------------------------------------------------------
-    def _save_final_policy(self, policy_path: Path, weights: dict[str, torch.Tensor] | None,
-                           last: dict[str, Any]) -> None:
-        """Write the final policy (with its model card) through `.tmp-policy` and a rename; a full disk leaves
-        neither half of it."""
-        tmp = self.output_dir / ".tmp-policy"
-        try:
-            shutil.rmtree(tmp, ignore_errors=True)
-            self.policy.save_pretrained(tmp, state_dict=weights)
-            self._write_model_card(tmp, last)
-            shutil.rmtree(policy_path, ignore_errors=True)
-            os.replace(tmp, policy_path)
-        except Exception as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            found = os_error_in(e, tmp)
-            if found is None:
-                raise
-            raise _final_policy_error(policy_path, found, self.last_checkpoint) from e
-
     def train_step(self) -> dict[str, Any]:
         """Rollout, score and update for the next step; returns its metrics record."""
         acc, cfg = self.accelerator, self.config
@@ -665,7 +598,7 @@ class PromptLoopTrainer:
     def train(self) -> TrainResult:
         """Run (or resume) the configured number of steps; returns a TrainResult."""
         cfg, acc = self.config, self.accelerator
-        self._prepare_output_dir()
+        run_folder.prepare_output_dir(self)
         if cfg.logging.trackers():
             flat = {k: json.dumps(v) if isinstance(v, (dict, list)) else v
                     for k, v in _flatten(cfg.to_dict()).items()}
@@ -704,7 +637,7 @@ class PromptLoopTrainer:
             policy_path = self.output_dir / "policy"
             weights = sharding.full_model_state(self.policy.model) if self.sharded else None  # every process
             if acc.is_main_process:
-                self._save_final_policy(policy_path, weights, last)
+                run_folder.save_final_policy(self, policy_path, weights, last)
                 if cfg.hub.push_to_hub:
                     from promptloop.hub import push_folder
 
@@ -725,22 +658,6 @@ class PromptLoopTrainer:
             last = recs[-1] if recs else {}
         return TrainResult(self.output_dir, self.step, last, last_eval, self.logger.path, self.last_checkpoint,
                            policy_path, plot_path, dict(self.skipped_prompts))
-
-
-def _latest_records(metrics_path: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """The last training and evaluation records of metrics.jsonl (also those of the runs before a resume)."""
-    from promptloop.train.logging import read_metrics
-
-    recs = read_metrics(metrics_path) if metrics_path.exists() else []
-    train = [r for r in recs if r.get("kind") == "train"]
-    evals = [r for r in recs if r.get("kind") == "eval"]
-    return (train[-1] if train else None), (evals[-1] if evals else None)
-
-
-def _final_policy_error(path: Path, error: OSError, checkpoint: Path | None) -> TrainError:
-    where = f"; the last checkpoint {checkpoint} holds the same policy (its policy/ folder)" if checkpoint else ""
-    return TrainError(f"cannot write the final policy {path}: {describe_os_error(error, writing=True)}; the partial "
-                      f".tmp-policy was removed{where}")
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -39,7 +39,6 @@ from tqdm.auto import tqdm
 
 from promptloop.policy.base import PolicyInput
 from promptloop.policy.instruction import InstructionTemplate
-from promptloop.policy.testing import tiny_llava_model, tiny_llava_processor
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.world.shapes import grammar
 from promptloop.world.shapes.copy_constraint import CopyEditConstraint
@@ -54,6 +53,7 @@ from promptloop.world.shapes.policy_data import (
     minilm_length,
     render_objects,
 )
+from promptloop.world.shapes.policy_model import llava_model, llava_processor
 from promptloop.world.shapes.scene import SceneSampler
 
 PROGRESS_LEVELS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8)
@@ -74,10 +74,10 @@ def build_world_policy(
     """A randomly initialised world policy (about 5M parameters with the defaults), decoding under
     `CopyEditConstraint` unless `constrained` is False."""
     tokenizer = build_world_tokenizer()
-    model = tiny_llava_model(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden, layers=layers,
-                             vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed,
-                             tie_embeddings=tie_embeddings)
-    processor = tiny_llava_processor(tokenizer, image_size=image_size, patch_size=patch_size)
+    model = llava_model(tokenizer, image_size=image_size, patch_size=patch_size, hidden=hidden, layers=layers,
+                        vision_hidden=vision_hidden, vision_layers=vision_layers, heads=heads, seed=seed,
+                        tie_embeddings=tie_embeddings)
+    processor = llava_processor(tokenizer, image_size=image_size, patch_size=patch_size)
     return VLMPolicy(model, tokenizer, processor, instruction=WORLD_INSTRUCTION, temperature=1.0,
                      max_new_tokens=MAX_NEW_TOKENS, max_prompt_tokens=MAX_PROMPT_TOKENS, prompt_length_fn=minilm_length,
                      image_size=image_size, validator=grammar.parse,

@@ -1,4 +1,4 @@
-"""Tiny random Gemma 3, SmolVLM and LLaVA-OneVision policies built offline, for tests (`promptloop.policy.testing`
+"""Tiny random Gemma 3, SmolVLM and LLaVA-OneVision policies built offline, for tests (`promptloop.testing.policies`
 registers them).
 
 Each uses a word-level tokenizer over the Shapes world's words plus the family's special tokens (named the way its

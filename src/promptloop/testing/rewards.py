@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from promptloop.loop.testing import _bytes_to_unicode  # the GPT-2 / CLIP byte table
+from promptloop.testing._common import QWEN_SPECIAL_TOKENS, bytes_to_unicode
 
 TINY_IMAGE_SIZE = 32
 TINY_PROJECTION_DIM = 16
@@ -33,7 +33,7 @@ def write_tiny_clip_tokenizer(directory: str | Path) -> dict[str, int]:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     tokens = chars + [c + "</w>" for c in chars]
     merges = [("r", "e"), ("e", "d</w>"), ("c", "i"), ("s", "q"), ("a", "t"), ("o", "n")]
     tokens += [a + b for a, b in merges]
@@ -279,8 +279,6 @@ def tiny_hps_dir(directory: str | Path, *, version_file: str = "HPS_v2.1_compres
     return directory
 
 
-QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                       "<|image_pad|>", "<|video_pad|>")
 TINY_QWEN_PATCH = 14  # Qwen2-VL's patch (merge 2: 28 px per visual token side)
 
 
@@ -289,7 +287,7 @@ def tiny_qwen2_tokenizer() -> Any:
     from transformers import Qwen2Tokenizer
 
     merges = [("t", "h"), ("Ġ", "t"), ("Ġ", "a"), ("i", "n"), ("e", "r"), ("o", "n"), ("Ġ", "s"), ("r", "e")]
-    tokens = list(_bytes_to_unicode().values()) + [a + b for a, b in merges]
+    tokens = list(bytes_to_unicode().values()) + [a + b for a, b in merges]
     tok = Qwen2Tokenizer(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=None, bos_token=None,
                          eos_token="<|im_end|>", pad_token="<|endoftext|>")
     tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS)})

@@ -16,39 +16,28 @@ SD3 and FLUX pad their T5 prompts to 256 / 512 tokens of the small T5 vocabulary
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from promptloop.testing._common import (
+    TINY_SIZE,
+    WORDS,
+    bytes_to_unicode,
+    clip_text_config,
+    finish_pipeline,
+    seeded,
+    t5_encoder,
+    tiny_vae,
+)
+
 TINY_CLIP_MAX_LENGTH = 16
 TINY_MAX_SEQUENCE_LENGTH = 16
-TINY_SIZE = 32  # default pixel size to sample the tiny pipelines at
-
-_WORDS = (
-    "a an the of and with on in at to red green blue yellow black white orange purple pink gray big small large "
-    "tiny circle square triangle star box ball cat dog tree house photo painting of sky detailed bright dark "
-    "left right above below next sharp blurry high quality cinematic"
-).split()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # tokenizers
 # ----------------------------------------------------------------------------------------------------------------------
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible byte -> printable unicode character map."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, [chr(c) for c in cs], strict=True))
-
-
 def tiny_clip_tokenizer(model_max_length: int = TINY_CLIP_MAX_LENGTH) -> Any:
     """A byte-level CLIP BPE tokenizer with every byte (with and without `</w>`) plus a few merges.
 
@@ -56,7 +45,7 @@ def tiny_clip_tokenizer(model_max_length: int = TINY_CLIP_MAX_LENGTH) -> Any:
     """
     from transformers import CLIPTokenizer
 
-    chars = list(_bytes_to_unicode().values())
+    chars = list(bytes_to_unicode().values())
     vocab: dict[str, int] = {}
     for c in chars:
         vocab[c] = len(vocab)
@@ -82,85 +71,15 @@ def tiny_t5_tokenizer(model_max_length: int = TINY_MAX_SEQUENCE_LENGTH) -> Any:
     from transformers import T5Tokenizer
 
     pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("▁" + w, -2.0) for w in _WORDS]
+    pieces += [("▁" + w, -2.0) for w in WORDS]
     pieces += [("▁", -3.0)]
     pieces += [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz0123456789,.!?-'"]
     return T5Tokenizer(vocab=pieces, extra_ids=0, model_max_length=model_max_length)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# components
+# schedulers
 # ----------------------------------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed torch's global RNG inside the block and restore the caller's RNG state afterwards."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield
-
-
-def _clip_text_config(tokenizer: Any, hidden_size: int = 32, projection_dim: int = 32) -> Any:
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=tokenizer.model_max_length,
-        projection_dim=projection_dim,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        hidden_act="gelu",
-    )
-
-
-def _t5_encoder(tokenizer: Any, d_model: int = 32) -> Any:
-    from transformers import T5Config, T5EncoderModel
-
-    config = T5Config(
-        vocab_size=len(tokenizer),
-        d_model=d_model,
-        d_ff=37,
-        d_kv=8,
-        num_layers=1,
-        num_heads=4,
-        relative_attention_num_buckets=8,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        decoder_start_token_id=tokenizer.pad_token_id,
-    )
-    return T5EncoderModel(config).eval()
-
-
-def _tiny_vae(latent_channels: int = 4, *, flow: bool = False) -> Any:
-    """A 2-level AutoencoderKL (spatial factor 2). `flow=True`: SD3/FLUX style (shift factor, no quant convs)."""
-    from diffusers import AutoencoderKL
-
-    extra: dict[str, Any] = {}
-    if flow:
-        extra = {
-            "use_quant_conv": False,
-            "use_post_quant_conv": False,
-            "shift_factor": 0.0609,
-            "scaling_factor": 1.5035,
-        }
-    return AutoencoderKL(
-        block_out_channels=(8, 8),
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
-        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
-        latent_channels=latent_channels,
-        layers_per_block=1,
-        norm_num_groups=2,
-        sample_size=TINY_SIZE,
-        **extra,
-    ).eval()
-
-
 def make_scheduler(name: str, **config: Any) -> Any:
     """A scheduler by short name: ddim, ddpm, euler, euler_a, dpm (DPMSolverMultistep), unipc, pndm, lcm,
     flow (FlowMatchEulerDiscrete). Extra keyword arguments go to its config (e.g. prediction_type)."""
@@ -190,11 +109,6 @@ def make_scheduler(name: str, **config: Any) -> Any:
     return getattr(diffusers, classes[name])(**config)
 
 
-def _finish(pipe: Any, device: str | torch.device, dtype: torch.dtype | None) -> Any:
-    pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device) if dtype is None else pipe.to(device, dtype)
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # pipelines
 # ----------------------------------------------------------------------------------------------------------------------
@@ -206,7 +120,7 @@ def tiny_sd_pipeline(
     from transformers import CLIPTextModel
 
     tokenizer = tiny_clip_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         unet = UNet2DConditionModel(
             block_out_channels=(8, 16),
             layers_per_block=1,
@@ -219,8 +133,8 @@ def tiny_sd_pipeline(
             attention_head_dim=4,
             norm_num_groups=4,
         ).eval()
-        vae = _tiny_vae(4)
-        text_encoder = CLIPTextModel(_clip_text_config(tokenizer)).eval()
+        vae = tiny_vae(4)
+        text_encoder = CLIPTextModel(clip_text_config(tokenizer)).eval()
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -231,7 +145,7 @@ def tiny_sd_pipeline(
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    return _finish(pipe, device, dtype)
+    return finish_pipeline(pipe, device, dtype)
 
 
 def tiny_sdxl_pipeline(
@@ -243,7 +157,7 @@ def tiny_sdxl_pipeline(
 
     tokenizer = tiny_clip_tokenizer()
     tokenizer_2 = tiny_clip_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         unet = UNet2DConditionModel(
             block_out_channels=(8, 16),
             layers_per_block=1,
@@ -261,9 +175,9 @@ def tiny_sdxl_pipeline(
             cross_attention_dim=64,  # 32 (encoder 1) + 32 (encoder 2)
             norm_num_groups=4,
         ).eval()
-        vae = _tiny_vae(4)
-        text_encoder = CLIPTextModel(_clip_text_config(tokenizer)).eval()
-        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(tokenizer_2)).eval()
+        vae = tiny_vae(4)
+        text_encoder = CLIPTextModel(clip_text_config(tokenizer)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2)).eval()
     pipe = StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=text_encoder,
@@ -274,7 +188,7 @@ def tiny_sdxl_pipeline(
         scheduler=make_scheduler(scheduler),
         force_zeros_for_empty_prompt=True,
     )
-    return _finish(pipe, device, dtype)
+    return finish_pipeline(pipe, device, dtype)
 
 
 def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
@@ -283,7 +197,7 @@ def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: 
     from transformers import CLIPTextModelWithProjection
 
     tokenizer, tokenizer_2, tokenizer_3 = tiny_clip_tokenizer(), tiny_clip_tokenizer(), tiny_t5_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = SD3Transformer2DModel(
             sample_size=TINY_SIZE // 2,
             patch_size=1,
@@ -296,10 +210,10 @@ def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: 
             pooled_projection_dim=32,  # = 16 + 16 (CLIP projection dims)
             out_channels=4,
         ).eval()
-        vae = _tiny_vae(4, flow=True)
-        text_encoder = CLIPTextModelWithProjection(_clip_text_config(tokenizer, 16, 16)).eval()
-        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(tokenizer_2, 16, 16)).eval()
-        text_encoder_3 = _t5_encoder(tokenizer_3, 32)
+        vae = tiny_vae(4, flow=True)
+        text_encoder = CLIPTextModelWithProjection(clip_text_config(tokenizer, 16, 16)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2, 16, 16)).eval()
+        text_encoder_3 = t5_encoder(tokenizer_3, 32)
     pipe = StableDiffusion3Pipeline(
         transformer=transformer,
         scheduler=make_scheduler("flow"),
@@ -311,7 +225,7 @@ def tiny_sd3_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: 
         text_encoder_3=text_encoder_3,
         tokenizer_3=tokenizer_3,
     )
-    return _finish(pipe, device, dtype)
+    return finish_pipeline(pipe, device, dtype)
 
 
 def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> Any:
@@ -320,7 +234,7 @@ def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype:
     from transformers import CLIPTextModel
 
     tokenizer, tokenizer_2 = tiny_clip_tokenizer(), tiny_t5_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = FluxTransformer2DModel(
             patch_size=1,
             in_channels=16,  # 4 latent channels x 2 x 2 packing
@@ -332,9 +246,9 @@ def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype:
             pooled_projection_dim=32,
             axes_dims_rope=[4, 4, 8],
         ).eval()
-        vae = _tiny_vae(4, flow=True)
-        text_encoder = CLIPTextModel(_clip_text_config(tokenizer)).eval()
-        text_encoder_2 = _t5_encoder(tokenizer_2, 32)
+        vae = tiny_vae(4, flow=True)
+        text_encoder = CLIPTextModel(clip_text_config(tokenizer)).eval()
+        text_encoder_2 = t5_encoder(tokenizer_2, 32)
     pipe = FluxPipeline(
         scheduler=make_scheduler("flow"),
         vae=vae,
@@ -344,7 +258,7 @@ def tiny_flux_pipeline(seed: int = 0, device: str | torch.device = "cpu", dtype:
         tokenizer_2=tokenizer_2,
         transformer=transformer,
     )
-    return _finish(pipe, device, dtype)
+    return finish_pipeline(pipe, device, dtype)
 
 
 TINY_PIPELINES = {

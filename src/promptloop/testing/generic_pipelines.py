@@ -16,13 +16,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from promptloop.loop.testing import (
-    _WORDS,
-    TINY_SIZE,
-    _finish,
-    _seeded,
-    _t5_encoder,
-    _tiny_vae,
+from promptloop.testing._common import TINY_SIZE, WORDS, finish_pipeline, seeded, t5_encoder, tiny_vae
+from promptloop.testing.pipelines import (
     make_scheduler,
     tiny_flux_pipeline,
     tiny_sd3_pipeline,
@@ -40,7 +35,7 @@ def tiny_word_tokenizer(model_max_length: int = 64, padding_side: str = "right",
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    vocab = {tok: i for i, tok in enumerate(specials + list(dict.fromkeys(_WORDS + list("abcdefghijklmnopqrstuvwxyz.,:"))))}
+    vocab = {tok: i for i, tok in enumerate(specials + list(dict.fromkeys(WORDS + list("abcdefghijklmnopqrstuvwxyz.,:"))))}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
     if add_bos:
@@ -77,35 +72,35 @@ def _image(seed: int = 0) -> Image.Image:
 def tiny_sd_img2img_pipeline(seed: int = 0) -> Any:
     from diffusers import StableDiffusionImg2ImgPipeline
 
-    return _finish(StableDiffusionImg2ImgPipeline(**tiny_sd_pipeline(seed).components), "cpu", None)
+    return finish_pipeline(StableDiffusionImg2ImgPipeline(**tiny_sd_pipeline(seed).components), "cpu", None)
 
 
 def tiny_sdxl_img2img_pipeline(seed: int = 0) -> Any:
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
     components = tiny_sdxl_pipeline(seed).components
-    return _finish(StableDiffusionXLImg2ImgPipeline(**components, requires_aesthetics_score=False), "cpu", None)
+    return finish_pipeline(StableDiffusionXLImg2ImgPipeline(**components, requires_aesthetics_score=False), "cpu", None)
 
 
 def tiny_sd_controlnet_pipeline(seed: int = 0) -> Any:
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
     components = tiny_sd_pipeline(seed).components
-    with _seeded(seed + 1):
+    with seeded(seed + 1):
         controlnet = ControlNetModel.from_unet(components["unet"], conditioning_embedding_out_channels=(8, 8)).eval()
-    return _finish(StableDiffusionControlNetPipeline(**components, controlnet=controlnet), "cpu", None)
+    return finish_pipeline(StableDiffusionControlNetPipeline(**components, controlnet=controlnet), "cpu", None)
 
 
 def tiny_sd3_img2img_pipeline(seed: int = 0) -> Any:
     from diffusers import StableDiffusion3Img2ImgPipeline
 
-    return _finish(StableDiffusion3Img2ImgPipeline(**tiny_sd3_pipeline(seed).components), "cpu", None)
+    return finish_pipeline(StableDiffusion3Img2ImgPipeline(**tiny_sd3_pipeline(seed).components), "cpu", None)
 
 
 def tiny_flux_img2img_pipeline(seed: int = 0) -> Any:
     from diffusers import FluxImg2ImgPipeline
 
-    return _finish(FluxImg2ImgPipeline(**tiny_flux_pipeline(seed).components), "cpu", None)
+    return finish_pipeline(FluxImg2ImgPipeline(**tiny_flux_pipeline(seed).components), "cpu", None)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -117,19 +112,19 @@ def tiny_pixart_sigma_pipeline(seed: int = 0, sample_size: int = TINY_SIZE // 2)
     from diffusers import PixArtSigmaPipeline, PixArtTransformer2DModel
 
     tokenizer = tiny_t5_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = PixArtTransformer2DModel(
             sample_size=sample_size, num_layers=1, patch_size=2, attention_head_dim=8, num_attention_heads=2,
             caption_channels=32, in_channels=4, cross_attention_dim=16, out_channels=8, attention_bias=True,
             activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
             norm_elementwise_affine=False, norm_eps=1e-6,
         ).eval()
-        vae = _tiny_vae(4)
-        text_encoder = _t5_encoder(tokenizer, 32)
+        vae = tiny_vae(4)
+        text_encoder = t5_encoder(tokenizer, 32)
     pipe = PixArtSigmaPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=make_scheduler("ddim")
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def _dc_ae(levels: int = 2) -> Any:
@@ -165,7 +160,7 @@ def tiny_sana_pipeline(seed: int = 0, vae_levels: int = 2) -> Any:
     from diffusers import FlowMatchEulerDiscreteScheduler, SanaPipeline
 
     tokenizer = tiny_word_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = _sana_transformer()
         vae = _dc_ae(vae_levels)
         text_encoder = _gemma2(tokenizer, 8)
@@ -173,7 +168,7 @@ def tiny_sana_pipeline(seed: int = 0, vae_levels: int = 2) -> Any:
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
         scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0),
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_sana_sprint_pipeline(seed: int = 0, sample_size: int = TINY_SIZE // 2, vae_levels: int = 2) -> Any:
@@ -182,14 +177,14 @@ def tiny_sana_sprint_pipeline(seed: int = 0, sample_size: int = TINY_SIZE // 2, 
     from diffusers import SanaSprintPipeline, SCMScheduler
 
     tokenizer = tiny_word_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = _sana_transformer(guidance_embeds=True, qk_norm="rms_norm_across_heads", sample_size=sample_size)
         vae = _dc_ae(vae_levels)
         text_encoder = _gemma2(tokenizer, 8)
     pipe = SanaSprintPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=SCMScheduler()
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_lumina2_pipeline(seed: int = 0) -> Any:
@@ -197,7 +192,7 @@ def tiny_lumina2_pipeline(seed: int = 0) -> Any:
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, Lumina2Pipeline, Lumina2Transformer2DModel
 
     tokenizer = tiny_word_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = Lumina2Transformer2DModel(
             sample_size=TINY_SIZE // 2, patch_size=2, in_channels=4, hidden_size=8, num_layers=1,
             num_attention_heads=1, num_kv_heads=1, multiple_of=16, ffn_dim_multiplier=None, norm_eps=1e-5,
@@ -213,7 +208,7 @@ def tiny_lumina2_pipeline(seed: int = 0) -> Any:
         transformer=transformer, vae=vae, scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder=text_encoder,
         tokenizer=tokenizer,
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_cogview4_pipeline(seed: int = 0) -> Any:
@@ -222,12 +217,12 @@ def tiny_cogview4_pipeline(seed: int = 0) -> Any:
     from transformers import GlmConfig, GlmModel
 
     tokenizer = tiny_word_tokenizer(padding_side="left", add_bos=True)
-    with _seeded(seed):
+    with seeded(seed):
         transformer = CogView4Transformer2DModel(
             patch_size=2, in_channels=4, num_layers=1, attention_head_dim=4, num_attention_heads=4, out_channels=4,
             text_embed_dim=32, time_embed_dim=8, condition_dim=4,
         ).eval()
-        vae = _tiny_vae(4)
+        vae = tiny_vae(4)
         text_encoder = GlmModel(
             GlmConfig(hidden_size=32, intermediate_size=8, num_hidden_layers=2, num_attention_heads=4, head_dim=8,
                       vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
@@ -238,7 +233,7 @@ def tiny_cogview4_pipeline(seed: int = 0) -> Any:
     pipe = CogView4Pipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_chroma_pipeline(seed: int = 0) -> Any:
@@ -246,19 +241,19 @@ def tiny_chroma_pipeline(seed: int = 0) -> Any:
     from diffusers import ChromaPipeline, ChromaTransformer2DModel
 
     tokenizer = tiny_t5_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = ChromaTransformer2DModel(
             patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
             num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=[4, 4, 8], approximator_hidden_dim=32,
             approximator_layers=1, approximator_num_channels=16,
         ).eval()
-        vae = _tiny_vae(4, flow=True)
-        text_encoder = _t5_encoder(tokenizer, 32)
+        vae = tiny_vae(4, flow=True)
+        text_encoder = t5_encoder(tokenizer, 32)
     pipe = ChromaPipeline(
         scheduler=make_scheduler("flow"), text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer,
         vae=vae, image_encoder=None, feature_extractor=None,
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_aura_flow_pipeline(seed: int = 0) -> Any:
@@ -267,13 +262,13 @@ def tiny_aura_flow_pipeline(seed: int = 0) -> Any:
     from transformers import UMT5Config, UMT5EncoderModel
 
     tokenizer = tiny_t5_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = AuraFlowTransformer2DModel(
             sample_size=TINY_SIZE // 2, patch_size=2, in_channels=4, num_mmdit_layers=1, num_single_dit_layers=1,
             attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32, joint_attention_dim=32,
             out_channels=4, pos_embed_max_size=256,
         ).eval()
-        vae = _tiny_vae(4)
+        vae = tiny_vae(4)
         text_encoder = UMT5EncoderModel(
             UMT5Config(vocab_size=len(tokenizer), d_model=32, d_ff=37, d_kv=8, num_layers=1, num_heads=4,
                        relative_attention_num_buckets=8, pad_token_id=tokenizer.pad_token_id,
@@ -282,7 +277,7 @@ def tiny_aura_flow_pipeline(seed: int = 0) -> Any:
     pipe = AuraFlowPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=make_scheduler("flow")
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 GENERIC_PIPELINES: dict[str, Callable[..., Any]] = {

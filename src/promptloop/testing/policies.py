@@ -10,7 +10,7 @@ Both use the Shapes world's word-level tokenizer, so their (random) output is ma
   tiny Qwen2 LM with M-RoPE) with `QwenVLComponentProcessor` (PIL image processor, no torchvision);
   Qwen-style chat template with `<|im_start|>`/`<|im_end|>` and `<|vision_start|><|image_pad|><|vision_end|>`.
 - `tiny_gemma3_policy()` / `tiny_smolvlm_policy()` / `tiny_llava_onevision_policy()`: Gemma 3, SmolVLM and
-  LLaVA-OneVision, in `promptloop.policy.testing_families`.
+  LLaVA-OneVision, in `promptloop.testing.policy_families`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from typing import Any
 import torch
 
 from promptloop.policy.instruction import InstructionTemplate
-from promptloop.policy.testing_families import tiny_gemma3_policy, tiny_llava_onevision_policy, tiny_smolvlm_policy
-from promptloop.policy.vlm import QwenVLComponentProcessor, VLMPolicy
+from promptloop.policy.processors import QwenVLComponentProcessor
+from promptloop.policy.vlm import VLMPolicy
+from promptloop.testing._common import QWEN_SPECIAL_TOKENS
+from promptloop.testing.policy_families import tiny_gemma3_policy, tiny_llava_onevision_policy, tiny_smolvlm_policy
+from promptloop.world.shapes.policy_model import llava_model, llava_processor
 
-QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                       "<|image_pad|>", "<|video_pad|>")
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' }}"
@@ -39,58 +40,13 @@ QWEN_CHAT_TEMPLATE = (
 )
 
 
-def tiny_llava_model(tokenizer: Any, image_size: int = 32, patch_size: int = 8, hidden: int = 64,
-                     layers: int = 2, vision_hidden: int = 32, vision_layers: int = 2, heads: int = 4,
-                     seed: int = 0, tie_embeddings: bool = False) -> Any:
-    """A randomly initialised tiny LlavaForConditionalGeneration for `tokenizer` (`tie_embeddings`: the
-    LM head shares the input embedding matrix)."""
-    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    vision = CLIPVisionConfig(
-        hidden_size=vision_hidden, intermediate_size=2 * vision_hidden, num_hidden_layers=vision_layers,
-        num_attention_heads=max(1, vision_hidden // 32) * 2, image_size=image_size, patch_size=patch_size,
-        projection_dim=vision_hidden,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=max(1, heads // 2), max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=tie_embeddings,
-    )
-    config = LlavaConfig(
-        vision_config=vision, text_config=text, image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-1, projector_hidden_act="gelu",
-        image_seq_length=(image_size // patch_size) ** 2, tie_word_embeddings=tie_embeddings,
-    )
-    torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    return model.eval()
-
-
-def tiny_llava_processor(tokenizer: Any, image_size: int = 32, patch_size: int = 8) -> Any:
-    """A LlavaProcessor over a locally built PIL CLIP image processor."""
-    from transformers import LlavaProcessor
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    image_processor = CLIPImageProcessorPil(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-    )
-    return LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=patch_size,
-        vision_feature_select_strategy="default", num_additional_image_tokens=1,
-        chat_template=tokenizer.chat_template, image_token="<image>",
-    )
-
-
 def tiny_llava_policy(seed: int = 0, image_size: int = 32, **policy_kwargs: Any) -> VLMPolicy:
     """A tiny random LLaVA policy (about 0.1M parameters) with the world tokenizer."""
     from promptloop.world.shapes.policy_data import build_world_tokenizer
 
     tokenizer = build_world_tokenizer()
-    model = tiny_llava_model(tokenizer, image_size=image_size, seed=seed)
-    processor = tiny_llava_processor(tokenizer, image_size=image_size)
+    model = llava_model(tokenizer, image_size=image_size, seed=seed)
+    processor = llava_processor(tokenizer, image_size=image_size)
     policy_kwargs.setdefault("instruction", InstructionTemplate.compact())
     policy_kwargs.setdefault("max_new_tokens", 12)
     return VLMPolicy(model, tokenizer, processor, image_size=image_size, **policy_kwargs)

@@ -18,16 +18,9 @@ from typing import Any
 
 import torch
 
-from promptloop.loop.testing import (
-    TINY_SIZE,
-    _clip_text_config,
-    _finish,
-    _seeded,
-    _t5_encoder,
-    tiny_clip_tokenizer,
-    tiny_t5_tokenizer,
-)
-from promptloop.loop.testing_generic import tiny_word_tokenizer
+from promptloop.testing._common import TINY_SIZE, clip_text_config, finish_pipeline, seeded, t5_encoder
+from promptloop.testing.generic_pipelines import tiny_word_tokenizer
+from promptloop.testing.pipelines import tiny_clip_tokenizer, tiny_t5_tokenizer
 
 # one turn per message, Qwen style; `content` may be a string or a list of {"type": "text", "text": ...} parts
 _CHAT_TEMPLATE = (
@@ -112,7 +105,7 @@ def tiny_qwen_image_pipeline(seed: int = 0) -> Any:
     )
 
     tokenizer = tiny_chat_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = QwenImageTransformer2DModel(
             patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=16, num_attention_heads=2,
             joint_attention_dim=16, guidance_embeds=False, axes_dims_rope=(8, 4, 4),
@@ -127,7 +120,7 @@ def tiny_qwen_image_pipeline(seed: int = 0) -> Any:
         transformer=transformer,
     )
     _fit_template_prefix(pipe)
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_z_image_pipeline(seed: int = 0) -> Any:
@@ -136,7 +129,7 @@ def tiny_z_image_pipeline(seed: int = 0) -> Any:
     from transformers import Qwen3Model
 
     tokenizer = tiny_chat_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = ZImageTransformer2DModel(
             all_patch_size=(2,), all_f_patch_size=(1,), in_channels=4, dim=32, n_layers=1, n_refiner_layers=1,
             n_heads=2, n_kv_heads=2, norm_eps=1e-5, qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
@@ -155,7 +148,7 @@ def tiny_z_image_pipeline(seed: int = 0) -> Any:
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         transformer=transformer,
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_hunyuan_image_pipeline(seed: int = 0) -> Any:
@@ -170,7 +163,7 @@ def tiny_hunyuan_image_pipeline(seed: int = 0) -> Any:
     from transformers import ByT5Tokenizer, T5Config, T5EncoderModel
 
     tokenizer = tiny_chat_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = HunyuanImageTransformer2DModel(
             in_channels=4, out_channels=4, num_attention_heads=2, attention_head_dim=8, num_layers=1,
             num_single_layers=1, num_refiner_layers=1, patch_size=(1, 1), guidance_embeds=False, text_embed_dim=32,
@@ -195,7 +188,7 @@ def tiny_hunyuan_image_pipeline(seed: int = 0) -> Any:
     pipe.tokenizer_max_length = 32  # the Qwen prompt is padded to this length (1000 in the real pipeline)
     pipe.tokenizer_2_max_length = 16
     _fit_template_prefix(pipe)
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_flux2_klein_pipeline(seed: int = 0) -> Any:
@@ -205,14 +198,14 @@ def tiny_flux2_klein_pipeline(seed: int = 0) -> Any:
     from transformers import Qwen3ForCausalLM
 
     tokenizer = tiny_chat_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer, vae = _flux2_parts(32, guidance_embeds=False)  # 2 stacked layers x 16
         text_encoder = Qwen3ForCausalLM(_qwen3_config(tokenizer)).eval()
     pipe = Flux2KleinPipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         transformer=transformer,
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_flux2_pipeline(seed: int = 0) -> Any:
@@ -223,7 +216,7 @@ def tiny_flux2_pipeline(seed: int = 0) -> Any:
 
     tokenizer = tiny_chat_tokenizer()
     vocab = len(tokenizer) + 1  # + the image token
-    with _seeded(seed):
+    with seeded(seed):
         transformer, vae = _flux2_parts(16, guidance_embeds=True)
         config = Mistral3Config(
             text_config={
@@ -241,7 +234,7 @@ def tiny_flux2_pipeline(seed: int = 0) -> Any:
         scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
         transformer=transformer,
     )
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 def tiny_hidream_image_pipeline(seed: int = 0) -> Any:
@@ -257,7 +250,7 @@ def tiny_hidream_image_pipeline(seed: int = 0) -> Any:
     # the CLIP towers are Long-CLIP's (248 positions): HiDream pads their prompts to its max_sequence_length (128)
     tokenizer, tokenizer_2, tokenizer_3 = tiny_clip_tokenizer(248), tiny_clip_tokenizer(248), tiny_t5_tokenizer()
     tokenizer_4 = tiny_word_tokenizer()
-    with _seeded(seed):
+    with seeded(seed):
         transformer = HiDreamImageTransformer2DModel(
             patch_size=2, in_channels=4, out_channels=4, num_layers=1, num_single_layers=1, attention_head_dim=8,
             num_attention_heads=2, caption_channels=[32, 16], text_emb_dim=32, num_routed_experts=2,
@@ -268,9 +261,9 @@ def tiny_hidream_image_pipeline(seed: int = 0) -> Any:
             up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], block_out_channels=[8, 8], layers_per_block=1,
             latent_channels=4, norm_num_groups=4, sample_size=TINY_SIZE, scaling_factor=0.3611, shift_factor=0.1159,
         ).eval()
-        text_encoder = CLIPTextModelWithProjection(_clip_text_config(tokenizer, 16, 16)).eval()
-        text_encoder_2 = CLIPTextModelWithProjection(_clip_text_config(tokenizer_2, 16, 16)).eval()
-        text_encoder_3 = _t5_encoder(tokenizer_3, 32)
+        text_encoder = CLIPTextModelWithProjection(clip_text_config(tokenizer, 16, 16)).eval()
+        text_encoder_2 = CLIPTextModelWithProjection(clip_text_config(tokenizer_2, 16, 16)).eval()
+        text_encoder_3 = t5_encoder(tokenizer_3, 32)
         text_encoder_4 = LlamaForCausalLM(
             LlamaConfig(hidden_size=16, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
                         num_key_value_heads=2, head_dim=8, vocab_size=len(tokenizer_4),
@@ -282,7 +275,7 @@ def tiny_hidream_image_pipeline(seed: int = 0) -> Any:
         text_encoder_4=text_encoder_4, tokenizer_4=tokenizer_4, transformer=transformer,
     )
     pipe.default_sample_size = TINY_SIZE // pipe.vae_scale_factor  # the call rescales (height, width) to this area
-    return _finish(pipe, "cpu", None)
+    return finish_pipeline(pipe, "cpu", None)
 
 
 MORE_GENERIC_PIPELINES: dict[str, Callable[..., Any]] = {
