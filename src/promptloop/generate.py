@@ -21,6 +21,7 @@ from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
+from promptloop.world import DEFAULT_WORLD, is_world_reference, world_of_pipeline
 
 
 @dataclass
@@ -31,7 +32,7 @@ class GenerateRequest:
     seed: int = 0  # seed of the first image; image k uses seed + k
     num_images: int = 1  # images for the query
     steps: int = 20  # sampling steps
-    guidance: float | None = None  # CFG scale (None: 4.0 for the world backbone, the pipeline's default otherwise)
+    guidance: float | None = None  # CFG scale (None: the world's on a world backbone, the pipeline's default otherwise)
     negative_prompt: str | None = None  # negative prompt (pipelines with CFG)
     pipeline: str = "world"  # 'world', 'world:PATH', a diffusers folder or hub id
     policy: str = "world"  # 'world', a VLM folder or hub id
@@ -73,7 +74,7 @@ def validate(req: GenerateRequest) -> None:
             check_limit(value, kind, flag)  # the ranges of validation.LIMITS
     check_limit(req.seed + req.num_images - 1, "seed", "--seed + --num-images - 1 (the last image's seed)")
     for flag, name in (("--pipeline", req.pipeline), ("--policy", req.policy)):
-        if name == "world" or name.startswith(("world:", "tiny:")):
+        if is_world_reference(name) or name.startswith("tiny:"):
             continue
         if (name.startswith((".", "/", "~")) or Path(name).exists()) and not Path(name).expanduser().is_dir():
             raise FileNotFoundError(f"{flag} {name!r}: no such folder")
@@ -141,12 +142,13 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if req.prompts is not None:
         from promptloop.train.data import load_prompts
 
-        prompts = load_prompts(req.prompts)
+        source_world = world_of_pipeline(req.pipeline) if req.prompts.startswith("world:") else None
+        prompts = load_prompts(req.prompts, world=source_world.NAME if source_world is not None else DEFAULT_WORLD)
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
     pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)
-    world = _world_of(req.pipeline)
-    guidance = req.guidance if req.guidance is not None else (4.0 if world is not None else None)
+    world = world_of_pipeline(req.pipeline)  # the world a world backbone was trained on (None for other pipelines)
+    guidance = req.guidance if req.guidance is not None else (world.GUIDANCE if world is not None else None)
     req.guidance = guidance
     policy = None
     if mode != "none":
@@ -184,17 +186,6 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if message is not None:
         summary["warning"] = message
     return summary
-
-
-def _world_of(pipeline: str) -> Any:
-    """The world package of a world backbone reference ('world', 'world:PATH'; the world is read from the folder),
-    None for any other pipeline."""
-    if pipeline != "world" and not pipeline.startswith("world:"):
-        return None
-    from promptloop.world import get_world
-    from promptloop.world.backbone import DEFAULT_BACKBONE, backbone_world
-
-    return get_world(backbone_world(pipeline.split(":", 1)[1] if ":" in pipeline else DEFAULT_BACKBONE))
 
 
 def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, guidance: float | None,

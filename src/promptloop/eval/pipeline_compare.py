@@ -110,6 +110,7 @@ def compare_pipeline(
     from promptloop.train.config import PipelineConfig, PolicyConfig
     from promptloop.train.data import load_prompts, skip_overlong_tokens
     from promptloop.validation import check_device
+    from promptloop.world import DEFAULT_WORLD, world_of_pipeline
 
     t0 = time.perf_counter()
     if steps < 2 or refinements < 1 or refinements > steps - 1:
@@ -118,18 +119,19 @@ def compare_pipeline(
     folder = output_dir(str(out), "--out")  # before any model is loaded
     weights = dict(rewards or {"alignment": 1.0})
     reward = CombinedReward(weights, normalise=False, reward_kwargs=reward_kwargs).preflight()
-    texts = load_prompts(prompts, limit=n)
+    source_world = world_of_pipeline(pipeline) if prompts.startswith("world:") else None
+    texts = load_prompts(prompts, limit=n, world=source_world.NAME if source_world is not None else DEFAULT_WORLD)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    world = pipeline == "world" or pipeline.startswith("world:")
     if policy == "world" and adapter is None:  # the shipped world policies: GRPO for PromptLoop, its feed-forward twin
         from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER
 
         adapter = str(GRPO_ADAPTER)
         feed_forward_adapter = feed_forward_adapter or str(FEED_FORWARD_ADAPTER)
     pipe, extra = load_pipeline(PipelineConfig(name_or_path=pipeline, dtype=dtype), dev)  # type: ignore[arg-type]
-    if world:
-        extra = {"height": 32, "width": 32, **extra}
-        guidance = 4.0 if guidance is None else guidance
+    world = world_of_pipeline(pipeline)  # the world a world backbone was trained on: its size and guidance
+    if world is not None:
+        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
+        guidance = world.GUIDANCE if guidance is None else guidance
     policy_dtype = "auto" if dtype == "float32" else dtype
     main_policy = load_policy(PolicyConfig(name_or_path=policy, dtype=policy_dtype, adapter_path=adapter), dev)  # type: ignore[arg-type]
     ff_policy = main_policy
