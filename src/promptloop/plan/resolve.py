@@ -19,6 +19,7 @@ from promptloop.plan.archs import (
     Arch,
 )
 from promptloop.plan.meta import PlanError
+from promptloop.world import is_world_reference, world_backbone_folder
 
 HPSV3_BASE = "Qwen/Qwen2-VL-7B-Instruct"  # HPSv3's default base model (its config and tokenizer)
 
@@ -73,10 +74,10 @@ def pipeline_archs(name: str) -> dict[str, Arch]:
         pipe = TINY_PIPELINES[family](seed=0, device="cpu")
         return {part: _arch_of_module(m, name) for part, m in pipe.components.items()
                 if isinstance(m, torch.nn.Module) and hasattr(m, "config")}
-    if name == "world" or name.startswith("world:"):
-        from promptloop.world.backbone import DEFAULT_BACKBONE, text_encoder_path
+    if is_world_reference(name):
+        from promptloop.world.backbone import text_encoder_path
 
-        folder = Path(name.split(":", 1)[1]) if ":" in name else DEFAULT_BACKBONE
+        folder = world_backbone_folder(name)
         archs = _diffusers_folder_archs(folder, name)
         archs["text_encoder"] = _arch_from_transformers_folder(Path(text_encoder_path()), f"pipeline {name!r}",
                                                                "BertModel")
@@ -160,11 +161,18 @@ def _clip_arch(model: str, what: str) -> Arch:
                     f"not embedded; embedded: {', '.join(sorted(CLIP_ARCHS))})")
 
 
+def _parameter_free_rewards() -> tuple[str, ...]:
+    """The rewards without weights: the built-in ones and every embedded world's (computed by its analyzer)."""
+    from promptloop.world import world_reward_names
+
+    return (*PARAMETER_FREE_REWARDS, *world_reward_names())
+
+
 def reward_arch(name: str, options: dict[str, Any] | None = None) -> Arch | None:
     """The Arch of the model of reward `name` built with factory `options` (its `model_name_or_path`, HPSv3's
     `base_model_name_or_path`); None: a reward without weights."""
     options = options or {}
-    if name in PARAMETER_FREE_REWARDS:
+    if name in _parameter_free_rewards():
         return None
     if name in REWARD_CLIP_DEFAULTS:
         clip = _clip_arch(str(options.get("model_name_or_path") or REWARD_CLIP_DEFAULTS[name]), f"reward {name!r}")
@@ -185,7 +193,7 @@ def reward_arch(name: str, options: dict[str, Any] | None = None) -> Arch | None
     if name in REWARDS:
         return REWARDS[name]
     raise PlanError(f"reward {name!r}: no embedded architecture (known: "
-                    f"{', '.join(sorted([*REWARDS, *REWARD_CLIP_DEFAULTS, *PARAMETER_FREE_REWARDS]))})")
+                    f"{', '.join(sorted([*REWARDS, *REWARD_CLIP_DEFAULTS, *_parameter_free_rewards()]))})")
 
 
 def reward_quantization_route(name: str) -> str:
