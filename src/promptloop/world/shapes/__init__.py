@@ -4,8 +4,9 @@ Its backbone A (32 px <-> 8x8x8 latents) decides layout, count, colours and thei
 first sampling steps; the room it leaves for mid-sampling feedback is measured in docs/worlds.md. Modules:
 `scene` (ground truth and queries), `render`, `grammar` (captions <-> queries), `analyzer` (classical CV),
 `prompts` (fixed prompt sets), `rewards` (`alignment`, `count`), `evaluation` (backbone-eval), `fair_room` (the
-room for the loop), `rewrites` / `copy_constraint` / `policy_data` / `train_policy` (the world's refinement policy),
-`binding_loss` (the text binder's auxiliary loss). The backbone pipeline and its component sizes are `world.backbone`.
+room for the loop), `rewrites` / `copy_constraint` / `edits` / `policy_tokenizer` / `policy_data` / `train_policy`
+(the world's refinement policy), `binding_loss` (the text binder's auxiliary loss). The backbone pipeline and its
+component sizes are `world.backbone`'s.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from promptloop.world.options import TIMESTEP_SHIFT, WorldOption
-from promptloop.world.shapes.analyzer import analyzer_check
+from promptloop.world.shapes.analyzer_accuracy import analyzer_check
 from promptloop.world.shapes.grammar import parse, training_caption
 from promptloop.world.shapes.prompts import prompt_set, sample_prompts
 from promptloop.world.shapes.render import DEFAULT_RESOLUTION as RESOLUTION
@@ -31,13 +32,16 @@ REWARDS: dict[str, str] = {"alignment": "promptloop.world.shapes.rewards:make_al
 # what a saved refinement policy of this world may name in promptloop_policy.json (`policy.callables`)
 POLICY_CALLABLES: dict[str, tuple[str, ...]] = {
     "validator": ("promptloop.world.shapes.grammar:parse",),
-    "prompt_length_fn": ("promptloop.world.shapes.policy_data:minilm_length",),
+    "prompt_length_fn": ("promptloop.world.shapes.policy_tokenizer:minilm_length",),
     "constraint": ("promptloop.world.shapes.copy_constraint:CopyEditConstraint",),
 }
-# names that policy folders saved before the Shapes world moved into world/shapes/ record, and where they live now
+# names older policy folders record (the shipped ones included), and where they live now: before the Shapes world
+# moved into world/shapes/, and before its tokenizer left policy_data
 MOVED_CALLABLES: dict[str, str] = {
-    f"promptloop.world.{ref}": f"promptloop.world.shapes.{ref}"
-    for ref in ("grammar:parse", "policy_data:minilm_length", "copy_constraint:CopyEditConstraint")
+    "promptloop.world.grammar:parse": "promptloop.world.shapes.grammar:parse",
+    "promptloop.world.copy_constraint:CopyEditConstraint": "promptloop.world.shapes.copy_constraint:CopyEditConstraint",
+    "promptloop.world.policy_data:minilm_length": "promptloop.world.shapes.policy_tokenizer:minilm_length",
+    "promptloop.world.shapes.policy_data:minilm_length": "promptloop.world.shapes.policy_tokenizer:minilm_length",
 }
 
 
