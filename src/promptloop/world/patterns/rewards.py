@@ -11,9 +11,6 @@ name (the world's `REWARDS`).
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
-
-import numpy as np
 
 from promptloop.rewards.alignment import AlignmentReward, best_matching
 from promptloop.world.patterns.analyzer import PatternAnalysis, analyze_scenes
@@ -57,18 +54,9 @@ class PatternsAlignmentReward(AlignmentReward):
     """GenEval-like fraction of a Patterns-world query's facts that the image satisfies."""
 
     fact_kinds = PATTERN_FACT_KINDS
-
-    @staticmethod
-    def parse(query: str) -> Query:
-        return parse_patterns_query(query)
-
-    @staticmethod
-    def analyze(batch: np.ndarray) -> list[Any]:
-        return analyze_scenes(batch)
-
-    @staticmethod
-    def facts(query: Any, analysis: Any) -> dict[str, tuple[int, int]]:
-        return pattern_facts(query, analysis)
+    parse = staticmethod(parse_patterns_query)
+    analyze = staticmethod(analyze_scenes)
+    facts = staticmethod(pattern_facts)
 
 
 def make_patterns_alignment() -> PatternsAlignmentReward:

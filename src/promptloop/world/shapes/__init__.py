@@ -35,6 +35,7 @@ POLICY_CALLABLES: dict[str, tuple[str, ...]] = {
     "prompt_length_fn": ("promptloop.world.shapes.policy_tokenizer:minilm_length",),
     "constraint": ("promptloop.world.shapes.copy_constraint:CopyEditConstraint",),
 }
+BINDING_LOSS = "promptloop.world.shapes.binding_loss"  # the text binder's auxiliary loss (train-backbone --binding-loss)
 # names older policy folders record (the shipped ones included), and where they live now: before the Shapes world
 # moved into world/shapes/, and before its tokenizer left policy_data
 MOVED_CALLABLES: dict[str, str] = {
@@ -93,7 +94,7 @@ def train_policy(out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]
     return reproduce_world_policy(DEFAULT_OUT if out is None else out, **kwargs)
 
 
-__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "GUIDANCE", "MOVED_CALLABLES", "NAME", "POLICY_CALLABLES",
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "BINDING_LOSS", "GUIDANCE", "MOVED_CALLABLES", "NAME", "POLICY_CALLABLES",
            "RESOLUTION", "REWARDS", "ROOM_OPTIONS", "STEPS", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval",
            "build_unet", "build_vae", "parse", "prompt_set", "render", "room", "sample_prompts", "train_policy",
            "training_caption"]

@@ -98,18 +98,9 @@ class ShapesAlignmentReward(AlignmentReward):
     """GenEval-like fraction of a Shapes-world query's facts that the image satisfies (see the module docstring)."""
 
     fact_kinds = FACT_KINDS
-
-    @staticmethod
-    def parse(query: str) -> Query:
-        return parse_query(query)
-
-    @staticmethod
-    def analyze(batch: np.ndarray) -> list[Any]:
-        return analyze_scenes(batch)
-
-    @staticmethod
-    def facts(query: Any, analysis: Any) -> dict[str, tuple[int, int]]:
-        return alignment_facts(query, analysis)
+    parse = staticmethod(parse_query)
+    analyze = staticmethod(analyze_scenes)
+    facts = staticmethod(alignment_facts)
 
     @staticmethod
     def describe(analysis: Any) -> list[str]:
