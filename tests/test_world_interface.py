@@ -225,3 +225,34 @@ def test_no_module_outside_world_names_a_world_package() -> None:
         if named:
             offenders.append(f"{rel}: {', '.join(sorted(named))}")
     assert not offenders, offenders
+
+
+def test_the_app_reads_a_new_world_from_its_backbone(dots_backbone: Path) -> None:
+    from promptloop.app.models import ModelSpec, load_models
+    from promptloop.app.session import score_image
+
+    models = load_models(ModelSpec(pipeline=f"world:{dots_backbone}", policy="tiny:llava", device="cpu"))
+    assert models.spec.reward == "dots_alignment" and models.guidance == 4.0
+    assert (models.call_kwargs["height"], models.call_kwargs["width"]) == (32, 32)
+    image = Image.fromarray((np.asarray(models.spec.world.render(models.spec.world.parse("a blue dot on the right")))
+                             * 255).astype(np.uint8))
+    score = score_image(models, image, "a blue dot on the right")
+    assert score.total == 1.0 and [kind for kind, _ in score.parts] == ["colour", "position"]
+    assert "grammar" in score_image(models, image, "a red circle").note
+
+
+def test_policy_folders_naming_old_callable_paths_still_load() -> None:
+    from promptloop.policy.callables import PolicyCallableError, callable_ref, resolve_callable
+    from promptloop.world import get_world
+    from promptloop.world.shapes.copy_constraint import CopyEditConstraint
+    from promptloop.world.shapes.policy_tokenizer import minilm_length
+
+    shapes = get_world("shapes")
+    for old in ("promptloop.world.policy_data:minilm_length", "promptloop.world.shapes.policy_data:minilm_length"):
+        assert resolve_callable("prompt_length_fn", old, "x") is minilm_length  # the shipped folders name the latter
+    assert resolve_callable("validator", "promptloop.world.grammar:parse", "x") is shapes.parse
+    assert resolve_callable("constraint", "promptloop.world.copy_constraint:CopyEditConstraint", "x") is CopyEditConstraint
+    assert callable_ref("prompt_length_fn", minilm_length) == "promptloop.world.shapes.policy_tokenizer:minilm_length"
+    assert callable_ref("validator", get_world("patterns").parse) == "promptloop.world.patterns.grammar:parse"
+    with pytest.raises(PolicyCallableError, match="not a registered policy callable"):
+        resolve_callable("validator", "os:system", "x")

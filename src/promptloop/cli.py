@@ -88,12 +88,12 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
                        rewrite_first=args.rewrite_first)
     from promptloop.eval.pipeline_compare import compare_pipeline, format_summary, parse_reward_kwargs, parse_rewards
 
-    weights = parse_rewards(args.reward or ["alignment"])
+    weights = parse_rewards(args.reward) if args.reward else None  # None: the world's alignment
     summary = compare_pipeline(
         pipeline=args.pipeline or "world", policy=args.policy or "world", rewards=weights,
         prompts=args.prompts or "world:heldout", n=args.n, seeds_per_prompt=args.seeds_per_prompt or 1, seed=args.seed,
         steps=args.steps, guidance=args.guidance, refinements=args.refine, adapter=args.adapter,
-        feed_forward_adapter=args.feed_forward_adapter, reward_kwargs=parse_reward_kwargs(args.reward_kwargs, weights),
+        feed_forward_adapter=args.feed_forward_adapter, reward_kwargs=parse_reward_kwargs(args.reward_kwargs, weights or {}),
         device=args.device or "auto", dtype=args.dtype or "float32", batch_size=args.batch_size or 8,
         grid=4 if args.grid is None else args.grid, rewrite_first=args.rewrite_first,
         out=args.out or "outputs/compare", progress=not args.json)
@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=SEED, default=0)
     gen.add_argument("--num-images", type=limit_arg("images", positive_int), default=1)
     gen.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
-    gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world backbone)")
+    gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: the world's on a world backbone)")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
     gen.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--pipeline", default=None, help="diffusers folder or Hub id, 'world', 'tiny:NAME'")
     cmp_.add_argument("--policy", default=None, help="VLM policy folder or Hub id, 'world', 'tiny:NAME'")
     cmp_.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
-                      help="a reward judged against each prompt (repeat for several; default alignment)")
+                      help="a reward judged against each prompt (repeat for several; default: the world's alignment)")
     cmp_.add_argument("--reward-kwargs", default=None, metavar="JSON",
                       help='options per reward, e.g. \'{"clipscore": {"model_name_or_path": "PATH"}}\'')
     cmp_.add_argument("--prompts", default=None, metavar="SOURCE",
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images per prompt (default 1)")
     cmp_.add_argument("--seed", type=SEED, default=0)
     cmp_.add_argument("--steps", type=SAMPLING_STEPS, default=20)
-    cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world, else the "
+    cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: the world's on the world, else the "
                                                                         "pipeline's default)")
     cmp_.add_argument("--refine", type=limit_arg("refinements", positive_int), default=5,
                       help="refinements N_R of the loop rows")

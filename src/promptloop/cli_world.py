@@ -219,7 +219,7 @@ def add_world_parser(sub: Any) -> None:
         c.add_argument("--seed", type=SEED, default=0)
         c.add_argument("--steps", type=SAMPLING_STEPS, default=20, help="sampling steps")
         c.add_argument("--guidance", type=GUIDANCE, default=None,
-                       help="classifier-free guidance scale (default: the world's, 4)")
+                       help="classifier-free guidance scale (default: the world's)")
         c.add_argument("--eta", type=limit_arg("unit", unit_float), default=0.0,
                        help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
         c.add_argument("--json", action="store_true")

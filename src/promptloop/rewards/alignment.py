@@ -119,9 +119,9 @@ class AlignmentReward:
 
     @staticmethod
     def describe(analysis: Any) -> list[str]:
-        """One line per detected object (what it is and its cell)."""
+        """One line per detected object (what it is and its cell; none for an analysis without `objects`)."""
         lines = []
-        for d in analysis.objects:
+        for d in getattr(analysis, "objects", ()):
             words = [str(getattr(d, k)) for k in ("size", "colour", "pattern", "shape") if getattr(d, k, None)]
             lines.append(f"{' '.join(words)} at column {d.cell[0]}, row {d.cell[1]}")
         return lines

@@ -9,25 +9,27 @@ Each world is a subpackage with the same interface, looked up by name (`get_worl
 | `backdrops` | `v3` | `world.backdrops` | 1-3 shapes over a backdrop tone no caption names, 32 px; reward: alignment x legibility |
 
 A world package exposes (module attributes):
-- what it is: `NAME`, `VERSION` (its alias), `SceneSampler(seed, split)`, `render(scene)` (an (H, W, 3) image in
-  [0, 1]), `training_caption(scene, rng)`, `parse(caption)` (raises ValueError on a caption outside its
-  grammar), `prompt_set(name)` and `sample_prompts(name, n, seed)` (items with a `.caption`);
+- what it is: `NAME`, `VERSION` (its alias), `SceneSampler(seed, split)` (`.sample()` draws a scene),
+  `render(scene)` (an (H, W, 3) image in [0, 1]), `training_caption(scene, rng)`, `parse(caption)` (raises
+  ValueError on a caption outside its grammar), `prompt_set(name)` and `sample_prompts(name, n, seed)` (items
+  with a `.caption`);
 - its backbone: `DEFAULT_BACKBONE` (a Path), `build_vae()`, `build_unet()`;
 - its sampling defaults: `RESOLUTION` (pixels), `GUIDANCE` (CFG scale), `STEPS` (sampling steps),
   `ALIGNMENT_REWARD` (the reward's name scoring its captions);
 - what it registers: `REWARDS` (reward name -> "module:factory", registered lazily in the reward registry when
   `promptloop.rewards` is imported), and optionally `POLICY_CALLABLES` (promptloop_policy.json field ->
   "module:qualname" names a saved policy of the world may record) with `MOVED_CALLABLES` (old names -> new);
-- optionally its measurement commands `analyzer_check(n, seed)`, `backbone_eval(**options)` and `room(**options)`
-  with the command-line options they take beyond the common ones (`BACKBONE_EVAL_OPTIONS`, `ROOM_OPTIONS`:
-  `world.options.WorldOption`s), and `train_policy(out, **options)` with `POLICY_OUT` (its refinement policy's
-  recipe, `promptloop world train-policy`).
+- optionally its commands: `analyzer_check(n, seed)`, `backbone_eval(**options)` and `room(**options)` with the
+  command-line options they take beyond the common ones (`BACKBONE_EVAL_OPTIONS`, `ROOM_OPTIONS`:
+  `world.options.WorldOption`s), `train_policy(out, **options)` (its refinement policy's recipe, `promptloop world
+  train-policy`), and `BINDING_LOSS` (the module of the text binder's auxiliary loss over its captions).
 
 Generic code (`generate`, `train`, `eval`, `app`, `plan`) asks `get_world(name)`, or `world_of_pipeline(name)` for
 a backbone reference ('world', 'world:PATH': the world is read from the folder), and never imports a world package
-by name. Shared machinery (grid geometry, imaging, the backbone pipeline, text binder, scheduler, backbone
-training, sampling for measurements, fair selection) lives beside the packages in `world/`. A new world is a new
-subpackage and one line: `WORLDS` here, or `register_world(name, package)` for one kept elsewhere.
+by name. Shared machinery (grid geometry, imaging, prompt sets, command-line options, the backbone pipeline, text
+binder, scheduler, backbone training) lives beside the packages in `world/`; the measurements sample with
+`eval.sampling` and select fairly with `eval.fair`. A new world is a new subpackage and one line: `WORLDS` here,
+or `register_world(name, package)` for one kept elsewhere.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def register_world_rewards(names: list[str] | None = None) -> None:
 
 
 def world_reward_names() -> list[str]:
-    """Every reward a registered world declares (computed with numpy from the world's analyzer: no weights)."""
+    """Every reward the registered worlds declare (each reads its world's analyzer: no model weights)."""
     return [reward for name in WORLDS for reward in getattr(get_world(name), "REWARDS", {})]
 
 
