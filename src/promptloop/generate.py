@@ -21,7 +21,7 @@ from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
-from promptloop.world import DEFAULT_WORLD, is_world_reference, world_of_pipeline
+from promptloop.world import is_world_reference, world_name_of_pipeline, world_of_pipeline
 
 
 @dataclass
@@ -142,8 +142,7 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if req.prompts is not None:
         from promptloop.train.data import load_prompts
 
-        source_world = world_of_pipeline(req.pipeline) if req.prompts.startswith("world:") else None
-        prompts = load_prompts(req.prompts, world=source_world.NAME if source_world is not None else DEFAULT_WORLD)
+        prompts = load_prompts(req.prompts, world=world_name_of_pipeline(req.pipeline))
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
     pipe, extra = load_pipeline(PipelineConfig(name_or_path=req.pipeline, dtype=req.dtype), device)

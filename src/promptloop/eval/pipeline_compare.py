@@ -110,7 +110,7 @@ def compare_pipeline(
     from promptloop.train.config import PipelineConfig, PolicyConfig
     from promptloop.train.data import load_prompts, skip_overlong_tokens
     from promptloop.validation import check_device
-    from promptloop.world import DEFAULT_WORLD, get_world, world_of_pipeline
+    from promptloop.world import get_world, world_name_of_pipeline, world_of_pipeline
 
     t0 = time.perf_counter()
     if steps < 2 or refinements < 1 or refinements > steps - 1:
@@ -118,11 +118,10 @@ def compare_pipeline(
     check_device(device)
     folder = output_dir(str(out), "--out")  # before any model is loaded
     if not rewards:  # the alignment of the backbone's world (of the default world for any other pipeline)
-        rewards = {(world_of_pipeline(pipeline) or get_world(DEFAULT_WORLD)).ALIGNMENT_REWARD: 1.0}
+        rewards = {get_world(world_name_of_pipeline(pipeline)).ALIGNMENT_REWARD: 1.0}
     weights = dict(rewards)
     reward = CombinedReward(weights, normalise=False, reward_kwargs=reward_kwargs).preflight()
-    source_world = world_of_pipeline(pipeline) if prompts.startswith("world:") else None
-    texts = load_prompts(prompts, limit=n, world=source_world.NAME if source_world is not None else DEFAULT_WORLD)
+    texts = load_prompts(prompts, limit=n, world=world_name_of_pipeline(pipeline))
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if policy == "world" and adapter is None:  # the shipped world policies: GRPO for PromptLoop, its feed-forward twin
         from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER

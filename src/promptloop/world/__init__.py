@@ -133,3 +133,10 @@ def world_of_backbone(folder: str | Path | None = None) -> ModuleType:
 def world_of_pipeline(name: str) -> ModuleType | None:
     """The world package of a world backbone reference (read from the backbone folder), None for any other."""
     return world_of_backbone(world_backbone_folder(name)) if is_world_reference(name) else None
+
+
+def world_name_of_pipeline(name: str) -> str:
+    """The name of the world a pipeline samples: its backbone's for a world reference, the default world's otherwise
+    (whose prompt sets `world:NAME` prompt sources name)."""
+    world = world_of_pipeline(name)
+    return DEFAULT_WORLD if world is None else world.NAME
