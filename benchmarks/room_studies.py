@@ -61,9 +61,9 @@ def switch_study(n: int, steps: int = 20, guidance: float = 4.0) -> dict[str, An
 
 
 def subset_study(which: str, objects: int, n: int) -> dict[str, Any]:
-    import promptloop.eval.room as room_module
-    from promptloop.rewards.world import parse_query
+    import promptloop.world.shapes.fair_room as room_module
     from promptloop.world.shapes.prompts import prompt_set
+    from promptloop.world.shapes.rewards import parse_query
 
     items = []
     for it in prompt_set("heldout"):
@@ -107,7 +107,7 @@ def corrective_rewrites(query: Any, preview: Any, k: int, rng: random.Random) ->
 
 
 def corrective_study(n: int) -> dict[str, Any]:
-    import promptloop.eval.room as room_module
+    import promptloop.world.shapes.fair_room as room_module
 
     original = room_module.anchored_rewrites
     room_module.anchored_rewrites = corrective_rewrites  # the anchored oracle's candidates become corrective ones

@@ -15,12 +15,11 @@ from promptloop.world.shapes.analyzer import (
     analyze,
     analyze_batch,
     analyze_scene,
-    analyzer_check,
     gaussian_blur,
     label_components,
-    render_shaded,
     to_image_batch,
 )
+from promptloop.world.shapes.analyzer_accuracy import analyzer_check, render_shaded
 from promptloop.world.shapes.render import render, render_batch
 from promptloop.world.shapes.scene import BACKGROUNDS, COLOURS, GRID, SHAPES, SIZES, Scene, SceneObject
 

@@ -127,7 +127,7 @@ def test_warm_start_keeps_the_vae_and_trains_the_unet_further(tmp_path: Path) ->
 
 
 def test_backbone_eval_reports_the_quality_window() -> None:
-    from promptloop.eval.backbone import backbone_eval
+    from promptloop.world.shapes.evaluation import backbone_eval
 
     r = backbone_eval(n=2, seed=0, steps=4)
     for key in ("alignment_train", "full_correct_train", "alignment_heldout", "full_correct_heldout", "count_accuracy"):
@@ -141,10 +141,10 @@ def test_backbone_eval_reports_the_quality_window() -> None:
 
 
 def test_colour_swaps_count_shapes_found_only_in_another_queried_colour() -> None:
-    from promptloop.eval.backbone import colour_swaps
-    from promptloop.rewards.world import parse_query
     from promptloop.world.shapes.analyzer import analyze_scenes
+    from promptloop.world.shapes.evaluation import colour_swaps
     from promptloop.world.shapes.render import render
+    from promptloop.world.shapes.rewards import parse_query
     from promptloop.world.shapes.scene import Scene, SceneObject
 
     def scene(*objs: tuple[str, str, tuple[int, int]]) -> Scene:
@@ -163,7 +163,7 @@ def test_colour_swaps_count_shapes_found_only_in_another_queried_colour() -> Non
 
 
 def test_room_reports_bounds_and_oracles() -> None:
-    from promptloop.eval.room import room
+    from promptloop.world.shapes.fair_room import room
 
     r = room(n=2, seeds=2, candidates=3, steps=4, anchored=True)
     for pct in (25, 50):

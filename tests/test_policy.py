@@ -361,7 +361,8 @@ def test_apply_edits_keeps_words_and_facts() -> None:
 
 
 def test_world_policy_cli_parser() -> None:
-    from promptloop.cli import build_parser, cmd_world_train_policy
+    from promptloop.cli import build_parser
+    from promptloop.cli_world import cmd_world_train_policy
 
     parser = build_parser()
     args = parser.parse_args(["world", "train-policy", "--out", "/tmp/x", "--steps", "5", "--seed", "2", "--json"])

@@ -13,211 +13,23 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from promptloop.cli_args import (
+    COUNT,
+    GUIDANCE,
+    SAMPLING_STEPS,
+    SEED,
+    OneLineParser,
+    UsageError,
+    gpu_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from promptloop.cli_runner import run_command
-from promptloop.validation import InputError, check_limit, check_number, limit_arg, number_arg
-from promptloop.world import DEFAULT_WORLD
+from promptloop.cli_world import add_world_parser
+from promptloop.validation import limit_arg
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-class UsageError(Exception):
-    """Bad input from the command line (reported as one line, exit code 2)."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with errors as one line `promptloop: error: ...` and exit code 2 (no usage dump)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"promptloop: error: {self.prog.removeprefix('promptloop').strip() + ': ' if self.prog != 'promptloop' else ''}{message}\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
-
-
-def positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not v > 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text}")
-    return v
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not v >= 0 or v == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a non-negative finite number, got {text}")
-    return v
-
-
-def unit_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
-    if not 0.0 <= v <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text}")
-    return v
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {v}")
-    return v
-
-
-GUIDANCE = limit_arg("guidance", number_arg(lo=0.0))  # a CFG scale: finite, >= 0, at most LIMITS["guidance"]
-# every number flag checks its range in validation.LIMITS (docs/limits.md); the first parser words the lower bound
-SEED = limit_arg("seed", non_negative_int)
-COUNT = limit_arg("count", positive_int)
-SAMPLING_STEPS = limit_arg("sampling_steps", positive_int)
-TRAIN_STEPS = limit_arg("train_steps", positive_int)
-TRAIN_STEPS0 = limit_arg("train_steps0", non_negative_int)
-
-
-# ----------------------------------------------------------------------------- world commands
-
-WORLD_HELP = "the embedded world: shapes (v1, the default) or patterns (v2)"
-
-
-def world_arg(text: str) -> str:
-    from promptloop.world import UnknownWorldError, world_name
-
-    try:
-        return world_name(text)
-    except UnknownWorldError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def rule_names(text: str) -> tuple[str, ...]:
-    """Comma-separated rule names; the world's room checks them against its own rules."""
-    names = tuple(n.strip() for n in text.split(",") if n.strip())
-    if not names:
-        raise argparse.ArgumentTypeError(f"expected comma-separated rule names, got {text!r}")
-    return names
-
-
-def fraction_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(check_number(v, "fraction", lo=0.0, hi=1.0, lo_open=True, hi_open=True) for v in text.split(","))
-    except InputError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1), got {text!r}") from None
-
-
-def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.fs_errors import output_dir
-    from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
-
-    args.work_dir = str(output_dir(args.work_dir, "--work-dir"))  # both folders before any training: a bad one fails at once
-    if args.out is not None:
-        args.out = str(output_dir(args.out, "--out"))
-    if args.init_from is not None and not Path(args.init_from).expanduser().is_dir():
-        raise UsageError(f"--init-from {args.init_from}: no such backbone folder")
-
-    cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
-                              stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
-                              decoder_steps=args.decoder_steps, init_from=args.init_from or "",
-                              text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss,
-                              vae_finetune_steps=args.vae_finetune_steps)
-    if args.binding_loss > 0 and args.text_binder_layers == 0:
-        raise UsageError("--binding-loss trains the text binder: it needs --text-binder-layers > 0")
-    if args.lr is not None:
-        cfg.lr = args.lr
-    if args.out:
-        cfg.out_dir = args.out
-    out = train_backbone(cfg)
-    return {"backbone": str(out)}
-
-
-# world-specific options of the measurement commands: argparse dest -> the flag a user types
-WORLD_FLAGS = {"timestep_shift": "--timestep-shift", "anchored": "--anchored", "rules": "--rules",
-               "fractions": "--fractions", "split": "--split"}
-
-
-def _run_world_command(args: argparse.Namespace, command: str, common: dict[str, Any]) -> dict[str, Any]:
-    """Call the world package's `command` with the common options and the world-specific ones the user set;
-    a flag the world does not take is a usage error naming the world's own."""
-    from promptloop.world import get_world
-
-    world = get_world(args.world)
-    allowed = getattr(world, f"{command.upper()}_OPTIONS")
-    given = {k: getattr(args, k) for k in WORLD_FLAGS if getattr(args, k, None) not in (None, False)}
-    refused = [WORLD_FLAGS[k] for k in given if k not in allowed]
-    if refused:
-        own = ", ".join(WORLD_FLAGS[k] for k in allowed) or "none"
-        raise UsageError(f"{', '.join(refused)}: not an option of {command.replace('_', '-')} in world {args.world} "
-                         f"(its own: {own})")
-    return getattr(world, command)(**common, **given)
-
-
-def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world import get_world
-
-    return get_world(args.world).analyzer_check(n=args.n, seed=args.seed)
-
-
-def cmd_world_backbone_eval(args: argparse.Namespace) -> dict[str, Any]:
-    return _run_world_command(args, "backbone_eval", {"backbone": args.backbone, "n": args.n, "seed": args.seed,
-                                                      "steps": args.steps, "guidance": args.guidance, "eta": args.eta})
-
-
-def cmd_world_train_policy(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.fs_errors import output_dir
-    from promptloop.world.shapes.train_policy import DEFAULT_OUT, reproduce_world_policy
-
-    out = output_dir(args.out, "--out") if args.out is not None else DEFAULT_OUT  # before 15 min of training
-    return reproduce_world_policy(out, steps=args.steps, seed=args.seed, num_threads=args.threads,
-                                  progress_bar=not args.json)
-
-
-def cmd_world_room(args: argparse.Namespace) -> dict[str, Any]:
-    common = {"backbone": args.backbone, "n": args.n, "seeds": args.seeds, "candidates": args.candidates,
-              "steps": args.steps, "guidance": args.guidance, "seed": args.seed, "eta": args.eta}
-    return _run_world_command(args, "room", common)
-
-
-def cmd_world_write_manifests(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.integrity import verify_folder, write_manifest
-    from promptloop.world.backbone import DEFAULT_BACKBONE
-
-    shipped = DEFAULT_BACKBONE.parent
-    folders = args.folders or [str(shipped / n) for n in ("backbone", "policy", "policy_feedforward", "policy_grpo")]
-    done = {}
-    for f in folders:
-        if not Path(f).is_dir():
-            raise UsageError(f"not a folder: {f}")
-        if args.check:
-            done[f] = "ok" if verify_folder(f, missing="ignore") else "no manifest"
-        else:
-            done[f] = str(write_manifest(f))
-    return done
-
-
-def cmd_world_prompts(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.world import get_world
-
-    prompt_set = get_world(args.world).prompt_set
-    items = prompt_set(args.name)[: args.n] if args.n else prompt_set(args.name)
-    if not args.json:
-        for it in items:
-            print(it.caption)
-        return {}
-    return {"world": args.world, "name": args.name, "prompts": [it.caption for it in items]}
 
 
 def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
@@ -271,17 +83,17 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
         from promptloop.eval.compare import compare
 
         return compare(n=args.n or 256, seed=args.seed, steps=args.steps,
-                       guidance=4.0 if args.guidance is None else args.guidance, refinements=args.refine,
+                       guidance=args.guidance, refinements=args.refine,
                        grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
                        rewrite_first=args.rewrite_first)
     from promptloop.eval.pipeline_compare import compare_pipeline, format_summary, parse_reward_kwargs, parse_rewards
 
-    weights = parse_rewards(args.reward or ["alignment"])
+    weights = parse_rewards(args.reward) if args.reward else None  # None: the world's alignment
     summary = compare_pipeline(
         pipeline=args.pipeline or "world", policy=args.policy or "world", rewards=weights,
         prompts=args.prompts or "world:heldout", n=args.n, seeds_per_prompt=args.seeds_per_prompt or 1, seed=args.seed,
         steps=args.steps, guidance=args.guidance, refinements=args.refine, adapter=args.adapter,
-        feed_forward_adapter=args.feed_forward_adapter, reward_kwargs=parse_reward_kwargs(args.reward_kwargs, weights),
+        feed_forward_adapter=args.feed_forward_adapter, reward_kwargs=parse_reward_kwargs(args.reward_kwargs, weights or {}),
         device=args.device or "auto", dtype=args.dtype or "float32", batch_size=args.batch_size or 8,
         grid=4 if args.grid is None else args.grid, rewrite_first=args.rewrite_first,
         out=args.out or "outputs/compare", progress=not args.json)
@@ -291,21 +103,6 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
               + (", compare_grid.png" if "grid" in summary else ""))
         return {}
     return summary
-
-
-def gpu_list(text: str) -> list[int]:
-    try:
-        values = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}")
-    for v in values:
-        try:
-            check_limit(v, "gpus", "GPU count")
-        except InputError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return values
 
 
 def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
@@ -422,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=SEED, default=0)
     gen.add_argument("--num-images", type=limit_arg("images", positive_int), default=1)
     gen.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
-    gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world backbone)")
+    gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: the world's on a world backbone)")
     gen.add_argument("--negative-prompt", default=None)
     gen.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
     gen.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
@@ -464,77 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "users cannot read in the process list)")
     app.set_defaults(func=cmd_app)
 
-    world = sub.add_parser("world", help="the embedded worlds (shapes = v1, patterns = v2, backdrops = v3)").add_subparsers(dest="world_command", required=True)
-
-    tb = world.add_parser("train-backbone", help="train backbone A from scratch (resumable)")
-    tb.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
-    tb.add_argument("--work-dir", default="runs/backbone", help="checkpoints and caches; rerun to resume")
-    tb.add_argument("--out", default=None, help="output folder (default: the world's shipped backbone folder)")
-    tb.add_argument("--vae-steps", type=TRAIN_STEPS, default=1200, help="AutoencoderKL steps (stage 1)")
-    tb.add_argument("--threads", type=limit_arg("threads", non_negative_int), default=0, help="torch CPU threads (0: torch's default)")
-    tb.add_argument("--steps", type=TRAIN_STEPS, default=5000,
-                    help="UNet training steps (length of the cosine schedule); a larger value resumes and extends a run")
-    tb.add_argument("--stop-at", type=TRAIN_STEPS0, default=0, help="end after this step and save (0: all steps)")
-    tb.add_argument("--decoder-steps", type=TRAIN_STEPS0, default=3000,
-                    help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
-    tb.add_argument("--init-from", default=None,
-                    help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
-    tb.add_argument("--vae-finetune-steps", type=TRAIN_STEPS0, default=0,
-                    help="with --init-from: fine-tune its VAE on this world's renders first, latents anchored (0: keep it)")
-    tb.add_argument("--lr", type=limit_arg("learning_rate", positive_float), default=None,
-                    help="peak learning rate of the UNet (default 5e-4)")
-    tb.add_argument("--text-binder-layers", type=limit_arg("layers", non_negative_int), default=2,
-                    help="trainable layers binding words between MiniLM and the UNet (0: condition on MiniLM directly)")
-    tb.add_argument("--binding-loss", type=limit_arg("loss_weight", non_negative_float), default=0.0,
-                    help="weight of the binder's auxiliary loss binding each word to its object's attributes (0: off)")
-    tb.add_argument("--seed", type=SEED, default=0)
-    tb.add_argument("--json", action="store_true")
-    tb.set_defaults(func=cmd_world_train_backbone)
-
-    tp = world.add_parser(
-        "train-policy", help="SFT of the world refinement policy (the shipped recipe), then its held-out evaluation")
-    tp.add_argument("--out", default=None, help="output folder (default: assets/world/policy)")
-    tp.add_argument("--steps", type=TRAIN_STEPS, default=None, help="SFT steps (default: the shipped recipe's)")
-    tp.add_argument("--seed", type=SEED, default=0)
-    tp.add_argument("--threads", type=limit_arg("threads", positive_int), default=2, help="torch CPU threads")
-    tp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    tp.set_defaults(func=cmd_world_train_policy)
-
-    ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
-    ac.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
-    ac.add_argument("--n", type=COUNT, default=500)
-    ac.add_argument("--seed", type=SEED, default=0)
-    ac.add_argument("--json", action="store_true")
-    ac.set_defaults(func=cmd_world_analyzer_check)
-
-    for name, func, n_default in (("backbone-eval", cmd_world_backbone_eval, 256), ("room", cmd_world_room, 128)):
-        c = world.add_parser(name, help="quality window of the backbone" if name == "backbone-eval"
-                             else "room for the loop: base vs feed-forward bound vs mid-way oracles")
-        c.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
-        c.add_argument("--backbone", default=None, help="backbone folder (default: the world's shipped one)")
-        c.add_argument("--n", type=COUNT, default=n_default, help="prompts per set")
-        c.add_argument("--seed", type=SEED, default=0)
-        c.add_argument("--steps", type=SAMPLING_STEPS, default=20, help="sampling steps")
-        c.add_argument("--guidance", type=GUIDANCE, default=4.0, help="classifier-free guidance scale")
-        c.add_argument("--timestep-shift", type=limit_arg("timestep_shift", positive_float), default=None,
-                       help="sampling schedule's timestep shift (default: the backbone's own; 1 = unshifted)")
-        c.add_argument("--eta", type=limit_arg("unit", unit_float), default=0.0,
-                       help="stochastic sampling: DDIM's eta in [0, 1] (0 = deterministic, 1 = DDPM's noise)")
-        c.add_argument("--json", action="store_true")
-        c.add_argument("--fractions", type=fraction_list, default=None, metavar="F,F",
-                       help="worlds v2, v3: fractions of sampling at which the rules switch / the window is measured "
-                            "(the world's default when not given)")
-        if name == "room":
-            c.add_argument("--seeds", type=COUNT, default=4, help="seeds per query")
-            c.add_argument("--candidates", type=COUNT, default=8, help="candidate rewrites per query")
-            c.add_argument("--anchored", action="store_true",
-                           help="world v1: also the mid-way oracles over candidates pinned to each sample's preview")
-            c.add_argument("--rules", type=rule_names, nargs="?", const=(), default=None, metavar="NAMES",
-                           help="worlds v2, v3: the preview-reading rule policies and blind controls (cross-fitted, with "
-                                "CIs) it always measures; NAMES (comma-separated) keeps a subset")
-            c.add_argument("--split", default=None, choices=["train", "heldout"],
-                           help="worlds v2, v3: prompt set (default heldout)")
-        c.set_defaults(func=func)
+    add_world_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench_command", required=True)
     ov = bench.add_parser("overhead", help="sampling time of PromptLoop vs plain sampling on the world backbone")
@@ -551,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--pipeline", default=None, help="diffusers folder or Hub id, 'world', 'tiny:NAME'")
     cmp_.add_argument("--policy", default=None, help="VLM policy folder or Hub id, 'world', 'tiny:NAME'")
     cmp_.add_argument("--reward", action="append", default=None, metavar="NAME[=WEIGHT]",
-                      help="a reward judged against each prompt (repeat for several; default alignment)")
+                      help="a reward judged against each prompt (repeat for several; default: the world's alignment)")
     cmp_.add_argument("--reward-kwargs", default=None, metavar="JSON",
                       help='options per reward, e.g. \'{"clipscore": {"model_name_or_path": "PATH"}}\'')
     cmp_.add_argument("--prompts", default=None, metavar="SOURCE",
@@ -562,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="images per prompt (default 1)")
     cmp_.add_argument("--seed", type=SEED, default=0)
     cmp_.add_argument("--steps", type=SAMPLING_STEPS, default=20)
-    cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: 4 on the world, else the "
+    cmp_.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: the world's on the world, else the "
                                                                         "pipeline's default)")
     cmp_.add_argument("--refine", type=limit_arg("refinements", positive_int), default=5,
                       help="refinements N_R of the loop rows")
@@ -598,23 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--json", action="store_true")
     push.set_defaults(func=cmd_push)
 
-    wm = world.add_parser("write-manifests", help="write (or --check) the sizes+sha256 manifest of model folders "
-                          "(default: the shipped ones in assets/world/)")
-    wm.add_argument("folders", nargs="*", help="model folders (default: assets/world/{backbone,policy,policy_*})")
-    wm.add_argument("--check", action="store_true", help="verify the manifests instead of writing them")
-    wm.add_argument("--json", action="store_true")
-    wm.set_defaults(func=cmd_world_write_manifests)
-
-    pr = world.add_parser("prompts", help="print a fixed prompt set")
-    pr.add_argument("name", choices=["train", "heldout"])
-    pr.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=WORLD_HELP)
-    pr.add_argument("--n", type=limit_arg("count0", non_negative_int), default=0, help="only the first N (0: all)")
-    pr.add_argument("--json", action="store_true")
-    pr.set_defaults(func=cmd_world_prompts)
     return p
 
 
-gpu_list.limit = "gpus"  # type: ignore[attr-defined]  # each value checked against LIMITS["gpus"]
 # numbers checked against validation.LIMITS outside argparse types: kind -> where (for docs/limits.md)
 CHECKED_ELSEWHERE = {"sampling_steps": ["promptloop generate --steps", "app: steps (2..200)"],
                      "seed": ["app: seed"], "guidance": ["app: guidance"]}

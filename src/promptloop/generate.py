@@ -19,9 +19,10 @@ import torch
 from promptloop.eval.figures import labelled_grid
 from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.loop.sampler import MODES, PromptLoopSampler
-from promptloop.models import check_local_folder, parse_model_ref, world_backbone_folder
+from promptloop.models import check_local_folder
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.validation import check_device, check_limit, check_number, check_prompt, check_prompt_tokens
+from promptloop.world import world_name_of_pipeline, world_of_pipeline
 
 
 @dataclass
@@ -32,7 +33,7 @@ class GenerateRequest:
     seed: int = 0  # seed of the first image; image k uses seed + k
     num_images: int = 1  # images for the query
     steps: int = 20  # sampling steps
-    guidance: float | None = None  # CFG scale (None: 4.0 for the world backbone, the pipeline's default otherwise)
+    guidance: float | None = None  # CFG scale (None: the world's on a world backbone, the pipeline's default otherwise)
     negative_prompt: str | None = None  # negative prompt (pipelines with CFG)
     pipeline: str = "world"  # 'world', 'world:PATH', a diffusers folder or hub id
     policy: str = "world"  # 'world', a VLM folder or hub id
@@ -138,12 +139,12 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if req.prompts is not None:
         from promptloop.train.data import load_prompts
 
-        prompts = load_prompts(req.prompts)
+        prompts = load_prompts(req.prompts, world=world_name_of_pipeline(req.pipeline))
     mode = req.mode.replace("_", "-")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if req.device == "auto" else req.device
     pipe, extra = load_pipeline(req.pipeline, device, dtype=req.dtype)
-    world = _world_of(req.pipeline)
-    guidance = req.guidance if req.guidance is not None else (4.0 if world is not None else None)
+    world = world_of_pipeline(req.pipeline)  # the world a world backbone was trained on (None for other pipelines)
+    guidance = req.guidance if req.guidance is not None else (world.GUIDANCE if world is not None else None)
     req.guidance = guidance
     policy = None
     if mode != "none":
@@ -180,18 +181,6 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if message is not None:
         summary["warning"] = message
     return summary
-
-
-def _world_of(pipeline: str) -> Any:
-    """The world package of a world backbone reference ('world', 'world:PATH'; the world is read from the folder),
-    None for any other pipeline."""
-    ref = parse_model_ref(pipeline)
-    if ref.kind != "world":
-        return None
-    from promptloop.world import get_world
-    from promptloop.world.backbone import backbone_world
-
-    return get_world(backbone_world(world_backbone_folder(ref)))
 
 
 def _generate_one(req: GenerateRequest, query: str, sampler: PromptLoopSampler, guidance: float | None,

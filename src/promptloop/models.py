@@ -215,7 +215,7 @@ def load_policy(name: str, device: torch.device | str, *, dtype: str = "auto", q
             path = world_policy_path()
             if not Path(path).is_dir():
                 raise FileNotFoundError(f"world policy not found at {path} (train it with "
-                                        "promptloop.world.shapes.train_policy.train_world_policy)")
+                                        "`promptloop world train-policy`)")
         weights_dtype = None if dtype == "auto" else torch_dtype(dtype)
         quantization_config = None
         if quantization != "none":  # QLoRA: the frozen base in 8 / 4 bit

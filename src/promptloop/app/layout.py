@@ -182,7 +182,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             with gr.Row():
                 seed = gr.Number(value=0, precision=0, label="seed", min_width=80, elem_id="seed")
                 steps = gr.Number(value=20, precision=0, label=f"steps (2-{MAX_STEPS})", min_width=80, elem_id="steps")
-                guidance = gr.Textbox(value="4.0" if store.spec.is_world else "", elem_id="guidance", min_width=80,
+                guidance = gr.Textbox(value=_default_guidance(store.spec), elem_id="guidance", min_width=80,
                                       label="guidance (empty: default)")
                 refinements = gr.Number(value=5, precision=0, label="N_R (refinements)", min_width=80,
                                         elem_id="refinements")
@@ -269,12 +269,23 @@ def _short(path: str | None) -> str:
     return Path(path).name if path else "none"
 
 
-def _example_queries(spec: ModelSpec) -> list[str]:
-    if not spec.is_world:
-        return []
-    from promptloop.world.shapes.prompts import sample_prompts
+def _world_of(spec: ModelSpec) -> Any:
+    """The world of the spec's backbone; None for other pipelines and for an unreadable backbone folder (the page
+    reports that when the models load)."""
+    try:
+        return spec.world
+    except Exception:
+        return None
 
-    return [it.caption for it in sample_prompts("heldout", 4, seed=1)]
+
+def _default_guidance(spec: ModelSpec) -> str:
+    world = _world_of(spec)
+    return "" if world is None else str(world.GUIDANCE)
+
+
+def _example_queries(spec: ModelSpec) -> list[str]:
+    world = _world_of(spec)
+    return [] if world is None else [it.caption for it in world.sample_prompts("heldout", 4, seed=1)]
 
 
 def launch(app: gr.Blocks, host: str = "127.0.0.1", port: int = 7860, block: bool = True,

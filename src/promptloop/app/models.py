@@ -18,6 +18,7 @@ import torch
 
 from promptloop.models import parse_model_ref
 from promptloop.rewards import get_reward
+from promptloop.world import DEFAULT_WORLD, get_world, is_world_reference, world_of_pipeline
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,26 @@ class ModelSpec:
     policy: str = "world"  # 'world' (the shipped SFT world policy), a VLM folder or Hub id
     adapter: str | None = None  # LoRA adapter of PromptLoop's policy (None: the world's GRPO adapter on 'world')
     feed_forward_adapter: str | None = None  # adapter of the feed-forward row (None: world's, else `adapter`)
-    reward: str | None = None  # reward name of the registry (None: 'alignment' on the world, none otherwise)
+    reward: str | None = None  # reward name of the registry (None: the world's alignment on a world backbone, else none)
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
     dtype: str = "float32"  # float32 | bfloat16 | float16
 
     @property
     def is_world(self) -> bool:
-        return parse_model_ref(self.pipeline).kind == "world"
+        return is_world_reference(self.pipeline)
+
+    @property
+    def world(self) -> Any:
+        """The world package of a world backbone (read from its folder), None for any other pipeline."""
+        return world_of_pipeline(self.pipeline)
+
+    def _world_alignment(self) -> str:
+        """The alignment reward of the backbone's world (the default world's while its folder cannot be read: loading
+        the pipeline then reports why)."""
+        try:
+            return self.world.ALIGNMENT_REWARD
+        except Exception:  # the pipeline's own load error is the one to show
+            return get_world(DEFAULT_WORLD).ALIGNMENT_REWARD
 
     def resolved(self) -> ModelSpec:
         """The spec with the world's defaults filled in (adapters, reward)."""
@@ -41,7 +55,7 @@ class ModelSpec:
         world_policy = self.policy == "world"
         adapter = self.adapter or (str(GRPO_ADAPTER) if world_policy else None)
         ff = self.feed_forward_adapter or (str(FEED_FORWARD_ADAPTER) if world_policy else adapter)
-        reward = self.reward if self.reward is not None else ("alignment" if self.is_world else "")
+        reward = self.reward if self.reward is not None else (self._world_alignment() if self.is_world else "")
         return replace(self, adapter=adapter, feed_forward_adapter=ff, reward=reward)
 
 
@@ -52,7 +66,7 @@ class Models:
     spec: ModelSpec
     pipe: Any
     call_kwargs: dict[str, Any]
-    guidance: float | None  # default CFG scale (4.0 on the world backbone, the pipeline's own otherwise)
+    guidance: float | None  # default CFG scale (the world's on a world backbone, the pipeline's own otherwise)
     policies: dict[str, Any] = field(default_factory=dict)  # "promptloop" / "feed_forward" -> policy, loaded lazily
     reward: Any = None  # the reward callable, or None
 
@@ -112,15 +126,17 @@ def load_models(spec: ModelSpec) -> Models:
         pipe, extra = load_pipeline(spec.pipeline, _device(spec), dtype=spec.dtype)
     except Exception as e:  # any failure of a user-named model is reported in the page
         raise ModelLoadError(f"cannot load pipeline {spec.pipeline!r}: {_first_line(e)}") from e
-    if spec.is_world:
-        extra = {"height": 32, "width": 32, **extra}
+    world = spec.world
+    if world is not None:
+        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
     reward = None
     if spec.reward:
         try:
             reward = get_reward(spec.reward)
         except Exception as e:
             raise ModelLoadError(f"cannot load reward {spec.reward!r}: {_first_line(e)}") from e
-    return Models(spec=spec, pipe=pipe, call_kwargs=extra, guidance=4.0 if spec.is_world else None, reward=reward)
+    return Models(spec=spec, pipe=pipe, call_kwargs=extra, guidance=world.GUIDANCE if world is not None else None,
+                  reward=reward)
 
 
 class ModelStore:

@@ -24,6 +24,7 @@ from PIL import Image
 from promptloop.app.models import ModelLoadError, Models
 from promptloop.loop.sampler import MODES, PromptLoopSampler, Refinement, Trajectory
 from promptloop.loop.schedule import SCHEDULE_KINDS
+from promptloop.rewards import AlignmentReward, get_reward
 from promptloop.validation import LIMITS
 
 MAX_STEPS = 200  # the most sampling steps the page accepts (seed and guidance: validation.LIMITS)
@@ -110,32 +111,31 @@ def score_image(models: Models, image: Image.Image, query: str) -> Score:
     reward = models.reward
     if reward is None:
         return Score(None, note="no reward chosen")
-    name = models.spec.reward
-    if name in ("alignment", "count"):
-        return _world_score(reward, name, image, query)
+    world = models.spec.world
+    if isinstance(reward, AlignmentReward) or (world is not None and models.spec.reward in getattr(world, "REWARDS", {})):
+        return _world_score(reward, world, image, query)
     out = reward([image], [query])
     parts = [(k, f"{float(v[0]):.3f}") for k, v in (getattr(out, "breakdown", None) or {}).items()]
     return Score(float(out.scores[0]), parts)
 
 
-def _world_score(reward: Any, name: str, image: Image.Image, query: str) -> Score:
-    from promptloop.rewards.world import alignment_facts, parse_query
-    from promptloop.world.shapes.analyzer import analyze_scenes
-
+def _world_score(reward: Any, world: Any, image: Image.Image, query: str) -> Score:
+    """A world reward's score with the facts the query asserts (an alignment reward's) and what the world's analyzer
+    found."""
+    analyzer = reward if isinstance(reward, AlignmentReward) else get_reward(world.ALIGNMENT_REWARD)
     try:
-        parsed = parse_query(query)
+        analyzer.parse(query)
     except ValueError:
         return Score(None, note="not a query of the world's grammar: its facts cannot be checked, so no reward")
     arr = np.asarray(image.convert("RGB"), dtype=np.float32)[None] / 255.0
-    analysis = analyze_scenes(arr)[0]
+    analysis = analyzer.analyze(arr)[0]
     total = float(reward(arr, [query]).scores[0])
     parts = []
-    if name == "alignment":
-        for kind, (sat, asserted) in alignment_facts(parsed, analysis).items():
+    if isinstance(reward, AlignmentReward):
+        for kind, (sat, asserted) in reward.facts(reward.parse(query), analysis).items():
             if asserted:
                 parts.append((kind, f"{sat} / {asserted} {'✓' if sat == asserted else '✗'}"))
-    found = [f"{d.size} {d.colour} {d.shape} at column {d.cell[0]}, row {d.cell[1]}" for d in analysis.objects]
-    return Score(total, parts, [*found, f"background {analysis.background}"])
+    return Score(total, parts, analyzer.describe(analysis))
 
 
 # ----------------------------------------------------------------------------------------------------------------------

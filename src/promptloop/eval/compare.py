@@ -26,8 +26,8 @@ from promptloop.eval.sampling import sample
 from promptloop.policy.base import StagedPolicy
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
+from promptloop.world import world_of_backbone
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
-from promptloop.world.shapes.prompts import sample_prompts
 
 ASSETS = DEFAULT_BACKBONE.parent
 GRPO_ADAPTER = ASSETS / "policy_grpo"
@@ -48,7 +48,7 @@ def load_world_policy(adapter: str | Path | None, pipe: Any) -> Any:
     return policy
 
 
-def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0, refinements: int = 5,
+def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None = None, refinements: int = 5,
             grpo_adapter: str | Path | None = None, feed_forward_adapter: str | Path | None = None,
             include_sft: bool = True, rewrite_first: bool = False, progress: bool = True) -> dict[str, Any]:
     if refinements > steps - 1:
@@ -58,8 +58,10 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float = 4.0,
             raise FileNotFoundError(f"{flag} {adapter}: no such adapter folder")
     t0 = time.perf_counter()
     pipe = load_backbone()
-    alignment, proxy = get_reward("alignment"), get_reward("proxy")
-    items = sample_prompts("heldout", n, seed)
+    world = world_of_backbone()  # the shipped backbone's world: its prompts, guidance and alignment reward
+    guidance = world.GUIDANCE if guidance is None else guidance
+    alignment, proxy = get_reward(world.ALIGNMENT_REWARD), get_reward("proxy")
+    items = world.sample_prompts("heldout", n, seed)
     queries = [it.caption for it in items]
     seeds = [seed * 1_000_003 + 17 * i for i in range(n)]
     grpo = load_world_policy(grpo_adapter or GRPO_ADAPTER, pipe)

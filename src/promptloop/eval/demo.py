@@ -23,8 +23,8 @@ from promptloop.eval.figures import labelled_grid, reward_curve
 from promptloop.eval.sampling import sample
 from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.rewards import get_reward
+from promptloop.world import world_of_backbone
 from promptloop.world.backbone import load_backbone
-from promptloop.world.shapes.prompts import sample_prompts
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "world.yaml"
 
@@ -51,10 +51,11 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False) -> dict[str, An
     out = output_dir(out_dir, "--out")  # an empty, file or unwritable path fails before the models load
     n = 16 if quick else 64
     grpo_steps = 4 if quick else 30
-    steps, guidance, n_r = 20, 4.0, 5
+    world = world_of_backbone()  # the shipped backbone's world: its prompts, sampling defaults and reward
+    steps, guidance, n_r = world.STEPS, world.GUIDANCE, 5
     pipe = load_backbone()
-    alignment = get_reward("alignment")
-    items = sample_prompts("heldout", n, seed=1)
+    alignment = get_reward(world.ALIGNMENT_REWARD)
+    items = world.sample_prompts("heldout", n, seed=1)
     queries = [it.caption for it in items]
     seeds = list(range(n))
 

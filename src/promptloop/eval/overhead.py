@@ -22,8 +22,8 @@ import torch
 
 from promptloop.loop.sampler import PromptLoopSampler
 from promptloop.policy.base import NullPolicy, PolicyInput, PolicyOutput
+from promptloop.world import world_of_backbone
 from promptloop.world.backbone import load_backbone
-from promptloop.world.shapes.prompts import sample_prompts
 
 
 class _PreviewReadingNullPolicy(NullPolicy):
@@ -35,13 +35,15 @@ class _PreviewReadingNullPolicy(NullPolicy):
         return super().propose(inputs)
 
 
-def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float = 4.0,
+def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float | None = None,
              backbone: str | None = None) -> dict[str, Any]:
     from promptloop.eval.compare import load_world_policy
 
     pipe = load_backbone(backbone)
     policy = load_world_policy(None, pipe)  # the shipped SFT world policy
-    queries = [it.caption for it in sample_prompts("heldout", batch, seed=0)]
+    world = world_of_backbone(backbone)
+    guidance = world.GUIDANCE if guidance is None else guidance
+    queries = [it.caption for it in world.sample_prompts("heldout", batch, seed=0)]
     sampler = PromptLoopSampler(pipe)
 
     def run(mode: str, pol: Any, n_r: int) -> Callable[[], None]:

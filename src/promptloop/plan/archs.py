@@ -155,4 +155,4 @@ HPSV3 = Arch("promptloop", "HPSv3Model", {
 REWARD_CLIP_DEFAULTS = {"clipscore": "openai/clip-vit-large-patch14", "aesthetic": "openai/clip-vit-large-patch14",
                         "pickscore": "yuvalkirstain/PickScore_v1"}  # the rewards' default `model_name_or_path`
 REWARDS: dict[str, Arch] = {"imagereward": IMAGEREWARD, "hpsv2": CLIP_VIT_H14, "hpsv3": HPSV3}
-PARAMETER_FREE_REWARDS = ("alignment", "proxy", "count")  # the embedded worlds' rewards: numpy, no weights
+PARAMETER_FREE_REWARDS = ("proxy",)  # built-in rewards without weights (numpy); the worlds' rewards are too

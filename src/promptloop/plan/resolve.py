@@ -163,11 +163,18 @@ def _clip_arch(model: str, what: str) -> Arch:
                     f"not embedded; embedded: {', '.join(sorted(CLIP_ARCHS))})")
 
 
+def _parameter_free_rewards() -> tuple[str, ...]:
+    """The rewards without weights: the built-in ones and every embedded world's (computed by its analyzer)."""
+    from promptloop.world import world_reward_names
+
+    return (*PARAMETER_FREE_REWARDS, *world_reward_names())
+
+
 def reward_arch(name: str, options: dict[str, Any] | None = None) -> Arch | None:
     """The Arch of the model of reward `name` built with factory `options` (its `model_name_or_path`, HPSv3's
     `base_model_name_or_path`); None: a reward without weights."""
     options = options or {}
-    if name in PARAMETER_FREE_REWARDS:
+    if name in _parameter_free_rewards():
         return None
     if name in REWARD_CLIP_DEFAULTS:
         clip = _clip_arch(str(options.get("model_name_or_path") or REWARD_CLIP_DEFAULTS[name]), f"reward {name!r}")
@@ -188,7 +195,7 @@ def reward_arch(name: str, options: dict[str, Any] | None = None) -> Arch | None
     if name in REWARDS:
         return REWARDS[name]
     raise PlanError(f"reward {name!r}: no embedded architecture (known: "
-                    f"{', '.join(sorted([*REWARDS, *REWARD_CLIP_DEFAULTS, *PARAMETER_FREE_REWARDS]))})")
+                    f"{', '.join(sorted([*REWARDS, *REWARD_CLIP_DEFAULTS, *_parameter_free_rewards()]))})")
 
 
 def reward_quantization_route(name: str) -> str:

@@ -3,8 +3,9 @@
 A saved policy records its output validator, prompt-length function and decoding-constraint class by
 name ("module:qualname"). Loading resolves only names registered here, per field; any other name is an
 error naming the folder's file and the field, so a folder cannot make the loader import or call code of
-its choosing. Register a new one (at import of the module that defines it) with
-`register_policy_callable("validator", fn)`.
+its choosing. Each embedded world declares the names its policies may record (`POLICY_CALLABLES`) and the old
+names of moved ones (`MOVED_CALLABLES`: folders saved before a move still load); register another one (at import
+of the module that defines it) with `register_policy_callable("validator", fn)`.
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from collections.abc import Callable
 from typing import Any
 
 FIELDS = ("validator", "prompt_length_fn", "constraint")
-# the worlds' functions (world v1 under world/shapes/, world v2 under world/patterns/)
-_REGISTRY: dict[str, set[str]] = {
-    "validator": {"promptloop.world.shapes.grammar:parse", "promptloop.world.patterns.grammar:parse"},
-    "prompt_length_fn": {"promptloop.world.shapes.policy_data:minilm_length"},
-    "constraint": {"promptloop.world.shapes.copy_constraint:CopyEditConstraint"},
-}
-# names that policy folders saved before the Shapes world moved into world/shapes/ record, and where they live now
-MOVED: dict[str, str] = {
-    f"promptloop.world.{ref}": f"promptloop.world.shapes.{ref}"
-    for ref in ("grammar:parse", "policy_data:minilm_length", "copy_constraint:CopyEditConstraint")
-}
+_REGISTRY: dict[str, set[str]] = {field: set() for field in FIELDS}  # registered here, besides the worlds' own
+
+
+def _allowed(field: str) -> set[str]:
+    """The names allowed under `field`: those registered here and those the registered worlds declare."""
+    from promptloop.world import get_world, world_names
+
+    declared = {ref for name in world_names() for ref in getattr(get_world(name), "POLICY_CALLABLES", {}).get(field, ())}
+    return _REGISTRY[field] | declared
+
+
+def moved_callables() -> dict[str, str]:
+    """Old names of moved callables -> their names now, over the registered worlds (`MOVED_CALLABLES`)."""
+    from promptloop.world import get_world, world_names
+
+    return {old: new for name in world_names() for old, new in getattr(get_world(name), "MOVED_CALLABLES", {}).items()}
 
 
 class PolicyCallableError(ValueError):
@@ -52,16 +58,17 @@ def callable_ref(field: str, fn: Any) -> str | None:
     if fn is None:
         return None
     ref = ref_of(fn)
-    return ref if ref in _REGISTRY[field] else None
+    return ref if ref in _allowed(field) else None
 
 
 def resolve_callable(field: str, ref: Any, where: str) -> Callable[..., Any] | None:
     """The registered callable `ref` names (None for null); PolicyCallableError naming `where` otherwise."""
     if ref is None:
         return None
-    ref = MOVED.get(ref, ref) if isinstance(ref, str) else ref
-    if not isinstance(ref, str) or ref not in _REGISTRY[field]:
-        allowed = ", ".join(sorted(_REGISTRY[field]))
+    ref = moved_callables().get(ref, ref) if isinstance(ref, str) else ref
+    allowed_refs = _allowed(field)
+    if not isinstance(ref, str) or ref not in allowed_refs:
+        allowed = ", ".join(sorted(allowed_refs))
         raise PolicyCallableError(f"{where}: {field} {ref!r} is not a registered policy callable (allowed: {allowed})")
     module, name = ref.split(":", 1)
     try:

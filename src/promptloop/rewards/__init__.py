@@ -1,17 +1,22 @@
 """Rewards: a batched `Reward` protocol, a registry of named rewards and weighted combinations.
 
-Built-in (Shapes world, see `promptloop.rewards.world`): "alignment" (GenEval-like fraction of the
-query's facts satisfied), "proxy" (hackable image-only aesthetic score), "count". Other modules add
-rewards with `register_reward(name)(factory)`.
+Built in: "proxy" (`rewards.proxy`, a hackable image-only aesthetic score). Each embedded world registers its own
+by name, lazily (its `REWARDS`; `promptloop.world`): the Shapes world "alignment" (GenEval-like fraction of the
+query's facts satisfied) and "count", the Patterns world "patterns_alignment", the Backdrops world
+"backdrops_alignment" and "backdrops_legible"; every world's alignment is an `AlignmentReward`
+(`rewards.alignment`). The model rewards (`rewards.adapters`) are registered too. Other modules add rewards with
+`register_reward(name)(factory)` or `register_lazy_reward(name, "module:factory")`.
 """
 
 from __future__ import annotations
 
-from promptloop.rewards import patterns as patterns  # registers the Patterns world's rewards
-from promptloop.rewards import world as world  # registers the built-in rewards
+from promptloop.rewards import proxy as proxy  # registers the built-in image-only reward
 from promptloop.rewards.adapters import register_model_rewards
+from promptloop.rewards.alignment import AlignmentReward
+from promptloop.rewards.proxy import ProxyReward
 from promptloop.rewards.registry import (
     CombinedReward,
+    LazyRewardFactory,
     Reward,
     RewardFactory,
     RewardLoadError,
@@ -20,34 +25,33 @@ from promptloop.rewards.registry import (
     available_rewards,
     build_reward_fn,
     get_reward,
+    register_lazy_reward,
     register_reward,
     unregister_reward,
 )
-from promptloop.rewards.world import AlignmentReward, CountReward, ProxyReward, alignment_facts, parse_query
 from promptloop.world.imaging import AnalyzerInputError
 
 register_model_rewards()  # real-model rewards by name; each imports its model lazily, on first use
 
 from promptloop.world import register_world_rewards  # noqa: E402  (after the registry is complete)
 
-register_world_rewards()  # each world package's own `rewards` module (world v3: backdrops_alignment, backdrops_legible)
+register_world_rewards()  # each world's `REWARDS`, by name; a world's reward module is imported on first use
 
 __all__ = [
     "AlignmentReward",
     "AnalyzerInputError",
     "CombinedReward",
-    "CountReward",
+    "LazyRewardFactory",
     "ProxyReward",
     "Reward",
     "RewardFactory",
     "RewardLoadError",
     "RewardOutput",
     "UnknownRewardError",
-    "alignment_facts",
     "available_rewards",
     "build_reward_fn",
     "get_reward",
-    "parse_query",
+    "register_lazy_reward",
     "register_reward",
     "unregister_reward",
 ]

@@ -14,6 +14,9 @@ New rewards (e.g. adapters for learned reward models) plug in with `register_rew
     def _make(**kwargs) -> Reward:
         return MyReward(**kwargs)
 
+A reward whose module should load only when it is used registers by name instead: `register_lazy_reward("name",
+"package.module:factory")` (the embedded worlds register theirs this way, from their `REWARDS`).
+
 `CombinedReward({"alignment": 0.8, "proxy": 0.2})` is itself a `Reward`; `build_reward_fn(weights)`
 returns a plain function giving every named score plus their weighted sum under "total".
 """
@@ -88,12 +91,52 @@ def register_reward(name: str, *, overwrite: bool = False) -> Callable[[F], F]:
         raise ValueError(f"invalid reward name {name!r}: a non-empty string without '/', not 'total'")
 
     def deco(factory: F) -> F:
-        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory:
+        if name in _REGISTRY and not overwrite and _REGISTRY[name] is not factory and _REGISTRY[name] != factory:
             raise ValueError(f"a reward named {name!r} is already registered (pass overwrite=True to replace it)")
         _REGISTRY[name] = factory
         return factory
 
     return deco
+
+
+class LazyRewardFactory:
+    """A reward factory named "module:attribute", imported on first use; equal to another of the same name."""
+
+    def __init__(self, ref: str) -> None:
+        module, sep, attribute = ref.partition(":")
+        if not sep or not module or not attribute:
+            raise ValueError(f"invalid reward factory {ref!r}: expected 'package.module:factory'")
+        self.ref = ref
+
+    def resolve(self) -> Callable[..., Any]:
+        """The factory itself (its module imported now)."""
+        import importlib
+
+        module, attribute = self.ref.split(":", 1)
+        return getattr(importlib.import_module(module), attribute)
+
+    @property
+    def __signature__(self) -> Any:  # the factory's options, for `get_reward`'s check
+        import inspect
+
+        return inspect.signature(self.resolve())
+
+    def __call__(self, **kwargs: Any) -> Reward:
+        return self.resolve()(**kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LazyRewardFactory) and other.ref == self.ref
+
+    def __hash__(self) -> int:
+        return hash(self.ref)
+
+    def __repr__(self) -> str:
+        return f"LazyRewardFactory({self.ref!r})"
+
+
+def register_lazy_reward(name: str, ref: str, *, overwrite: bool = False) -> None:
+    """Register the factory `ref` ("package.module:factory") under `name` without importing it; idempotent."""
+    register_reward(name, overwrite=overwrite)(LazyRewardFactory(ref))
 
 
 def unregister_reward(name: str) -> None:

@@ -24,7 +24,7 @@ from promptloop.policy.processors import QwenVLComponentProcessor
 from promptloop.policy.vlm import VLMPolicy
 from promptloop.testing._common import QWEN_SPECIAL_TOKENS
 from promptloop.testing.policy_families import tiny_gemma3_policy, tiny_llava_onevision_policy, tiny_smolvlm_policy
-from promptloop.world.shapes.policy_model import llava_model, llava_processor
+from promptloop.world import get_world
 
 QWEN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -42,11 +42,10 @@ QWEN_CHAT_TEMPLATE = (
 
 def tiny_llava_policy(seed: int = 0, image_size: int = 32, **policy_kwargs: Any) -> VLMPolicy:
     """A tiny random LLaVA policy (about 0.1M parameters) with the world tokenizer."""
-    from promptloop.world.shapes.policy_data import build_world_tokenizer
-
-    tokenizer = build_world_tokenizer()
-    model = llava_model(tokenizer, image_size=image_size, seed=seed)
-    processor = llava_processor(tokenizer, image_size=image_size)
+    world = get_world()  # the default world's policy vocabulary and model definition, at random weights
+    tokenizer = world.build_world_tokenizer()
+    model = world.llava_model(tokenizer, image_size=image_size, seed=seed)
+    processor = world.llava_processor(tokenizer, image_size=image_size)
     policy_kwargs.setdefault("instruction", InstructionTemplate.compact())
     policy_kwargs.setdefault("max_new_tokens", 12)
     return VLMPolicy(model, tokenizer, processor, image_size=image_size, **policy_kwargs)
@@ -54,9 +53,7 @@ def tiny_llava_policy(seed: int = 0, image_size: int = 32, **policy_kwargs: Any)
 
 def _qwen_tokenizer() -> tuple[Any, dict[str, int]]:
     """The world tokenizer with Qwen's special tokens and chat template, and the ids of those tokens."""
-    from promptloop.world.shapes.policy_data import build_world_tokenizer
-
-    tokenizer = build_world_tokenizer(extra_special_tokens=QWEN_SPECIAL_TOKENS)
+    tokenizer = get_world().build_world_tokenizer(extra_special_tokens=QWEN_SPECIAL_TOKENS)
     tokenizer.chat_template = QWEN_CHAT_TEMPLATE
     tokenizer.eos_token = "<|im_end|>"
     return tokenizer, {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_SPECIAL_TOKENS}

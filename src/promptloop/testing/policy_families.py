@@ -123,10 +123,10 @@ def family_tokenizer(specials: tuple[str, ...], *, bos: str | None, eos: str, pa
     from tokenizers.models import WordLevel
     from transformers import PreTrainedTokenizerFast
 
-    from promptloop.world.shapes.policy_data import world_words
+    from promptloop.world import get_world
 
     vocab = {tok: i for i, tok in enumerate(specials)}
-    for w in (*world_words(), *ROLE_WORDS):
+    for w in (*get_world().world_words(), *ROLE_WORDS):
         vocab.setdefault(w, len(vocab))
     tok = Tokenizer(WordLevel(vocab, unk_token=unk))
     tok.normalizer = normalizers.Lowercase()

@@ -1,7 +1,8 @@
 """Prompt sources and the deterministic order in which training queries are drawn.
 
 Sources (`load_prompts`):
-- `world:train`, `world:heldout`: the Shapes world's fixed prompt sets (`promptloop.world.shapes.prompts`);
+- `world:train`, `world:heldout`: an embedded world's fixed prompt sets (its `prompt_set`; the default world's
+  unless `world` names another);
 - a `.txt` file: one prompt per line (blank lines and lines starting with `#` skipped);
 - a `.jsonl` file: one JSON object per line holding the prompt under `column` (default: the first of
   prompt / caption / text present), or a JSON string;
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from promptloop.validation import MAX_PROMPT_TOKENS, InputError, check_prompt
+from promptloop.world import DEFAULT_WORLD, get_world
 
 DEFAULT_COLUMNS = ("prompt", "caption", "text")
 
@@ -161,15 +163,15 @@ def _load_hf(spec: str, column: str | None) -> list[str]:
     return [str(x).strip() for x in ds[found]]
 
 
-def load_prompts(source: str, column: str | None = None, limit: int | None = None) -> Prompts:
+def load_prompts(source: str, column: str | None = None, limit: int | None = None,
+                 world: str = DEFAULT_WORLD) -> Prompts:
     """The prompts of a source (see the module docstring), non-empty, in file order: the first `limit` within the
-    length limits (the over-long ones are skipped and listed on the result)."""
+    length limits (the over-long ones are skipped and listed on the result). `world`: whose prompt sets
+    `world:NAME` names."""
     if source.startswith("world:"):
-        from promptloop.world.shapes.prompts import prompt_set
-
         name = source.split(":", 1)[1]
         try:
-            prompts = [it.caption for it in prompt_set(name)]
+            prompts = [it.caption for it in get_world(world).prompt_set(name)]
         except KeyError as e:
             raise PromptFileError(f"prompt source {source!r}: {e.args[0]}") from None
     elif source.startswith("hf:"):
@@ -211,12 +213,10 @@ def load_prompts(source: str, column: str | None = None, limit: int | None = Non
     return Prompts(kept, source, skipped, positions)
 
 
-def is_world_query(text: str) -> bool:
-    """True when `text` parses as a Shapes-world query (so the world's alignment reward applies)."""
-    from promptloop.world.shapes.grammar import parse
-
+def is_world_query(text: str, world: str = DEFAULT_WORLD) -> bool:
+    """True when `text` parses as a query of `world` (so the world's alignment reward applies)."""
     try:
-        parse(text)
+        get_world(world).parse(text)
     except Exception:
         return False
     return True

@@ -8,24 +8,43 @@ Each world is a subpackage with the same interface, looked up by name (`get_worl
 | `patterns` | `v2` | `world.patterns` | 1-3 colour + shape + **pattern** objects, 64 px, 16x16 latents: layout early, pattern late |
 | `backdrops` | `v3` | `world.backdrops` | 1-3 shapes over a backdrop tone no caption names, 32 px; reward: alignment x legibility |
 
-A world package exposes: `NAME`, `VERSION`, `RESOLUTION`, `DEFAULT_BACKBONE` (a Path), `SceneSampler(seed, split)`,
-`render(scene)`, `training_caption(scene, rng)`, `build_vae()`, `build_unet()`, `prompt_set(name)`,
-`sample_prompts(name, n, seed)`, `parse(caption)`, the name of its `ALIGNMENT_REWARD`, and its measurement
-commands `analyzer_check(n, seed)`, `backbone_eval(**options)` and `room(**options)` with the names of the
-options they take beyond the common ones (`BACKBONE_EVAL_OPTIONS`, `ROOM_OPTIONS`). Shared machinery
-(grid geometry, the backbone pipeline, text binder, scheduler, backbone training) lives beside the packages
-in `world/`. A new world is a new subpackage and one line in `WORLDS`.
+A world package exposes (module attributes):
+- what it is: `NAME`, `VERSION` (its alias), `SceneSampler(seed, split)` (`.sample()` draws a scene),
+  `render(scene)` (an (H, W, 3) image in [0, 1]), `training_caption(scene, rng)`, `parse(caption)` (raises
+  ValueError on a caption outside its grammar), `prompt_set(name)` and `sample_prompts(name, n, seed)` (items
+  with a `.caption`);
+- its backbone: `DEFAULT_BACKBONE` (a Path), `build_vae()`, `build_unet()`;
+- its sampling defaults: `RESOLUTION` (pixels), `GUIDANCE` (CFG scale), `STEPS` (sampling steps),
+  `ALIGNMENT_REWARD` (the reward's name scoring its captions);
+- what it registers: `REWARDS` (reward name -> "module:factory", registered lazily in the reward registry when
+  `promptloop.rewards` is imported), and optionally `POLICY_CALLABLES` (promptloop_policy.json field ->
+  "module:qualname" names a saved policy of the world may record) with `MOVED_CALLABLES` (old names -> new);
+- optionally its commands: `analyzer_check(n, seed)`, `backbone_eval(**options)` and `room(**options)` with the
+  command-line options they take beyond the common ones (`BACKBONE_EVAL_OPTIONS`, `ROOM_OPTIONS`:
+  `world.options.WorldOption`s), `train_policy(out, **options)` (its refinement policy's recipe, `promptloop world
+  train-policy`), the parts of its policy's model (`world_words()`, `build_world_tokenizer(...)`, `llava_model(...)`,
+  `llava_processor(...)`: the default world's build the tiny `promptloop.testing` policies), and `BINDING_LOSS`
+  (the module of the text binder's auxiliary loss over its captions).
+
+Generic code (`generate`, `train`, `eval`, `app`, `plan`) asks `get_world(name)`, or `world_of_pipeline(name)` for
+a backbone reference ('world', 'world:PATH': the world is read from the folder), and never imports a world package
+by name. Shared machinery (grid geometry, imaging, prompt sets, command-line options, the backbone pipeline, text
+binder, scheduler, backbone training) lives beside the packages in `world/`; the measurements sample with
+`eval.sampling` and select fairly with `eval.fair`. A new world is a new subpackage and one line: `WORLDS` here,
+or `register_world(name, package)` for one kept elsewhere.
 """
 
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from types import ModuleType
 
 WORLDS: dict[str, str] = {"shapes": "promptloop.world.shapes", "patterns": "promptloop.world.patterns",
                           "backdrops": "promptloop.world.backdrops"}
 ALIASES: dict[str, str] = {"v1": "shapes", "v2": "patterns", "v3": "backdrops"}
 DEFAULT_WORLD = "shapes"
+WORLD_PIPELINE = "world"  # the model reference of a world backbone: 'world' (the default one) or 'world:PATH'
 
 
 class UnknownWorldError(ValueError):
@@ -46,11 +65,79 @@ def get_world(name: str = DEFAULT_WORLD) -> ModuleType:
     return importlib.import_module(WORLDS[world_name(name)])
 
 
-def register_world_rewards() -> None:
-    """Import each registered world's `rewards` module where it has one (it registers the world's rewards by
-    name with `rewards.register_reward`). Called once by `promptloop.rewards`."""
-    import importlib.util
+def world_names() -> list[str]:
+    """The registered worlds' names, in registration order."""
+    return list(WORLDS)
 
-    for package in WORLDS.values():
-        if importlib.util.find_spec(f"{package}.rewards") is not None:
-            importlib.import_module(f"{package}.rewards")
+
+def register_world(name: str, package: str, alias: str | None = None) -> ModuleType:
+    """Register the world package `package` under `name` (and `alias`); registers its rewards too. Returns it."""
+    if name in WORLDS and WORLDS[name] != package:
+        raise ValueError(f"a world named {name!r} is already registered ({WORLDS[name]})")
+    WORLDS[name] = package
+    if alias is not None:
+        ALIASES[alias] = name
+    register_world_rewards([name])
+    return get_world(name)
+
+
+def unregister_world(name: str) -> None:
+    """Remove a registered world, its alias and its rewards (mainly for tests)."""
+    from promptloop.rewards.registry import available_rewards, unregister_reward
+
+    world = get_world(name)
+    for reward in getattr(world, "REWARDS", {}):
+        if reward in available_rewards():
+            unregister_reward(reward)
+    del WORLDS[world_name(name)]
+    for alias in [a for a, n in ALIASES.items() if n == name]:
+        del ALIASES[alias]
+
+
+def register_world_rewards(names: list[str] | None = None) -> None:
+    """Register the `REWARDS` of the worlds `names` (default: all) by name, lazily: a reward's module is imported
+    when the reward is first built. Idempotent; called by `promptloop.rewards` at import."""
+    from promptloop.rewards.registry import register_lazy_reward
+
+    for name in names if names is not None else list(WORLDS):
+        for reward, ref in getattr(get_world(name), "REWARDS", {}).items():
+            register_lazy_reward(reward, ref)
+
+
+def world_reward_names() -> list[str]:
+    """Every reward the registered worlds declare (each reads its world's analyzer: no model weights)."""
+    return [reward for name in WORLDS for reward in getattr(get_world(name), "REWARDS", {})]
+
+
+def is_world_reference(name: str) -> bool:
+    """Whether a pipeline reference names a world backbone ('world' or 'world:PATH'; `promptloop.models` parses it)."""
+    from promptloop.models import parse_model_ref
+
+    return parse_model_ref(name).kind == "world"
+
+
+def world_backbone_folder(name: str) -> Path:
+    """The folder of a world backbone reference: PATH of 'world:PATH', the shipped default backbone for 'world'
+    (`promptloop.models.world_backbone_folder`; ValueError for any other reference)."""
+    from promptloop.models import world_backbone_folder as folder_of
+
+    return folder_of(name)
+
+
+def world_of_backbone(folder: str | Path | None = None) -> ModuleType:
+    """The world package a backbone folder was trained on (None: the shipped default backbone)."""
+    from promptloop.world.backbone import DEFAULT_BACKBONE, backbone_world
+
+    return get_world(backbone_world(DEFAULT_BACKBONE if folder is None else folder))
+
+
+def world_of_pipeline(name: str) -> ModuleType | None:
+    """The world package of a world backbone reference (read from the backbone folder), None for any other."""
+    return world_of_backbone(world_backbone_folder(name)) if is_world_reference(name) else None
+
+
+def world_name_of_pipeline(name: str) -> str:
+    """The name of the world a pipeline samples: its backbone's for a world reference, the default world's otherwise
+    (whose prompt sets `world:NAME` prompt sources name)."""
+    world = world_of_pipeline(name)
+    return DEFAULT_WORLD if world is None else world.NAME

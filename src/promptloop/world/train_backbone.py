@@ -1,6 +1,8 @@
-"""Train backbone A of the Shapes world from scratch on CPU (`promptloop world train-backbone`).
+"""Train a world's backbone from scratch on CPU (`promptloop world train-backbone --world NAME`).
 
-Four resumable stages, each with a progress bar and atomic checkpoints in `work_dir`:
+The world (`BackboneTrainConfig.world`) gives the scenes, renders, captions and component sizes. Four resumable
+stages, each with a progress bar and atomic checkpoints in `work_dir` (the autoencoder stages are
+`world.train_autoencoder`'s):
 1. `vae`: the AutoencoderKL on random renders (MSE + a tiny KL), then the latent scaling factor.
 2. `data`: a fixed pool of (train-split scene, caption) pairs: VAE latents and the pipeline's own
    MiniLM token states, cached once (captions: paraphrases, detailed and emphasised variants).
@@ -9,9 +11,7 @@ Four resumable stages, each with a progress bar and atomic checkpoints in `work_
    `text_binder_layers` layers between the cached MiniLM states and the UNet) is trained with it.
 4. `decoder`: the VAE decoder alone is trained on (MSE + L1) for longer, its encoder frozen — so the
    latents the UNet learned are unchanged — on slightly noised latents (robustness to the UNet's imperfect
-   ones). Measured on 256 train renders (encode, decode, analyze): the stage-1 VAE kept only 68% of scenes
-   fully correct (shapes blurred away: shape accuracy 0.84, count 0.92); 3000 decoder steps bring it to
-   0.887 (shape 0.947, count 0.992).
+   ones; why: docs/worlds.md, "Backbone A").
 The EMA UNet, the VAE and the sampling scheduler (`world.scheduler`, DDIM's update with the world's timestep
 shift) are saved to `out_dir` (fp16 safetensors).
 
@@ -25,7 +25,7 @@ new one, which starts as the identity (its UNet's behaviour is unchanged at step
 
 from __future__ import annotations
 
-import copy
+import importlib
 import json
 import math
 import os
@@ -34,6 +34,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -42,8 +43,15 @@ from tqdm.auto import tqdm
 
 from promptloop.world import DEFAULT_WORLD, get_world, world_name
 from promptloop.world import backbone as bb
-from promptloop.world.shapes.binding_loss import binding_loss, phrase_labels, probe_directions
 from promptloop.world.text_binder import BoundTextEncoder, TextBinder
+from promptloop.world.train_autoencoder import (
+    atomic_save,
+    finetune_vae,
+    images_to_tensor,
+    load_state,
+    train_decoder,
+    train_vae,
+)
 
 
 @dataclass
@@ -76,115 +84,14 @@ class BackboneTrainConfig:
     init_from: str = ""  # a backbone folder to continue from: its VAE is kept, its UNet is trained further; "" trains from scratch
     text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
     text_binder_lr_scale: float = 10.0  # the binder's learning rate relative to `lr` (it starts from nothing; the UNet may not)
-    binding_loss: float = 0.0  # weight of the binder's auxiliary binding loss (world.binding_loss); 0: diffusion loss only
+    binding_loss: float = 0.0  # weight of the binder's auxiliary binding loss (the world's BINDING_LOSS); 0: diffusion loss only
     vae_finetune_steps: int = 0  # with init_from: fine-tune the kept VAE on this world's renders first (0: keep it as is)
     vae_anchor: float = 1.0  # weight keeping the fine-tuned encoder's scaled latents near the kept VAE's (the UNet's warm start)
 
 
-def _atomic_save(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(images).permute(0, 3, 1, 2).mul(2).sub(1).contiguous()
-
-
-def _autoencoder_step_lr(opt: torch.optim.Optimizer, peak: float, step: int, total: int) -> None:
-    """Set the learning rate of the VAE stages: 50 warm-up steps, then cosine decay to 10% of `peak`."""
-    lr = peak * min(1.0, (step + 1) / 50) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / total)))
-    for g in opt.param_groups:
-        g["lr"] = lr
-
-
-def _render_batch(world, sampler, n: int) -> torch.Tensor:
-    return _images_to_tensor(np.stack([world.render(sampler.sample()) for _ in range(n)]))
-
-
-def _resume(state: dict | None, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
-    """Restore model and optimizer from a stage checkpoint; the step to continue from (0 without one)."""
-    if not state:
-        return 0
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
-    return int(state["step"])
-
-
-def train_vae(cfg: BackboneTrainConfig, work: Path) -> torch.nn.Module:
-    ckpt = work / "vae.pt"
-    world = get_world(cfg.world)
-    vae = world.build_vae()
-    state = _load(ckpt) if ckpt.exists() else None
-    if state and state.get("done"):
-        vae.load_state_dict(state["model"])
-        vae.register_to_config(scaling_factor=state["scaling_factor"])  # config, not a tensor: restore it
-        return vae
-    torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
-    start = _resume(state, vae, opt)
-    sampler = world.SceneSampler(cfg.seed + 1000 + start, "any")
-    bar = tqdm(range(start, cfg.vae_steps), desc="vae", initial=start, total=cfg.vae_steps)
-    for step in bar:
-        _autoencoder_step_lr(opt, cfg.vae_lr, step, cfg.vae_steps)
-        x = _render_batch(world, sampler, cfg.vae_batch)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        loss = F.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.5f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
-    # latent scale so that scaled latents have unit variance
-    with torch.no_grad():
-        x = _render_batch(world, world.SceneSampler(cfg.seed + 7, "any"), cfg.scale_renders)
-        z = vae.encode(x).latent_dist.mean
-        vae.register_to_config(scaling_factor=float(1.0 / z.std()))
-    _atomic_save({"model": vae.state_dict(), "done": True, "scaling_factor": vae.config.scaling_factor}, ckpt)
-    return vae
-
-
-def finetune_vae(cfg: BackboneTrainConfig, work: Path, vae: torch.nn.Module) -> torch.nn.Module:
-    """Warm start, stage 1': fine-tune a kept VAE on this world's renders (MSE + a tiny KL + `vae_anchor` times the
-    squared distance of its scaled latent means from the kept encoder's); the latent scale is kept. Resumable."""
-    ckpt = work / "vae_finetune.pt"
-    state = _load(ckpt) if ckpt.exists() else None
-    if state and state.get("done"):
-        vae.load_state_dict(state["model"])
-        return vae
-    world = get_world(cfg.world)
-    anchor = copy.deepcopy(vae).eval().requires_grad_(False)
-    vae.train().requires_grad_(True)
-    torch.manual_seed(cfg.seed + 11)
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr / 2, weight_decay=0.0)
-    start = _resume(state, vae, opt)
-    sampler = world.SceneSampler(cfg.seed + 1100 + start, "any")
-    scale = vae.config.scaling_factor
-    bar = tqdm(range(start, cfg.vae_finetune_steps), desc="vae-finetune", initial=start, total=cfg.vae_finetune_steps)
-    for step in bar:
-        _autoencoder_step_lr(opt, cfg.vae_lr / 2, step, cfg.vae_finetune_steps)
-        x = _render_batch(world, sampler, cfg.vae_batch)
-        post = vae.encode(x).latent_dist
-        rec = vae.decode(post.sample()).sample
-        with torch.no_grad():
-            ref = anchor.encode(x).latent_dist.mean
-        drift = F.mse_loss(post.mean * scale, ref * scale)
-        loss = F.mse_loss(rec, x) + cfg.vae_kl * post.kl().mean() + cfg.vae_anchor * drift
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.5f}", drift=f"{drift.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1}, ckpt)
-    vae.eval()
-    _atomic_save({"model": vae.state_dict(), "done": True}, ckpt)
-    return vae
+def _binding_module(cfg: BackboneTrainConfig) -> ModuleType:
+    """The world's binding-loss module (its `BINDING_LOSS`: `phrase_labels`, `probe_directions`, `binding_loss`)."""
+    return importlib.import_module(get_world(cfg.world).BINDING_LOSS)
 
 
 def _pool_captions(cfg: BackboneTrainConfig) -> tuple[list, list[str]]:
@@ -200,7 +107,7 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     """Stage 2: (latents, MiniLM token states, the "" states, captions) of the pool, cached in work/pool.pt."""
     path = work / "pool.pt"
     if path.exists():
-        d = _load(path)
+        d = load_state(path)
         captions = d.get("captions")
         if captions is None:  # a pool cached before captions were kept: regenerate them, checked against its record
             captions = _pool_captions(cfg)[1]
@@ -212,13 +119,13 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     lat, txt = [], []
     bs = 256
     for i in tqdm(range(0, cfg.pool_size, bs), desc="data"):
-        x = _images_to_tensor(np.stack([get_world(cfg.world).render(s) for s in scenes[i : i + bs]]))
+        x = images_to_tensor(np.stack([get_world(cfg.world).render(s) for s in scenes[i : i + bs]]))
         with torch.no_grad():
             lat.append(pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor)
         txt.append(bb.encode_captions(pipe, captions[i : i + bs]).half())
     uncond = bb.encode_captions(pipe, [""])[0]
     latents, text = torch.cat(lat), torch.cat(txt)
-    _atomic_save({"latents": latents, "text": text, "uncond": uncond, "captions": captions}, path)
+    atomic_save({"latents": latents, "text": text, "uncond": uncond, "captions": captions}, path)
     (work / "pool_captions.txt").write_text("\n".join(captions[:200]) + "\n")
     return latents, text, uncond, captions
 
@@ -257,7 +164,7 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
     start = 0
     gen = torch.Generator().manual_seed(cfg.seed + 5)
     if ckpt.exists():
-        st = _load(ckpt)
+        st = load_state(ckpt)
         unet.load_state_dict(st["model"])
         if binder is not None:
             binder.load_state_dict(st["binder"])
@@ -271,7 +178,8 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
     use_binding = binder is not None and cfg.binding_loss > 0
     if use_binding and labels is None:
         raise ValueError("binding_loss > 0 needs the pool's phrase labels")
-    directions = probe_directions(text.shape[-1], cfg.seed) if use_binding else None
+    binding = _binding_module(cfg) if use_binding else None
+    directions = binding.probe_directions(text.shape[-1], cfg.seed) if binding is not None else None
     acp = scheduler.alphas_cumprod.float()
     snr = acp / (1 - acp)
     n = latents.shape[0]
@@ -291,7 +199,7 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
         if binder is not None:
             cond = binder(cond)
             if use_binding:  # dropped captions (now "") have no objects to bind
-                aux = binding_loss(cond[~drop], labels[idx][~drop], directions)
+                aux = binding.binding_loss(cond[~drop], labels[idx][~drop], directions)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
@@ -318,54 +226,13 @@ def train_unet(cfg: BackboneTrainConfig, work: Path, latents, text, uncond, sche
                      "step": step + 1}
             if binder is not None:
                 state["binder"] = binder.state_dict()
-            _atomic_save(state, ckpt)
+            atomic_save(state, ckpt)
         if out_of_time and not last:
             raise TimeoutError(f"stopped after {cfg.max_minutes} min at step {step + 1}; rerun to resume")
         if last:
             break
     ema.copy_to(trained.parameters())
     return unet, binder
-
-
-def train_decoder(cfg: BackboneTrainConfig, work: Path, vae: torch.nn.Module) -> torch.nn.Module:
-    """Stage 4: fine-tune the VAE decoder (post_quant_conv + decoder) with the encoder frozen."""
-    ckpt = work / "decoder.pt"
-    state = _load(ckpt) if ckpt.exists() else None
-    if state and state.get("done"):
-        vae.load_state_dict(state["model"])
-        return vae
-    if cfg.decoder_steps <= 0:
-        return vae
-    torch.manual_seed(cfg.seed + 11)
-    vae.requires_grad_(False)
-    params = [*vae.decoder.parameters(), *vae.post_quant_conv.parameters()]
-    for p in params:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
-    start = _resume(state, vae, opt)
-    if state:
-        torch.set_rng_state(state["torch_rng"])
-    world = get_world(cfg.world)
-    sampler = world.SceneSampler(cfg.seed + 77 + start, "any")
-    bar = tqdm(range(start, cfg.decoder_steps), desc="decoder", initial=start, total=cfg.decoder_steps)
-    for step in bar:
-        _autoencoder_step_lr(opt, cfg.decoder_lr, step, cfg.decoder_steps)
-        x = _render_batch(world, sampler, cfg.vae_batch)
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
-            z = z + cfg.decoder_latent_noise * z.std() * torch.randn_like(z)
-        rec = vae.decode(z).sample
-        loss = F.mse_loss(rec, x) + F.l1_loss(rec, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.decoder_steps:
-            _atomic_save({"model": vae.state_dict(), "opt": opt.state_dict(), "step": step + 1,
-                          "torch_rng": torch.get_rng_state()}, ckpt)
-    vae.requires_grad_(False)
-    _atomic_save({"model": vae.state_dict(), "done": True}, ckpt)
-    return vae
 
 
 def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
@@ -378,17 +245,17 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     if init_from:  # a warm-started run keeps its initial backbone's VAE (fine-tuned where the run did so)
         vae = bb.load_backbone(init_from).vae.float()
         tuned = work / "vae_finetune.pt"
-        if tuned.exists() and (tuned_state := _load(tuned)).get("done"):
+        if tuned.exists() and (tuned_state := load_state(tuned)).get("done"):
             vae.load_state_dict(tuned_state["model"])
     else:
         vae = get_world(world).build_vae()
-        vae_state = _load(work / "vae.pt")
+        vae_state = load_state(work / "vae.pt")
         vae.load_state_dict(vae_state["model"])
         vae.register_to_config(scaling_factor=vae_state["scaling_factor"])
         dec = work / "decoder.pt"
-        if dec.exists() and (dec_state := _load(dec)).get("done"):
+        if dec.exists() and (dec_state := load_state(dec)).get("done"):
             vae.load_state_dict(dec_state["model"])
-    st = _load(work / "unet.pt")
+    st = load_state(work / "unet.pt")
     unet, binder, trained = _trained_parts(BackboneTrainConfig(world=world, text_binder_layers=_binder_layers_of(st)))
     unet.load_state_dict(st["model"])
     if binder is not None:
@@ -438,8 +305,8 @@ def train_backbone(cfg: BackboneTrainConfig) -> Path:
 
 def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     cfg.world = world_name(cfg.world)
-    if cfg.binding_loss > 0 and cfg.world != "shapes":
-        raise ValueError("the binding loss labels the Shapes world's captions: it needs world 'shapes'")
+    if cfg.binding_loss > 0 and getattr(get_world(cfg.world), "BINDING_LOSS", None) is None:
+        raise ValueError(f"the binding loss labels a world's captions: world {cfg.world!r} declares none (BINDING_LOSS)")
     init = bb.load_backbone(cfg.init_from) if cfg.init_from else None  # a bad folder fails before anything is written
     if init is not None and (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
         raise ValueError(f"{cfg.init_from} has a {len(binder.layers)}-layer text binder; continue it with "
@@ -462,7 +329,8 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     scheduler = bb.build_scheduler()
     pipe = bb.assemble_pipeline(get_world(cfg.world).build_unet(), vae, scheduler, tokenizer, text_encoder)
     latents, text, uncond, captions = build_pool(cfg, work, pipe)
-    labels = phrase_labels(tokenizer, captions, text.shape[1]) if cfg.binding_loss > 0 and cfg.text_binder_layers else None
+    labels = (_binding_module(cfg).phrase_labels(tokenizer, captions, text.shape[1])
+              if cfg.binding_loss > 0 and cfg.text_binder_layers else None)
     unet, binder = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None,
                               bb.text_binder_of(init) if init is not None else None, labels)
     if init is None:

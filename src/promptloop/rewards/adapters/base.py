@@ -90,7 +90,7 @@ def _quantise(batch: np.ndarray) -> np.ndarray:
 def to_uint8_images(images: Any) -> list[np.ndarray]:
     """Any accepted image input as a list of uint8 (H, W, 3) RGB arrays (sizes may differ in a list).
 
-    Accepted, validated by `promptloop.world.shapes.analyzer.to_image_batch` (same errors, `AnalyzerInputError`,
+    Accepted, validated by `promptloop.world.imaging.to_image_batch` (same errors, `AnalyzerInputError`,
     as the world rewards): torch (N, 3, H, W) or (3, H, W), float in [0, 1] or uint8; numpy
     (N, H, W, 3) or (H, W, 3), float in [0, 1] or uint8; a PIL image; a list/tuple of single images,
     which here may differ in size. Float images are quantised as ``round(255 * x)``, like a pipeline's

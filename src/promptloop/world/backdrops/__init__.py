@@ -20,16 +20,21 @@ from promptloop.world.backdrops.grammar import parse, training_caption
 from promptloop.world.backdrops.prompts import prompt_set, sample_prompts
 from promptloop.world.backdrops.render import render
 from promptloop.world.backdrops.scene import RESOLUTION, SceneSampler
+from promptloop.world.options import FRACTIONS, RULES, SPLIT, TIMESTEP_SHIFT, WorldOption
 
 NAME = "backdrops"
 VERSION = "v3"
 ALIGNMENT_REWARD = "backdrops_alignment"  # the reward registry's name of this world's alignment reward
 TASK_REWARD = "backdrops_legible"  # alignment x legibility: the reward feedback is meant to raise
+GUIDANCE = 4.0  # CFG scale its backbone samples with
+STEPS = 20  # sampling steps
+REWARDS: dict[str, str] = {"backdrops_alignment": "promptloop.world.backdrops.rewards:make_backdrops_alignment",
+                           "backdrops_legible": "promptloop.world.backdrops.rewards:make_backdrops_legible"}
 
 # The measurement commands (`promptloop world analyzer-check | backbone-eval | room --world v3`): the options
 # each takes besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
-BACKBONE_EVAL_OPTIONS: tuple[str, ...] = ("fractions", "timestep_shift")
-ROOM_OPTIONS: tuple[str, ...] = ("rules", "fractions", "split", "timestep_shift")
+BACKBONE_EVAL_OPTIONS: tuple[WorldOption, ...] = (FRACTIONS, TIMESTEP_SHIFT)
+ROOM_OPTIONS: tuple[WorldOption, ...] = (RULES, FRACTIONS, SPLIT, TIMESTEP_SHIFT)
 
 
 def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:
@@ -50,6 +55,6 @@ def room(**kwargs: Any) -> dict[str, Any]:
     return room_backdrops(**kwargs)
 
 
-__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEFAULT_BACKBONE", "NAME", "RESOLUTION", "ROOM_OPTIONS",
-           "TASK_REWARD", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae",
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEFAULT_BACKBONE", "GUIDANCE", "NAME", "RESOLUTION", "REWARDS",
+           "ROOM_OPTIONS", "STEPS", "TASK_REWARD", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae",
            "parse", "prompt_set", "render", "room", "sample_prompts", "training_caption"]

@@ -1,7 +1,7 @@
 """Backdrops-world (v3) rewards, computed with its analyzer (`world.backdrops.analyzer`).
 
 ``backdrops_alignment``
-    The GenEval-like alignment of the other worlds (`rewards.world.AlignmentReward`: the same brute-force
+    The GenEval-like alignment of the other worlds (`rewards.alignment.AlignmentReward`: the same brute-force
     matching of query objects to detections) over this world's facts, `Query.n_items()` in all: per query object
     its shape, its colour where the query names one, its column / row where asserted; one count fact; each
     relation. A colour the query leaves open is no fact: any colour satisfies it.
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptloop.rewards.registry import RewardOutput, register_reward
-from promptloop.rewards.world import AlignmentReward, best_assignment
+from promptloop.rewards.alignment import AlignmentReward, best_assignment
+from promptloop.rewards.registry import RewardOutput
 from promptloop.world.backdrops.analyzer import BackdropAnalysis, analyze_scenes
 from promptloop.world.backdrops.grammar import ParseError, parse
 from promptloop.world.backdrops.scene import Query
@@ -93,13 +93,11 @@ class BackdropsLegibleReward(BackdropsAlignmentReward):
         return RewardOutput(base.scores * leg, breakdown, asserted)
 
 
-@register_reward("backdrops_alignment")
 def make_backdrops_alignment() -> BackdropsAlignmentReward:
     """Factory of the Backdrops world's alignment reward."""
     return BackdropsAlignmentReward()
 
 
-@register_reward("backdrops_legible")
 def make_backdrops_legible() -> BackdropsLegibleReward:
     """Factory of the Backdrops world's task reward: alignment x legibility."""
     return BackdropsLegibleReward()

@@ -20,11 +20,11 @@ import numpy as np
 
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import NullPolicy
-from promptloop.rewards.patterns import PatternsAlignmentReward, parse_patterns_query
 from promptloop.world.backbone import load_backbone
 from promptloop.world.patterns.analyzer import PatternAnalysis, analyze_scenes
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE
 from promptloop.world.patterns.prompts import sample_prompts
+from promptloop.world.patterns.rewards import PatternsAlignmentReward, parse_patterns_query
 from promptloop.world.patterns.scene import Query
 from promptloop.world.scheduler import timestep_shift_of
 

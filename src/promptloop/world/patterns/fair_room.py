@@ -35,11 +35,11 @@ from promptloop.eval.fair import (
 )
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
-from promptloop.rewards.patterns import PATTERN_FACT_KINDS, PatternsAlignmentReward, parse_patterns_query
 from promptloop.world.backbone import load_backbone
 from promptloop.world.patterns.analyzer import analyze_scenes
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE
 from promptloop.world.patterns.prompts import sample_prompts
+from promptloop.world.patterns.rewards import PATTERN_FACT_KINDS, PatternsAlignmentReward, parse_patterns_query
 from promptloop.world.patterns.rewrites import RULES, Rule, upfront_candidates
 from promptloop.world.scheduler import timestep_shift_of
 

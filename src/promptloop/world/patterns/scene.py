@@ -107,7 +107,7 @@ class Query:
     relations: tuple[tuple[int, str, int], ...] = ()  # (index a, relation, index b)
 
     def n_items(self) -> int:
-        """Number of checkable facts (see rewards.world.patterns_alignment)."""
+        """Number of checkable facts (see world.patterns.rewards)."""
         n = 1 + len(self.relations)  # 1: the object count
         for o in self.objects:
             n += 3 + (o.column is not None) + (o.row is not None)

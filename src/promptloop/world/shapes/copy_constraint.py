@@ -1,7 +1,7 @@
 """The world policy's decoding constraint: a rewrite is the user query's own words, in order, with edit
 phrases inserted between them (`CopyEditConstraint`).
 
-This is the action space of the world policy's SFT targets (`policy_data.apply_edits`). Between two
+This is the action space of the world policy's SFT targets (`edits.apply_edits`). Between two
 copied query words (a "gap") the policy may insert, in this order and each at most once per gap:
 
 1. a background prefix "<bg> background with", only at the very start;

@@ -111,7 +111,7 @@ class Query:
     background: str | None = None
 
     def n_items(self) -> int:
-        """Number of checkable facts (see rewards.world.alignment)."""
+        """Number of checkable facts (see world.shapes.rewards)."""
         n = 1 + len(self.relations) + (self.background is not None)  # 1: the object count
         for o in self.objects:
             n += 2 + (o.size is not None) + (o.column is not None) + (o.row is not None)

@@ -1,21 +1,18 @@
-"""Patterns-world (v2) rewards computed with its analyzer (`promptloop.world.patterns.analyzer`).
+"""Patterns-world (v2) rewards computed with its analyzer (`world.patterns.analyzer`).
 
-``patterns_alignment`` (the task reward of world v2): the Shapes world's GenEval-like alignment
-(`rewards.world.AlignmentReward`, same matching and scoring) over this world's facts, `Query.n_items()` in
+``patterns_alignment`` (the task reward of world v2): the GenEval-like alignment of every world
+(`rewards.alignment.AlignmentReward`, same matching and scoring) over this world's facts, `Query.n_items()` in
 all: per query object its colour, shape and **pattern** (always asserted: a caption naming none means
 solid), its column / row where asserted; one count fact; each relation. Breakdown keys "colour", "shape",
-"pattern", "position", "count", "relation" and "full_correct", as in `rewards.world`.
+"pattern", "position", "count", "relation" and "full_correct", as in the Shapes world's. Registered lazily by
+name (the world's `REWARDS`).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
 
-import numpy as np
-
-from promptloop.rewards.registry import register_reward
-from promptloop.rewards.world import AlignmentReward, best_matching
+from promptloop.rewards.alignment import AlignmentReward, best_matching
 from promptloop.world.patterns.analyzer import PatternAnalysis, analyze_scenes
 from promptloop.world.patterns.grammar import ParseError, parse
 from promptloop.world.patterns.scene import Query
@@ -57,21 +54,11 @@ class PatternsAlignmentReward(AlignmentReward):
     """GenEval-like fraction of a Patterns-world query's facts that the image satisfies."""
 
     fact_kinds = PATTERN_FACT_KINDS
-
-    @staticmethod
-    def parse(query: str) -> Query:
-        return parse_patterns_query(query)
-
-    @staticmethod
-    def analyze(batch: np.ndarray) -> list[Any]:
-        return analyze_scenes(batch)
-
-    @staticmethod
-    def facts(query: Any, analysis: Any) -> dict[str, tuple[int, int]]:
-        return pattern_facts(query, analysis)
+    parse = staticmethod(parse_patterns_query)
+    analyze = staticmethod(analyze_scenes)
+    facts = staticmethod(pattern_facts)
 
 
-@register_reward("patterns_alignment")
 def make_patterns_alignment() -> PatternsAlignmentReward:
     """Factory of the Patterns world's alignment reward."""
     return PatternsAlignmentReward()

@@ -29,11 +29,11 @@ import numpy as np
 
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import NullPolicy
-from promptloop.rewards.world import AlignmentReward, parse_query
 from promptloop.world.backbone import load_backbone
 from promptloop.world.scheduler import timestep_shift_of
 from promptloop.world.shapes.analyzer import Analysis, analyze_scenes
 from promptloop.world.shapes.prompts import sample_prompts
+from promptloop.world.shapes.rewards import ShapesAlignmentReward, parse_query
 from promptloop.world.shapes.scene import Query
 
 PREVIEW_FRACTIONS = (0.25, 0.5, 0.75)
@@ -66,7 +66,7 @@ def colour_swaps(parsed: list[Query], analyses: list[Analysis]) -> tuple[int, in
     return swapped, counted
 
 
-def _score_split(reward: AlignmentReward, queries: list[str], out: Any) -> dict[str, Any]:
+def _score_split(reward: ShapesAlignmentReward, queries: list[str], out: Any) -> dict[str, Any]:
     """Every figure of one split's samples: final alignment, count hits, and the previews' accuracies."""
     parsed = [parse_query(q) for q in queries]
     final_analyses = analyze_scenes(out.images)  # analysed once, reused for every figure
@@ -103,7 +103,7 @@ def backbone_eval(backbone: str | None = None, n: int = 256, seed: int = 0, step
     t_start = time.perf_counter()
     check_eta(eta, timestep_shift=timestep_shift)
     pipe = load_backbone(backbone, timestep_shift=timestep_shift)
-    reward = AlignmentReward()
+    reward = ShapesAlignmentReward()
     refine_steps = [fraction_to_step(f, steps) for f in PREVIEW_FRACTIONS]
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance,
                               "timestep_shift": timestep_shift_of(pipe.scheduler), "eta": eta}

@@ -1,7 +1,7 @@
 """Room for the loop, measured before any RL (`promptloop world room`).
 
 For `n` heldout queries, `seeds` seeds each (the seeds split in two halves A and B), and the same
-`candidates` rewrites per query (candidate 0 = the query itself; see world.rewrites):
+`candidates` rewrites per query (candidate 0 = the query itself; see world.shapes.rewrites):
 - `base`: mean alignment of the plain query.
 - `feed_forward_bound`: the best single up-front rewrite per query, chosen on one half of the seeds
   and scored on the other (A->B and B->A, averaged): the fair feed-forward bound.
@@ -20,7 +20,7 @@ For `n` heldout queries, `seeds` seeds each (the seeds split in two halves A and
 With `anchored=True`, the same three mid-way figures again with candidates that see the preview
 (`midway_anchored_oracle_25` / `_50`, `midway_anchored_random_*`, `midway_anchored_fair_*`, `gap_anchored_*`):
 at the switch each sample's x0 preview is analysed and its candidates pin the query's objects to where
-the preview shows them (`world.rewrites.anchored_rewrites`; candidate 0 is again the plain query). This
+the preview shows them (`world.shapes.rewrites.anchored_rewrites`; candidate 0 is again the plain query). This
 is what a policy that sees the preview can say and a feed-forward rewriter cannot.
 All alignments are against the original query, never the rewrite. `timestep_shift` overrides the backbone's
 sampling schedule (`world.scheduler`; None: its own): the fractions above are fractions of the steps taken.
@@ -39,11 +39,11 @@ import numpy as np
 from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards import get_reward
-from promptloop.rewards.world import parse_query
 from promptloop.world.backbone import load_backbone
 from promptloop.world.scheduler import timestep_shift_of
 from promptloop.world.shapes.analyzer import analyze_scenes
 from promptloop.world.shapes.prompts import sample_prompts
+from promptloop.world.shapes.rewards import parse_query
 from promptloop.world.shapes.rewrites import anchored_rewrites, candidate_rewrites
 
 
