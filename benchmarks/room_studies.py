@@ -33,10 +33,10 @@ CLOSE_FAMILIES = ({"red", "orange", "pink"}, {"blue", "purple"}, {"green", "cyan
 
 
 def switch_study(n: int, steps: int = 20, guidance: float = 4.0) -> dict[str, Any]:
-    from promptloop.eval.sampling import fraction_to_step, sample
     from promptloop.policy.base import FixedPromptPolicy
     from promptloop.rewards import get_reward
     from promptloop.world.backbone import load_backbone
+    from promptloop.world.sampling import fraction_to_step, sample
     from promptloop.world.shapes.prompts import sample_prompts
 
     pipe = load_backbone()

@@ -5,8 +5,8 @@ import time
 
 import torch
 
-from promptloop.eval.sampling import sample
 from promptloop.world.backbone import load_backbone
+from promptloop.world.sampling import sample
 from promptloop.world.shapes.prompts import sample_prompts
 
 if __name__ == "__main__":

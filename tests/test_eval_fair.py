@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from promptloop.eval.fair import bootstrap_ci, query_crossfit, query_halves, seed_crossfit
+from promptloop.world.fair import bootstrap_ci, query_crossfit, query_halves, seed_crossfit
 
 
 def test_seed_crossfit_scores_each_choice_on_the_other_seeds() -> None:

@@ -186,10 +186,14 @@ def test_a_grpo_step_trains_on_a_new_world(dots_backbone: Path, tmp_path: Path) 
         f"output_dir={tmp_path / 'run'}", f"pipeline.name_or_path=world:{dots_backbone}",
         "policy.name_or_path=tiny:llava", "pipeline.num_inference_steps=3", "loop.num_refinements=1",
         "grpo.queries_per_step=2", "grpo.num_generations=2", "rewards={dots_alignment: 1.0}", f"data.train={prompts}",
-        "logging.progress_bar=false", "grpo.micro_batch_size=4",
+        "logging.progress_bar=false", "grpo.micro_batch_size=4", f"data.eval={prompts}",
+        "eval.every=1",
     ])
     trainer = PromptLoopTrainer(cfg)
+    assert trainer.world == "dots" and trainer.eval_alignment  # its queries parse as the backbone world's
     batch = trainer.score(trainer.rollout(0))
+    scores = trainer._eval_scores(batch)  # evaluation's alignment monitor is the backbone world's reward
+    assert np.allclose(scores["alignment"].numpy(), scores["dots_alignment"].numpy())
     assert len(batch.actions) == 2 * 2 and batch.advantages is not None
     assert all(im.size == (32, 32) for im in batch.images)
     stats = trainer.update(batch)

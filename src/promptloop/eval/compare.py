@@ -22,12 +22,12 @@ from typing import Any
 
 import torch
 
-from promptloop.eval.sampling import sample
 from promptloop.policy.base import StagedPolicy
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
 from promptloop.world import world_of_backbone
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
+from promptloop.world.sampling import sample
 
 ASSETS = DEFAULT_BACKBONE.parent
 GRPO_ADAPTER = ASSETS / "policy_grpo"

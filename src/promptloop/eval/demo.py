@@ -20,11 +20,11 @@ import torch
 
 from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER, load_world_policy
 from promptloop.eval.figures import labelled_grid, reward_curve
-from promptloop.eval.sampling import sample
 from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.rewards import get_reward
 from promptloop.world import world_of_backbone
 from promptloop.world.backbone import load_backbone
+from promptloop.world.sampling import sample
 
 CONFIG = Path(__file__).resolve().parents[3] / "configs" / "world.yaml"
 

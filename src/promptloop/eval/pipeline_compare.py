@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptloop.eval.fair import bootstrap_ci
 from promptloop.eval.figures import labelled_grid
+from promptloop.world.fair import bootstrap_ci
 
 ROWS = ("base", "feed_forward", "promptloop")
 PAIRS = (("promptloop", "base"), ("promptloop", "feed_forward"), ("feed_forward", "base"))

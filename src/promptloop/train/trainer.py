@@ -52,6 +52,7 @@ from promptloop.train.faults import fault_point
 from promptloop.train.logging import PLOT_FILE, MetricsLogger, plot_reward_curve
 from promptloop.train.loss import grpo_loss
 from promptloop.train.rollout import RolloutBatch, derive_seed, micro_batches, policy_input, run_rollout
+from promptloop.world import get_world, world_name_of_pipeline
 
 # config sections that define a run: a checkpoint written under other values cannot be resumed
 _IDENTITY_KEYS = ("seed", "rewards", "reward_kwargs", "pipeline", "policy", "loop", "grpo")
@@ -131,7 +132,10 @@ class PromptLoopTrainer:
 
         set_seed(cfg.seed)
         device = acc.device
-        self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts)  # fails fast
+        # the world a world backbone was trained on (its prompt sets, its alignment monitor); the default one otherwise
+        self.world = world_name_of_pipeline(cfg.pipeline.name_or_path)
+        self.train_prompts = load_prompts(cfg.data.train, cfg.data.column, cfg.data.max_train_prompts,  # fails fast
+                                          world=self.world)
         if pipeline is None:
             pipeline, self.call_kwargs = load_pipeline(cfg.pipeline, device)
         else:
@@ -161,7 +165,7 @@ class PromptLoopTrainer:
                                          rewrite_first=cfg.loop.rewrite_first)
         self.eval_prompts: list[str] = []
         if cfg.eval.every > 0 and cfg.data.eval:
-            self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.column, cfg.eval.num_queries)
+            self.eval_prompts = load_prompts(cfg.data.eval, cfg.data.column, cfg.eval.num_queries, world=self.world)
         # over-long prompts (words and characters while loading, policy tokens here) are skipped with a count
         self.skipped_prompts: dict[str, int] = {}
         for key in ("train", "eval"):
@@ -181,7 +185,8 @@ class PromptLoopTrainer:
                     print(f"promptloop.train: warning: {message}", file=sys.stderr)
         self.order = PromptOrder(self.train_prompts, cfg.seed, cfg.data.shuffle)
         self.eval_alignment = cfg.eval.alignment == "always" or (
-            cfg.eval.alignment == "auto" and bool(self.eval_prompts) and all(map(is_world_query, self.eval_prompts)))
+            cfg.eval.alignment == "auto" and bool(self.eval_prompts)
+            and all(is_world_query(q, self.world) for q in self.eval_prompts))
         raw_opt = torch.optim.AdamW(self.trainable, lr=g.learning_rate, betas=(g.adam_beta1, g.adam_beta2),
                                     eps=g.adam_eps, weight_decay=g.weight_decay)
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(raw_opt, self._lr_lambda)
@@ -486,7 +491,7 @@ class PromptLoopTrainer:
             if self._alignment is None:
                 from promptloop.rewards import get_reward
 
-                self._alignment = get_reward("alignment")
+                self._alignment = get_reward(get_world(self.world).ALIGNMENT_REWARD)
             scores["alignment"] = self._alignment(batch.images, batch.queries).scores.detach().float().cpu()
         return scores
 

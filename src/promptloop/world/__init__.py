@@ -30,7 +30,7 @@ Generic code (`generate`, `train`, `eval`, `app`, `plan`) asks `get_world(name)`
 a backbone reference ('world', 'world:PATH': the world is read from the folder), and never imports a world package
 by name. Shared machinery (grid geometry, imaging, prompt sets, command-line options, the backbone pipeline, text
 binder, scheduler, backbone training) lives beside the packages in `world/`; the measurements sample with
-`eval.sampling` and select fairly with `eval.fair`. A new world is a new subpackage and one line: `WORLDS` here,
+`world.sampling` and select fairly with `world.fair`. A new world is a new subpackage and one line: `WORLDS` here,
 or `register_world(name, package)` for one kept elsewhere.
 """
 

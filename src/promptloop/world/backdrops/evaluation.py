@@ -29,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.fair import bootstrap_ci
-from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.backdrops.analyzer import BackdropAnalysis, analyze_scenes
 from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE
 from promptloop.world.backdrops.grammar import parse, query_from_scene, realise
@@ -48,6 +46,8 @@ from promptloop.world.backdrops.scene import (
     Query,
     SceneSampler,
 )
+from promptloop.world.fair import bootstrap_ci
+from promptloop.world.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.scheduler import timestep_shift_of
 
 FRACTIONS = (0.10, 0.15, 0.25, 0.35, 0.50)

@@ -5,14 +5,14 @@ reward is the world's task reward `backdrops_legible`):
 - `base`: the query as written.
 - `feed_forward_bound`: the best of the up-front candidates (`rewrites.upfront_candidates`: the query, then every
   fixed colour filled into its open colours) chosen per query on one half of the seeds and scored on the other
-  (`eval.fair.seed_crossfit`); `fixed_colours`: each fixed colour's mean.
+  (`world.fair.seed_crossfit`); `fixed_colours`: each fixed colour's mean.
 - `upfront_oracle`: the per-sample best of those candidates (hindsight).
 - rules (`rewrites.RULES`) at each switch fraction: the sampler runs the query until then, the rule reads the
   sample's x0 preview with the analyzer and rewrites the query for the remaining steps; its blind control makes
   the same edit at the same moment without the preview. Per rule: mean, margin over the fair bound with a 95 %
   bootstrap CI over queries, and the mean alignment and legibility.
 - `best_rule`: the preview-reading rule and switch fraction chosen on one half of the queries and scored on the
-  other (`eval.fair.query_crossfit`); `best_rule_margin` = best_rule - feed_forward_bound per query, with its CI;
+  other (`world.fair.query_crossfit`); `best_rule_margin` = best_rule - feed_forward_bound per query, with its CI;
   `best_rule_blind_margin`: the chosen rules' blind controls scored the same way.
 - `arithmetic`: `legibility.room_arithmetic()`, the bound the world's design sets before any model is trained.
 Pass (`g2_pass`): best_rule_margin >= 0.10 with the CI's low end > 0, and the blind margin's CI containing 0.
@@ -25,7 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.fair import (
+from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE
+from promptloop.world.backdrops.legibility import room_arithmetic
+from promptloop.world.backdrops.prompts import sample_prompts
+from promptloop.world.backdrops.rewards import BackdropsLegibleReward
+from promptloop.world.backdrops.rewrites import RULES, PreviewRulePolicy, upfront_candidates
+from promptloop.world.backdrops.scene import COLOURS
+from promptloop.world.fair import (
     bootstrap_ci,
     check_room_setup,
     query_crossfit,
@@ -33,13 +39,7 @@ from promptloop.eval.fair import (
     seed_crossfit,
     select_rules,
 )
-from promptloop.eval.sampling import check_eta, fraction_to_step, sample
-from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE
-from promptloop.world.backdrops.legibility import room_arithmetic
-from promptloop.world.backdrops.prompts import sample_prompts
-from promptloop.world.backdrops.rewards import BackdropsLegibleReward
-from promptloop.world.backdrops.rewrites import RULES, PreviewRulePolicy, upfront_candidates
-from promptloop.world.backdrops.scene import COLOURS
+from promptloop.world.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.scheduler import timestep_shift_of
 
 FRACTIONS = (0.10, 0.15, 0.25, 0.35)  # the switch moments the rules are tried at (G1 measures the window from 10 %)

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import NullPolicy
 from promptloop.world.backbone import load_backbone
 from promptloop.world.patterns.analyzer import PatternAnalysis, analyze_scenes
@@ -26,6 +25,7 @@ from promptloop.world.patterns.backbone import DEFAULT_BACKBONE
 from promptloop.world.patterns.prompts import sample_prompts
 from promptloop.world.patterns.rewards import PatternsAlignmentReward, parse_patterns_query
 from promptloop.world.patterns.scene import Query
+from promptloop.world.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.scheduler import timestep_shift_of
 
 PREVIEW_FRACTIONS = (0.25, 0.5, 0.75)

@@ -13,7 +13,7 @@ For `n` queries of a prompt set x `seeds` seeds (all alignments against the orig
   (per fact kind: the mean gain and loss of that kind's satisfied fraction, over samples).
 - `oracle`: the per-sample best of every mid-way action and the base (hindsight).
 - `best_rule`: the preview-reading rule (and switch time) chosen on one half of the queries and scored on the
-  other (`eval.fair.query_crossfit`); `best_rule_margin` = best_rule - feed_forward_bound, per query, with
+  other (`world.fair.query_crossfit`); `best_rule_margin` = best_rule - feed_forward_bound, per query, with
   `best_rule_margin_ci`; `best_rule_blind_margin` scores the chosen rules' blind controls the same way.
 """
 
@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.fair import (
+from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
+from promptloop.world.backbone import load_backbone
+from promptloop.world.fair import (
     bootstrap_ci,
     check_room_setup,
     query_crossfit,
@@ -33,14 +35,12 @@ from promptloop.eval.fair import (
     seed_crossfit,
     select_rules,
 )
-from promptloop.eval.sampling import check_eta, fraction_to_step, sample
-from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
-from promptloop.world.backbone import load_backbone
 from promptloop.world.patterns.analyzer import analyze_scenes
 from promptloop.world.patterns.backbone import DEFAULT_BACKBONE
 from promptloop.world.patterns.prompts import sample_prompts
 from promptloop.world.patterns.rewards import PATTERN_FACT_KINDS, PatternsAlignmentReward, parse_patterns_query
 from promptloop.world.patterns.rewrites import RULES, Rule, upfront_candidates
+from promptloop.world.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.scheduler import timestep_shift_of
 
 FRACTIONS = (0.25, 0.5)

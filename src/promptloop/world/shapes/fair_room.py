@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from promptloop.eval.sampling import check_eta, fraction_to_step, sample
 from promptloop.policy.base import FixedPromptPolicy, PolicyInput, PolicyOutput
 from promptloop.rewards import get_reward
 from promptloop.world.backbone import load_backbone
+from promptloop.world.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.scheduler import timestep_shift_of
 from promptloop.world.shapes.analyzer import analyze_scenes
 from promptloop.world.shapes.prompts import sample_prompts
