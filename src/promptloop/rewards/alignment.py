@@ -17,7 +17,8 @@ device (CPU otherwise).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,22 @@ import torch
 from promptloop.rewards.registry import RewardOutput
 from promptloop.world.geometry import relation_holds
 from promptloop.world.imaging import to_image_batch
+
+
+def cached_parser(parse: Callable[[str], Any], error: type[Exception], world: str = "") -> Callable[[str], Any]:
+    """`parse`, cached (4096 queries), raising ValueError "query '...' does not parse[ in `world`]: ..." where it
+    raises `error` (a world's grammar error)."""
+    where = f" in {world}" if world else ""
+
+    @lru_cache(maxsize=4096)
+    def parse_query(query: str) -> Any:
+        try:
+            return parse(query)
+        except error as e:
+            raise ValueError(f"query {query!r} does not parse{where}: {e}") from e
+
+    parse_query.__doc__ = f"`{parse.__module__}.parse`, cached; ValueError naming the query when it does not parse."
+    return parse_query
 
 
 def device_of(images: Any) -> torch.device:

@@ -15,13 +15,12 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 import torch
 
-from promptloop.rewards.alignment import AlignmentReward, best_assignment
+from promptloop.rewards.alignment import AlignmentReward, best_assignment, cached_parser
 from promptloop.rewards.registry import RewardOutput
 from promptloop.world.backdrops.analyzer import BackdropAnalysis, analyze_scenes
 from promptloop.world.backdrops.grammar import ParseError, parse
@@ -31,13 +30,7 @@ FACT_KINDS: tuple[str, ...] = ("colour", "shape", "position", "count", "relation
 MAX_MATCH_CANDIDATES = 6  # only the largest detections take part in the matching (all count for the count)
 
 
-@lru_cache(maxsize=4096)
-def parse_backdrops_query(query: str) -> Query:
-    """`backdrops.grammar.parse`, cached; raises ValueError naming the query when it does not parse."""
-    try:
-        return parse(query)
-    except ParseError as e:
-        raise ValueError(f"query {query!r} does not parse in the Backdrops world: {e}") from e
+parse_backdrops_query = cached_parser(parse, ParseError, "the Backdrops world")  # parse, cached
 
 
 def matched_facts(query: Query, analysis: BackdropAnalysis) -> tuple[dict[str, tuple[int, int]], list[float]]:

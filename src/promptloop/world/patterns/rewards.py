@@ -10,9 +10,7 @@ name (the world's `REWARDS`).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from promptloop.rewards.alignment import AlignmentReward, best_matching
+from promptloop.rewards.alignment import AlignmentReward, best_matching, cached_parser
 from promptloop.world.patterns.analyzer import PatternAnalysis, analyze_scenes
 from promptloop.world.patterns.grammar import ParseError, parse
 from promptloop.world.patterns.scene import Query
@@ -21,13 +19,7 @@ PATTERN_FACT_KINDS: tuple[str, ...] = ("colour", "shape", "pattern", "position",
 MAX_MATCH_CANDIDATES = 6  # only the largest detections take part in the matching (all count for the count)
 
 
-@lru_cache(maxsize=4096)
-def parse_patterns_query(query: str) -> Query:
-    """`patterns.grammar.parse`, cached; raises ValueError naming the query when it does not parse."""
-    try:
-        return parse(query)
-    except ParseError as e:
-        raise ValueError(f"query {query!r} does not parse in the Patterns world: {e}") from e
+parse_patterns_query = cached_parser(parse, ParseError, "the Patterns world")  # parse, cached
 
 
 def pattern_facts(query: Query, analysis: PatternAnalysis) -> dict[str, tuple[int, int]]:

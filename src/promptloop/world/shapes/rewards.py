@@ -32,12 +32,18 @@ float32 tensors on the input tensor's device (CPU otherwise).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
-from promptloop.rewards.alignment import AlignmentReward, best_matching, check_queries, device_of, to_tensor
+from promptloop.rewards.alignment import (
+    AlignmentReward,
+    best_matching,
+    cached_parser,
+    check_queries,
+    device_of,
+    to_tensor,
+)
 from promptloop.rewards.registry import RewardOutput
 from promptloop.world.imaging import to_image_batch
 from promptloop.world.shapes.analyzer import Analysis, DetectedObject, analyze_scenes
@@ -48,13 +54,7 @@ FACT_KINDS: tuple[str, ...] = ("colour", "shape", "size", "position", "count", "
 MAX_MATCH_CANDIDATES = 8
 
 
-@lru_cache(maxsize=4096)
-def parse_query(query: str) -> Query:
-    """`grammar.parse`, cached; raises ValueError naming the query when it does not parse."""
-    try:
-        return parse(query)
-    except ParseError as e:
-        raise ValueError(f"query {query!r} does not parse: {e}") from e
+parse_query = cached_parser(parse, ParseError)  # parse, cached
 
 
 # ----------------------------------------------------------------------------- alignment
