@@ -162,8 +162,6 @@ def generate(req: GenerateRequest) -> dict[str, Any]:
     if prompts is not None and not prompts:
         raise ValueError(f"--prompts {req.prompts!r}: every prompt is over the length limits")
     sampler = PromptLoopSampler(pipe, policy, mode=mode, num_refinements=req.refine)  # type: ignore[arg-type]
-    if world is not None:
-        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
     if prompts is None:
         assert req.query is not None
         return _generate_one(req, req.query, sampler, guidance, extra, reward, world, folder)

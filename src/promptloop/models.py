@@ -127,7 +127,7 @@ def load_pipeline(name: str, device: torch.device | str, *, dtype: str = "float3
     """(the frozen pipeline `name` refers to, on `device`; the keyword arguments every sampler call needs).
 
     `offload="model"`: diffusers' model CPU offload onto `device`; `height` / `width`: the image size of every call
-    (None: the pipeline's default)."""
+    (None: the pipeline's default; a world backbone's is its world's `RESOLUTION`)."""
     import torch
 
     pipe_dtype = torch_dtype(dtype)
@@ -144,9 +144,13 @@ def load_pipeline(name: str, device: torch.device | str, *, dtype: str = "float3
         pipe.to(dtype=pipe_dtype)
         extra = tiny_call_kwargs(ref.value or "")
     elif ref.kind == "world":
+        from promptloop.world import world_of_backbone
         from promptloop.world.backbone import load_backbone
 
-        pipe = load_backbone(ref.value, device=device, dtype=pipe_dtype)
+        folder = world_backbone_folder(ref)
+        pipe = load_backbone(folder, device=device, dtype=pipe_dtype)
+        size = world_of_backbone(folder).RESOLUTION  # the image size of the world the backbone was trained on
+        extra = {"height": size, "width": size}
     else:
         from diffusers import DiffusionPipeline
 

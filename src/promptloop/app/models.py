@@ -127,8 +127,6 @@ def load_models(spec: ModelSpec) -> Models:
     except Exception as e:  # any failure of a user-named model is reported in the page
         raise ModelLoadError(f"cannot load pipeline {spec.pipeline!r}: {_first_line(e)}") from e
     world = spec.world
-    if world is not None:
-        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
     reward = None
     if spec.reward:
         try:

@@ -109,18 +109,19 @@ def compare_pipeline(
     from promptloop.rewards import CombinedReward
     from promptloop.train.data import load_prompts, skip_overlong_tokens
     from promptloop.validation import check_device
-    from promptloop.world import get_world, world_name_of_pipeline, world_of_pipeline
+    from promptloop.world import get_world, is_world_reference, world_name_of_pipeline
 
     t0 = time.perf_counter()
     if steps < 2 or refinements < 1 or refinements > steps - 1:
         raise ValueError(f"--refine must be in 1..{steps - 1} for {steps} steps, got {refinements}")
     check_device(device)
     folder = output_dir(str(out), "--out")  # before any model is loaded
-    if not rewards:  # the alignment of the backbone's world (of the default world for any other pipeline)
-        rewards = {get_world(world_name_of_pipeline(pipeline)).ALIGNMENT_REWARD: 1.0}
+    world_name = world_name_of_pipeline(pipeline)  # the backbone's world (the default world for any other pipeline)
+    if not rewards:  # that world's alignment
+        rewards = {get_world(world_name).ALIGNMENT_REWARD: 1.0}
     weights = dict(rewards)
     reward = CombinedReward(weights, normalise=False, reward_kwargs=reward_kwargs).preflight()
-    texts = load_prompts(prompts, limit=n, world=world_name_of_pipeline(pipeline))
+    texts = load_prompts(prompts, limit=n, world=world_name)
     dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     if policy == "world" and adapter is None:  # the shipped world policies: GRPO for PromptLoop, its feed-forward twin
         from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER
@@ -128,10 +129,9 @@ def compare_pipeline(
         adapter = str(GRPO_ADAPTER)
         feed_forward_adapter = feed_forward_adapter or str(FEED_FORWARD_ADAPTER)
     pipe, extra = load_pipeline(pipeline, dev, dtype=dtype)
-    world = world_of_pipeline(pipeline)  # the world a world backbone was trained on: its size and guidance
-    if world is not None:
-        extra = {"height": world.RESOLUTION, "width": world.RESOLUTION, **extra}
-        guidance = world.GUIDANCE if guidance is None else guidance
+    world = get_world(world_name) if is_world_reference(pipeline) else None  # a world backbone's: its guidance
+    if world is not None and guidance is None:
+        guidance = world.GUIDANCE
     policy_dtype = "auto" if dtype == "float32" else dtype
     main_policy = load_policy(policy, dev, dtype=policy_dtype, adapter_path=adapter)
     ff_policy = main_policy
