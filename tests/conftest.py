@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,3 +34,20 @@ def size_limit() -> Iterator[Any]:
     yield arm
     resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     signal.signal(signal.SIGXFSZ, handler)
+
+
+def tiny_v3_backbone_config(root: Path, name: str, **kw: object) -> Any:
+    """A few-step `BackboneTrainConfig` of world v3 (random-quality weights: for code paths, not figures)."""
+    from promptloop.world.train_backbone import BackboneTrainConfig
+
+    base = dict(world="v3", work_dir=str(root / f"{name}_work"), out_dir=str(root / name), vae_steps=2, vae_batch=2,
+                scale_renders=8, pool_size=8, unet_steps=2, batch=2, warmup=1, decoder_steps=1, checkpoint_every=1)
+    return BackboneTrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def tiny_v3_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny world-v3 backbone folder trained by the shared training code, shared by the v3 test files."""
+    from promptloop.world.train_backbone import train_backbone
+
+    return train_backbone(tiny_v3_backbone_config(tmp_path_factory.mktemp("v3"), "scratch"))

@@ -92,6 +92,9 @@ def test_eval_records_carry_the_base_row(world_run: tuple[list[str], Path]) -> N
         assert len(base) == 1 and all(np.isfinite(b) for b in base)
         for e in evals:
             assert e[f"eval/{key}/minus_base"] == pytest.approx(e[f"eval/{key}/mean"] - e[f"eval/base/{key}/mean"])
+            # 95 % bootstrap CIs over held-out queries: around the mean, and paired for the margin over base
+            assert e[f"eval/{key}/ci_low"] <= e[f"eval/{key}/mean"] <= e[f"eval/{key}/ci_high"]
+            assert e[f"eval/{key}/minus_base_ci_low"] <= e[f"eval/{key}/minus_base"] <= e[f"eval/{key}/minus_base_ci_high"]
     assert 0.0 <= evals[0]["eval/base/alignment/mean"] <= 1.0
 
 

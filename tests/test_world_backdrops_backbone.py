@@ -8,22 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_v3_backbone_config as _cfg
 from PIL import Image
-
-
-def _cfg(root: Path, name: str, **kw: object):
-    from promptloop.world.train_backbone import BackboneTrainConfig
-
-    base = dict(world="v3", work_dir=str(root / f"{name}_work"), out_dir=str(root / name), vae_steps=2, vae_batch=2,
-                scale_renders=8, pool_size=8, unet_steps=2, batch=2, warmup=1, decoder_steps=1, checkpoint_every=1)
-    return BackboneTrainConfig(**{**base, **kw})
-
-
-@pytest.fixture(scope="module")
-def tiny_v3_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from promptloop.world.train_backbone import train_backbone
-
-    return train_backbone(_cfg(tmp_path_factory.mktemp("v3"), "scratch"))
 
 
 def test_warm_start_fine_tunes_the_kept_vae_on_this_worlds_renders(tiny_v3_backbone: Path, tmp_path: Path) -> None:

@@ -248,11 +248,12 @@ def test_policy_folders_naming_old_callable_paths_still_load() -> None:
     from promptloop.world.shapes.policy_tokenizer import minilm_length
 
     shapes = get_world("shapes")
-    for old in ("promptloop.world.policy_data:minilm_length", "promptloop.world.shapes.policy_data:minilm_length"):
+    for old in ("promptloop.world.policy_data:minilm_length", "promptloop.world.shapes.policy_data:minilm_length",
+                "promptloop.world.shapes.policy_tokenizer:minilm_length"):
         assert resolve_callable("prompt_length_fn", old, "x") is minilm_length  # the shipped folders name the latter
     assert resolve_callable("validator", "promptloop.world.grammar:parse", "x") is shapes.parse
     assert resolve_callable("constraint", "promptloop.world.copy_constraint:CopyEditConstraint", "x") is CopyEditConstraint
-    assert callable_ref("prompt_length_fn", minilm_length) == "promptloop.world.shapes.policy_tokenizer:minilm_length"
+    assert callable_ref("prompt_length_fn", minilm_length) == "promptloop.world.policy_model:minilm_length"
     assert callable_ref("validator", get_world("patterns").parse) == "promptloop.world.patterns.grammar:parse"
     with pytest.raises(PolicyCallableError, match="not a registered policy callable"):
         resolve_callable("validator", "os:system", "x")

@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--steps", type=positive_int, default=20, help="sampling steps")
     gen.add_argument("--guidance", type=GUIDANCE, default=None, help="CFG scale (default: the world's on a world backbone)")
     gen.add_argument("--negative-prompt", default=None)
-    gen.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
+    gen.add_argument("--pipeline", default="world", help="'world', 'world:NAME' (e.g. world:v3), 'world:PATH', or a diffusers folder / hub id")
     gen.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
     gen.add_argument("--device", default="auto")
     gen.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     app.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only; any other needs "
                                                          "a login, see --auth)")
     app.add_argument("--port", type=limit_arg("port", positive_int), default=7860)
-    app.add_argument("--pipeline", default="world", help="'world', 'world:PATH', or a diffusers folder / hub id")
+    app.add_argument("--pipeline", default="world", help="'world', 'world:NAME' (e.g. world:v3), 'world:PATH', or a diffusers folder / hub id")
     app.add_argument("--policy", default="world", help="'world', or a VLM folder / hub id")
     app.add_argument("--adapter", default=None, help="LoRA adapter of PromptLoop's policy (world: the GRPO one)")
     app.add_argument("--feed-forward-adapter", default=None, help="adapter of the compare switch's feed-forward row")

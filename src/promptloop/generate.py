@@ -35,7 +35,7 @@ class GenerateRequest:
     steps: int = 20  # sampling steps
     guidance: float | None = None  # CFG scale (None: the world's on a world backbone, the pipeline's default otherwise)
     negative_prompt: str | None = None  # negative prompt (pipelines with CFG)
-    pipeline: str = "world"  # 'world', 'world:PATH', a diffusers folder or hub id
+    pipeline: str = "world"  # 'world', 'world:NAME' (e.g. world:v3), 'world:PATH', a diffusers folder or hub id
     policy: str = "world"  # 'world', a VLM folder or hub id
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', ...
     dtype: str = "float32"  # float32 | bfloat16 | float16

@@ -3,8 +3,10 @@
 A pipeline or policy is named by a string (`pipeline.name_or_path`, `policy.name_or_path`, `--pipeline`,
 `--policy`, the app's fields); `parse_model_ref` reads it into a `ModelRef` of one of four kinds:
 
-- `"world"`: `world` (the shipped world model: the backbone at assets/world/backbone, the policy at
-  assets/world/policy) or `world:PATH` (a world backbone folder);
+- `"world"`: `world` (the default world's shipped model: the backbone at assets/world/backbone, the policy at
+  assets/world/policy), `world:NAME` (the shipped model of the registered world NAME or its alias, e.g. `world:v3`:
+  its `DEFAULT_BACKBONE` as a pipeline, its `DEFAULT_POLICY` as a policy) or `world:PATH` (a world backbone folder;
+  a registered world's name wins over a folder of the same name, write `world:./NAME` for the folder);
 - `"tiny"`: `tiny:NAME`, a tiny random model of `promptloop.testing` (`TINY_PIPELINES`, `TINY_POLICIES`);
 - `"folder"`: a local folder (a name starting with `.`, `/` or `~`, holding two slashes or more, or that exists);
 - `"hub"`: anything else, a Hugging Face Hub id.
@@ -30,12 +32,14 @@ TINY = "tiny:"
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A parsed model reference: its `kind` (one of KINDS), the text as given, and `value`: the folder of
-    `world:PATH` (None for plain `world`), the NAME of `tiny:NAME`, the folder or the Hub id."""
+    """A parsed model reference: its `kind` (one of KINDS), the text as given, `value`: the folder of
+    `world:PATH` (None for `world` and `world:NAME`), the NAME of `tiny:NAME`, the folder or the Hub id; and
+    `world`: the registered name of the world of `world:NAME` (None otherwise)."""
 
     kind: Literal["world", "tiny", "folder", "hub"]
     text: str
     value: str | None
+    world: str | None = None
 
     @property
     def explicit_path(self) -> bool:
@@ -51,7 +55,13 @@ def parse_model_ref(text: str) -> ModelRef:
     if text == WORLD:
         return ModelRef("world", text, None)
     if text.startswith(WORLD + ":"):
-        return ModelRef("world", text, text.split(":", 1)[1])
+        from promptloop.world import UnknownWorldError, world_name
+
+        rest = text.split(":", 1)[1]
+        try:
+            return ModelRef("world", text, None, world_name(rest))
+        except UnknownWorldError:
+            return ModelRef("world", text, rest)
     if text.startswith(TINY):
         return ModelRef("tiny", text, text.split(":", 1)[1])
     if text.startswith((".", "/", "~")) or text.strip("/").count("/") >= 2 or Path(text).exists():
@@ -70,22 +80,33 @@ def check_local_folder(text: str, flag: str) -> None:
 
 
 def world_backbone_folder(ref: ModelRef | str) -> Path:
-    """The backbone folder of a world reference: PATH of `world:PATH`, the shipped backbone for `world`; ValueError
-    for any other reference."""
+    """The backbone folder of a world reference: PATH of `world:PATH`, the shipped backbone of world NAME for
+    `world:NAME`, the default world's for `world`; ValueError for any other reference."""
     if isinstance(ref, str):
         ref = parse_model_ref(ref)
     if ref.kind != "world":
-        raise ValueError(f"{ref.text!r} is not a world backbone reference ('world' or 'world:PATH')")
-    from promptloop.world.backbone import DEFAULT_BACKBONE
+        raise ValueError(f"{ref.text!r} is not a world backbone reference ('world', 'world:NAME' or 'world:PATH')")
+    from promptloop.world import get_world
 
-    return DEFAULT_BACKBONE if ref.value is None else Path(ref.value)
+    if ref.value is not None:
+        return Path(ref.value)
+    return Path(get_world(ref.world).DEFAULT_BACKBONE) if ref.world else Path(get_world().DEFAULT_BACKBONE)
 
 
-def world_policy_path() -> Path:
-    """assets/world/policy of the source tree (the policy `world` names)."""
-    from promptloop.world.backbone import DEFAULT_BACKBONE
+def world_policy_path(ref: ModelRef | str | None = None) -> Path:
+    """The shipped policy folder of a world reference (`DEFAULT_POLICY` of world NAME for `world:NAME`, of the
+    default world for `world` or None); ValueError for a reference that names no world policy."""
+    from promptloop.world import get_world
 
-    return DEFAULT_BACKBONE.parent / "policy"
+    if ref is not None:
+        ref = parse_model_ref(ref) if isinstance(ref, str) else ref
+        if ref.kind != "world" or ref.value is not None:
+            raise ValueError(f"{ref.text!r} names no world policy ('world' or 'world:NAME')")
+    world = get_world(ref.world) if ref is not None and ref.world else get_world()
+    policy = getattr(world, "DEFAULT_POLICY", None)
+    if policy is None:
+        raise ValueError(f"world {world.NAME} has no refinement policy")
+    return Path(policy)
 
 
 def tiny_pipeline_builder(ref: ModelRef) -> Callable[..., Any] | None:
@@ -215,11 +236,12 @@ def load_policy(name: str, device: torch.device | str, *, dtype: str = "auto", q
         from promptloop.policy.vlm import VLMPolicy
 
         path: str | Path = name
-        if name == WORLD:
-            path = world_policy_path()
+        if ref.kind == "world":
+            path = world_policy_path(ref)
             if not Path(path).is_dir():
+                flag = f" --world {ref.world}" if ref.world else ""
                 raise FileNotFoundError(f"world policy not found at {path} (train it with "
-                                        "`promptloop world train-policy`)")
+                                        f"`promptloop world train-policy{flag}`)")
         weights_dtype = None if dtype == "auto" else torch_dtype(dtype)
         quantization_config = None
         if quantization != "none":  # QLoRA: the frozen base in 8 / 4 bit

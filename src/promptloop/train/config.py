@@ -36,8 +36,9 @@ def _f(default: Any, help: str, **kw: Any) -> Any:  # noqa: A002 - mirrors argpa
 class PipelineConfig:
     """The frozen diffusion pipeline that renders the images."""
 
-    name_or_path: str = _f("tiny:sd", "diffusers folder or hub id; 'world' / 'world:PATH' for the Shapes-world "
-                                       "backbone; 'tiny:sd|sdxl|sd3|flux' for random test pipelines")
+    name_or_path: str = _f("tiny:sd", "diffusers folder or hub id; 'world' / 'world:NAME' / 'world:PATH' for "
+                                       "a world backbone (world:v3: the Backdrops world's); 'tiny:sd|sdxl|sd3|flux' "
+                                       "for random test pipelines")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the pipeline weights")
     variant: str | None = _f(None, "weights variant to load from the hub (e.g. 'fp16'), null for the default")
     revision: str | None = _f(None, "Hub branch, tag or commit of the pipeline (null: the default branch)")
@@ -54,7 +55,7 @@ class PipelineConfig:
 class PolicyConfig:
     """The VLM refinement policy being trained."""
 
-    name_or_path: str = _f("tiny:llava", "VLMPolicy folder or hub id; 'world' for assets/world/policy; "
+    name_or_path: str = _f("tiny:llava", "VLMPolicy folder or hub id; 'world' / 'world:NAME' for a world's shipped policy; "
                                           "'tiny:llava|qwen25vl|qwen2vl|qwen3vl' for random test policies")
     adapter_path: str | None = _f(None, "an existing LoRA adapter to start from (null: a fresh one)")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = _f(

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from promptloop.fs_errors import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
@@ -121,3 +123,21 @@ def plot_reward_curve(metrics_path: str | Path, out_path: str | Path) -> Path | 
     finally:
         plt.close(fig)
     return out
+
+
+def query_means(values: list[float], per_query: int) -> np.ndarray:
+    """Per-query means of query-major trajectory values (`per_query` consecutive values per query)."""
+    v = np.asarray(values, dtype=np.float64)
+    if per_query < 1 or v.size % per_query:
+        raise ValueError(f"{v.size} values do not split into queries of {per_query}")
+    return v.reshape(-1, per_query).mean(axis=1)
+
+
+def mean_ci(values: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the mean of per-query `values` (NaNs with fewer than 2 queries)."""
+    from promptloop.world.fair import bootstrap_ci
+
+    if len(values) < 2:
+        return math.nan, math.nan
+    lo, hi = bootstrap_ci(values, seed=seed)
+    return float(lo), float(hi)

@@ -49,7 +49,7 @@ from promptloop.train.data import (
     skip_overlong_tokens,
 )
 from promptloop.train.faults import fault_point
-from promptloop.train.logging import PLOT_FILE, MetricsLogger, plot_reward_curve
+from promptloop.train.logging import PLOT_FILE, MetricsLogger, mean_ci, plot_reward_curve, query_means
 from promptloop.train.loss import grpo_loss
 from promptloop.train.rollout import RolloutBatch, derive_seed, micro_batches, policy_input, run_rollout
 from promptloop.world import get_world, world_name_of_pipeline
@@ -157,6 +157,7 @@ class PromptLoopTrainer:
         self.reward = reward
         self._alignment: Any = None
         self._base_eval: dict[str, float] | None = None  # the evaluation's base row, computed once
+        self._eval_query_means: dict[str, dict[str, Any]] = {}  # prefix -> score -> per-query means (np arrays)
         from promptloop.loop.sampler import PromptLoopSampler
 
         self.sampler = PromptLoopSampler(self.pipe, self.policy, mode=cfg.loop.mode,  # type: ignore[arg-type]
@@ -496,12 +497,18 @@ class PromptLoopTrainer:
         return scores
 
     def _eval_means(self, scores: dict[str, torch.Tensor], n: int, prefix: str) -> dict[str, float]:
+        """Mean, std and a 95 % bootstrap CI over held-out queries of each score (`KEY/ci_low`, `KEY/ci_high`);
+        the per-query means are kept (`_eval_query_means[prefix]`) for the paired CI of the margin over base."""
         rows = self._gather([{k: float(v[i]) for k, v in scores.items()} for i in range(n)])
         out: dict[str, float] = {}
+        per_query = self._eval_query_means.setdefault(prefix, {})
         for key in scores:
-            mean, std = _mean_std([r[key] for r in rows])
+            values = [r[key] for r in rows]
+            mean, std = _mean_std(values)
             out[f"{prefix}{key}/mean"] = mean
             out[f"{prefix}{key}/std"] = std
+            per_query[key] = query_means(values, self.config.eval.seeds_per_query)
+            out[f"{prefix}{key}/ci_low"], out[f"{prefix}{key}/ci_high"] = mean_ci(per_query[key], self.config.seed)
         return out
 
     @torch.no_grad()
@@ -542,6 +549,8 @@ class PromptLoopTrainer:
             out.update(base)
             for key in scores:
                 out[f"eval/{key}/minus_base"] = out[f"eval/{key}/mean"] - base[f"eval/base/{key}/mean"]
+                diffs = self._eval_query_means["eval/"][key] - self._eval_query_means["eval/base/"][key]
+                out[f"eval/{key}/minus_base_ci_low"], out[f"eval/{key}/minus_base_ci_high"] = mean_ci(diffs, cfg.seed)
         if cfg.eval.trajectories > 0 and self.accelerator.is_main_process:
             from promptloop.train.trajectories import log_trajectory_grid, save_trajectory_grid
 

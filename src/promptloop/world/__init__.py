@@ -13,7 +13,8 @@ A world package exposes (module attributes):
   `render(scene)` (an (H, W, 3) image in [0, 1]), `training_caption(scene, rng)`, `parse(caption)` (raises
   ValueError on a caption outside its grammar), `prompt_set(name)` and `sample_prompts(name, n, seed)` (items
   with a `.caption`);
-- its backbone: `DEFAULT_BACKBONE` (a Path), `build_vae()`, `build_unet()`;
+- its backbone: `DEFAULT_BACKBONE` (a Path), `build_vae()`, `build_unet()`; optionally its shipped refinement
+  policy's folder `DEFAULT_POLICY` (model references `world:NAME` name both, `promptloop.models`);
 - its sampling defaults: `RESOLUTION` (pixels), `GUIDANCE` (CFG scale), `STEPS` (sampling steps),
   `ALIGNMENT_REWARD` (the reward's name scoring its captions);
 - what it registers: `REWARDS` (reward name -> "module:factory", registered lazily in the reward registry when
@@ -44,7 +45,7 @@ WORLDS: dict[str, str] = {"shapes": "promptloop.world.shapes", "patterns": "prom
                           "backdrops": "promptloop.world.backdrops"}
 ALIASES: dict[str, str] = {"v1": "shapes", "v2": "patterns", "v3": "backdrops"}
 DEFAULT_WORLD = "shapes"
-WORLD_PIPELINE = "world"  # the model reference of a world backbone: 'world' (the default one) or 'world:PATH'
+WORLD_PIPELINE = "world"  # the model reference of a world backbone: 'world' (the default one), 'world:NAME' or 'world:PATH'
 
 
 class UnknownWorldError(ValueError):
@@ -110,7 +111,7 @@ def world_reward_names() -> list[str]:
 
 
 def is_world_reference(name: str) -> bool:
-    """Whether a pipeline reference names a world backbone ('world' or 'world:PATH'; `promptloop.models` parses it)."""
+    """Whether a pipeline reference names a world backbone ('world', 'world:NAME' or 'world:PATH'; `promptloop.models` parses it)."""
     from promptloop.models import parse_model_ref
 
     return parse_model_ref(name).kind == "world"

@@ -13,9 +13,10 @@ Queries mostly leave object colours open. Modules: `scene`, `render`, `grammar`,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE, build_unet, build_vae
+from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE, DEFAULT_POLICY, build_unet, build_vae
 from promptloop.world.backdrops.grammar import parse, training_caption
 from promptloop.world.backdrops.prompts import prompt_set, sample_prompts
 from promptloop.world.backdrops.render import render
@@ -28,6 +29,12 @@ ALIGNMENT_REWARD = "backdrops_alignment"  # the reward registry's name of this w
 TASK_REWARD = "backdrops_legible"  # alignment x legibility: the reward feedback is meant to raise
 GUIDANCE = 4.0  # CFG scale its backbone samples with
 STEPS = 20  # sampling steps
+# what a saved refinement policy of this world may name in promptloop_policy.json (`policy.callables`)
+POLICY_CALLABLES: dict[str, tuple[str, ...]] = {
+    "validator": ("promptloop.world.backdrops.grammar:parse",),
+    "prompt_length_fn": ("promptloop.world.policy_model:minilm_length",),
+    "constraint": ("promptloop.world.backdrops.colour_constraint:ColourFillConstraint",),
+}
 REWARDS: dict[str, str] = {"backdrops_alignment": "promptloop.world.backdrops.rewards:make_backdrops_alignment",
                            "backdrops_legible": "promptloop.world.backdrops.rewards:make_backdrops_legible"}
 
@@ -49,12 +56,20 @@ def backbone_eval(**kwargs: Any) -> dict[str, Any]:
     return backbone_eval_backdrops(**kwargs)
 
 
+def train_policy(out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]:
+    """The shipped refinement policy's recipe (`train_policy.reproduce_backdrops_policy`) into `out` (None:
+    assets/world/backdrops/policy)."""
+    from promptloop.world.backdrops.train_policy import DEFAULT_OUT, reproduce_backdrops_policy
+
+    return reproduce_backdrops_policy(DEFAULT_OUT if out is None else out, **kwargs)
+
+
 def room(**kwargs: Any) -> dict[str, Any]:
     from promptloop.world.backdrops.fair_room import room_backdrops
 
     return room_backdrops(**kwargs)
 
 
-__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEFAULT_BACKBONE", "GUIDANCE", "NAME", "RESOLUTION", "REWARDS",
-           "ROOM_OPTIONS", "STEPS", "TASK_REWARD", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae",
-           "parse", "prompt_set", "render", "room", "sample_prompts", "training_caption"]
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEFAULT_BACKBONE", "DEFAULT_POLICY", "GUIDANCE", "NAME", "RESOLUTION", "REWARDS",
+           "ROOM_OPTIONS", "POLICY_CALLABLES", "STEPS", "TASK_REWARD", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae",
+           "parse", "prompt_set", "render", "room", "sample_prompts", "train_policy", "training_caption"]

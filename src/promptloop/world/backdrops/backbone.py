@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_BACKBONE = Path(__file__).resolve().parents[4] / "assets" / "world" / "backdrops" / "backbone"
+DEFAULT_POLICY = DEFAULT_BACKBONE.parent / "policy"  # its refinement policy (`promptloop world train-policy --world v3`)
 
 
 def build_vae() -> Any:

@@ -29,8 +29,9 @@ from promptloop.world.backdrops.scene import COLOURS, ObjectQuery, Query
 Rule = Callable[[Query, BackdropAnalysis], str]
 
 
-def fill_colours(query: Query, colours: Sequence[str] | str) -> str:
-    """The query's text with the open colours filled in: one colour for all, or one per open object in order."""
+def fill_colours(query: Query, colours: Sequence[str | None] | str) -> str:
+    """The query's text with the open colours filled in: one colour for all, or one per open object in order
+    (None: that one left open)."""
     todo = [colours] * query.open_colours() if isinstance(colours, str) else list(colours)
     if len(todo) != query.open_colours():
         raise ValueError(f"{len(todo)} colours for the {query.open_colours()} open colours of {realise(query)!r}")

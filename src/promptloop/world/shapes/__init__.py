@@ -32,17 +32,19 @@ REWARDS: dict[str, str] = {"alignment": "promptloop.world.shapes.rewards:make_al
 # what a saved refinement policy of this world may name in promptloop_policy.json (`policy.callables`)
 POLICY_CALLABLES: dict[str, tuple[str, ...]] = {
     "validator": ("promptloop.world.shapes.grammar:parse",),
-    "prompt_length_fn": ("promptloop.world.shapes.policy_tokenizer:minilm_length",),
+    "prompt_length_fn": ("promptloop.world.policy_model:minilm_length",),
     "constraint": ("promptloop.world.shapes.copy_constraint:CopyEditConstraint",),
 }
 BINDING_LOSS = "promptloop.world.shapes.binding_loss"  # the text binder's auxiliary loss (train-backbone --binding-loss)
 # names older policy folders record (the shipped ones included), and where they live now: before the Shapes world
-# moved into world/shapes/, and before its tokenizer left policy_data
+# moved into world/shapes/, before its tokenizer left policy_data, and before the prompt-length function became
+# every world policy's (world/policy_model.py)
 MOVED_CALLABLES: dict[str, str] = {
     "promptloop.world.grammar:parse": "promptloop.world.shapes.grammar:parse",
     "promptloop.world.copy_constraint:CopyEditConstraint": "promptloop.world.shapes.copy_constraint:CopyEditConstraint",
-    "promptloop.world.policy_data:minilm_length": "promptloop.world.shapes.policy_tokenizer:minilm_length",
-    "promptloop.world.shapes.policy_data:minilm_length": "promptloop.world.shapes.policy_tokenizer:minilm_length",
+    "promptloop.world.policy_data:minilm_length": "promptloop.world.policy_model:minilm_length",
+    "promptloop.world.shapes.policy_data:minilm_length": "promptloop.world.policy_model:minilm_length",
+    "promptloop.world.shapes.policy_tokenizer:minilm_length": "promptloop.world.policy_model:minilm_length",
 }
 
 
@@ -50,16 +52,16 @@ MOVED_CALLABLES: dict[str, str] = {
 POLICY_MODEL_PARTS: dict[str, str] = {
     "world_words": "promptloop.world.shapes.policy_tokenizer",
     "build_world_tokenizer": "promptloop.world.shapes.policy_tokenizer",
-    "llava_model": "promptloop.world.shapes.policy_model",
-    "llava_processor": "promptloop.world.shapes.policy_model",
+    "llava_model": "promptloop.world.policy_model",
+    "llava_processor": "promptloop.world.policy_model",
 }
 
 
-def __getattr__(name: str) -> Any:  # DEFAULT_BACKBONE and the policy parts without importing torch at import time
-    if name == "DEFAULT_BACKBONE":
+def __getattr__(name: str) -> Any:  # DEFAULT_BACKBONE / _POLICY and the policy parts without importing torch at import time
+    if name in ("DEFAULT_BACKBONE", "DEFAULT_POLICY"):
         from promptloop.world.backbone import DEFAULT_BACKBONE
 
-        return DEFAULT_BACKBONE
+        return DEFAULT_BACKBONE if name == "DEFAULT_BACKBONE" else DEFAULT_BACKBONE.parent / "policy"
     if name in POLICY_MODEL_PARTS:
         import importlib
 

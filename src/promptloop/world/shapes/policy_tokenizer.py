@@ -12,7 +12,6 @@ tokens `<pad> <s> </s> <unk> <image>` plus chat markers `<|user|> <|assistant|> 
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 
 from promptloop.policy.instruction import (
     COMPACT_HISTORY,
@@ -24,23 +23,16 @@ from promptloop.policy.instruction import (
     DEFAULT_INSTRUCTION,
     DEFAULT_NO_IMAGE_NOTE,
 )
+from promptloop.world.policy_model import (  # noqa: F401  (re-exported: saved policies name minilm_length here)
+    CHAT_TEMPLATE,
+    SPECIAL_TOKENS,
+    TEXT_WINDOW,
+    minilm_length,
+    word_level_tokenizer,
+)
 from promptloop.world.shapes import grammar
 
-SPECIAL_TOKENS = ("<pad>", "<s>", "</s>", "<unk>", "<image>", "<|user|>", "<|assistant|>", "<|system|>")
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>' }}"
-    "{% if message['content'] is string %}{{ ' ' + message['content'] }}"
-    "{% else %}{% for c in message['content'] %}"
-    "{% if c['type'] == 'image' %}{{ ' <image>' }}{% else %}{{ ' ' + c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}"
-    "{% if message['role'] == 'assistant' %}{{ ' </s>' }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
-)
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
-TEXT_WINDOW = 48  # = backbone.TEXT_MAX_TOKENS (MiniLM word pieces); not imported to keep this module light
 
 
 def world_words() -> list[str]:
@@ -65,41 +57,7 @@ def world_words() -> list[str]:
 
 def build_world_tokenizer(extra_special_tokens: tuple[str, ...] = ()) -> object:
     """The word-level `PreTrainedTokenizerFast` of the Shapes world (see the module docstring)."""
-    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers
-    from tokenizers.models import WordLevel
-    from transformers import PreTrainedTokenizerFast
-
-    specials = list(SPECIAL_TOKENS) + [t for t in extra_special_tokens if t not in SPECIAL_TOKENS]
-    vocab = {tok: i for i, tok in enumerate(specials)}
-    for w in world_words():
-        vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
-        model_max_length=512,
-    )
-    fast.add_special_tokens({"additional_special_tokens": specials[4:]})
-    fast.chat_template = CHAT_TEMPLATE
-    fast.padding_side = "left"
-    return fast
-
-
-@lru_cache(maxsize=1)
-def _minilm_tokenizer() -> object:
-    from transformers import AutoTokenizer
-
-    from promptloop.world.backbone import text_encoder_path
-
-    # no window here: the count must see past it (and not warn about it)
-    return AutoTokenizer.from_pretrained(text_encoder_path(), model_max_length=1_000_000)
-
-
-def minilm_length(text: str) -> int:
-    """Length of a prompt in the world backbone's text window: MiniLM word pieces incl. [CLS] / [SEP]."""
-    return len(_minilm_tokenizer()(text, truncation=False)["input_ids"])  # type: ignore[operator]
+    return word_level_tokenizer(world_words(), extra_special_tokens)
 
 
 __all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "TEXT_WINDOW", "build_world_tokenizer", "minilm_length", "world_words"]

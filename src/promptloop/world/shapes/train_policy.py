@@ -28,18 +28,17 @@ query at T = 1)::
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from promptloop.policy.base import PolicyInput
-from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.vlm import VLMPolicy
+from promptloop.world.policy_model import WORLD_INSTRUCTION, llava_model, llava_processor
+from promptloop.world.policy_sft import sft_loop
 from promptloop.world.shapes import grammar
 from promptloop.world.shapes.copy_constraint import CopyEditConstraint
 from promptloop.world.shapes.policy_data import (
@@ -53,17 +52,11 @@ from promptloop.world.shapes.policy_data import (
     minilm_length,
     render_objects,
 )
-from promptloop.world.shapes.policy_model import llava_model, llava_processor
 from promptloop.world.shapes.scene import SceneSampler
 
 PROGRESS_LEVELS = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8)
 MAX_PROMPT_TOKENS = TEXT_WINDOW  # the world backbone's text window: 48 MiniLM word pieces (`minilm_length`)
 MAX_NEW_TOKENS = 56  # world-tokenizer words; the longest SFT target is about 42 with its end token
-# A short instruction (fewer tokens, faster SFT); every word is in the world vocabulary.
-WORLD_INSTRUCTION = InstructionTemplate(
-    "query : {query} . prompt : {prompt} . {progress} % . {image_note}{history}rewrite :",
-    "image . ", "no image . ", "earlier : {items} . ",
-)
 
 
 def build_world_policy(
@@ -95,11 +88,6 @@ def _batch(rng: random.Random, sampler: SceneSampler, batch_size: int, p_no_prev
     return inp, [e.target for e in exs]
 
 
-def _target_ids(policy: VLMPolicy, targets: list[str]) -> list[torch.Tensor]:
-    eos = policy.tokenizer.eos_token_id
-    return [torch.tensor(policy.tokenizer(t, add_special_tokens=False)["input_ids"] + [eos]) for t in targets]
-
-
 def train_world_policy(
     out_dir: str | Path,
     steps: int = 1200,
@@ -123,7 +111,6 @@ def train_world_policy(
     Returns a summary (steps, final loss, parameters, wall time)."""
     if num_threads is not None:
         torch.set_num_threads(num_threads)
-    torch.set_flush_denormal(True)  # subnormal Adam moments are very slow on x86 CPUs
     torch.manual_seed(seed)
     rng = random.Random(seed)
     sampler = SceneSampler(seed, split)  # type: ignore[arg-type]
@@ -132,43 +119,15 @@ def train_world_policy(
     else:
         policy = build_world_policy(seed=seed, **model_kwargs)
     n_params = sum(p.numel() for p in policy.model.parameters())
-    constraint, policy.constraint = policy.constraint, None  # SFT: plain next-token likelihood (module docstring)
-    opt = torch.optim.AdamW(policy.model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    t0 = time.time()
-    losses: list[float] = []
-    curve: list[tuple[int, float]] = []
-    bar = tqdm(range(steps), desc="world policy SFT", disable=not progress_bar)
-    for _step in bar:
-        inp, targets = _batch(rng, sampler, batch_size, p_no_preview)
-        lps = policy.logprobs(inp, _target_ids(policy, targets), requires_grad=True, temperature=1.0)
-        loss = -torch.cat(lps).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
-        if log_every and (_step + 1) % log_every == 0:
-            curve.append((_step + 1, round(sum(losses[-log_every:]) / log_every, 4)))
-            if not progress_bar:
-                print(f"step {_step + 1}: loss {curve[-1][1]:.4f} ({time.time() - t0:.0f} s)", flush=True)
-    wall = time.time() - t0
-    policy.constraint = constraint
+    trained = sft_loop(policy, lambda: _batch(rng, sampler, batch_size, p_no_preview), steps=steps, lr=lr,
+                       warmup=warmup, progress_bar=progress_bar, log_every=log_every)
     policy.save_pretrained(out_dir, dtype=save_dtype)
     summary = {
         "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "split": split,
-        "final_loss": sum(losses[-50:]) / max(1, len(losses[-50:])), "params": n_params,
-        "sft_wall_s": round(wall, 1), "save_dtype": str(save_dtype),
+        "final_loss": trained["final_loss"], "params": n_params,
+        "sft_wall_s": trained["sft_wall_s"], "save_dtype": str(save_dtype),
         "init_from": str(init_from) if init_from is not None else None, "model": model_kwargs,
-        "warmup": warmup, "loss_curve": curve,
+        "warmup": warmup, "loss_curve": trained["loss_curve"],
     }
     (Path(out_dir) / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

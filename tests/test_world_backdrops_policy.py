@@ -1,0 +1,144 @@
+"""World v3's refinement policy: its language (random colour fills), its decoding constraint, saving and loading,
+the `world:v3` references, and GRPO on a tiny v3 backbone through the trainer with the world's task reward."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def tiny_policy():
+    from promptloop.world.backdrops.train_policy import build_backdrops_policy
+
+    torch.set_num_threads(1)
+    return build_backdrops_policy(seed=0, hidden=32, layers=1, heads=2, vision_hidden=32, vision_layers=1)
+
+
+def _facts_kept(query, got) -> bool:
+    """Whether `got` asserts the query's facts (the open colours aside)."""
+    return len(got.objects) == len(query.objects) and got.relations == query.relations and all(
+        g.shape == o.shape and g.column == o.column and g.row == o.row and (o.colour is None or g.colour == o.colour)
+        for g, o in zip(got.objects, query.objects, strict=True))
+
+
+def test_every_sft_target_is_in_the_constraints_language_and_keeps_the_query(tiny_policy) -> None:
+    from promptloop.world.backdrops.grammar import parse
+    from promptloop.world.backdrops.policy_data import in_vocabulary, make_example, world_words
+    from promptloop.world.backdrops.scene import SceneSampler
+
+    tok, constraint, words = tiny_policy.tokenizer, tiny_policy.constraint, set(world_words())
+    rng, sampler = random.Random(0), SceneSampler(0)
+    filled = 0
+    for _ in range(300):
+        ex = make_example(sampler.sample(), rng)
+        assert in_vocabulary(ex.target, words) and in_vocabulary(ex.current_prompt, words)
+        ids = tok(ex.target, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        for t in range(len(ids)):
+            assert ids[t] in constraint.allowed(ex.query_text, ids[:t]), (ex.query_text, ex.target, t)
+        assert tok.decode(ids[:-1]) == ex.target
+        assert _facts_kept(ex.query, parse(ex.target)) and _facts_kept(ex.query, parse(ex.current_prompt))
+        filled += sum(o.colour is not None for o in parse(ex.target).objects) - sum(
+            o.colour is not None for o in ex.query.objects)
+    assert filled > 100  # the targets do fill open colours
+
+
+def test_sft_colours_are_drawn_independently_of_the_backdrop() -> None:
+    """The SFT targets' colours are the same for the same random draws whatever the preview shows."""
+    from promptloop.world.backdrops.policy_data import make_example
+    from promptloop.world.backdrops.scene import Backdrop, Scene, SceneSampler
+
+    scene = SceneSampler(3).sample()
+    dark = Scene(scene.objects, Backdrop(0.15))
+    light = Scene(scene.objects, Backdrop(0.85))
+    for seed in range(20):
+        a, b = make_example(dark, random.Random(seed)), make_example(light, random.Random(seed))
+        assert a.target == b.target and a.current_prompt == b.current_prompt
+        assert a.preview is not None and b.preview is not None
+
+
+def test_constraint_allows_only_the_query_words_and_colours_before_open_shapes(tiny_policy) -> None:
+    from promptloop.world.backdrops.scene import COLOURS
+
+    tok, c = tiny_policy.tokenizer, tiny_policy.constraint
+    vocab = tok.get_vocab()
+    query = "a circle left of a red square"
+    ids = tok(query, add_special_tokens=False)["input_ids"]
+    assert sorted(c.allowed(query, [])) == sorted([vocab["a"], vocab["an"]])
+    after_article = set(c.allowed(query, ids[:1]))
+    assert after_article == {vocab["circle"], *(vocab[k] for k in COLOURS)}  # open: a colour or the shape
+    assert set(c.allowed(query, [ids[0], vocab["blue"]])) == {vocab["circle"]}  # one colour, then the shape
+    named = ids.index(vocab["red"])
+    assert set(c.allowed(query, ids[:named])) == {vocab["red"]}  # a named colour is copied, never replaced
+    assert list(c.allowed(query, ids)) == [tok.eos_token_id]
+
+
+def test_constrained_random_policy_rewrites_always_parse_and_keep_the_query(tiny_policy) -> None:
+    """Even with random weights, every sampled rewrite is a colour fill of the query (the constraint's guarantee)."""
+    from promptloop.policy.base import PolicyInput
+    from promptloop.world.backdrops.grammar import parse
+    from promptloop.world.backdrops.prompts import sample_prompts
+
+    items = sample_prompts("heldout", 12, seed=0)
+    queries = [it.caption for it in items]
+    out = tiny_policy.propose(PolicyInput(queries, queries, 0.15, None), seed=0)
+    assert not any(out.fallback)
+    for q, raw, prompt in zip(queries, out.raw_texts, out.prompts, strict=True):
+        assert raw == prompt and _facts_kept(parse(q), parse(raw))
+
+
+def test_saved_policy_loads_with_its_constraint_and_evaluation_runs(tiny_policy, tmp_path: Path) -> None:
+    from promptloop.policy.vlm import VLMPolicy
+    from promptloop.world.backdrops.colour_constraint import ColourFillConstraint
+    from promptloop.world.backdrops.train_policy import evaluate_backdrops_policy
+
+    tiny_policy.save_pretrained(tmp_path / "policy")
+    loaded = VLMPolicy.from_pretrained(tmp_path / "policy")
+    assert isinstance(loaded.constraint, ColourFillConstraint)
+    ev = evaluate_backdrops_policy(loaded, n=8, samples_per_query=2)
+    assert ev["valid"] == 1.0 and ev["keeps"] == 1.0 and 0.0 <= ev["filled"] <= 1.0
+    assert ev["luminance_gap_ci"][0] <= ev["luminance_gap"] <= ev["luminance_gap_ci"][1]
+
+
+def test_world_name_references_name_the_worlds_shipped_models() -> None:
+    from promptloop.models import parse_model_ref, world_backbone_folder, world_policy_path
+    from promptloop.world import get_world
+
+    v3 = get_world("v3")
+    for text in ("world:v3", "world:backdrops"):
+        ref = parse_model_ref(text)
+        assert ref.kind == "world" and ref.world == "backdrops" and ref.value is None
+        assert world_backbone_folder(ref) == v3.DEFAULT_BACKBONE and world_policy_path(ref) == v3.DEFAULT_POLICY
+    assert world_policy_path("world") == get_world("shapes").DEFAULT_POLICY
+    assert world_backbone_folder("world:runs/bb") == Path("runs/bb")  # not a world name: a folder
+    with pytest.raises(ValueError, match="no refinement policy"):
+        world_policy_path("world:v2")
+    with pytest.raises(ValueError, match="names no world policy"):
+        world_policy_path("world:runs/bb")
+
+
+def test_grpo_on_a_tiny_v3_backbone_scores_the_task_reward(tiny_policy, tiny_v3_backbone: Path, tmp_path: Path) -> None:
+    """The trainer runs GRPO on world v3 (queries from the backbone's world, `backdrops_legible` judged against the
+    original query, evaluation monitored by `backdrops_alignment`), in feedback mode."""
+    from promptloop.train import load_config, read_metrics, train
+
+    tiny_policy.save_pretrained(tmp_path / "policy")
+    out = tmp_path / "run"
+    overrides = [f"output_dir={out}", f"pipeline.name_or_path=world:{tiny_v3_backbone}",
+                 f"policy.name_or_path={tmp_path / 'policy'}", "pipeline.num_inference_steps=4",
+                 "loop.num_refinements=2", "eval.every=2", "eval.num_queries=2", "grpo.queries_per_step=2",
+                 "grpo.num_generations=2", "steps=2", "logging.progress_bar=false", "checkpoint.every=0",
+                 "eval.trajectories=0", "logging.plot=false"]
+    train(load_config(Path(__file__).resolve().parents[1] / "configs" / "world_v3.yaml", overrides))
+    recs = read_metrics(out / "metrics.jsonl")
+    train_recs = [r for r in recs if r["kind"] == "train"]
+    evals = [r for r in recs if r["kind"] == "eval"]
+    assert [r["step"] for r in train_recs] == [1, 2]
+    assert 0.0 <= train_recs[-1]["reward/backdrops_legible/mean"] <= 1.0
+    assert all("eval/alignment/mean" in e and "eval/backdrops_legible/ci_low" in e for e in evals)
+    manifest = json.loads((out / "policy" / "promptloop_policy.json").read_text())
+    assert "ColourFillConstraint" in json.dumps(manifest)
