@@ -121,19 +121,30 @@ def test_world_name_references_name_the_worlds_shipped_models() -> None:
         world_policy_path("world:runs/bb")
 
 
-def test_grpo_on_a_tiny_v3_backbone_scores_the_task_reward(tiny_policy, tiny_v3_backbone: Path, tmp_path: Path) -> None:
-    """The trainer runs GRPO on world v3 (queries from the backbone's world, `backdrops_legible` judged against the
-    original query, evaluation monitored by `backdrops_alignment`), in feedback mode."""
-    from promptloop.train import load_config, read_metrics, train
+@pytest.fixture(scope="module")
+def v3_grpo_run(tiny_policy, tiny_v3_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two GRPO steps of the SFT-like tiny policy on the tiny v3 backbone by configs/world_v3.yaml: (base policy
+    folder, run folder)."""
+    from promptloop.train import load_config, train
 
-    tiny_policy.save_pretrained(tmp_path / "policy")
-    out = tmp_path / "run"
+    root = tmp_path_factory.mktemp("v3grpo")
+    tiny_policy.save_pretrained(root / "policy")
+    out = root / "run"
     overrides = [f"output_dir={out}", f"pipeline.name_or_path=world:{tiny_v3_backbone}",
-                 f"policy.name_or_path={tmp_path / 'policy'}", "pipeline.num_inference_steps=4",
+                 f"policy.name_or_path={root / 'policy'}", "pipeline.num_inference_steps=4",
                  "loop.num_refinements=2", "eval.every=2", "eval.num_queries=2", "grpo.queries_per_step=2",
                  "grpo.num_generations=2", "steps=2", "logging.progress_bar=false", "checkpoint.every=0",
                  "eval.trajectories=0", "logging.plot=false"]
     train(load_config(Path(__file__).resolve().parents[1] / "configs" / "world_v3.yaml", overrides))
+    return root / "policy", out
+
+
+def test_grpo_on_a_tiny_v3_backbone_scores_the_task_reward(v3_grpo_run: tuple[Path, Path]) -> None:
+    """The trainer runs GRPO on world v3 (queries from the backbone's world, `backdrops_legible` judged against the
+    original query, evaluation monitored by `backdrops_alignment`), in feedback mode."""
+    from promptloop.train import read_metrics
+
+    _, out = v3_grpo_run
     recs = read_metrics(out / "metrics.jsonl")
     train_recs = [r for r in recs if r["kind"] == "train"]
     evals = [r for r in recs if r["kind"] == "eval"]
@@ -142,3 +153,71 @@ def test_grpo_on_a_tiny_v3_backbone_scores_the_task_reward(tiny_policy, tiny_v3_
     assert all("eval/alignment/mean" in e and "eval/backdrops_legible/ci_low" in e for e in evals)
     manifest = json.loads((out / "policy" / "promptloop_policy.json").read_text())
     assert "ColourFillConstraint" in json.dumps(manifest)
+
+
+def test_eval_compare_on_world_v3_reports_every_row_with_cis(v3_grpo_run: tuple[Path, Path], tiny_v3_backbone: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """`promptloop eval compare --world v3`: the task reward per row with CIs over queries, paired margins, the
+    alignment and proxy monitors, and the equal-compute feed-forward row with more sampling steps."""
+    from promptloop.eval.compare import compare
+    from promptloop.world import get_world
+
+    policy, run = v3_grpo_run
+    monkeypatch.setattr(get_world("v3"), "DEFAULT_POLICY", policy)
+    adapter = run / "policy"
+    res = compare(n=4, steps=4, refinements=2, world="v3", backbone=tiny_v3_backbone, grpo_adapter=adapter,
+                  feed_forward_adapter=adapter, no_feedback_adapter=adapter, progress=False)
+    assert res["world"] == "backdrops" and res["reward"] == "backdrops_legible"
+    for row in ("base", "feed_forward", "promptloop_no_feedback", "promptloop", "promptloop_sft",
+                "feed_forward_then_promptloop", "feed_forward_equal_compute"):
+        lo, hi = res[f"{row}_ci"]
+        assert lo <= res[row] <= hi and 0.0 <= res[f"alignment_{row}"] <= 1.0 and row in res["seconds_per_row"]
+    lo, hi = res["promptloop_minus_feed_forward_ci"]
+    assert lo <= res["promptloop_minus_feed_forward"] <= hi
+    assert res["equal_compute_steps"] >= 4
+
+
+@pytest.fixture
+def tiny_v3_shipped(v3_grpo_run: tuple[Path, Path], tiny_v3_backbone: Path, monkeypatch: pytest.MonkeyPatch,
+                    tmp_path: Path):
+    """World v3 with the tiny backbone, policy and (one) adapter standing in for its shipped ones; the adapter
+    folder holds its run's training log, as the shipped ones do."""
+    import shutil
+
+    from promptloop.world import get_world
+
+    policy, run = v3_grpo_run
+    adapter = shutil.copytree(run / "policy", tmp_path / "adapter")
+    shutil.copy(run / "metrics.jsonl", adapter / "metrics.jsonl")
+    v3 = get_world("v3")
+    monkeypatch.setattr(v3, "DEFAULT_BACKBONE", tiny_v3_backbone)
+    monkeypatch.setattr(v3, "DEFAULT_POLICY", policy)
+    monkeypatch.setattr(v3, "POLICY_ADAPTERS", {m: str(adapter) for m in ("feedback", "no-feedback", "feed-forward")})
+    monkeypatch.setattr(v3, "STEPS", 7)  # room for the demo's N_R = 5
+    return v3
+
+
+def test_refinements_curve_starts_at_the_plain_backbone_in_both_rows(tiny_v3_shipped, tmp_path: Path) -> None:
+    from promptloop.eval.refinements import refinements_curve
+
+    res = refinements_curve(world="v3", n=3, max_refinements=2, figure=tmp_path / "ref.png", progress=False)
+    assert [r["refinements"] for r in res["feedback"]] == [0, 1, 2] == [r["refinements"] for r in res["no_feedback"]]
+    assert res["feedback"][0] == res["no_feedback"][0]  # N_R = 0: the same plain samples
+    assert all(r["ci"][0] <= r["mean"] <= r["ci"][1] for row in ("feedback", "no_feedback") for r in res[row])
+    assert (tmp_path / "ref.png").stat().st_size > 0
+
+
+def test_quick_demo_on_world_v3_writes_its_report(tiny_v3_shipped, tmp_path: Path) -> None:
+    """`promptloop demo` (v3 by default): the table with CIs, the shipped run's held-out curve, trajectory strips,
+    a short GRPO from the SFT policy, and the world's note."""
+    from promptloop.eval.demo import run_demo
+
+    summary = run_demo(str(tmp_path / "demo"), quick=True)
+    assert summary["world"] == "backdrops" and summary["reward"] == "backdrops_legible"
+    for row in ("base", "feed_forward", "promptloop"):
+        assert summary[f"{row}_ci"][0] <= summary[row] <= summary[f"{row}_ci"][1]
+    assert summary["grpo_steps"] == 4 and "shipped_heldout_curve" in summary
+    report = (tmp_path / "demo" / "report.md").read_text()
+    assert "What this world is built to show" in report and "no caption" in report
+    for png in ("base_vs_promptloop.png", "trajectories.png", "heldout_curve.png", "reward_curve.png"):
+        assert (tmp_path / "demo" / png).stat().st_size > 0

@@ -26,7 +26,7 @@ from promptloop.cli_args import (
     positive_int,
 )
 from promptloop.cli_runner import run_command
-from promptloop.cli_world import add_world_parser
+from promptloop.cli_world import add_world_parser, world_arg
 from promptloop.validation import limit_arg
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -76,6 +76,10 @@ GENERAL_COMPARE = ("pipeline", "policy", "reward", "prompts")  # any of these: t
 
 def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
     if not any(getattr(args, k) is not None for k in GENERAL_COMPARE):
+        if args.backbone is not None:
+            from promptloop.models import check_local_folder
+
+            check_local_folder(args.backbone, "--backbone")
         for flag in ("reward_kwargs", "seeds_per_prompt", "batch_size", "grid", "out", "device", "dtype"):
             if getattr(args, flag) is not None:
                 raise UsageError(f"--{flag.replace('_', '-')} applies to the comparison on a pipeline: name "
@@ -85,7 +89,13 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
         return compare(n=args.n or 256, seed=args.seed, steps=args.steps,
                        guidance=args.guidance, refinements=args.refine,
                        grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
-                       rewrite_first=args.rewrite_first)
+                       no_feedback_adapter=args.no_feedback_adapter, rewrite_first=args.rewrite_first,
+                       world=args.world, backbone=args.backbone, equal_compute=args.equal_compute,
+                       progress=not args.json)
+    for flag in ("world", "backbone", "no_feedback_adapter"):
+        if getattr(args, flag) is not None:
+            raise UsageError(f"--{flag.replace('_', '-')} applies to the comparison on an embedded world: leave out "
+                             "--pipeline, --policy, --reward and --prompts")
     from promptloop.eval.pipeline_compare import compare_pipeline, format_summary, parse_reward_kwargs, parse_rewards
 
     weights = parse_rewards(args.reward) if args.reward else None  # None: the world's alignment
@@ -121,10 +131,21 @@ def cmd_plan(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def cmd_eval_refinements(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.refinements import refinements_curve
+
+    if args.backbone is not None:
+        from promptloop.models import check_local_folder
+
+        check_local_folder(args.backbone, "--backbone")
+    return refinements_curve(world=args.world, n=args.n, seed=args.seed, max_refinements=args.max,
+                             backbone=args.backbone, figure=args.figure, progress=not args.json)
+
+
 def cmd_demo(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.demo import run_demo
 
-    return run_demo(out_dir=args.out, quick=args.quick)
+    return run_demo(out_dir=args.out, quick=args.quick, world=args.world)
 
 
 def cmd_push(args: argparse.Namespace) -> dict[str, Any]:
@@ -229,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print the record as one JSON object")
     gen.set_defaults(func=cmd_generate)
 
-    demo = sub.add_parser("demo", help="the main job: base vs PromptLoop on the embedded Shapes world")
+    demo = sub.add_parser("demo", help="the main job: base vs feed-forward vs PromptLoop on an embedded world (v3)")
+    demo.add_argument("--world", type=world_arg, default="v3",
+                      help="the world: v3 (Backdrops, built with room for feedback; default) or v1 (Shapes, a control)")
     demo.add_argument("--out", default="outputs/demo", help="output folder")
     demo.add_argument("--quick", action="store_true", help="a smaller, faster run (for smoke tests)")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -298,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--feed-forward-adapter", default=None,
                       help="adapter of the feed-forward row (default: the policy itself, rewriting once; world: "
                            "assets/world/policy_feedforward)")
+    cmp_.add_argument("--no-feedback-adapter", default=None,
+                      help="world: adapter of the no-feedback row (default: the world's, else the feedback policy "
+                           "without previews)")
+    cmp_.add_argument("--world", type=world_arg, default=None,
+                      help="world: which embedded world (v1, v2, v3; default: the backbone's, the default world's)")
+    cmp_.add_argument("--backbone", default=None, help="world: a backbone folder of that world (default: its shipped one)")
+    cmp_.add_argument("--equal-compute", action=argparse.BooleanOptionalAction, default=True,
+                      help="world: also run the feed-forward rewriter with its steps raised to PromptLoop's wall time")
     cmp_.add_argument("--batch-size", type=limit_arg("images", positive_int), default=None,
                       help="images per sampler call (default 8)")
     cmp_.add_argument("--grid", type=limit_arg("count0", non_negative_int), default=None,
@@ -310,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
                            "loop.rewrite_first)")
     cmp_.add_argument("--json", action="store_true")
     cmp_.set_defaults(func=cmd_eval_compare)
+
+    ref = ev.add_parser("refinements", help="the world's task reward at N_R = 0..max, with and without feedback")
+    ref.add_argument("--world", type=world_arg, default="v3", help="the world (default v3)")
+    ref.add_argument("--n", type=COUNT, default=128, help="heldout queries (one seed each)")
+    ref.add_argument("--seed", type=SEED, default=0)
+    ref.add_argument("--max", type=limit_arg("refinements", positive_int), default=5, help="largest N_R")
+    ref.add_argument("--backbone", default=None, help="a backbone folder of that world (default: its shipped one)")
+    ref.add_argument("--figure", default="outputs/refinements.png", help="where to write the figure (PNG)")
+    ref.add_argument("--json", action="store_true")
+    ref.set_defaults(func=cmd_eval_refinements)
 
     from promptloop.train.cli import add_train_parser
 

@@ -1,46 +1,63 @@
-"""Honest comparison on heldout queries (`promptloop eval compare`).
+"""Honest comparison on an embedded world's heldout queries (`promptloop eval compare [--world NAME]`).
 
-Mean alignment of the final image with the ORIGINAL query, on the same `n` heldout queries and the
-same seeds, for:
+The world's task reward of the final image, judged against the ORIGINAL query (its `TASK_REWARD` where it declares
+one, e.g. v3's `backdrops_legible`; else its alignment), on the same `n` heldout queries and the same seeds, for:
 - `base`: the plain backbone on the query;
-- `feed_forward`: one rewrite before sampling by a feed-forward rewriter GRPO-trained with the same
-  rollout budget (assets/world/policy_feedforward);
-- `promptloop_no_feedback`: the GRPO policy, all N_R prompts produced before sampling;
-- `promptloop`: the GRPO policy with feedback, N_R refinements equally spaced (the method); with
-  `rewrite_first` the feedback rows also rewrite the query once before sampling;
+- `feed_forward`: one rewrite before sampling by the feed-forward rewriter GRPO-trained with the same rollout
+  budget (the world's `feed-forward` adapter);
+- `promptloop_no_feedback`: all N_R prompts produced before sampling, by the policy GRPO-trained that way (the
+  world's `no-feedback` adapter; a world without one: the feedback policy run without previews);
+- `promptloop`: the GRPO feedback policy, N_R refinements equally spaced (the method); with `rewrite_first` the
+  feedback rows also rewrite the query once before sampling;
 - `promptloop_sft`: the same loop with the SFT policy before any RL (the "untrained rewriter" row);
-- `feed_forward_then_promptloop`: the feed-forward rewriter's rewrite before sampling, then the GRPO
-  policy's N_R feedback refinements on top (does feedback add to a strong up-front prompt?).
-The proxy reward of every row is reported too (`proxy_*`): an over-optimisation monitor.
+- `feed_forward_then_promptloop`: the feed-forward rewrite before sampling, then the feedback refinements;
+- `feed_forward_equal_compute` (`equal_compute`): the feed-forward rewriter with its sampling steps raised until
+  its wall time matches the `promptloop` row's (measured here, in this process).
+Each row has a 95 % bootstrap CI over queries (`ci`), the margins between rows paired CIs; the world's alignment
+(where the task reward is another) and the proxy reward of every row are reported too: over-optimisation monitors.
+The world's adapters sit beside its policy (`DEFAULT_POLICY`), named by its `POLICY_ADAPTERS` (mode -> folder).
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+import numpy as np
 import torch
 
 from promptloop.policy.base import StagedPolicy
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
-from promptloop.world import world_of_backbone
+from promptloop.world import get_world, world_of_backbone
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
+from promptloop.world.fair import bootstrap_ci
 from promptloop.world.sampling import sample
 
 ASSETS = DEFAULT_BACKBONE.parent
-GRPO_ADAPTER = ASSETS / "policy_grpo"
-FEED_FORWARD_ADAPTER = ASSETS / "policy_feedforward"
+GRPO_ADAPTER = ASSETS / "policy_grpo"  # the default world's feedback adapter
+FEED_FORWARD_ADAPTER = ASSETS / "policy_feedforward"  # the default world's feed-forward adapter
+MAX_EQUAL_COMPUTE_STEPS = 400  # the equal-compute row's sampling steps are capped here
 
 
-def load_world_policy(adapter: str | Path | None, pipe: Any) -> Any:
-    """The shipped SFT world policy, with a LoRA adapter on top when given."""
+def world_adapter(world: ModuleType, mode: str) -> Path | None:
+    """The folder of the world's shipped adapter trained in `mode` (feedback, no-feedback, feed-forward); None when
+    the world declares none."""
+    folder = getattr(world, "POLICY_ADAPTERS", {}).get(mode)
+    return None if folder is None else Path(world.DEFAULT_POLICY).parent / folder
+
+
+def load_world_policy(adapter: str | Path | None, pipe: Any, world: ModuleType | None = None) -> Any:
+    """The world's shipped SFT policy (the default world's when None), with a LoRA adapter on top when given."""
     from promptloop.policy.vlm import VLMPolicy
 
-    base = ASSETS / "policy"
+    world = get_world() if world is None else world
+    base = Path(world.DEFAULT_POLICY)
     if not base.is_dir():
-        raise FileNotFoundError(f"world policy not found at {base}")
+        raise FileNotFoundError(f"world policy not found at {base} (train it with `promptloop world train-policy "
+                                f"--world {world.VERSION}`)")
     if adapter is not None and not Path(adapter).is_dir():
         raise FileNotFoundError(f"policy adapter not found at {adapter}")
     policy = VLMPolicy.from_pretrained(base, adapter_path=adapter)
@@ -48,48 +65,86 @@ def load_world_policy(adapter: str | Path | None, pipe: Any) -> Any:
     return policy
 
 
+def _ci(values: np.ndarray, seed: int) -> list[float]:
+    lo, hi = bootstrap_ci(values, seed=seed)
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
 def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None = None, refinements: int = 5,
             grpo_adapter: str | Path | None = None, feed_forward_adapter: str | Path | None = None,
-            include_sft: bool = True, rewrite_first: bool = False, progress: bool = True) -> dict[str, Any]:
+            no_feedback_adapter: str | Path | None = None, include_sft: bool = True, rewrite_first: bool = False,
+            world: str | None = None, backbone: str | Path | None = None, equal_compute: bool = True,
+            progress: bool = True) -> dict[str, Any]:
+    """The comparison table of the module docstring on `world` (default: the backbone's world; the default
+    world's shipped backbone when neither is given) as one JSON-able dict."""
     if refinements > steps - 1:
         raise ValueError(f"--refine {refinements} is more than the {steps - 1} refinements {steps} steps allow")
-    for flag, adapter in (("--adapter", grpo_adapter), ("--feed-forward-adapter", feed_forward_adapter)):
+    for flag, adapter in (("--adapter", grpo_adapter), ("--feed-forward-adapter", feed_forward_adapter),
+                          ("--no-feedback-adapter", no_feedback_adapter)):
         if adapter is not None and not Path(adapter).expanduser().is_dir():  # before the backbone loads
             raise FileNotFoundError(f"{flag} {adapter}: no such adapter folder")
     t0 = time.perf_counter()
-    pipe = load_backbone()
-    world = world_of_backbone()  # the shipped backbone's world: its prompts, guidance and alignment reward
-    guidance = world.GUIDANCE if guidance is None else guidance
-    alignment, proxy = get_reward(world.ALIGNMENT_REWARD), get_reward("proxy")
-    items = world.sample_prompts("heldout", n, seed)
-    queries = [it.caption for it in items]
+    w = get_world(world) if world is not None else world_of_backbone(backbone)
+    folder = Path(backbone) if backbone is not None else Path(w.DEFAULT_BACKBONE)
+    if world is not None and world_of_backbone(folder).NAME != w.NAME:
+        raise ValueError(f"--backbone {folder} is a backbone of world {world_of_backbone(folder).NAME}, not {w.NAME}")
+    pipe = load_backbone(folder)
+    guidance = w.GUIDANCE if guidance is None else guidance
+    task_name = getattr(w, "TASK_REWARD", w.ALIGNMENT_REWARD)
+    task, alignment, proxy = get_reward(task_name), get_reward(w.ALIGNMENT_REWARD), get_reward("proxy")
+    queries = [it.caption for it in w.sample_prompts("heldout", n, seed)]
     seeds = [seed * 1_000_003 + 17 * i for i in range(n)]
-    grpo = load_world_policy(grpo_adapter or GRPO_ADAPTER, pipe)
-    feed_forward = load_world_policy(feed_forward_adapter or FEED_FORWARD_ADAPTER, pipe)
-    rows: dict[str, tuple[Any, str, bool]] = {
-        "base": (None, "none", False),
-        "feed_forward": (feed_forward, "feed-forward", False),
-        "promptloop_no_feedback": (grpo, "no-feedback", False),
-        "promptloop": (grpo, "feedback", rewrite_first),
+    adapters = {mode: given or world_adapter(w, mode) for mode, given in
+                (("feedback", grpo_adapter), ("feed-forward", feed_forward_adapter), ("no-feedback", no_feedback_adapter))}
+    grpo = load_world_policy(adapters["feedback"], pipe, w)
+    feed_forward = load_world_policy(adapters["feed-forward"], pipe, w)
+    no_feedback = grpo if adapters["no-feedback"] is None else load_world_policy(adapters["no-feedback"], pipe, w)
+    rows: dict[str, tuple[Any, str, bool, int]] = {
+        "base": (None, "none", False, steps),
+        "feed_forward": (feed_forward, "feed-forward", False, steps),
+        "promptloop_no_feedback": (no_feedback, "no-feedback", False, steps),
+        "promptloop": (grpo, "feedback", rewrite_first, steps),
     }
     if include_sft:
-        rows["promptloop_sft"] = (load_world_policy(None, pipe), "feedback", rewrite_first)
-    rows["feed_forward_then_promptloop"] = (StagedPolicy(feed_forward, grpo), "feedback", True)
-    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance": guidance, "refinements": refinements,
-                              "rewrite_first": rewrite_first}
+        rows["promptloop_sft"] = (load_world_policy(None, pipe, w), "feedback", rewrite_first, steps)
+    rows["feed_forward_then_promptloop"] = (StagedPolicy(feed_forward, grpo), "feedback", True, steps)
+    result: dict[str, Any] = {"world": w.NAME, "backbone": str(folder), "reward": task_name, "n": n, "seed": seed,
+                              "steps": steps, "guidance": guidance, "refinements": refinements,
+                              "rewrite_first": rewrite_first,
+                              "adapters": {m: None if a is None else str(a) for m, a in adapters.items()}}
+    scores: dict[str, np.ndarray] = {}
     fallback: dict[str, float] = {}
-    for name, (policy, mode, first) in rows.items():
+    seconds: dict[str, float] = {}
+
+    def run(name: str, policy: Any, mode: str, first: bool, n_steps: int) -> None:
         torch.manual_seed(seed)  # the policy samples from the global generator
-        out = sample(pipe, queries, seeds, policy=policy, mode=mode, steps=steps, guidance=guidance,
+        t = time.perf_counter()
+        out = sample(pipe, queries, seeds, policy=policy, mode=mode, steps=n_steps, guidance=guidance,
                      num_refinements=refinements if mode in ("feedback", "no-feedback") else None,
                      rewrite_first=first, progress=progress, desc=f"compare {name}")
-        result[name] = float(alignment(out.images, queries).scores.mean())
+        seconds[name] = round(time.perf_counter() - t, 2)
+        scores[name] = task(out.images, queries).scores.double().cpu().numpy()
+        result[name] = float(scores[name].mean())
+        result[f"{name}_ci"] = _ci(scores[name], seed)
+        if task_name != w.ALIGNMENT_REWARD:
+            result[f"alignment_{name}"] = float(alignment(out.images, queries).scores.mean())
         result[f"proxy_{name}"] = float(proxy(out.images, queries).scores.mean())
-        flags = [r.fallback for t in out.trajectories for r in t.refinements]
+        flags = [r.fallback for t_ in out.trajectories for r in t_.refinements]
         if flags:
             fallback[name] = sum(flags) / len(flags)
+
+    for name, (policy, mode, first, n_steps) in rows.items():
+        run(name, policy, mode, first, n_steps)
+    if equal_compute:
+        ec_steps = min(MAX_EQUAL_COMPUTE_STEPS, max(steps, round(steps * seconds["promptloop"] / seconds["feed_forward"])))
+        result["equal_compute_steps"] = ec_steps
+        run("feed_forward_equal_compute", feed_forward, "feed-forward", False, ec_steps)
     result["fallback_rate"] = fallback
-    result["promptloop_minus_base"] = result["promptloop"] - result["base"]
-    result["promptloop_minus_feed_forward"] = result["promptloop"] - result["feed_forward"]
+    result["seconds_per_row"] = seconds
+    for a, b in (("promptloop", "base"), ("promptloop", "feed_forward"), ("promptloop_no_feedback", "feed_forward"),
+                 ("promptloop", "promptloop_no_feedback"), ("promptloop", "feed_forward_equal_compute")):
+        if a in scores and b in scores:
+            result[f"{a}_minus_{b}"] = float((scores[a] - scores[b]).mean())
+            result[f"{a}_minus_{b}_ci"] = _ci(scores[a] - scores[b], seed)
     result["seconds"] = time.perf_counter() - t0
     return result

@@ -81,3 +81,32 @@ def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path:
     finally:
         plt.close(fig)
     return path
+
+
+def curve_with_bands(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
+                     path: str | Path, xlabel: str, ylabel: str = "reward", title: str = "",
+                     marker: str | None = "o") -> Path:
+    """Lines with shaded 95 % CI bands: `series` maps a label to (x, mean, ci_low, ci_high)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
+    for name, (xs, ys, lo, hi) in series.items():
+        line = ax.plot(list(xs), list(ys), label=name, marker=marker, markersize=3)[0]
+        ax.fill_between(list(xs), list(lo), list(hi), color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        atomic_write(path, fig.savefig)
+    finally:
+        plt.close(fig)
+    return path

@@ -14,7 +14,10 @@ A world package exposes (module attributes):
   ValueError on a caption outside its grammar), `prompt_set(name)` and `sample_prompts(name, n, seed)` (items
   with a `.caption`);
 - its backbone: `DEFAULT_BACKBONE` (a Path), `build_vae()`, `build_unet()`; optionally its shipped refinement
-  policy's folder `DEFAULT_POLICY` (model references `world:NAME` name both, `promptloop.models`);
+  policy's folder `DEFAULT_POLICY` (model references `world:NAME` name both, `promptloop.models`) and its
+  shipped LoRA adapters on it, `POLICY_ADAPTERS` (training mode -> folder beside the policy; `eval compare`);
+  its GRPO recipe `GRPO_CONFIG` (a file in configs/) and `DEMO_NOTE` (what the world is built to show, for
+  `promptloop demo --world NAME`); optionally `TASK_REWARD`, the reward its loop is trained on (default: alignment);
 - its sampling defaults: `RESOLUTION` (pixels), `GUIDANCE` (CFG scale), `STEPS` (sampling steps),
   `ALIGNMENT_REWARD` (the reward's name scoring its captions);
 - what it registers: `REWARDS` (reward name -> "module:factory", registered lazily in the reward registry when

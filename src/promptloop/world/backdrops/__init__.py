@@ -35,6 +35,22 @@ POLICY_CALLABLES: dict[str, tuple[str, ...]] = {
     "prompt_length_fn": ("promptloop.world.policy_model:minilm_length",),
     "constraint": ("promptloop.world.backdrops.colour_constraint:ColourFillConstraint",),
 }
+# its shipped LoRA adapters on the policy, by the mode they were GRPO-trained in (configs/world_v3.yaml): folders
+# beside DEFAULT_POLICY
+POLICY_ADAPTERS: dict[str, str] = {"feedback": "policy_grpo", "no-feedback": "policy_nofeedback",
+                                   "feed-forward": "policy_feedforward"}
+GRPO_CONFIG = "world_v3.yaml"  # its GRPO recipe in configs/ (the demo's short run scales it down)
+DEMO_NOTE = """
+World v3 (Backdrops) is built, on purpose and stated as such, to have the structure in which latent feedback can
+pay, which worlds v1 and v2 lack: (1) the backdrop tone is decided by the noise early in sampling and no caption
+ever names it, so no up-front rewrite can know it; (2) the reward (alignment x WCAG-contrast legibility of each
+object against its backdrop) makes the best colour of an object depend on that backdrop; (3) object colours are
+still steerable by the prompt when the backdrop becomes readable in the x0 preview. In v1 every fact the reward
+checks is named in the query, so the best action after the preview equals the one before it: the room measured
+before any RL was +0.011 [-0.004, +0.025] there, +0.111 [+0.083, +0.140] here (the best preview-reading rule over
+the fair feed-forward bound, which includes every fixed colour choice; docs/worlds.md). The SFT policy picks
+colours at random; what reading the preview is worth is learned by GRPO alone.
+"""
 REWARDS: dict[str, str] = {"backdrops_alignment": "promptloop.world.backdrops.rewards:make_backdrops_alignment",
                            "backdrops_legible": "promptloop.world.backdrops.rewards:make_backdrops_legible"}
 
@@ -70,6 +86,6 @@ def room(**kwargs: Any) -> dict[str, Any]:
     return room_backdrops(**kwargs)
 
 
-__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEFAULT_BACKBONE", "DEFAULT_POLICY", "GUIDANCE", "NAME", "RESOLUTION", "REWARDS",
-           "ROOM_OPTIONS", "POLICY_CALLABLES", "STEPS", "TASK_REWARD", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae",
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "DEMO_NOTE", "GRPO_CONFIG", "DEFAULT_BACKBONE", "DEFAULT_POLICY", "GUIDANCE", "NAME", "RESOLUTION", "REWARDS",
+           "ROOM_OPTIONS", "POLICY_ADAPTERS", "POLICY_CALLABLES", "STEPS", "TASK_REWARD", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval", "build_unet", "build_vae",
            "parse", "prompt_set", "render", "room", "sample_prompts", "train_policy", "training_caption"]

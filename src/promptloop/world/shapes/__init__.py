@@ -35,6 +35,17 @@ POLICY_CALLABLES: dict[str, tuple[str, ...]] = {
     "prompt_length_fn": ("promptloop.world.policy_model:minilm_length",),
     "constraint": ("promptloop.world.shapes.copy_constraint:CopyEditConstraint",),
 }
+# its shipped LoRA adapters on the policy, by the mode they were GRPO-trained in: folders beside DEFAULT_POLICY
+POLICY_ADAPTERS: dict[str, str] = {"feedback": "policy_grpo", "feed-forward": "policy_feedforward"}
+GRPO_CONFIG = "world.yaml"  # its GRPO recipe in configs/ (the demo's short run scales it down)
+DEMO_NOTE = """
+World v1 (Shapes) is built WITHOUT room for latent feedback, as a control. Every fact its reward checks is named in
+the query, so the best action after seeing the x0 preview is the same as before it: the query, emphasised. The
+preview only shows where the backbone failed, and a faithful rewrite does not undo a failure. Measured before any
+RL (docs/worlds.md): the best preview-reading rule beats the fair feed-forward bound by +0.011 [-0.004, +0.025]
+(v2: +0.001 [-0.007, +0.010]), so no trained policy can show a gain here. Run `promptloop demo --world v3` for
+the world built with room (v3: +0.111 [+0.083, +0.140]).
+"""
 BINDING_LOSS = "promptloop.world.shapes.binding_loss"  # the text binder's auxiliary loss (train-backbone --binding-loss)
 # names older policy folders record (the shipped ones included), and where they live now: before the Shapes world
 # moved into world/shapes/, before its tokenizer left policy_data, and before the prompt-length function became
@@ -109,7 +120,7 @@ def train_policy(out: str | Path | None = None, **kwargs: Any) -> dict[str, Any]
     return reproduce_world_policy(DEFAULT_OUT if out is None else out, **kwargs)
 
 
-__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "BINDING_LOSS", "GUIDANCE", "MOVED_CALLABLES", "NAME", "POLICY_CALLABLES",
+__all__ = ["ALIGNMENT_REWARD", "BACKBONE_EVAL_OPTIONS", "BINDING_LOSS", "GUIDANCE", "MOVED_CALLABLES", "DEMO_NOTE", "GRPO_CONFIG", "NAME", "POLICY_ADAPTERS", "POLICY_CALLABLES",
            "RESOLUTION", "REWARDS", "ROOM_OPTIONS", "STEPS", "VERSION", "SceneSampler", "analyzer_check", "backbone_eval",
            "build_unet", "build_vae", "parse", "prompt_set", "render", "room", "sample_prompts", "train_policy",
            "training_caption"]
