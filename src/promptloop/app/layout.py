@@ -38,7 +38,7 @@ CSS = """
 #status .bar {height: 8px; background: #e5e7eb; border-radius: 4px; overflow: hidden; margin: 4px 0;}
 #status .bar > div {height: 100%; background: #6366f1;}
 #status .error, #run-status .error, #model-status .error {color: #b91c1c; font-weight: 600;}
-#model-status .note {color: #92400e;}
+#status .note, #model-status .note {color: #92400e;}
 """
 
 
@@ -160,7 +160,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             shown = (state.row, len(state.refinements), len(state.results))
 
     def load_models(pipeline: str, policy: str, adapter: str, ff_adapter: str, reward: str, device: str,
-                    dtype: str) -> tuple[str, Any, Any]:
+                    dtype: str) -> tuple[str, Any, Any, Any]:
         spec = ModelSpec(pipeline=pipeline.strip() or "world", policy=policy.strip() or "world",
                          adapter=adapter.strip() or None, feed_forward_adapter=ff_adapter.strip() or None,
                          reward=reward.strip() if reward.strip() else None, device=device.strip() or "auto",
@@ -171,10 +171,10 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 store.load(spec)
             except (ModelLoadError, InputError) as e:
                 return (f'<div class="error">{html.escape(str(e))}</div><div>Still using: {_describe(store.spec)}</div>',
-                        gr.skip(), gr.skip())
+                        gr.skip(), gr.skip(), gr.skip())
         examples = _example_queries(store.spec)  # the loaded world's: its guidance, a query of its grammar
         return (f"Loaded: {_describe(store.spec)}", _default_guidance(store.spec),
-                gr.Textbox(placeholder=examples[0] if examples else QUERY_PLACEHOLDER))
+                gr.Textbox(placeholder=examples[0] if examples else QUERY_PLACEHOLDER), _policy_note(store.spec))
 
     def pick_world(name: str) -> tuple[Any, str]:
         """A world picked from the list: its shipped backbone into the pipeline box, or a note saying there is none
@@ -228,7 +228,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 schedule = gr.Radio(list(SCHEDULE_KINDS), value="uniform", label="schedule", scale=1)
                 compare = gr.Checkbox(value=False, label="compare: base, feed-forward and PromptLoop, same seed",
                                       scale=1, elem_id="compare-switch")
-            status = gr.HTML(elem_id="status")
+            status = gr.HTML(_policy_note(store.spec), elem_id="status")  # before sampling: a missing policy
             with gr.Row():
                 previews = gr.Gallery(label="x0 previews the policy saw, with the prompt it chose", columns=5,
                                       fit_columns=False, height=230, object_fit="contain", format="png", scale=3,
@@ -243,14 +243,15 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                     breakdown = gr.Dataframe(headers=["facts", "satisfied / asserted"], label="reward breakdown",
                                              interactive=False, elem_id="breakdown")
                     world_facts = gr.Dataframe(headers=WORLD_HEADERS, label="what the reward reads beyond the facts",
-                                               interactive=False, wrap=True, visible=False, elem_id="world-facts")
+                                               interactive=False, wrap=True, visible=False, column_widths=["35%", "65%"],
+                                               elem_id="world-facts")
             with gr.Row():
                 compare_gallery = gr.Gallery(label="same seed, side by side", columns=3, fit_columns=False,
                                              height=260, format="png", object_fit="contain", visible=False, scale=1,
                                              elem_id="compare")
                 compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="compare", interactive=False, wrap=True,
                                              visible=False, scale=1, elem_id="compare-table")
-            with gr.Accordion("models", open=False):
+            with gr.Accordion("models", open=False, elem_id="models"):
                 gr.Markdown("`world` is the embedded Shapes world (backbone A + the shipped policies); another "
                             "world's backbone is `world:PATH` (pick a world for its shipped one), with the policy "
                             "`world` its shipped policy where it has one. Otherwise a diffusers pipeline / "
@@ -274,7 +275,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             run_btn.click(sample, inputs, outputs, show_progress="hidden", api_visibility=PRIVATE)
             query.submit(sample, inputs, outputs, show_progress="hidden", api_visibility=PRIVATE)
             m_btn.click(load_models, [m_pipe, m_policy, m_adapter, m_ff, m_reward, m_device, m_dtype],
-                        [m_status, guidance, query], api_visibility=PRIVATE)
+                        [m_status, guidance, query, status], api_visibility=PRIVATE)
             m_world.change(pick_world, [m_world], [m_pipe, m_status], api_visibility=PRIVATE)
 
         with gr.Tab("Runs"):
@@ -312,6 +313,12 @@ def _describe(spec: ModelSpec) -> str:
                        f"{_short(s.feed_forward_adapter)}), reward {s.reward or 'none'}")
     missing = s.missing_policy()
     return text + (f'<div class="note">{html.escape(missing)}</div>' if missing else "")
+
+
+def _policy_note(spec: ModelSpec) -> str:
+    """The Sample tab's status before sampling: why the loop cannot run where the world ships no policy, else empty."""
+    missing = spec.resolved().missing_policy()
+    return f'<div class="note">{html.escape(missing)}</div>' if missing else ""
 
 
 def _short(path: str | None) -> str:
