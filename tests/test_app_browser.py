@@ -199,3 +199,52 @@ def test_runs_tab_shows_curves_config_and_bad_path(app_url: str, browser: Any, r
     assert browser.find_elements(By.CSS_SELECTOR, "#grids img")  # reward_curve.png at least
     wait.until(lambda d: "grpo" in d.find_element(By.ID, "run-config").text)
     _screenshot(browser, _shots(tmp_path) / "app_runs.png")
+
+
+@pytest.fixture(scope="module")
+def v3_app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app on a tiny world v3 backbone given by folder, with the default policy `world` (v3 ships none yet)."""
+    from promptloop.app.layout import build_app, launch
+    from promptloop.app.models import ModelSpec, ModelStore
+    from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
+
+    root = tmp_path_factory.mktemp("v3_browser")
+    backbone = train_backbone(BackboneTrainConfig(
+        world="v3", work_dir=str(root / "work"), out_dir=str(root / "backbone"), vae_steps=2, vae_batch=2,
+        scale_renders=8, pool_size=8, unet_steps=2, batch=2, warmup=1, decoder_steps=1, checkpoint_every=1))
+    store = ModelStore(ModelSpec(pipeline=f"world:{backbone}", device="cpu"))
+    store.get()
+    app = build_app(store, run_roots=(str(root),))
+    port = _free_port()
+    launch(app, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/"
+    app.close()
+
+
+def test_world_v3_shows_the_backdrop_contrasts_and_reward_parts(v3_app_url: str, browser: Any, tmp_path: Path) -> None:
+    browser.get(v3_app_url)
+    wait = WebDriverWait(browser, 60, poll_frequency=0.2)
+    query = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#query textarea"))
+    wait.until(lambda d: "ships no refinement policy yet" in d.find_element(By.ID, "status").text)  # before sampling
+    query.send_keys("a circle left of a red square")
+    _set_number(browser, "steps", 4)
+    _set_number(browser, "refinements", 2)
+    browser.find_element(By.CSS_SELECTOR, "#sample-btn").click()  # feedback, without a v3 policy: a clear message
+    wait.until(lambda d: "ships no refinement policy yet" in d.find_element(By.ID, "status").text)
+
+    # any policy by name: the loop runs, each preview with the backdrop it shows, the readings next to the facts
+    browser.find_element(By.CSS_SELECTOR, "#models button, #models .label-wrap").click()
+    policy = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#m-policy textarea, #m-policy input"))
+    policy.clear()
+    policy.send_keys("tiny:llava")
+    browser.find_element(By.ID, "m-load").click()
+    wait.until(lambda d: "Loaded" in d.find_element(By.ID, "model-status").text)
+    browser.find_element(By.CSS_SELECTOR, "#sample-btn").click()
+    wait.until(lambda d: "done" in d.find_element(By.ID, "status").text)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#previews img")) == 2
+    assert browser.find_element(By.ID, "prompts").text.count("backdrop #") == 2  # the preview column
+    facts = wait.until(lambda d: d.find_element(By.ID, "world-facts"))
+    for reading in ("backdrop", "most legible colour on it", "alignment", "legibility", "backdrops_legible"):
+        assert reading in facts.text
+    assert "shape" in browser.find_element(By.ID, "breakdown").text  # the query's facts, as on the other worlds
+    _screenshot(browser, _shots(tmp_path) / "app_world_v3.png")

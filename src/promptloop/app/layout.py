@@ -18,22 +18,27 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from
 import gradio as gr  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from promptloop.app.models import ModelLoadError, ModelSpec, ModelStore  # noqa: E402
+from promptloop.app.models import ModelLoadError, ModelSpec, ModelStore, world_choices, world_pipeline  # noqa: E402
 from promptloop.app.runs import RunError, curves_figure, find_runs, prompt_table, read_run  # noqa: E402
 from promptloop.app.session import MAX_STEPS, LiveState, SampleRequest, stream_session  # noqa: E402
 from promptloop.loop.sampler import MODES  # noqa: E402
 from promptloop.loop.schedule import SCHEDULE_KINDS  # noqa: E402
 from promptloop.validation import InputError, check_device  # noqa: E402
 
+QUERY_PLACEHOLDER = "a crimson disc left of a blue box"  # a query of the default world (no world: any pipeline)
 PRIVATE = "private"  # every event: the page's own, not an API (Gradio lists public ones even before the login)
 DISPLAY = 192  # pixels of the longest side of shown images (the world's 32 px, enlarged without smoothing)
 PROMPT_HEADERS = ["run", "step", "at", "prompt", "negative prompt", "fallback"]
 COMPARE_HEADERS = ["row", "reward", "final prompt", "seconds"]
 PROMPT_WIDTHS = ["12%", "7%", "7%", "54%", "12%", "8%"]
+PREVIEW_HEADER = "the preview shows"  # the prompts table's extra column where the world describes previews
+PREVIEW_WIDTHS = ["10%", "6%", "6%", "34%", "10%", "6%", "28%"]
+WORLD_HEADERS = ["the world's analyzer reads", "in the final image"]
 CSS = """
 #status .bar {height: 8px; background: #e5e7eb; border-radius: 4px; overflow: hidden; margin: 4px 0;}
 #status .bar > div {height: 100%; background: #6366f1;}
 #status .error, #run-status .error, #model-status .error {color: #b91c1c; font-weight: 600;}
+#status .note, #model-status .note {color: #92400e;}
 """
 
 
@@ -73,13 +78,29 @@ def status_html(text: str, fraction: float, error: bool = False) -> str:
             f"<div>{html.escape(text)}</div>")
 
 
-def _prompt_rows(state: LiveState) -> list[list[Any]]:
+def _notes(state: LiveState) -> list[str]:
+    """Per decision, what the world reads in its preview ("" where nothing: a world without the hook)."""
+    return [*state.notes, *[""] * (len(state.refinements) - len(state.notes))]
+
+
+def _prompt_table(state: LiveState) -> Any:
+    """The prompts table; with a column of what each preview shows where the world describes previews (v3: the
+    backdrop, which a policy reads)."""
     rows = []
     label = state.rows[state.row] if state.row < len(state.rows) else ""
-    for r in state.refinements:
+    notes = _notes(state)
+    described = any(notes)
+    for r, note in zip(state.refinements, notes, strict=True):
         rows.append([label, r.step + 1, f"{r.progress:.0%}", r.prompt, getattr(r, "negative_prompt", None) or "",
-                     "yes" if r.fallback else ""])
-    return rows
+                     "yes" if r.fallback else "", *([note] if described else [])])
+    if not described:
+        return rows
+    return gr.Dataframe(value=rows, headers=[*PROMPT_HEADERS, PREVIEW_HEADER], column_widths=PREVIEW_WIDTHS)
+
+
+def preview_caption(refinement: Any, note: str) -> str:
+    """A preview's caption: when it was made, the prompt chosen from it, and what the world reads in it."""
+    return f"{refinement.progress:.0%}: {refinement.prompt}" + (f" | preview: {note}" if note else "")
 
 
 def render(state: LiveState, files: ImageFiles, shown: tuple[int, int, int] | None = None) -> tuple[Any, ...]:
@@ -89,10 +110,12 @@ def render(state: LiveState, files: ImageFiles, shown: tuple[int, int, int] | No
     new_refinements = shown is None or key[:2] != shown[:2]
     new_results = shown is None or key[2] != shown[2]
     skip = gr.skip()
-    previews = [(files.path(r.preview), f"{r.progress:.0%}: {r.prompt}") for r in state.refinements
+    previews = [(files.path(r.preview), preview_caption(r, note)) for r, note in zip(state.refinements, _notes(state),
+                                                                                     strict=True)
                 if r.preview is not None]
     final = reward_md = None
     parts: list[list[str]] = []
+    world_rows: list[list[str]] = []
     if state.results:
         last = state.results[-1]
         final = files.path(last.image)
@@ -103,15 +126,17 @@ def render(state: LiveState, files: ImageFiles, shown: tuple[int, int, int] | No
             lines += ["", "found in the image: " + "; ".join(s.detections)]
         reward_md = "\n".join(lines)
         parts = [[k, v] for k, v in s.parts]
+        world_rows = [[k, v] for k, v in s.world_rows]
     compare = [(files.path(r.image), f"{r.label}: " + (f"{r.score.total:.3f}" if r.score.total is not None else "n/a")
                 + f" | {r.trajectory.final_prompt}") for r in state.results]
     return (
         status_html(state.status(), state.fraction, bool(state.error)),
         previews if new_refinements else skip,
-        _prompt_rows(state) if new_refinements else skip,
+        _prompt_table(state) if new_refinements else skip,
         final if new_results else skip,
         (reward_md or "") if new_results else skip,
         parts if new_results else skip,
+        gr.Dataframe(value=world_rows, visible=bool(world_rows)) if new_results else skip,
         gr.Gallery(value=compare, visible=len(state.rows) > 1) if new_results else skip,
         gr.Dataframe(value=[[r.label, "n/a" if r.score.total is None else round(r.score.total, 3),
                              r.trajectory.final_prompt, round(r.seconds, 1)] for r in state.results],
@@ -135,7 +160,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
             shown = (state.row, len(state.refinements), len(state.results))
 
     def load_models(pipeline: str, policy: str, adapter: str, ff_adapter: str, reward: str, device: str,
-                    dtype: str) -> str:
+                    dtype: str) -> tuple[str, Any, Any, Any]:
         spec = ModelSpec(pipeline=pipeline.strip() or "world", policy=policy.strip() or "world",
                          adapter=adapter.strip() or None, feed_forward_adapter=ff_adapter.strip() or None,
                          reward=reward.strip() if reward.strip() else None, device=device.strip() or "auto",
@@ -145,8 +170,21 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 check_device(spec.device, "device")
                 store.load(spec)
             except (ModelLoadError, InputError) as e:
-                return f'<div class="error">{html.escape(str(e))}</div><div>Still using: {_describe(store.spec)}</div>'
-        return f"Loaded: {_describe(store.spec)}"
+                return (f'<div class="error">{html.escape(str(e))}</div><div>Still using: {_describe(store.spec)}</div>',
+                        gr.skip(), gr.skip(), gr.skip())
+        examples = _example_queries(store.spec)  # the loaded world's: its guidance, a query of its grammar
+        return (f"Loaded: {_describe(store.spec)}", _default_guidance(store.spec),
+                gr.Textbox(placeholder=examples[0] if examples else QUERY_PLACEHOLDER), _policy_note(store.spec))
+
+    def pick_world(name: str) -> tuple[Any, str]:
+        """A world picked from the list: its shipped backbone into the pipeline box, or a note saying there is none
+        yet (and how to give one by folder)."""
+        if not name:
+            return gr.skip(), ""
+        pipeline, note = world_pipeline(name)
+        if pipeline is None:
+            return gr.skip(), f'<div class="note">{html.escape(note)}</div>'
+        return pipeline, html.escape(f"{note}: press Load")
 
     def open_run(path: str) -> tuple[Any, ...]:
         try:
@@ -173,8 +211,8 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                     "browse training runs.")
         with gr.Tab("Sample"):
             with gr.Row():
-                query = gr.Textbox(label="query", placeholder="a crimson disc left of a blue box", scale=4,
-                                   elem_id="query")
+                query = gr.Textbox(label="query", placeholder=examples[0] if examples else QUERY_PLACEHOLDER,
+                                   scale=4, elem_id="query")
                 negative = gr.Textbox(label="negative prompt (optional)", scale=2, elem_id="negative")
                 run_btn = gr.Button("Sample", variant="primary", scale=1, elem_id="sample-btn")
             if examples:
@@ -190,7 +228,7 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                 schedule = gr.Radio(list(SCHEDULE_KINDS), value="uniform", label="schedule", scale=1)
                 compare = gr.Checkbox(value=False, label="compare: base, feed-forward and PromptLoop, same seed",
                                       scale=1, elem_id="compare-switch")
-            status = gr.HTML(elem_id="status")
+            status = gr.HTML(_policy_note(store.spec), elem_id="status")  # before sampling: a missing policy
             with gr.Row():
                 previews = gr.Gallery(label="x0 previews the policy saw, with the prompt it chose", columns=5,
                                       fit_columns=False, height=230, object_fit="contain", format="png", scale=3,
@@ -204,16 +242,23 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                     reward = gr.Markdown(elem_id="reward")
                     breakdown = gr.Dataframe(headers=["facts", "satisfied / asserted"], label="reward breakdown",
                                              interactive=False, elem_id="breakdown")
+                    world_facts = gr.Dataframe(headers=WORLD_HEADERS, label="what the reward reads beyond the facts",
+                                               interactive=False, wrap=True, visible=False, column_widths=["35%", "65%"],
+                                               elem_id="world-facts")
             with gr.Row():
                 compare_gallery = gr.Gallery(label="same seed, side by side", columns=3, fit_columns=False,
                                              height=260, format="png", object_fit="contain", visible=False, scale=1,
                                              elem_id="compare")
                 compare_table = gr.Dataframe(headers=COMPARE_HEADERS, label="compare", interactive=False, wrap=True,
                                              visible=False, scale=1, elem_id="compare-table")
-            with gr.Accordion("models", open=False):
-                gr.Markdown("`world` is the embedded Shapes world (backbone A + the shipped policies). Otherwise a "
-                            "diffusers pipeline / transformers VLM / LoRA adapter by folder or Hub id.")
+            with gr.Accordion("models", open=False, elem_id="models"):
+                gr.Markdown("`world` is the embedded Shapes world (backbone A + the shipped policies); another "
+                            "world's backbone is `world:PATH` (pick a world for its shipped one), with the policy "
+                            "`world` its shipped policy where it has one. Otherwise a diffusers pipeline / "
+                            "transformers VLM / LoRA adapter by folder or Hub id.")
                 with gr.Row():
+                    m_world = gr.Dropdown(choices=world_choices(), value=None, label="world (fills the pipeline)",
+                                          elem_id="m-world")
                     m_pipe = gr.Textbox(value=store.spec.pipeline, label="pipeline", elem_id="m-pipeline")
                     m_policy = gr.Textbox(value=store.spec.policy, label="policy", elem_id="m-policy")
                     m_adapter = gr.Textbox(value=store.spec.adapter or "", label="PromptLoop adapter (empty: default)")
@@ -225,12 +270,13 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
                     m_dtype = gr.Radio(["float32", "bfloat16", "float16"], value=store.spec.dtype, label="dtype")
                     m_btn = gr.Button("Load", elem_id="m-load")
                 m_status = gr.HTML(f"Using: {_describe(store.spec)}", elem_id="model-status")
-            outputs = [status, previews, prompts, final, reward, breakdown, compare_gallery, compare_table]
+            outputs = [status, previews, prompts, final, reward, breakdown, world_facts, compare_gallery, compare_table]
             inputs = [query, seed, steps, guidance, mode, refinements, schedule, negative, compare]
             run_btn.click(sample, inputs, outputs, show_progress="hidden", api_visibility=PRIVATE)
             query.submit(sample, inputs, outputs, show_progress="hidden", api_visibility=PRIVATE)
-            m_btn.click(load_models, [m_pipe, m_policy, m_adapter, m_ff, m_reward, m_device, m_dtype], [m_status],
-                        api_visibility=PRIVATE)
+            m_btn.click(load_models, [m_pipe, m_policy, m_adapter, m_ff, m_reward, m_device, m_dtype],
+                        [m_status, guidance, query, status], api_visibility=PRIVATE)
+            m_world.change(pick_world, [m_world], [m_pipe, m_status], api_visibility=PRIVATE)
 
         with gr.Tab("Runs"):
             with gr.Row():
@@ -261,8 +307,18 @@ def build_app(store: ModelStore | None = None, run_roots: tuple[str, ...] = ("ru
 
 def _describe(spec: ModelSpec) -> str:
     s = spec.resolved()
-    return html.escape(f"pipeline {s.pipeline}, policy {s.policy} (PromptLoop adapter {_short(s.adapter)}, "
-                       f"feed-forward adapter {_short(s.feed_forward_adapter)}), reward {s.reward or 'none'}")
+    world = _world_of(spec)
+    text = html.escape(f"pipeline {s.pipeline}{f' (world {world.NAME}, {world.VERSION})' if world else ''}, policy "
+                       f"{s.policy} (PromptLoop adapter {_short(s.adapter)}, feed-forward adapter "
+                       f"{_short(s.feed_forward_adapter)}), reward {s.reward or 'none'}")
+    missing = s.missing_policy()
+    return text + (f'<div class="note">{html.escape(missing)}</div>' if missing else "")
+
+
+def _policy_note(spec: ModelSpec) -> str:
+    """The Sample tab's status before sampling: why the loop cannot run where the world ships no policy, else empty."""
+    missing = spec.resolved().missing_policy()
+    return f'<div class="note">{html.escape(missing)}</div>' if missing else ""
 
 
 def _short(path: str | None) -> str:

@@ -1,10 +1,12 @@
 """The models the app samples with: which pipeline, policies and reward, loaded once and kept.
 
 The embedded world by default: backbone A, the shipped world policy with its GRPO adapter for
-PromptLoop (as the demo uses it) and its feed-forward adapter for the feed-forward row. Any diffusers
-pipeline / transformers VLM / LoRA adapter by folder or Hub id otherwise (loaded through
-`promptloop.models`, as `promptloop generate` does); a load failure is kept as a message for
-the page instead of raising, so the app keeps serving.
+PromptLoop (as the demo uses it) and its feed-forward adapter for the feed-forward row. Another world's backbone
+by folder (`world:PATH`; `world_pipeline` gives a world's shipped one): the policy `world` is then that world's
+shipped policy (its `DEFAULT_POLICY`), and where it ships none yet the rows that need a policy say so instead of
+sampling with another world's policy. Any diffusers pipeline / transformers VLM / LoRA adapter by folder or Hub id
+otherwise (loaded through `promptloop.models`, as `promptloop generate` does); a load failure is kept as a message
+for the page instead of raising, so the app keeps serving.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ import torch
 
 from promptloop.models import parse_model_ref
 from promptloop.rewards import get_reward
-from promptloop.world import DEFAULT_WORLD, get_world, is_world_reference, world_of_pipeline
+from promptloop.world import (
+    DEFAULT_WORLD,
+    WORLD_PIPELINE,
+    get_world,
+    is_world_reference,
+    world_describer,
+    world_names,
+    world_of_pipeline,
+)
+
+WORLD_POLICY = "world"  # the policy reference of a world's shipped refinement policy
 
 
 @dataclass(frozen=True)
@@ -48,15 +60,67 @@ class ModelSpec:
         except Exception:  # the pipeline's own load error is the one to show
             return get_world(DEFAULT_WORLD).ALIGNMENT_REWARD
 
+    def other_world(self) -> Any:
+        """The world of a world backbone other than the default world (whose shipped policy `world` names), None
+        for the default world, other pipelines and an unreadable backbone folder (loading reports that)."""
+        try:
+            world = self.world
+        except Exception:  # the pipeline's own load error is the one to show
+            return None
+        return None if world is None or world.NAME == DEFAULT_WORLD else world
+
+    def missing_policy(self) -> str:
+        """Why the policy `world` cannot be had on this backbone ("" where it can): its world ships none yet."""
+        world = self.other_world() if self.policy == WORLD_POLICY else None
+        if world is None or shipped_policy(world) is not None:
+            return ""
+        return (f"world {world.NAME} ({world.VERSION}) ships no refinement policy yet, so the policy 'world' has "
+                "nothing to load: the feedback, no-feedback and feed-forward modes and the compare switch need one. "
+                "Sample with mode 'none', or load a policy (a VLM folder, Hub id or tiny:NAME) under models.")
+
     def resolved(self) -> ModelSpec:
-        """The spec with the world's defaults filled in (adapters, reward)."""
+        """The spec with the world's defaults filled in (policy, adapters, reward). The shipped adapters are the
+        default world's policy's; another world's policy `world` is its `DEFAULT_POLICY` folder, without them."""
         from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER
 
-        world_policy = self.policy == "world"
-        adapter = self.adapter or (str(GRPO_ADAPTER) if world_policy else None)
-        ff = self.feed_forward_adapter or (str(FEED_FORWARD_ADAPTER) if world_policy else adapter)
+        other = self.other_world() if self.policy == WORLD_POLICY else None
+        policy = self.policy
+        if other is not None:
+            folder = shipped_policy(other)
+            policy = WORLD_POLICY if folder is None else str(folder)  # none shipped: `missing_policy` says so
+        default_policy = self.policy == WORLD_POLICY and other is None
+        adapter = self.adapter or (str(GRPO_ADAPTER) if default_policy else None)
+        ff = self.feed_forward_adapter or (str(FEED_FORWARD_ADAPTER) if default_policy else adapter)
         reward = self.reward if self.reward is not None else (self._world_alignment() if self.is_world else "")
-        return replace(self, adapter=adapter, feed_forward_adapter=ff, reward=reward)
+        return replace(self, policy=policy, adapter=adapter, feed_forward_adapter=ff, reward=reward)
+
+
+def shipped_policy(world: Any) -> Path | None:
+    """The folder of a world's shipped refinement policy (its `DEFAULT_POLICY`), None where it ships none yet (no
+    such attribute, or no such folder). The default world's is the one `promptloop.models` loads for 'world'."""
+    folder = getattr(world, "DEFAULT_POLICY", None)
+    return Path(folder) if folder is not None and Path(folder).is_dir() else None
+
+
+def world_choices() -> list[tuple[str, str]]:
+    """(label, name) of every registered world, for the page's world picker: 'backdrops (v3)'."""
+    return [(f"{name} ({get_world(name).VERSION})", name) for name in world_names()]
+
+
+def world_pipeline(name: str) -> tuple[str | None, str]:
+    """(the pipeline reference of a world's shipped backbone, a note for the page): 'world' for the default world,
+    'world:PATH' for another with its backbone folder present; None, and a note saying how to give one, where that
+    world ships no backbone yet."""
+    world = get_world(name)
+    label = f"world {world.NAME} ({world.VERSION})"
+    if world.NAME == DEFAULT_WORLD:
+        return WORLD_PIPELINE, f"{label}: its shipped backbone and policies"
+    folder = Path(world.DEFAULT_BACKBONE)
+    note = "" if shipped_policy(world) is not None else "; it ships no refinement policy yet (mode 'none', or load one)"
+    if not (folder / "model_index.json").is_file():
+        return None, (f"{label} ships no backbone yet (expected at {folder}): type a backbone folder of it as "
+                      f"world:PATH under pipeline{note}")
+    return f"{WORLD_PIPELINE}:{folder}", f"{label}: its shipped backbone{note}"
 
 
 @dataclass
@@ -69,14 +133,28 @@ class Models:
     guidance: float | None  # default CFG scale (the world's on a world backbone, the pipeline's own otherwise)
     policies: dict[str, Any] = field(default_factory=dict)  # "promptloop" / "feed_forward" -> policy, loaded lazily
     reward: Any = None  # the reward callable, or None
+    describer: Any = None  # the world's `DESCRIBE` module (its readings of images), None where it declares none
 
     def policy(self, role: str) -> Any:
-        """The policy of a row ('promptloop' or 'feed_forward'), loaded on first use."""
+        """The policy of a row ('promptloop' or 'feed_forward'), loaded on first use; ModelLoadError where the
+        backbone's world ships no policy for 'world' (`ModelSpec.missing_policy`)."""
         if role not in self.policies:
             spec = self.spec
+            if spec.missing_policy():
+                raise ModelLoadError(spec.missing_policy())
             adapter = spec.adapter if role == "promptloop" else spec.feed_forward_adapter
             self.policies[role] = _load_policy(spec, adapter, self.pipe)
         return self.policies[role]
+
+    def world_rows(self, image: Any, query: str) -> list[tuple[str, str]]:
+        """The world's readings of a final image, next to the query's facts (`describe`; none without a hook)."""
+        return [] if self.describer is None else list(self.describer.describe(image, query))
+
+    def preview_note(self, preview: Any) -> str:
+        """What the world reads in an x0 preview, one line (`describe_preview`; "" without a hook or preview)."""
+        if self.describer is None or preview is None or not hasattr(self.describer, "describe_preview"):
+            return ""
+        return str(self.describer.describe_preview(preview))
 
 
 class ModelLoadError(Exception):
@@ -134,7 +212,7 @@ def load_models(spec: ModelSpec) -> Models:
         except Exception as e:
             raise ModelLoadError(f"cannot load reward {spec.reward!r}: {_first_line(e)}") from e
     return Models(spec=spec, pipe=pipe, call_kwargs=extra, guidance=world.GUIDANCE if world is not None else None,
-                  reward=reward)
+                  reward=reward, describer=world_describer(world) if world is not None else None)
 
 
 class ModelStore:

@@ -1,8 +1,9 @@
 """One sampling session of the app: validate the request, run the loop, stream what happens.
 
 `stream_session(models, request)` is a generator of `LiveState` snapshots: one per sampling step (progress),
-one per policy decision (its x0 preview and prompt, while sampling runs) and one per finished image (with
-its reward and the reward's breakdown). The sampler runs in a worker thread and reports through its
+one per policy decision (its x0 preview and prompt, while sampling runs, with what the world reads in the preview
+where its world describes previews) and one per finished image (with its reward, the reward's breakdown and the
+world's own readings of the image, `Models.world_rows`: world v3's backdrop, contrasts and reward parts). The sampler runs in a worker thread and reports through its
 `on_refinement` and step callbacks; the generator hands each report on as it arrives. With `compare`, the
 plain backbone, the feed-forward rewriter and PromptLoop run one after the other on the same seed.
 """
@@ -104,10 +105,18 @@ class Score:
     parts: list[tuple[str, str]] = field(default_factory=list)  # (part, value) rows of the breakdown
     detections: list[str] = field(default_factory=list)  # world: the objects the analyzer found
     note: str = ""  # why there is no score, where there is none
+    world_rows: list[tuple[str, str]] = field(default_factory=list)  # (what, reading): the world's `describe` hook
 
 
 def score_image(models: Models, image: Image.Image, query: str) -> Score:
-    """The reward of one image against the query, with its breakdown (per kind of fact for the world's alignment)."""
+    """The reward of one image against the query, with its breakdown (per kind of fact for the world's alignment)
+    and the world's own readings of the image (those of a world with a `describe` hook, whatever the reward)."""
+    score = _reward_score(models, image, query)
+    score.world_rows = models.world_rows(image, query)
+    return score
+
+
+def _reward_score(models: Models, image: Image.Image, query: str) -> Score:
     reward = models.reward
     if reward is None:
         return Score(None, note="no reward chosen")
@@ -158,6 +167,7 @@ class LiveState:
     step: int = 0  # sampling steps done in that run
     num_steps: int = 0
     refinements: list[Refinement] = field(default_factory=list)  # decisions of the run in progress (or the last)
+    notes: list[str] = field(default_factory=list)  # per decision: what the world reads in its preview ("": nothing)
     results: list[RowResult] = field(default_factory=list)  # finished runs
     error: str = ""  # a message for the page when the session failed
     done: bool = False
@@ -197,8 +207,10 @@ def _run_rows(models: Models, req: SampleRequest, events: queue.Queue, cancel: t
     """The worker: sample every row, reporting steps, decisions and results to `events`."""
     guidance = req.guidance if req.guidance is not None else models.guidance
     sampler = PromptLoopSampler(models.pipe, None)
-    for index, (label, mode, role) in enumerate(session_rows(req)):
-        policy = models.policy(role) if role else None
+    rows = session_rows(req)
+    policies = {role: models.policy(role) for _, _, role in rows if role}  # a policy that cannot load: before any row
+    for index, (label, mode, role) in enumerate(rows):
+        policy = policies[role] if role else None
         events.put(("row", index))
 
         def on_step(_pipe: Any, i: int, _t: Any, _kwargs: dict[str, Any], index: int = index) -> dict[str, Any]:
@@ -213,7 +225,8 @@ def _run_rows(models: Models, req: SampleRequest, events: queue.Queue, cancel: t
             [req.query], policy=policy, mode=mode, num_refinements=req.refinements, schedule=req.schedule,
             schedule_seed=req.seed, num_inference_steps=req.steps, guidance_scale=guidance,
             negative_prompt=req.negative_prompt or None, generator=torch.Generator("cpu").manual_seed(req.seed),
-            on_refinement=lambda refs: events.put(("refine", refs[0])), callback_on_step_end=on_step,
+            on_refinement=lambda refs: events.put(("refine", refs[0], models.preview_note(refs[0].preview))),
+            callback_on_step_end=on_step,
             **models.call_kwargs,
         )
         seconds = time.perf_counter() - t0
@@ -262,11 +275,11 @@ def stream_session(models_fn: Any, req: SampleRequest, lock: threading.Lock | No
                 event = events.get()
                 kind = event[0]
                 if kind == "row":
-                    state = replace(state, row=event[1], step=0, num_steps=0, refinements=[])
+                    state = replace(state, row=event[1], step=0, num_steps=0, refinements=[], notes=[])
                 elif kind == "step":
                     state = replace(state, step=event[2], num_steps=event[3])
                 elif kind == "refine":
-                    state = replace(state, refinements=[*state.refinements, event[1]])
+                    state = replace(state, refinements=[*state.refinements, event[1]], notes=[*state.notes, event[2]])
                 elif kind == "result":
                     state = replace(state, results=[*state.results, event[1]])
                 elif kind == "error":

@@ -28,7 +28,13 @@ A world package exposes (module attributes):
   `world.options.WorldOption`s), `train_policy(out, **options)` (its refinement policy's recipe, `promptloop world
   train-policy`), the parts of its policy's model (`world_words()`, `build_world_tokenizer(...)`, `llava_model(...)`,
   `llava_processor(...)`: the default world's build the tiny `promptloop.testing` policies), and `BINDING_LOSS`
-  (the module of the text binder's auxiliary loss over its captions).
+  (the module of the text binder's auxiliary loss over its captions);
+- optionally for the app: `DESCRIBE` (the module, by name, of its readings of an image: `describe(image, query)`
+  -> (what, reading) rows shown next to the query's facts, what the reward reads beyond them, `query` None or
+  outside the grammar giving the image's rows only; `describe_preview(image)` -> one line on what a refinement
+  policy reads in an x0 preview; `world_describer` imports it) and `DEFAULT_POLICY` (the folder of its shipped
+  refinement policy, which the app's policy `world` names on its backbones; the default world's is
+  assets/world/policy, and a world declaring none, or whose folder is missing, ships no policy yet).
 
 Generic code (`generate`, `train`, `eval`, `app`, `plan`) asks `get_world(name)`, or `world_of_pipeline(name)` for
 a backbone reference ('world', 'world:PATH': the world is read from the folder), and never imports a world package
@@ -126,6 +132,13 @@ def world_backbone_folder(name: str) -> Path:
     from promptloop.models import world_backbone_folder as folder_of
 
     return folder_of(name)
+
+
+def world_describer(world: ModuleType) -> ModuleType | None:
+    """The module a world's `DESCRIBE` names (its `describe` / `describe_preview` readings of images), None for a
+    world that declares none."""
+    name = getattr(world, "DESCRIBE", None)
+    return None if name is None else importlib.import_module(name)
 
 
 def world_of_backbone(folder: str | Path | None = None) -> ModuleType:

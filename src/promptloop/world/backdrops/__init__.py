@@ -53,6 +53,7 @@ colours at random; what reading the preview is worth is learned by GRPO alone.
 """
 REWARDS: dict[str, str] = {"backdrops_alignment": "promptloop.world.backdrops.rewards:make_backdrops_alignment",
                            "backdrops_legible": "promptloop.world.backdrops.rewards:make_backdrops_legible"}
+DESCRIBE = "promptloop.world.backdrops.describe"  # the app's readings of an image: backdrop, contrast, reward parts
 
 # The measurement commands (`promptloop world analyzer-check | backbone-eval | room --world v3`): the options
 # each takes besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
