@@ -79,18 +79,24 @@ class ModelSpec:
                 "Sample with mode 'none', or load a policy (a VLM folder, Hub id or tiny:NAME) under models.")
 
     def resolved(self) -> ModelSpec:
-        """The spec with the world's defaults filled in (policy, adapters, reward). The shipped adapters are the
-        default world's policy's; another world's policy `world` is its `DEFAULT_POLICY` folder, without them."""
-        from promptloop.eval.compare import FEED_FORWARD_ADAPTER, GRPO_ADAPTER
+        """The spec with the world's defaults filled in (policy, adapters, reward): the policy `world` on a world
+        backbone is that world's shipped policy (`DEFAULT_POLICY`) with its shipped feedback and feed-forward
+        adapters (`POLICY_ADAPTERS`, where those folders exist)."""
+        from promptloop.eval.compare import world_adapter
 
         other = self.other_world() if self.policy == WORLD_POLICY else None
         policy = self.policy
         if other is not None:
             folder = shipped_policy(other)
             policy = WORLD_POLICY if folder is None else str(folder)  # none shipped: `missing_policy` says so
-        default_policy = self.policy == WORLD_POLICY and other is None
-        adapter = self.adapter or (str(GRPO_ADAPTER) if default_policy else None)
-        ff = self.feed_forward_adapter or (str(FEED_FORWARD_ADAPTER) if default_policy else adapter)
+        shipped: dict[str, str | None] = {"feedback": None, "feed-forward": None}
+        if self.policy == WORLD_POLICY:
+            world = other if other is not None else get_world(DEFAULT_WORLD)
+            for mode in shipped:
+                folder = world_adapter(world, mode)
+                shipped[mode] = str(folder) if folder is not None and folder.is_dir() else None
+        adapter = self.adapter or shipped["feedback"]
+        ff = self.feed_forward_adapter or shipped["feed-forward"] or adapter
         reward = self.reward if self.reward is not None else (self._world_alignment() if self.is_world else "")
         return replace(self, policy=policy, adapter=adapter, feed_forward_adapter=ff, reward=reward)
 
