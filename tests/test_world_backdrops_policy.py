@@ -221,3 +221,16 @@ def test_quick_demo_on_world_v3_writes_its_report(tiny_v3_shipped, tmp_path: Pat
     assert "What this world is built to show" in report and "no caption" in report
     for png in ("base_vs_promptloop.png", "trajectories.png", "heldout_curve.png", "reward_curve.png"):
         assert (tmp_path / "demo" / png).stat().st_size > 0
+
+
+def test_an_adapter_on_the_v3_policy_records_its_base_as_the_registered_world_v3(
+        tiny_policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Saved beside (or anywhere from) the world's shipped policy, an adapter names its base `world:v3`, which
+    resolves to that world's `DEFAULT_POLICY` from any working folder."""
+    from promptloop.policy.base_ref import base_model_ref, resolve_base
+    from promptloop.world import get_world
+
+    tiny_policy.save_pretrained(tmp_path / "policy")
+    monkeypatch.setattr(get_world("v3"), "DEFAULT_POLICY", tmp_path / "policy")
+    assert base_model_ref(tmp_path / "policy", tmp_path / "policy_grpo") == ("world:v3", "registered")
+    assert resolve_base(tmp_path / "elsewhere", "world:v3", "registered", "x") == str(tmp_path / "policy")

@@ -3,9 +3,9 @@ working folder by accident.
 
 An adapter folder's `promptloop_policy.json` records its base as `base_model` with `base_model_kind`:
 
-- `"registered"`: a name of `REGISTERED_BASES` (`"world"`: the shipped world policy, assets/world/policy of
-  this install), or a tiny random policy `"tiny:NAME"` (`VLMPolicy.from_pretrained` builds it), wherever the
-  adapter folder lies;
+- `"registered"`: a name of `registered_bases()` (`"world"`: the default world's shipped policy, assets/world/policy
+  of this install; `"world:v3"` and the like: another world's shipped policy, its `DEFAULT_POLICY`), or a tiny
+  random policy `"tiny:NAME"` (`VLMPolicy.from_pretrained` builds it), wherever the adapter folder lies;
 - `"relative"`: a path relative to the adapter's own folder (`"../policy"`), whatever the working folder;
 - `"hub"`: a Hub id (`"Qwen/Qwen2.5-VL-3B-Instruct"`).
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from promptloop.models import TINY, WORLD, world_policy_path
@@ -29,7 +30,19 @@ from promptloop.models import TINY, WORLD, world_policy_path
 KINDS = ("registered", "relative", "hub")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
-REGISTERED_BASES: dict[str, Callable[[], Path]] = {WORLD: world_policy_path}  # name -> the folder it stands for
+
+
+def registered_bases() -> dict[str, Callable[[], Path]]:
+    """Registered base-model names -> the folder each stands for: `world` (the default world's policy) and
+    `world:VERSION` for every other registered world that declares a `DEFAULT_POLICY`."""
+    from promptloop.world import DEFAULT_WORLD, get_world, world_names
+
+    bases: dict[str, Callable[[], Path]] = {WORLD: world_policy_path}
+    for name in world_names():
+        world = get_world(name)
+        if name != DEFAULT_WORLD and getattr(world, "DEFAULT_POLICY", None) is not None:
+            bases[f"{WORLD}:{world.VERSION}"] = partial(world_policy_path, f"{WORLD}:{name}")
+    return bases
 
 
 class BaseModelError(ValueError):
@@ -49,11 +62,12 @@ def base_model_ref(base: str | Path | None, adapter_dir: str | Path) -> tuple[st
     if base is None or str(base) == "":
         return None, None
     text = str(base)
-    if text in REGISTERED_BASES or text.startswith(TINY):
+    bases = registered_bases()
+    if text in bases or text.startswith(TINY):
         return text, "registered"
     folder = Path(text).expanduser()
     if folder.is_dir():
-        for name, where in REGISTERED_BASES.items():
+        for name, where in bases.items():
             if _same_folder(folder, where()):
                 return name, "registered"
         try:
@@ -76,10 +90,11 @@ def resolve_base(adapter_dir: str | Path, value: object, kind: object, where: st
     if kind == "registered":
         if value.startswith(TINY):
             return value
-        if value not in REGISTERED_BASES:
+        bases = registered_bases()
+        if value not in bases:
             raise BaseModelError(f"{where}: base_model {value!r} is not a registered base model (registered: "
-                                 f"{', '.join(REGISTERED_BASES)})")
-        folder = REGISTERED_BASES[value]()
+                                 f"{', '.join(bases)})")
+        folder = bases[value]()
         if not folder.is_dir():
             raise BaseModelError(f"{where}: base_model {value!r} stands for {folder}, which is not a folder")
         return str(folder)
