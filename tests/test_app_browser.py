@@ -203,12 +203,16 @@ def test_runs_tab_shows_curves_config_and_bad_path(app_url: str, browser: Any, r
 
 @pytest.fixture(scope="module")
 def v3_app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The app on a tiny world v3 backbone given by folder, with the default policy `world` (v3 ships none yet)."""
+    """The app on a tiny world v3 backbone given by folder, with the default policy `world`, the world standing for
+    one that ships no policy (its `DEFAULT_POLICY` pointed at a missing folder for the module)."""
     from promptloop.app.layout import build_app, launch
     from promptloop.app.models import ModelSpec, ModelStore
+    from promptloop.world import get_world
     from promptloop.world.train_backbone import BackboneTrainConfig, train_backbone
 
     root = tmp_path_factory.mktemp("v3_browser")
+    patch = pytest.MonkeyPatch()
+    patch.setattr(get_world("v3"), "DEFAULT_POLICY", root / "not_shipped")
     backbone = train_backbone(BackboneTrainConfig(
         world="v3", work_dir=str(root / "work"), out_dir=str(root / "backbone"), vae_steps=2, vae_batch=2,
         scale_renders=8, pool_size=8, unet_steps=2, batch=2, warmup=1, decoder_steps=1, checkpoint_every=1))
@@ -219,6 +223,7 @@ def v3_app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     launch(app, port=port, block=False)
     yield f"http://127.0.0.1:{port}/"
     app.close()
+    patch.undo()
 
 
 def test_world_v3_shows_the_backdrop_contrasts_and_reward_parts(v3_app_url: str, browser: Any, tmp_path: Path) -> None:

@@ -61,7 +61,9 @@ def test_each_preview_is_shown_with_the_backdrop_it_shows(v3_session: tuple) -> 
         assert note.startswith("backdrop #") and note == models.preview_note(ref.preview)  # the preview's, not the image's
 
 
-def test_the_policy_world_on_v3_says_the_world_ships_none_yet(v3_backbone: Path) -> None:
+def test_the_policy_world_on_v3_says_the_world_ships_none_yet(v3_backbone: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(V3, "DEFAULT_POLICY", tmp_path / "not_shipped")  # a world that ships no policy (yet)
     spec = ModelSpec(pipeline=f"world:{v3_backbone}", device="cpu")
     assert "backdrops (v3) ships no refinement policy yet" in spec.missing_policy()
     resolved = spec.resolved()
@@ -95,11 +97,13 @@ def test_the_world_picker_offers_v3_and_says_when_it_ships_no_backbone(v3_backbo
     pipeline, note = world_pipeline("backdrops")
     assert pipeline is None and "ships no backbone yet" in note and "world:PATH" in note
     monkeypatch.setattr(V3, "DEFAULT_BACKBONE", v3_backbone)
+    monkeypatch.setattr(V3, "DEFAULT_POLICY", tmp_path / "not_shipped")
     pipeline, note = world_pipeline("backdrops")
     assert pipeline == f"world:{v3_backbone}" and "no refinement policy yet" in note
 
 
-def test_the_page_shows_the_readings_and_each_previews_backdrop(v3_session: tuple, v3_backbone: Path) -> None:
+def test_the_page_shows_the_readings_and_each_previews_backdrop(v3_session: tuple, v3_backbone: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("gradio", reason="the app extra is not installed (pip install 'promptloop[app]')")
     from promptloop.app.layout import PREVIEW_HEADER, ImageFiles, _describe, render
 
@@ -109,6 +113,7 @@ def test_the_page_shows_the_readings_and_each_previews_backdrop(v3_session: tupl
     assert all("| preview: backdrop #" in caption for _, caption in previews) and len(previews) == 2
     assert prompts.headers[-1] == PREVIEW_HEADER and len(prompts.value["data"]) == 2
     assert world_facts.visible and world_facts.value["data"][0][0] == "backdrop"
+    monkeypatch.setattr(V3, "DEFAULT_POLICY", tmp_path / "not_shipped")
     assert "ships no refinement policy yet" in _describe(ModelSpec(pipeline=f"world:{v3_backbone}"))
     # a world without the hook (the Shapes world's facts display as before): no readings table, no preview column
     image = last.results[0].image

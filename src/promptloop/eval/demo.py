@@ -52,29 +52,35 @@ def _short_grpo(world: ModuleType, out: Path, steps: int) -> list[dict[str, Any]
     return [r for r in read_metrics(result.metrics_path) if r.get("kind") == "train"]
 
 
-def _heldout_curve(world: ModuleType, task: str, path: Path) -> dict[str, Any] | None:
-    """The held-out evaluations in the shipped feedback adapter's training log, plotted with their CIs."""
-    adapter = world_adapter(world, "feedback")
-    log = None if adapter is None else adapter / "metrics.jsonl"
-    if log is None or not log.is_file():
-        return None
+def _heldout_curves(world: ModuleType, task: str, path: Path) -> dict[str, Any] | None:
+    """The held-out evaluations in the training logs (`metrics.jsonl`) beside the world's shipped adapters, one line
+    per training mode with its CI band and the plain backbone's; the feedback run's first and last points."""
     from promptloop.train.logging import read_metrics
 
-    evals = [r for r in read_metrics(log) if r.get("kind") == "eval" and f"eval/{task}/ci_low" in r]
-    if not evals:
+    curves: dict[str, tuple[list[int], list[float], list[float], list[float]]] = {}
+    out: dict[str, Any] | None = None
+    base = None
+    for mode in ("feedback", "no-feedback", "feed-forward"):
+        adapter = world_adapter(world, mode)
+        log = None if adapter is None else adapter / "metrics.jsonl"
+        if log is None or not log.is_file():
+            continue
+        evals = [r for r in read_metrics(log) if r.get("kind") == "eval" and f"eval/{task}/ci_low" in r]
+        if not evals:
+            continue
+        xs = [r["step"] for r in evals]
+        curves[f"GRPO {mode}"] = (xs, *([r[f"eval/{task}/{k}"] for r in evals] for k in ("mean", "ci_low", "ci_high")))
+        base = base or (xs, *([evals[0][f"eval/base/{task}/{k}"]] * len(xs) for k in ("mean", "ci_low", "ci_high")))
+        if mode == "feedback":
+            out = {"steps": xs, "mean": curves[f"GRPO {mode}"][1], "first": evals[0][f"eval/{task}/mean"],
+                   "last": evals[-1][f"eval/{task}/mean"], "base": evals[0][f"eval/base/{task}/mean"]}
+    if not curves:
         return None
-    xs = [r["step"] for r in evals]
-    series = {"PromptLoop (feedback), held-out": tuple([r[f"eval/{task}/{k}"] for r in evals]
-                                                       for k in ("mean", "ci_low", "ci_high"))}
-    base = evals[0].get(f"eval/base/{task}/mean")
-    curves = {name: (xs, *v) for name, v in series.items()}
     if base is not None:
-        curves["plain backbone"] = (xs, [base] * len(xs), [evals[0][f"eval/base/{task}/ci_low"]] * len(xs),
-                                    [evals[0][f"eval/base/{task}/ci_high"]] * len(xs))
-    curve_with_bands(curves, path, xlabel="GRPO step", ylabel=task, marker="o",
-                     title=f"shipped run: {task} on held-out queries (95 % CI over queries)")
-    return {"steps": xs, "mean": series["PromptLoop (feedback), held-out"][0], "first": evals[0][f"eval/{task}/mean"],
-            "last": evals[-1][f"eval/{task}/mean"], "base": base}
+        curves["plain backbone"] = base
+    curve_with_bands(curves, path, xlabel="GRPO step", ylabel=task,
+                     title=f"shipped runs: {task} on held-out queries (95 % CI over queries)")
+    return out
 
 
 def run_demo(out_dir: str = "outputs/demo", quick: bool = False, world: str = DEMO_WORLD) -> dict[str, Any]:
@@ -134,7 +140,7 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False, world: str = DE
         strip_imgs.append(loop_b.images[i])
         strip_labels.append(f"final, {task_name} {loop_s[i]:.2f}")
     labelled_grid(strip_imgs, strip_labels, out / "trajectories.png", columns=n_r + 2, cell=128, wrap=24, lines=8)
-    curve = _heldout_curve(w, task_name, out / "heldout_curve.png")
+    curve = _heldout_curves(w, task_name, out / "heldout_curve.png")
     if curve is not None:
         summary["shipped_heldout_curve"] = curve
 
@@ -175,9 +181,10 @@ def _report(w: ModuleType, s: dict[str, Any], window: int) -> str:
     lines += ["", f"PromptLoop minus feed-forward (paired): {_fmt_ci(s, 'promptloop_minus_feed_forward')}.", ""]
     curve = s.get("shipped_heldout_curve")
     if curve is not None:
-        lines += [f"The shipped feedback policy's GRPO run, evaluated on held-out queries every few steps "
-                  f"(`heldout_curve.png`): {curve['first']:.3f} at step {curve['steps'][0]}, {curve['last']:.3f} at "
-                  f"step {curve['steps'][-1]} (plain backbone {curve['base']:.3f}).", ""]
+        lines += [f"The shipped GRPO runs, evaluated on held-out queries every few steps (`heldout_curve.png`, one "
+                  f"line per training mode): the feedback run went from {curve['first']:.3f} at step "
+                  f"{curve['steps'][0]} to {curve['last']:.3f} at step {curve['steps'][-1]} (plain backbone "
+                  f"{curve['base']:.3f}).", ""]
     lines += [
         f"Short GRPO from the SFT policy ({s['grpo_steps']} steps, 4 queries x 6 trajectories per step): "
         f"mean batch reward {s['grpo_reward_first']:.3f} over the first {window} steps, "
