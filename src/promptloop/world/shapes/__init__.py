@@ -55,11 +55,15 @@ POLICY_MODEL_PARTS: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:  # DEFAULT_BACKBONE and the policy parts without importing torch at import time
+def __getattr__(name: str) -> Any:  # DEFAULT_BACKBONE, DEFAULT_POLICY, the policy parts: no torch import at import time
     if name == "DEFAULT_BACKBONE":
         from promptloop.world.backbone import DEFAULT_BACKBONE
 
         return DEFAULT_BACKBONE
+    if name == "DEFAULT_POLICY":  # its shipped refinement policy, beside the backbone (assets/world/policy)
+        from promptloop.world.backbone import DEFAULT_BACKBONE
+
+        return DEFAULT_BACKBONE.parent / "policy"
     if name in POLICY_MODEL_PARTS:
         import importlib
 
