@@ -125,6 +125,7 @@ def forced_decode(
         row.tokens.append(token)
         row.logprobs.append(logprob)
         row.done = token in eos or len(row.tokens) >= max_new_tokens
+        row.fresh = False  # the logits were those before this token
 
     cache_kw = _cache_kwarg(base_model)
     cache = DynamicCache(config=base_model.config)
@@ -132,24 +133,27 @@ def forced_decode(
     out = model(**enc, position_ids=position_ids, **{cache_kw: cache}, use_cache=True, logits_to_keep=1)
     logits = out.logits[:, -1].float()
     alive = list(range(batch))  # the rows in the cache, in cache order
+
+    def advance(row: _Row) -> list[int] | None:
+        """Append the forced tokens after the row's prefix; the ids allowed at the next free position."""
+        while not row.done:
+            ids = allowed_ids(constraint, row.query, row.tokens, vocab_size, eos, suppressed)
+            if ids is None or len(ids) > 1:
+                return ids
+            push(row, ids[0], 0.0)  # forced: probability 1 under the constrained distribution
+        return None
+
     while True:
-        # 1. each live row appends forced tokens, and makes its free decision where its logits are fresh
+        # 1. each live row with fresh logits makes its free decision, then appends the forced tokens after it
         decide: list[tuple[int, int, list[int] | None]] = []  # (cache index, row, allowed ids or None)
         for ci, r in enumerate(alive):
-            row = rows[r]
-            while not row.done:
-                ids = allowed_ids(constraint, row.query, row.tokens, vocab_size, eos, suppressed)
-                if ids is not None and len(ids) == 1:
-                    push(row, ids[0], 0.0)  # forced: probability 1 under the constrained distribution
-                    row.fresh = False
-                    continue
-                if row.fresh:
-                    decide.append((ci, r, ids))
-                break
+            ids = advance(rows[r])  # forced tokens before the first free decision (right after the prefill)
+            if rows[r].fresh and not rows[r].done:
+                decide.append((ci, r, ids))
         if decide:
             _decide(rows, decide, logits, race, sup, warpers, t_scale, do_sample, push)
-        for r in alive:
-            rows[r].fresh = False
+            for _, r, _ in decide:
+                advance(rows[r])
         # 2. drop finished rows from the cache; feed the others' new tokens in one forward
         keep = [ci for ci, r in enumerate(alive) if not rows[r].done]
         if not keep:
