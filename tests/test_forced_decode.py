@@ -118,3 +118,17 @@ def test_no_constraint_or_unsupported_model_uses_generate(tiny_world_policy: VLM
     qwen = tiny_qwen25vl_policy(seed=0)
     qwen.constraint = constraint
     assert not qwen._forced_decoding(qwen.encode(_inputs(1)))  # 3-D RoPE positions: transformers' loop
+
+
+def test_unseeded_sampling_leaves_the_rng_where_generate_does(tiny_world_policy: VLMPolicy) -> None:
+    policy = tiny_world_policy
+    inp = _inputs(1)
+    after = []
+    for fast in (False, True):
+        policy.fast_decoding = fast
+        torch.manual_seed(11)
+        out = policy.propose(inp)  # the global RNG, as the sampler calls it
+        after.append(([c.tolist() for c in out.completion_ids], torch.rand(4)))
+    policy.fast_decoding = True
+    assert after[0][0] == after[1][0]
+    assert torch.equal(after[0][1], after[1][1])  # the next call draws the same numbers

@@ -12,13 +12,14 @@ model forward and a sampling step for every token of every row. This loop instea
   counting real tokens only), so that the number of forwards is the largest number of *free* decisions of a row,
   not the longest completion;
 - drops finished rows from the cache, so that the long rewrites do not carry the short ones;
+- prefills the prompts in groups of similar length (`length_groups`), not all padded to the longest;
 - computes each free decision's log-prob on the spot (no second pass over all steps with the constraint).
 
 Seeded sampling draws what `generate` draws. For one sample, `torch.multinomial(probs, 1)` draws q ~ Exp(1) for
 the whole (batch, vocab) matrix and takes argmax(probs / q) per row (the exponential race); this loop draws the
 same matrix for each step t of the completions, in order and for the whole batch, and a row's free decision at
 its step t takes argmax(probs / q_t[row]). With equal logits the completions are therefore those of `generate`
-for the same seed; the logits of a chunked forward differ from one-token forwards only by float rounding
+for the same seed (and the RNG is left where `generate` leaves it); the logits of a chunked forward differ from one-token forwards only by float rounding
 (tested: same completions, log-probs equal to 1e-5). Greedy decoding takes the argmax as `generate` does.
 
 Only models whose positions are the count of earlier real tokens (1-D RoPE) and whose attention is full (no
@@ -35,6 +36,7 @@ import torch
 
 from promptloop.policy.constraint import DecodingConstraint, allowed_ids
 
+FORWARD_COST_TOKENS = 48  # a forward's fixed cost in prompt tokens (CPU, tiny model): more groups cost more
 # keys of a processor's output that steer positions or masks beyond the prompt (those models use `generate`)
 _POSITION_KEYS = ("token_type_ids", "mm_token_type_ids", "image_grid_thw", "video_grid_thw")
 
@@ -98,7 +100,7 @@ def forced_decode(
     computes them, are `position_ids`): (token ids incl. end-of-turn, per-token log-probs), as `VLMPolicy.generate`
     returns them. `model` is called (it may be PEFT-wrapped); `base_model` names the cache argument and builds the
     cache. Call under `torch.no_grad()` (and a seeded RNG)."""
-    from transformers import DynamicCache, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     device = enc["input_ids"].device
     eos, suppressed = {int(e) for e in eos_ids}, {int(s) for s in suppressed_ids}
@@ -128,10 +130,9 @@ def forced_decode(
         row.fresh = False  # the logits were those before this token
 
     cache_kw = _cache_kwarg(base_model)
-    cache = DynamicCache(config=base_model.config)
+    assert cache_kw is not None  # supports_forced_decoding checked it
     mask = enc["attention_mask"]
-    out = model(**enc, position_ids=position_ids, **{cache_kw: cache}, use_cache=True, logits_to_keep=1)
-    logits = out.logits[:, -1].float()
+    cache, logits = _prefill(model, base_model.config, cache_kw, enc, position_ids)
     alive = list(range(batch))  # the rows in the cache, in cache order
 
     def advance(row: _Row) -> list[int] | None:
@@ -178,9 +179,68 @@ def forced_decode(
         for r in alive:
             rows[r].fed = len(rows[r].tokens)
             rows[r].fresh = True
+    if do_sample:  # the draws of generate's last steps too, so that an unseeded caller's RNG stream goes on alike
+        race(max(len(r.tokens) for r in rows) - 1)
     ids_out = [torch.tensor(r.tokens, dtype=torch.long, device=device) for r in rows]
     lps_out = [torch.tensor(r.logprobs, dtype=torch.float32, device=device) for r in rows]
     return ids_out, lps_out
+
+
+def length_groups(lengths: Sequence[int], forward_cost: int = FORWARD_COST_TOKENS) -> list[list[int]]:
+    """Rows (indices into `lengths`) grouped by prompt length so that prefilling each group left-padded to its
+    longest prompt costs least: sum over groups of rows x longest length, plus `forward_cost` tokens per extra
+    forward (its fixed cost). Contiguous runs of the rows sorted by length (optimal for this cost; O(n^2))."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    srt = [lengths[i] for i in order]
+    n = len(srt)
+    best = [0.0] + [float("inf")] * n  # best[j]: cost of grouping the j shortest rows
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        for i in range(j):
+            c = best[i] + (j - i) * srt[j - 1] + (forward_cost if i else 0)
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], n
+    while j:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    return groups[::-1]
+
+
+def _prefill(model: Any, config: Any, cache_kw: str, enc: dict[str, torch.Tensor],
+             position_ids: torch.Tensor) -> tuple[Any, torch.Tensor]:
+    """The prompts' KV cache (left-padded as `enc`) and their last logits, computed in length groups: a short
+    prompt is not padded to the longest one of the batch (a third of the prefill's tokens at batch 16). Each group's
+    keys and values are left-padded (zeros, masked out by `enc`'s attention mask) into one cache."""
+    from transformers import DynamicCache
+
+    mask = enc["attention_mask"]
+    lengths = [int(v) for v in mask.sum(-1)]
+    groups = length_groups(lengths)
+    if len(groups) == 1:
+        cache = DynamicCache(config=config)
+        out = model(**enc, position_ids=position_ids, **{cache_kw: cache}, use_cache=True, logits_to_keep=1)
+        return cache, out.logits[:, -1].float()
+    width = mask.shape[1]
+    rows = torch.tensor([r for g in groups for r in g], dtype=torch.long, device=mask.device)
+    back = torch.argsort(rows)  # from group order back to the batch order
+    layers: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    logits = []
+    for g in groups:
+        idx = torch.tensor(g, dtype=torch.long, device=mask.device)
+        w = max(lengths[r] for r in g)
+        sub = {k: v[idx] for k, v in enc.items()}
+        sub["input_ids"], sub["attention_mask"] = sub["input_ids"][:, -w:], sub["attention_mask"][:, -w:]
+        cache = DynamicCache(config=config)
+        out = model(**sub, position_ids=position_ids[idx][..., -w:], **{cache_kw: cache}, use_cache=True,
+                    logits_to_keep=1)
+        logits.append(out.logits[:, -1].float())
+        pad = (0, 0, width - w, 0)  # left-pad the sequence axis of (rows, heads, seq, head_dim)
+        layers.append([(torch.nn.functional.pad(item[0], pad), torch.nn.functional.pad(item[1], pad))
+                       for item in cache])
+    merged = [(torch.cat([g[i][0] for g in layers])[back], torch.cat([g[i][1] for g in layers])[back])
+              for i in range(len(layers[0]))]
+    return DynamicCache(ddp_cache_data=merged, config=config), torch.cat(logits)[back]
 
 
 def _decide(rows: list[_Row], decide: list[tuple[int, int, list[int] | None]], logits: torch.Tensor,
