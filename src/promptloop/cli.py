@@ -66,9 +66,14 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.eval.overhead import overhead
+    from promptloop.eval.overhead import WorldPolicyError, overhead
+    from promptloop.world import UnknownWorldError
 
-    return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats)
+    try:
+        return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats, backbone=args.backbone,
+                        world=args.world)
+    except (WorldPolicyError, UnknownWorldError) as e:
+        raise UsageError(str(e)) from None
 
 
 GENERAL_COMPARE = ("pipeline", "policy", "reward", "prompts")  # any of these: the comparison on any pipeline
@@ -291,6 +296,10 @@ def build_parser() -> argparse.ArgumentParser:
     ov.add_argument("--batch", type=limit_arg("images", positive_int), default=16)
     ov.add_argument("--steps", type=SAMPLING_STEPS, default=20)
     ov.add_argument("--repeats", type=limit_arg("repeats", positive_int), default=5)
+    ov.add_argument("--world", default=None, metavar="NAME",
+                    help="a world (shapes/v1, backdrops/v3, ...): its backbone and its shipped policy (default: the "
+                         "default backbone's world)")
+    ov.add_argument("--backbone", default=None, metavar="DIR", help="a world backbone folder (default: the world's)")
     ov.add_argument("--json", action="store_true")
     ov.set_defaults(func=cmd_bench_overhead)
 

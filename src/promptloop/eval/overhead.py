@@ -5,7 +5,7 @@ Plain sampling (mode 'none') vs PromptLoop on the world backbone, batch 16, 20 s
   cost, never reads its previews) — the mechanism's own cost (x0 recording, callback, swap bookkeeping);
 - `null_preview_ratio_5`: the same with a null policy that looks at its previews (previews are decoded
   lazily, only when a policy reads them: this one pays the batched VAE decode at every refinement);
-- `policy_ratio_{1,3,5}`: feedback mode with the world policy at N_R = 1, 3, 5 (prompts re-encoded
+- `policy_ratio_{1,3,5}`: feedback mode with the world's shipped policy (`DEFAULT_POLICY`) at N_R = 1, 3, 5 (prompts re-encoded
   and conditioning swapped whenever the policy changes them).
 Each configuration runs `repeats` times, interleaved with the others (after one warm-up round), and
 the median wall time is reported; ratios are medians over the plain sampler's median.
@@ -16,13 +16,15 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
 
 from promptloop.loop.sampler import PromptLoopSampler
 from promptloop.policy.base import NullPolicy, PolicyInput, PolicyOutput
-from promptloop.world import world_of_backbone
+from promptloop.world import get_world, world_of_backbone
 from promptloop.world.backbone import load_backbone
 
 
@@ -35,15 +37,43 @@ class _PreviewReadingNullPolicy(NullPolicy):
         return super().propose(inputs)
 
 
-def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float | None = None,
-             backbone: str | None = None) -> dict[str, Any]:
-    from promptloop.eval.compare import load_world_policy
+class WorldPolicyError(Exception):
+    """A world without a shipped refinement policy (no `DEFAULT_POLICY`, or its folder is missing)."""
 
+
+def world_policy_folder(world: ModuleType) -> Path:
+    """The folder of `world`'s shipped refinement policy (its `DEFAULT_POLICY`); `WorldPolicyError` if it has none."""
+    try:
+        folder = world.DEFAULT_POLICY
+    except AttributeError:
+        raise WorldPolicyError(f"world {world.NAME} ({world.VERSION}) declares no shipped policy (DEFAULT_POLICY)") \
+            from None
+    if not Path(folder).is_dir():
+        raise WorldPolicyError(f"world {world.NAME} ({world.VERSION}): its policy folder {folder} does not exist")
+    return Path(folder)
+
+
+def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float | None = None,
+             backbone: str | Path | None = None, world: str | None = None) -> dict[str, Any]:
+    """Time plain sampling against PromptLoop (module docstring). `world` (a name or alias): that world's backbone
+    (`DEFAULT_BACKBONE`) and shipped policy (`DEFAULT_POLICY`); `backbone`: a backbone folder (its world's policy);
+    neither: the default backbone. Both: the backbone must be the world's."""
+    from promptloop.policy.sanitize import token_length_fn
+    from promptloop.policy.vlm import VLMPolicy
+
+    if world is not None:
+        w = get_world(world)
+        if backbone is not None and world_of_backbone(backbone).NAME != w.NAME:
+            raise WorldPolicyError(f"backbone {backbone} is not a backbone of world {w.NAME}")
+        backbone = w.DEFAULT_BACKBONE if backbone is None else backbone
+    else:
+        w = world_of_backbone(backbone)
+    policy_folder = world_policy_folder(w)  # before the backbone loads
     pipe = load_backbone(backbone)
-    policy = load_world_policy(None, pipe)  # the shipped SFT world policy
-    world = world_of_backbone(backbone)
-    guidance = world.GUIDANCE if guidance is None else guidance
-    queries = [it.caption for it in world.sample_prompts("heldout", batch, seed=0)]
+    policy = VLMPolicy.from_pretrained(policy_folder)
+    policy.prompt_length_fn = token_length_fn(pipe.tokenizer)
+    guidance = w.GUIDANCE if guidance is None else guidance
+    queries = [it.caption for it in w.sample_prompts("heldout", batch, seed=0)]
     sampler = PromptLoopSampler(pipe)
 
     def run(mode: str, pol: Any, n_r: int) -> Callable[[], None]:
@@ -72,6 +102,8 @@ def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float
             times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
+        "world": w.NAME,
+        "policy": str(policy_folder),
         "batch": batch,
         "steps": steps,
         "repeats": repeats,

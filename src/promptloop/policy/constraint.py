@@ -29,16 +29,24 @@ class DecodingConstraint(Protocol):
     def allowed(self, query: str, prefix: Sequence[int]) -> Sequence[int] | None: ...
 
 
+def allowed_ids(constraint: DecodingConstraint, query: str, prefix: Sequence[int], vocab_size: int, eos: set[int],
+                suppressed: set[int]) -> list[int] | None:
+    """The ids a row may draw after `prefix` (None: unrestricted): the constraint's, less out-of-vocabulary and
+    suppressed ids, or end-of-turn when none is left. A single id means the token is forced (probability 1)."""
+    if eos.intersection(prefix):
+        return None
+    ids = constraint.allowed(query, prefix)
+    if ids is None:
+        return None
+    return [int(v) for v in ids if 0 <= int(v) < vocab_size and int(v) not in suppressed] or sorted(eos)
+
+
 def _restrict(row: torch.Tensor, constraint: DecodingConstraint, query: str, prefix: Sequence[int], eos: set[int],
               suppressed: set[int]) -> None:
     """Narrow the boolean mask `row` (V,) in place to the ids allowed after `prefix` (never to none)."""
-    if eos.intersection(prefix):
+    keep = allowed_ids(constraint, query, prefix, row.shape[0], eos, suppressed)
+    if keep is None:
         return
-    ids = constraint.allowed(query, prefix)
-    if ids is None:
-        return
-    vocab_size = row.shape[0]
-    keep = [int(v) for v in ids if 0 <= int(v) < vocab_size and int(v) not in suppressed] or sorted(eos)
     row[:] = False
     row[keep] = True
 

@@ -45,6 +45,7 @@ from promptloop.policy.base import PolicyInput, PolicyOutput
 from promptloop.policy.base_ref import base_model_ref
 from promptloop.policy.callables import callable_ref
 from promptloop.policy.constraint import ConstraintLogitsProcessor, DecodingConstraint, allowed_mask
+from promptloop.policy.forced_decode import forced_decode, supports_forced_decoding
 from promptloop.policy.instruction import InstructionTemplate
 from promptloop.policy.model_files import check_finite_weights
 from promptloop.policy.peft_compat import quiet_peft_wrap
@@ -116,6 +117,9 @@ class VLMPolicy:
         # False where the sharded weights are gathered for sampling (train.sharding.gathered), so each process
         # decodes alone
         self.synced_gpus: bool | None = None
+        # constrained sampling skips the model on forced tokens (`policy.forced_decode`; same samples as
+        # transformers' `generate` for a seed); False: always `generate` (a reference for tests)
+        self.fast_decoding = True
         self.sanitizer = Sanitizer(max_prompt_tokens, prompt_length_fn, validator)
         self.constraint = constraint
         self.system_prompt = system_prompt
@@ -373,6 +377,15 @@ class VLMPolicy:
                                                         suppressed))
         return LogitsProcessorList(processors)
 
+    def _forced_decoding(self, enc: dict[str, torch.Tensor]) -> bool:
+        """Whether `generate` samples with `forced_decode` (a constraint, a model it supports, no synced
+        processes) rather than transformers' `generate`."""
+        if not self.fast_decoding or self.constraint is None or self.synced_gpus:
+            return False
+        if self.synced_gpus is None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            return False  # transformers may sync the processes step by step: keep its loop
+        return supports_forced_decoding(self.base_model, enc)
+
     def generate(
         self,
         inputs: PolicyInput,
@@ -392,6 +405,12 @@ class VLMPolicy:
         with torch.no_grad(), rng:
             if seed is not None:
                 torch.manual_seed(seed)
+            if self._forced_decoding(enc):
+                return forced_decode(
+                    self.model, self.base_model, enc, inputs.queries, self.constraint,  # type: ignore[arg-type]
+                    eos_ids=self.eos_token_ids, suppressed_ids=self.suppressed_token_ids,
+                    vocab_size=self._vocab_size(), temperature=temperature, top_p=top_p,
+                    max_new_tokens=max_new_tokens, position_ids=self._position_ids(enc))
             p = enc["input_ids"].shape[1]
             out = self.model.generate(**enc, generation_config=gen_cfg, synced_gpus=self.synced_gpus,
                                       logits_processor=self._logits_processor(inputs.queries, p))

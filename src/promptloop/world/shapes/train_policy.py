@@ -194,7 +194,7 @@ def evaluate_world_policy(
 
 # ----------------------------------------------------------------------------- reproduction and CLI
 
-DEFAULT_OUT = Path(__file__).resolve().parents[3] / "assets" / "world" / "policy"
+DEFAULT_OUT = Path(__file__).resolve().parents[4] / "assets" / "world" / "policy"
 RECIPE: dict[str, Any] = {"steps": 2000, "batch_size": 32, "lr": 2e-3, "warmup": 50, "split": "any", "hidden": 192,
                           "layers": 4, "heads": 6, "tie_embeddings": True}
 
