@@ -1,5 +1,5 @@
 # Two commands set up and run everything from a fresh clone:
-#   make demo   - the main job: `promptloop demo` on the embedded Shapes world
+#   make demo   - the main job: `promptloop demo` on the embedded world v3 (Backdrops)
 #   make test   - the test suite (offline; installs chromium for the app's browser test when missing)
 #   $(VENV)/bin/promptloop app - the web app at http://127.0.0.1:7860
 # Both create .venv when missing and install exact versions from requirements/lock.txt (hashes checked;
