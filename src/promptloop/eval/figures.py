@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -57,22 +58,22 @@ def labelled_grid(
     return atomic_write(path, canvas.save)
 
 
-def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
-    """A line plot of one or more reward series against training steps."""
+def _line_plot(path: str | Path, draw: Callable[[Any], None], xlabel: str, ylabel: str, title: str,
+               title_size: float | None = None, legend_size: float | None = None) -> Path:
+    """A 6 x 3.5 in line plot: `draw(ax)` adds the lines; labels, grid and legend, then written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for name, ys in series.items():
-        ax.plot(list(steps)[: len(ys)], list(ys), label=name)
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel("reward")
+    draw(ax)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=title_size)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=legend_size)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,32 +82,24 @@ def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path:
     finally:
         plt.close(fig)
     return path
+
+
+def reward_curve(steps: Sequence[int], series: dict[str, Sequence[float]], path: str | Path, title: str = "") -> Path:
+    """A line plot of one or more reward series against training steps."""
+    def draw(ax: Any) -> None:
+        for name, ys in series.items():
+            ax.plot(list(steps)[: len(ys)], list(ys), label=name)
+
+    return _line_plot(path, draw, "GRPO step", "reward", title)
 
 
 def curve_with_bands(series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float], Sequence[float]]],
                      path: str | Path, xlabel: str, ylabel: str = "reward", title: str = "",
                      marker: str | None = "o") -> Path:
     """Lines with shaded 95 % CI bands: `series` maps a label to (x, mean, ci_low, ci_high)."""
-    import matplotlib
+    def draw(ax: Any) -> None:
+        for name, (xs, ys, lo, hi) in series.items():
+            line = ax.plot(list(xs), list(ys), label=name, marker=marker, markersize=3)[0]
+            ax.fill_between(list(xs), list(lo), list(hi), color=line.get_color(), alpha=0.2, linewidth=0)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    for name, (xs, ys, lo, hi) in series.items():
-        line = ax.plot(list(xs), list(ys), label=name, marker=marker, markersize=3)[0]
-        ax.fill_between(list(xs), list(lo), list(hi), color=line.get_color(), alpha=0.2, linewidth=0)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        atomic_write(path, fig.savefig)
-    finally:
-        plt.close(fig)
-    return path
+    return _line_plot(path, draw, xlabel, ylabel, title, title_size=9, legend_size=8)
