@@ -530,7 +530,7 @@ def test_issue33_model_folder_cases(capsys: pytest.CaptureFixture[str], folders:
         ("adapter base kind", pol("ada_kind"), "base_model_kind: expected one of registered, relative, hub, got "
                                                 "'bogus'"),
         ("adapter base name", pol("ada_name"), "base_model 'shapes' is not a registered base model (registered: "
-                                                "world)"),
+                                                "world, world:v3)"),
         ("adapter old base missing", pol("ada_legacy"), "base_model 'assets/world/nowhere' is not found next to"),
         ("adapter nan weights", pol("ada_nan"), f"adapter folder {f['ada_nan']}: weight "),
         ("scheduler shift type", bb("bb_shift"), "scheduler_config.json: field 'timestep_shift': expected a number, "

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+# a percentile-bootstrap interval holds the sample mean up to float rounding when the per-query values are (nearly)
+# all equal, as the tiny random models' often are
+TOL = 1e-6
+
 
 @pytest.fixture(scope="module")
 def tiny_policy():
@@ -171,9 +175,10 @@ def test_eval_compare_on_world_v3_reports_every_row_with_cis(v3_grpo_run: tuple[
     for row in ("base", "feed_forward", "promptloop_no_feedback", "promptloop", "promptloop_sft",
                 "feed_forward_then_promptloop", "feed_forward_equal_compute"):
         lo, hi = res[f"{row}_ci"]
-        assert lo <= res[row] <= hi and 0.0 <= res[f"alignment_{row}"] <= 1.0 and row in res["seconds_per_row"]
+        assert lo - TOL <= res[row] <= hi + TOL and 0.0 <= res[f"alignment_{row}"] <= 1.0
+        assert row in res["seconds_per_row"]
     lo, hi = res["promptloop_minus_feed_forward_ci"]
-    assert lo <= res["promptloop_minus_feed_forward"] <= hi
+    assert lo - TOL <= res["promptloop_minus_feed_forward"] <= hi + TOL
     assert res["equal_compute_steps"] >= 4
 
 
@@ -203,7 +208,7 @@ def test_refinements_curve_starts_at_the_plain_backbone_in_both_rows(tiny_v3_shi
     res = refinements_curve(world="v3", n=3, max_refinements=2, figure=tmp_path / "ref.png", progress=False)
     assert [r["refinements"] for r in res["feedback"]] == [0, 1, 2] == [r["refinements"] for r in res["no_feedback"]]
     assert res["feedback"][0] == res["no_feedback"][0]  # N_R = 0: the same plain samples
-    assert all(r["ci"][0] <= r["mean"] <= r["ci"][1] for row in ("feedback", "no_feedback") for r in res[row])
+    assert all(r["ci"][0] - TOL <= r["mean"] <= r["ci"][1] + TOL for row in ("feedback", "no_feedback") for r in res[row])
     assert (tmp_path / "ref.png").stat().st_size > 0
 
 
@@ -215,7 +220,7 @@ def test_quick_demo_on_world_v3_writes_its_report(tiny_v3_shipped, tmp_path: Pat
     summary = run_demo(str(tmp_path / "demo"), quick=True)
     assert summary["world"] == "backdrops" and summary["reward"] == "backdrops_legible"
     for row in ("base", "feed_forward", "promptloop"):
-        assert summary[f"{row}_ci"][0] <= summary[row] <= summary[f"{row}_ci"][1]
+        assert summary[f"{row}_ci"][0] - TOL <= summary[row] <= summary[f"{row}_ci"][1] + TOL
     assert summary["grpo_steps"] == 4 and "shipped_heldout_curve" in summary
     report = (tmp_path / "demo" / "report.md").read_text()
     assert "What this world is built to show" in report and "no caption" in report

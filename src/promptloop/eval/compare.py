@@ -67,7 +67,7 @@ def load_world_policy(adapter: str | Path | None, pipe: Any, world: ModuleType |
 
 def _ci(values: np.ndarray, seed: int) -> list[float]:
     lo, hi = bootstrap_ci(values, seed=seed)
-    return [round(float(lo), 4), round(float(hi), 4)]
+    return [float(lo), float(hi)]
 
 
 def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None = None, refinements: int = 5,

@@ -113,12 +113,12 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False, world: str = DE
                        num_refinements=n_r if mode == "feedback" else None, desc=f"demo {name}")
         scores = task(batch.images, queries).scores.double().numpy()
         summary[name] = float(scores.mean())
-        summary[f"{name}_ci"] = [round(float(v), 4) for v in bootstrap_ci(scores)]
+        summary[f"{name}_ci"] = [float(v) for v in bootstrap_ci(scores)]
         summary[f"{name}_alignment"] = float(alignment(batch.images, queries).scores.mean())
         batches[name] = (batch, scores)
     diff = batches["promptloop"][1] - batches["feed_forward"][1]
     summary["promptloop_minus_feed_forward"] = float(diff.mean())
-    summary["promptloop_minus_feed_forward_ci"] = [round(float(v), 4) for v in bootstrap_ci(diff)]
+    summary["promptloop_minus_feed_forward_ci"] = [float(v) for v in bootstrap_ci(diff)]
 
     # 2. figures: base vs PromptLoop on the same seeds; trajectory strips; the shipped run's held-out curve
     k = min(12, n)
