@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from promptloop.cli import main
-from promptloop.eval.overhead import WorldPolicyError, world_policy_folder
+from promptloop.eval.compare import WorldPolicyError, world_policy_folder
 from promptloop.world import WORLDS, get_world
 
 

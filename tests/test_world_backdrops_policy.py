@@ -23,16 +23,9 @@ def tiny_policy():
     return build_backdrops_policy(seed=0, hidden=32, layers=1, heads=2, vision_hidden=32, vision_layers=1)
 
 
-def _facts_kept(query, got) -> bool:
-    """Whether `got` asserts the query's facts (the open colours aside)."""
-    return len(got.objects) == len(query.objects) and got.relations == query.relations and all(
-        g.shape == o.shape and g.column == o.column and g.row == o.row and (o.colour is None or g.colour == o.colour)
-        for g, o in zip(got.objects, query.objects, strict=True))
-
-
 def test_every_sft_target_is_in_the_constraints_language_and_keeps_the_query(tiny_policy) -> None:
     from promptloop.world.backdrops.grammar import parse
-    from promptloop.world.backdrops.policy_data import in_vocabulary, make_example, world_words
+    from promptloop.world.backdrops.policy_data import in_vocabulary, keeps_query_facts, make_example, world_words
     from promptloop.world.backdrops.scene import SceneSampler
 
     tok, constraint, words = tiny_policy.tokenizer, tiny_policy.constraint, set(world_words())
@@ -45,7 +38,7 @@ def test_every_sft_target_is_in_the_constraints_language_and_keeps_the_query(tin
         for t in range(len(ids)):
             assert ids[t] in constraint.allowed(ex.query_text, ids[:t]), (ex.query_text, ex.target, t)
         assert tok.decode(ids[:-1]) == ex.target
-        assert _facts_kept(ex.query, parse(ex.target)) and _facts_kept(ex.query, parse(ex.current_prompt))
+        assert keeps_query_facts(ex.query, parse(ex.target)) and keeps_query_facts(ex.query, parse(ex.current_prompt))
         filled += sum(o.colour is not None for o in parse(ex.target).objects) - sum(
             o.colour is not None for o in ex.query.objects)
     assert filled > 100  # the targets do fill open colours
@@ -85,6 +78,7 @@ def test_constrained_random_policy_rewrites_always_parse_and_keep_the_query(tiny
     """Even with random weights, every sampled rewrite is a colour fill of the query (the constraint's guarantee)."""
     from promptloop.policy.base import PolicyInput
     from promptloop.world.backdrops.grammar import parse
+    from promptloop.world.backdrops.policy_data import keeps_query_facts
     from promptloop.world.backdrops.prompts import sample_prompts
 
     items = sample_prompts("heldout", 12, seed=0)
@@ -92,7 +86,7 @@ def test_constrained_random_policy_rewrites_always_parse_and_keep_the_query(tiny
     out = tiny_policy.propose(PolicyInput(queries, queries, 0.15, None), seed=0)
     assert not any(out.fallback)
     for q, raw, prompt in zip(queries, out.raw_texts, out.prompts, strict=True):
-        assert raw == prompt and _facts_kept(parse(q), parse(raw))
+        assert raw == prompt and keeps_query_facts(parse(q), parse(raw))
 
 
 def test_saved_policy_loads_with_its_constraint_and_evaluation_runs(tiny_policy, tmp_path: Path) -> None:

@@ -66,7 +66,8 @@ def cmd_generate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
-    from promptloop.eval.overhead import WorldPolicyError, overhead
+    from promptloop.eval.compare import WorldPolicyError
+    from promptloop.eval.overhead import overhead
     from promptloop.world import UnknownWorldError
 
     try:

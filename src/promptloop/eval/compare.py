@@ -31,7 +31,7 @@ import torch
 from promptloop.policy.base import StagedPolicy
 from promptloop.policy.sanitize import token_length_fn
 from promptloop.rewards import get_reward
-from promptloop.world import get_world, world_of_backbone
+from promptloop.world import get_world, task_reward_name, world_of_backbone
 from promptloop.world.backbone import DEFAULT_BACKBONE, load_backbone
 from promptloop.world.fair import bootstrap_ci
 from promptloop.world.sampling import sample
@@ -40,6 +40,40 @@ ASSETS = DEFAULT_BACKBONE.parent
 GRPO_ADAPTER = ASSETS / "policy_grpo"  # the default world's feedback adapter
 FEED_FORWARD_ADAPTER = ASSETS / "policy_feedforward"  # the default world's feed-forward adapter
 MAX_EQUAL_COMPUTE_STEPS = 400  # the equal-compute row's sampling steps are capped here
+
+
+class WorldPolicyError(FileNotFoundError):
+    """A world without a shipped refinement policy (no `DEFAULT_POLICY`, or its folder is missing)."""
+
+
+def world_policy_folder(world: ModuleType) -> Path:
+    """The folder of `world`'s shipped refinement policy (its `DEFAULT_POLICY`); `WorldPolicyError` if it has none."""
+    try:
+        folder = world.DEFAULT_POLICY
+    except AttributeError:
+        raise WorldPolicyError(f"world {world.NAME} ({world.VERSION}) declares no shipped policy (DEFAULT_POLICY)") \
+            from None
+    if not Path(folder).is_dir():
+        raise WorldPolicyError(f"world {world.NAME} ({world.VERSION}): its policy folder {folder} does not exist "
+                               f"(train it with `promptloop world train-policy --world {world.VERSION}`)")
+    return Path(folder)
+
+
+def world_and_backbone(world: str | None, backbone: str | Path | None) -> tuple[ModuleType, Path]:
+    """(the world, the backbone folder to sample): `world`'s shipped backbone, or `backbone`, which must then be a
+    backbone of that world (ValueError otherwise); with no world given, the backbone's own world (the default
+    world's shipped backbone when neither is given)."""
+    w = get_world(world) if world is not None else world_of_backbone(backbone)
+    folder = Path(backbone) if backbone is not None else Path(w.DEFAULT_BACKBONE)
+    if world is not None and backbone is not None and (other := world_of_backbone(folder)).NAME != w.NAME:
+        raise ValueError(f"--backbone {folder} is a backbone of world {other.NAME}, not {w.NAME}")
+    return w, folder
+
+
+def heldout_queries(world: ModuleType, n: int, seed: int) -> tuple[list[str], list[int]]:
+    """`n` heldout queries of the world and one sampling seed each (the same for every row of a comparison)."""
+    return ([it.caption for it in world.sample_prompts("heldout", n, seed)],
+            [seed * 1_000_003 + 17 * i for i in range(n)])
 
 
 def world_adapter(world: ModuleType, mode: str) -> Path | None:
@@ -53,11 +87,7 @@ def load_world_policy(adapter: str | Path | None, pipe: Any, world: ModuleType |
     """The world's shipped SFT policy (the default world's when None), with a LoRA adapter on top when given."""
     from promptloop.policy.vlm import VLMPolicy
 
-    world = get_world() if world is None else world
-    base = Path(world.DEFAULT_POLICY)
-    if not base.is_dir():
-        raise FileNotFoundError(f"world policy not found at {base} (train it with `promptloop world train-policy "
-                                f"--world {world.VERSION}`)")
+    base = world_policy_folder(get_world() if world is None else world)
     if adapter is not None and not Path(adapter).is_dir():
         raise FileNotFoundError(f"policy adapter not found at {adapter}")
     policy = VLMPolicy.from_pretrained(base, adapter_path=adapter)
@@ -84,16 +114,13 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None
         if adapter is not None and not Path(adapter).expanduser().is_dir():  # before the backbone loads
             raise FileNotFoundError(f"{flag} {adapter}: no such adapter folder")
     t0 = time.perf_counter()
-    w = get_world(world) if world is not None else world_of_backbone(backbone)
-    folder = Path(backbone) if backbone is not None else Path(w.DEFAULT_BACKBONE)
-    if world is not None and world_of_backbone(folder).NAME != w.NAME:
-        raise ValueError(f"--backbone {folder} is a backbone of world {world_of_backbone(folder).NAME}, not {w.NAME}")
+    w, folder = world_and_backbone(world, backbone)
+    world_policy_folder(w)  # before the backbone loads
     pipe = load_backbone(folder)
     guidance = w.GUIDANCE if guidance is None else guidance
-    task_name = getattr(w, "TASK_REWARD", w.ALIGNMENT_REWARD)
+    task_name = task_reward_name(w)
     task, alignment, proxy = get_reward(task_name), get_reward(w.ALIGNMENT_REWARD), get_reward("proxy")
-    queries = [it.caption for it in w.sample_prompts("heldout", n, seed)]
-    seeds = [seed * 1_000_003 + 17 * i for i in range(n)]
+    queries, seeds = heldout_queries(w, n, seed)
     adapters = {mode: given or world_adapter(w, mode) for mode, given in
                 (("feedback", grpo_adapter), ("feed-forward", feed_forward_adapter), ("no-feedback", no_feedback_adapter))}
     grpo = load_world_policy(adapters["feedback"], pipe, w)

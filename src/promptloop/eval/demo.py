@@ -27,7 +27,7 @@ from promptloop.eval.compare import load_world_policy, world_adapter
 from promptloop.eval.figures import curve_with_bands, labelled_grid, reward_curve
 from promptloop.fs_errors import atomic_write, output_dir
 from promptloop.rewards import get_reward
-from promptloop.world import get_world
+from promptloop.world import get_world, task_reward_name
 from promptloop.world.backbone import load_backbone
 from promptloop.world.fair import bootstrap_ci
 from promptloop.world.sampling import sample
@@ -93,7 +93,7 @@ def run_demo(out_dir: str = "outputs/demo", quick: bool = False, world: str = DE
     grpo_steps = 4 if quick else 16
     steps, guidance, n_r = w.STEPS, w.GUIDANCE, 5
     pipe = load_backbone(w.DEFAULT_BACKBONE)
-    task_name = getattr(w, "TASK_REWARD", w.ALIGNMENT_REWARD)
+    task_name = task_reward_name(w)
     task, alignment = get_reward(task_name), get_reward(w.ALIGNMENT_REWARD)
     queries = [it.caption for it in w.sample_prompts("heldout", n, seed=1)]
     seeds = list(range(n))

@@ -17,14 +17,13 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 
+from promptloop.eval.compare import load_world_policy, world_and_backbone, world_policy_folder
 from promptloop.loop.sampler import PromptLoopSampler
 from promptloop.policy.base import NullPolicy, PolicyInput, PolicyOutput
-from promptloop.world import get_world, world_of_backbone
 from promptloop.world.backbone import load_backbone
 
 
@@ -37,41 +36,15 @@ class _PreviewReadingNullPolicy(NullPolicy):
         return super().propose(inputs)
 
 
-class WorldPolicyError(Exception):
-    """A world without a shipped refinement policy (no `DEFAULT_POLICY`, or its folder is missing)."""
-
-
-def world_policy_folder(world: ModuleType) -> Path:
-    """The folder of `world`'s shipped refinement policy (its `DEFAULT_POLICY`); `WorldPolicyError` if it has none."""
-    try:
-        folder = world.DEFAULT_POLICY
-    except AttributeError:
-        raise WorldPolicyError(f"world {world.NAME} ({world.VERSION}) declares no shipped policy (DEFAULT_POLICY)") \
-            from None
-    if not Path(folder).is_dir():
-        raise WorldPolicyError(f"world {world.NAME} ({world.VERSION}): its policy folder {folder} does not exist")
-    return Path(folder)
-
-
 def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float | None = None,
              backbone: str | Path | None = None, world: str | None = None) -> dict[str, Any]:
     """Time plain sampling against PromptLoop (module docstring). `world` (a name or alias): that world's backbone
     (`DEFAULT_BACKBONE`) and shipped policy (`DEFAULT_POLICY`); `backbone`: a backbone folder (its world's policy);
     neither: the default backbone. Both: the backbone must be the world's."""
-    from promptloop.policy.sanitize import token_length_fn
-    from promptloop.policy.vlm import VLMPolicy
-
-    if world is not None:
-        w = get_world(world)
-        if backbone is not None and world_of_backbone(backbone).NAME != w.NAME:
-            raise WorldPolicyError(f"backbone {backbone} is not a backbone of world {w.NAME}")
-        backbone = w.DEFAULT_BACKBONE if backbone is None else backbone
-    else:
-        w = world_of_backbone(backbone)
+    w, folder = world_and_backbone(world, backbone)
     policy_folder = world_policy_folder(w)  # before the backbone loads
-    pipe = load_backbone(backbone)
-    policy = VLMPolicy.from_pretrained(policy_folder)
-    policy.prompt_length_fn = token_length_fn(pipe.tokenizer)
+    pipe = load_backbone(folder)
+    policy = load_world_policy(None, pipe, w)  # the shipped SFT policy
     guidance = w.GUIDANCE if guidance is None else guidance
     queries = [it.caption for it in w.sample_prompts("heldout", batch, seed=0)]
     sampler = PromptLoopSampler(pipe)

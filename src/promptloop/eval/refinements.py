@@ -2,7 +2,7 @@
 and without feedback, on the same heldout queries and seeds.
 
 - `feedback`: the world's feedback adapter, N_R refinements equally spaced, each reading its x0 preview;
-- `no_feedback`: the world's no-feedback adapter (where it ships one, else the feedback adapter without previews),
+- `no_feedback`: the world's no-feedback adapter (where it declares one, else the feedback adapter without previews),
   all N_R prompts chosen before sampling.
 N_R = 0 is the plain backbone in both rows. The paper's claim: with feedback the reward keeps rising with N_R, without
 it saturates. Each point has a 95 % bootstrap CI over queries; the figure is written where asked.
@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from promptloop.eval.compare import load_world_policy, world_adapter
+from promptloop.eval.compare import (
+    heldout_queries,
+    load_world_policy,
+    world_adapter,
+    world_and_backbone,
+    world_policy_folder,
+)
 from promptloop.eval.figures import curve_with_bands
 from promptloop.rewards import get_reward
-from promptloop.world import get_world
+from promptloop.world import task_reward_name
 from promptloop.world.backbone import load_backbone
 from promptloop.world.fair import bootstrap_ci
 from promptloop.world.sampling import sample
@@ -31,15 +37,15 @@ def refinements_curve(world: str = "v3", n: int = 128, seed: int = 0, max_refine
                       progress: bool = True) -> dict[str, Any]:
     """The table of the module docstring as one JSON-able dict (and its figure at `figure`, when given)."""
     t0 = time.perf_counter()
-    w = get_world(world)
-    pipe = load_backbone(w.DEFAULT_BACKBONE if backbone is None else backbone)
-    task_name = getattr(w, "TASK_REWARD", w.ALIGNMENT_REWARD)
+    w, folder = world_and_backbone(world, backbone)
+    world_policy_folder(w)  # before the backbone loads
+    pipe = load_backbone(folder)
+    task_name = task_reward_name(w)
     task = get_reward(task_name)
-    queries = [it.caption for it in w.sample_prompts("heldout", n, seed)]
-    seeds = [seed * 1_000_003 + 17 * i for i in range(n)]
+    queries, seeds = heldout_queries(w, n, seed)
     fb = load_world_policy(world_adapter(w, "feedback"), pipe, w)
     nf_adapter = world_adapter(w, "no-feedback")
-    nf = fb if nf_adapter is None or not nf_adapter.is_dir() else load_world_policy(nf_adapter, pipe, w)
+    nf = fb if nf_adapter is None else load_world_policy(nf_adapter, pipe, w)
 
     def score(policy: Any, mode: str, n_r: int) -> np.ndarray:
         torch.manual_seed(seed)

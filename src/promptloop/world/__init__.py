@@ -75,6 +75,12 @@ def get_world(name: str = DEFAULT_WORLD) -> ModuleType:
     return importlib.import_module(WORLDS[world_name(name)])
 
 
+def task_reward_name(world: ModuleType) -> str:
+    """The registry name of the reward a world's loop is trained and compared on: its `TASK_REWARD`, else its
+    alignment reward."""
+    return str(getattr(world, "TASK_REWARD", world.ALIGNMENT_REWARD))
+
+
 def world_names() -> list[str]:
     """The registered worlds' names, in registration order."""
     return list(WORLDS)

@@ -23,13 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from promptloop.world.backdrops import TASK_REWARD
 from promptloop.world.backdrops.analyzer import BackdropAnalysis, DetectedObject, analyze_scene, fit_backdrop
 from promptloop.world.backdrops.legibility import best_colour, relative_luminance
 from promptloop.world.backdrops.rewards import BackdropsLegibleReward, parse_backdrops_query
 from promptloop.world.imaging import to_image_batch
 
 DARK_LIGHT_LUMINANCE = math.sqrt(1.05 * 0.05) - 0.05  # below: white contrasts more than black (WCAG)
-TASK_REWARD = "backdrops_legible"
 
 
 def tone(rgb: Any) -> str:

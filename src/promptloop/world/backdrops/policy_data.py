@@ -53,6 +53,14 @@ def random_fill(query: Query, rng: random.Random, p_fill: float = P_FILL) -> str
                         for _ in range(query.open_colours())])
 
 
+def keeps_query_facts(query: Query, candidate: Query) -> bool:
+    """Whether `candidate` asserts every fact of `query` and no other, the colours the query leaves open aside (what
+    a colour fill of the query is)."""
+    return len(candidate.objects) == len(query.objects) and candidate.relations == query.relations and all(
+        c.shape == o.shape and c.column == o.column and c.row == o.row and (o.colour is None or c.colour == o.colour)
+        for c, o in zip(candidate.objects, query.objects, strict=True))
+
+
 def preview_like(img: np.ndarray, rng: random.Random) -> Image.Image:
     """An early-x0-preview-like version of a clean render (H, W, 3 in [0, 1]): washed out towards mid grey,
     blurred and noised by random amounts."""
@@ -93,5 +101,5 @@ def in_vocabulary(text: str, words: set[str]) -> bool:
     return all(w in words for w in _WORD.findall(text.lower()))
 
 
-__all__ = ["P_FILL", "PREVIEW_SIZE", "PROGRESS_LEVELS", "Example", "in_vocabulary", "make_example",
+__all__ = ["P_FILL", "PREVIEW_SIZE", "PROGRESS_LEVELS", "Example", "in_vocabulary", "keeps_query_facts", "make_example",
            "preview_like", "random_fill", "world_words"]

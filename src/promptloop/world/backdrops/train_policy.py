@@ -36,6 +36,7 @@ from promptloop.world.backdrops.policy_data import (
     QUERY_P_COLOUR,
     QUERY_P_POSITION,
     QUERY_P_RELATION,
+    keeps_query_facts,
     make_example,
     preview_like,
     world_words,
@@ -112,8 +113,9 @@ def train_backdrops_policy(out_dir: str | Path, steps: int = RECIPE["steps"], se
     return summary
 
 
-def _dark_and_light(sampler: SceneSampler, light: bool) -> Scene:
-    """A scene whose backdrop is in the darker (value < 0.4) or lighter (value > 0.6) part of the range."""
+def _scene_over(sampler: SceneSampler, light: bool) -> Scene:
+    """A scene of `sampler` whose backdrop is in the lighter (value > 0.6) or, with `light` False, the darker
+    (value < 0.4) part of the range."""
     while True:
         scene = sampler.sample()
         if (scene.backdrop.value > 0.6) if light else (scene.backdrop.value < 0.4):
@@ -141,7 +143,7 @@ def evaluate_backdrops_policy(policy_dir: str | Path | VLMPolicy, n: int = 128, 
     k = samples_per_query
     for i in range(n):
         light = i % 2 == 1
-        scene = _dark_and_light(sampler, light)
+        scene = _scene_over(sampler, light)
         query = query_from_scene(scene, rng, p_colour=QUERY_P_COLOUR, p_position=QUERY_P_POSITION,
                                  p_relation=QUERY_P_RELATION)
         while query.open_colours() == 0:
@@ -158,10 +160,7 @@ def evaluate_backdrops_policy(policy_dir: str | Path | VLMPolicy, n: int = 128, 
             except ParseError:
                 continue
             n_valid += 1
-            same = len(got.objects) == len(query.objects) and got.relations == query.relations and all(
-                g.shape == o.shape and g.column == o.column and g.row == o.row and (o.colour is None or g.colour == o.colour)
-                for g, o in zip(got.objects, query.objects, strict=True))
-            n_keep += same
+            n_keep += keeps_query_facts(query, got)
             for g, o in zip(got.objects, query.objects, strict=False):
                 if o.colour is None:
                     n_open += 1
