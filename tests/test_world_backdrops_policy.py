@@ -233,3 +233,25 @@ def test_an_adapter_on_the_v3_policy_records_its_base_as_the_registered_world_v3
     monkeypatch.setattr(get_world("v3"), "DEFAULT_POLICY", tmp_path / "policy")
     assert base_model_ref(tmp_path / "policy", tmp_path / "policy_grpo") == ("world:v3", "registered")
     assert resolve_base(tmp_path / "elsewhere", "world:v3", "registered", "x") == str(tmp_path / "policy")
+
+
+def test_a_world_policy_at_temperature_zero_decodes_greedily_whatever_the_global_seed(tiny_v3_shipped) -> None:
+    """`eval compare --temperature 0` / `eval refinements --temperature 0`: the loaded policies replace their saved
+    temperature (1.0) by greedy decoding, so the rewrites no longer depend on the global generator."""
+    from promptloop.eval.compare import heldout_queries, load_world_policy, world_adapter
+    from promptloop.world.backbone import load_backbone
+    from promptloop.world.sampling import sample
+
+    v3 = tiny_v3_shipped
+    pipe = load_backbone(v3.DEFAULT_BACKBONE)
+    assert load_world_policy(world_adapter(v3, "feedback"), pipe, v3).temperature == 1.0
+    policy = load_world_policy(world_adapter(v3, "feedback"), pipe, v3, temperature=0.0)
+    assert policy.temperature == 0.0
+    queries, seeds = heldout_queries(v3, 3, 0)
+    prompts = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        out = sample(pipe, queries, seeds, policy=policy, mode="feedback", steps=v3.STEPS, guidance=v3.GUIDANCE,
+                     num_refinements=2, progress=False)
+        prompts.append([[r.prompt for r in t.refinements] for t in out.trajectories])
+    assert prompts[0] == prompts[1]

@@ -73,6 +73,7 @@ def non_negative_int(text: str) -> int:
 
 GUIDANCE = limit_arg("guidance", number_arg(lo=0.0))  # a CFG scale: finite, >= 0, at most LIMITS["guidance"]
 SEED = limit_arg("seed", non_negative_int)
+TEMPERATURE = limit_arg("temperature0", number_arg(lo=0.0))  # a rewrite temperature: finite, >= 0 (0: greedy decoding)
 COUNT = limit_arg("count", positive_int)
 SAMPLING_STEPS = limit_arg("sampling_steps", positive_int)
 TRAIN_STEPS = limit_arg("train_steps", positive_int)

@@ -6,7 +6,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from promptloop.cli_args import COUNT, GUIDANCE, SAMPLING_STEPS, SEED, UsageError, non_negative_int, positive_int
+from promptloop.cli_args import (
+    COUNT,
+    GUIDANCE,
+    SAMPLING_STEPS,
+    SEED,
+    TEMPERATURE,
+    UsageError,
+    non_negative_int,
+    positive_int,
+)
 from promptloop.cli_world import world_arg
 from promptloop.validation import limit_arg
 
@@ -30,8 +39,8 @@ def cmd_eval_compare(args: argparse.Namespace) -> dict[str, Any]:
                        grpo_adapter=args.adapter, feed_forward_adapter=args.feed_forward_adapter,
                        no_feedback_adapter=args.no_feedback_adapter, rewrite_first=args.rewrite_first,
                        world=args.world, backbone=args.backbone, equal_compute=args.equal_compute,
-                       progress=not args.json)
-    for flag in ("world", "backbone", "no_feedback_adapter"):
+                       temperature=args.temperature, progress=not args.json)
+    for flag in ("world", "backbone", "no_feedback_adapter", "temperature"):
         if getattr(args, flag) is not None:
             raise UsageError(f"--{flag.replace('_', '-')} applies to the comparison on an embedded world: leave out "
                              "--pipeline, --policy, --reward and --prompts")
@@ -62,7 +71,8 @@ def cmd_eval_refinements(args: argparse.Namespace) -> dict[str, Any]:
 
         check_local_folder(args.backbone, "--backbone")
     return refinements_curve(world=args.world, n=args.n, seed=args.seed, max_refinements=args.max,
-                             backbone=args.backbone, figure=args.figure, progress=not args.json)
+                             backbone=args.backbone, figure=args.figure, temperature=args.temperature,
+                             progress=not args.json)
 
 
 def add_eval_parser(sub: Any) -> None:
@@ -112,6 +122,9 @@ def add_eval_parser(sub: Any) -> None:
     cmp_.add_argument("--rewrite-first", action=argparse.BooleanOptionalAction, default=False,
                       help="the feedback rows also rewrite the query before sampling (for a policy trained with "
                            "loop.rewrite_first)")
+    cmp_.add_argument("--temperature", type=TEMPERATURE, default=None,
+                      help="world: the rewrites' sampling temperature in every policy row (0: greedy; default: the "
+                           "policies' saved one, 1.0)")
     cmp_.add_argument("--json", action="store_true")
     cmp_.set_defaults(func=cmd_eval_compare)
 
@@ -122,5 +135,7 @@ def add_eval_parser(sub: Any) -> None:
     ref.add_argument("--max", type=limit_arg("refinements", positive_int), default=5, help="largest N_R")
     ref.add_argument("--backbone", default=None, help="a backbone folder of that world (default: its shipped one)")
     ref.add_argument("--figure", default="outputs/refinements.png", help="where to write the figure (PNG)")
+    ref.add_argument("--temperature", type=TEMPERATURE, default=None,
+                     help="the rewrites' sampling temperature (0: greedy; default: the policies' saved one, 1.0)")
     ref.add_argument("--json", action="store_true")
     ref.set_defaults(func=cmd_eval_refinements)

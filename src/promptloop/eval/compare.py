@@ -83,14 +83,18 @@ def world_adapter(world: ModuleType, mode: str) -> Path | None:
     return None if folder is None else Path(world.DEFAULT_POLICY).parent / folder
 
 
-def load_world_policy(adapter: str | Path | None, pipe: Any, world: ModuleType | None = None) -> Any:
-    """The world's shipped SFT policy (the default world's when None), with a LoRA adapter on top when given."""
+def load_world_policy(adapter: str | Path | None, pipe: Any, world: ModuleType | None = None,
+                      temperature: float | None = None) -> Any:
+    """The world's shipped SFT policy (the default world's when None), with a LoRA adapter on top when given;
+    `temperature` replaces its saved sampling temperature (0: greedy decoding)."""
     from promptloop.policy.vlm import VLMPolicy
 
     base = world_policy_folder(get_world() if world is None else world)
     if adapter is not None and not Path(adapter).is_dir():
         raise FileNotFoundError(f"policy adapter not found at {adapter}")
     policy = VLMPolicy.from_pretrained(base, adapter_path=adapter)
+    if temperature is not None:
+        policy.temperature = temperature
     policy.prompt_length_fn = token_length_fn(pipe.tokenizer)
     return policy
 
@@ -104,9 +108,10 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None
             grpo_adapter: str | Path | None = None, feed_forward_adapter: str | Path | None = None,
             no_feedback_adapter: str | Path | None = None, include_sft: bool = True, rewrite_first: bool = False,
             world: str | None = None, backbone: str | Path | None = None, equal_compute: bool = True,
-            progress: bool = True) -> dict[str, Any]:
+            temperature: float | None = None, progress: bool = True) -> dict[str, Any]:
     """The comparison table of the module docstring on `world` (default: the backbone's world; the default
-    world's shipped backbone when neither is given) as one JSON-able dict."""
+    world's shipped backbone when neither is given) as one JSON-able dict. `temperature`: the rewrites' sampling
+    temperature in every policy row (0: greedy; None: each policy's saved one, 1.0 for the worlds' policies)."""
     if refinements > steps - 1:
         raise ValueError(f"--refine {refinements} is more than the {steps - 1} refinements {steps} steps allow")
     for flag, adapter in (("--adapter", grpo_adapter), ("--feed-forward-adapter", feed_forward_adapter),
@@ -123,9 +128,10 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None
     queries, seeds = heldout_queries(w, n, seed)
     adapters = {mode: given or world_adapter(w, mode) for mode, given in
                 (("feedback", grpo_adapter), ("feed-forward", feed_forward_adapter), ("no-feedback", no_feedback_adapter))}
-    grpo = load_world_policy(adapters["feedback"], pipe, w)
-    feed_forward = load_world_policy(adapters["feed-forward"], pipe, w)
-    no_feedback = grpo if adapters["no-feedback"] is None else load_world_policy(adapters["no-feedback"], pipe, w)
+    grpo = load_world_policy(adapters["feedback"], pipe, w, temperature)
+    feed_forward = load_world_policy(adapters["feed-forward"], pipe, w, temperature)
+    no_feedback = (grpo if adapters["no-feedback"] is None
+                   else load_world_policy(adapters["no-feedback"], pipe, w, temperature))
     rows: dict[str, tuple[Any, str, bool, int]] = {
         "base": (None, "none", False, steps),
         "feed_forward": (feed_forward, "feed-forward", False, steps),
@@ -133,11 +139,11 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None
         "promptloop": (grpo, "feedback", rewrite_first, steps),
     }
     if include_sft:
-        rows["promptloop_sft"] = (load_world_policy(None, pipe, w), "feedback", rewrite_first, steps)
+        rows["promptloop_sft"] = (load_world_policy(None, pipe, w, temperature), "feedback", rewrite_first, steps)
     rows["feed_forward_then_promptloop"] = (StagedPolicy(feed_forward, grpo), "feedback", True, steps)
     result: dict[str, Any] = {"world": w.NAME, "backbone": str(folder), "reward": task_name, "n": n, "seed": seed,
                               "steps": steps, "guidance": guidance, "refinements": refinements,
-                              "rewrite_first": rewrite_first,
+                              "rewrite_first": rewrite_first, "temperature": grpo.temperature,
                               "adapters": {m: None if a is None else str(a) for m, a in adapters.items()}}
     scores: dict[str, np.ndarray] = {}
     fallback: dict[str, float] = {}

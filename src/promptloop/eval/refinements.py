@@ -34,8 +34,9 @@ from promptloop.world.sampling import sample
 
 def refinements_curve(world: str = "v3", n: int = 128, seed: int = 0, max_refinements: int = 5,
                       backbone: str | Path | None = None, figure: str | Path | None = None,
-                      progress: bool = True) -> dict[str, Any]:
-    """The table of the module docstring as one JSON-able dict (and its figure at `figure`, when given)."""
+                      temperature: float | None = None, progress: bool = True) -> dict[str, Any]:
+    """The table of the module docstring as one JSON-able dict (and its figure at `figure`, when given);
+    `temperature`: the rewrites' sampling temperature (0: greedy; None: the policies' saved one)."""
     t0 = time.perf_counter()
     w, folder = world_and_backbone(world, backbone)
     world_policy_folder(w)  # before the backbone loads
@@ -43,9 +44,9 @@ def refinements_curve(world: str = "v3", n: int = 128, seed: int = 0, max_refine
     task_name = task_reward_name(w)
     task = get_reward(task_name)
     queries, seeds = heldout_queries(w, n, seed)
-    fb = load_world_policy(world_adapter(w, "feedback"), pipe, w)
+    fb = load_world_policy(world_adapter(w, "feedback"), pipe, w, temperature)
     nf_adapter = world_adapter(w, "no-feedback")
-    nf = fb if nf_adapter is None else load_world_policy(nf_adapter, pipe, w)
+    nf = fb if nf_adapter is None else load_world_policy(nf_adapter, pipe, w, temperature)
 
     def score(policy: Any, mode: str, n_r: int) -> np.ndarray:
         torch.manual_seed(seed)
@@ -54,7 +55,7 @@ def refinements_curve(world: str = "v3", n: int = 128, seed: int = 0, max_refine
         return task(out.images, queries).scores.double().numpy()
 
     base = score(None, "none", 0)
-    result: dict[str, Any] = {"world": w.NAME, "reward": task_name, "n": n, "seed": seed,
+    result: dict[str, Any] = {"world": w.NAME, "reward": task_name, "n": n, "seed": seed, "temperature": fb.temperature,
                               "no_feedback_adapter": None if nf is fb else str(nf_adapter)}
     for name, policy, mode in (("feedback", fb, "feedback"), ("no_feedback", nf, "no-feedback")):
         rows = []
