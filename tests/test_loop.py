@@ -147,6 +147,37 @@ class SequencePolicy:
 
 
 @pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_each_distinct_new_prompt_is_encoded_once_per_call(pipes: dict[str, Any], family: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refinement encodes only the prompts that changed, each distinct one once; one met again at a later
+    refinement reuses its encoding, and the images are those of re-encoding the whole batch at each refinement."""
+    from promptloop.loop.table_swap import TableSwap
+
+    pipe = pipes[family]
+    sequence = ([NEW_PROMPTS[0], NEW_PROMPTS[0]], [NEW_PROMPTS[1], NEW_PROMPTS[0]], [NEW_PROMPTS[0], NEW_PROMPTS[1]])
+    encoded: list[list[str]] = []
+    original = pipe.encode_prompt
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        encoded.append(list(args[0] if args else kwargs["prompt"]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "encode_prompt", recording)
+    out = _run(pipe, family, SequencePolicy(*sequence), mode="feedback", refinement_steps=[1, 2, 3])
+    # the pipeline's own encoding of the queries, then: both rows' new prompt once; only row 0's new prompt;
+    # nothing at the third refinement (both prompts met before)
+    assert encoded == [QUERIES, [NEW_PROMPTS[0]], [NEW_PROMPTS[1]]]
+
+    def whole_batch(self: TableSwap, prompts: list[str], changed: Any, device: torch.device) -> dict[str, Any]:
+        return self.spec.encode(self.pipe, list(prompts), device, self.encode_kwargs)
+
+    monkeypatch.setattr(pipe, "encode_prompt", original)
+    monkeypatch.setattr(TableSwap, "_encode_changed", whole_batch)
+    reference = _run(pipe, family, SequencePolicy(*sequence), mode="feedback", refinement_steps=[1, 2, 3])
+    np.testing.assert_allclose(out.images, reference.images, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_conditioning_and_pooled_embedding_really_change(pipes: dict[str, Any], family: str) -> None:
     """After each swap the denoiser receives the new prompt's embeddings -- token states AND the pooled
     embedding (SDXL text_embeds, SD3/FLUX pooled_projections) -- while negative rows stay untouched."""

@@ -1,6 +1,7 @@
 """The table swap route (SD 1.x, SDXL, SD3, FLUX.1; see `families.py`): tensors returned by the callback.
 
-At a refinement the changed prompts are encoded with the family's encoder and returned from
+At a refinement the changed prompts are encoded with the family's encoder (each distinct prompt once per
+sampler call: a prompt met again, in another row or at a later refinement, reuses its encoding) and returned from
 `callback_on_step_end` as the new rows of the loop's conditioning tensors: the positive rows (the last
 `batch` rows of cat([negative, positive]) under CFG), and, for a negative-prompt action, the negative
 rows (the first `batch`; CFG only). FLUX's pooled projection is not reachable by the callback: a
@@ -31,6 +32,7 @@ class TableSwap:
         self.hook_key: torch.Tensor | None = None  # the prompt_embeds object the callback returned
         self.hook_hits = 0  # substitutions since the last callback
         self.seen_calls: list[dict[str, Any]] = []  # denoiser kwargs since the last callback
+        self.encoded: dict[str, dict[str, torch.Tensor]] = {}  # prompt -> its one-row encodings, for this call
         self._handle: Any = None
 
     # lifecycle ---------------------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ class TableSwap:
             for name in self.spec.callback_tensors:
                 outputs[name] = _replace_rows(name, kwargs[name], encoded[name], mask, self.batch, negative=True)
         if any(changed):
-            encoded = self.spec.encode(self.pipe, list(prompts), device, self.encode_kwargs)
+            encoded = self._encode_changed(prompts, changed, device)
             mask = torch.tensor(list(changed))
             for name in self.spec.callback_tensors:
                 current = outputs.get(name, kwargs[name])
@@ -85,6 +87,19 @@ class TableSwap:
                 self.hook_key = outputs["prompt_embeds"]
                 self.hook_hits = 0
         return outputs
+
+    def _encode_changed(self, prompts: list[str], changed: Sequence[bool], device: torch.device) -> dict[str, torch.Tensor]:
+        """Full-batch encodings whose changed rows hold their prompt's encoding (the other rows repeat one of them
+        and are masked out by `_replace_rows`). Only prompts not yet encoded in this call go through the encoder,
+        each once: the family encoders pad to a fixed length, so a prompt's rows do not depend on its batch."""
+        wanted = [p for p, c in zip(prompts, changed, strict=True) if c]
+        new = list(dict.fromkeys(p for p in wanted if p not in self.encoded))
+        if new:
+            fresh = self.spec.encode(self.pipe, new, device, self.encode_kwargs)
+            for k, prompt in enumerate(new):
+                self.encoded[prompt] = {name: value[k:k + 1] for name, value in fresh.items()}
+        rows = [self.encoded[p if c else wanted[0]] for p, c in zip(prompts, changed, strict=True)]
+        return {name: torch.cat([row[name] for row in rows]) for name in rows[0]}
 
     def _encode_negatives(self, negatives: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         encoded = self.spec.encode(self.pipe, list(negatives), device, self.encode_kwargs)
