@@ -49,10 +49,11 @@ still steerable by the prompt when the backdrop becomes readable in the x0 previ
 checks is named in the query, so the best action after the preview equals the one before it: the room measured
 before any RL was +0.011 [-0.004, +0.025] there, +0.111 [+0.083, +0.140] here (the best preview-reading rule over
 the fair feed-forward bound, which includes every fixed colour choice; docs/worlds.md). The SFT policy picks
-colours at random; what reading the preview is worth is learned by GRPO alone, and the shipped 60-step adapters
-learned little of it: on 256 heldout queries (`promptloop eval compare --world v3`) PromptLoop minus the
-feed-forward rewriter is +0.007 [-0.023, +0.036], and PromptLoop without feedback scores the same as with it
-(docs/worlds.md). The 64 queries above are a smaller, noisier sample of the same comparison.
+colours at random; what reading the preview is worth is learned by GRPO alone. With the shipped 150-step
+adapters, on 256 heldout queries (`promptloop eval compare --world v3`), PromptLoop minus the feed-forward rewriter
+is +0.072 [+0.041, +0.103], and minus PromptLoop without feedback +0.059 [+0.039, +0.079]: the preview is what pays.
+The feedback policy picks lighter colours over dark backdrops than over light ones (a luminance gap of +0.47, against
++0.01 after SFT; docs/worlds.md). The 64 queries above are a smaller, noisier sample of the same comparison.
 """
 REWARDS: dict[str, str] = {"backdrops_alignment": "promptloop.world.backdrops.rewards:make_backdrops_alignment",
                            "backdrops_legible": "promptloop.world.backdrops.rewards:make_backdrops_legible"}
