@@ -255,3 +255,17 @@ def test_a_world_policy_at_temperature_zero_decodes_greedily_whatever_the_global
                      num_refinements=2, progress=False)
         prompts.append([[r.prompt for r in t.refinements] for t in out.trajectories])
     assert prompts[0] == prompts[1]
+
+
+def test_bench_overhead_runs_the_policy_with_an_adapter_on_it(tiny_v3_shipped) -> None:
+    """`promptloop bench overhead --world v3 --adapter DIR`: the policy rows run the world's policy with that LoRA
+    adapter, and the JSON names it (no wall time is asserted)."""
+    import math
+
+    from promptloop.eval.compare import world_adapter
+    from promptloop.eval.overhead import overhead
+
+    adapter = world_adapter(tiny_v3_shipped, "feedback")
+    res = overhead(batch=2, steps=7, repeats=1, world="v3", adapter=adapter)
+    assert res["adapter"] == str(adapter)
+    assert all(math.isfinite(res[f"policy_ratio_{k}"]) and res[f"policy_ratio_{k}"] > 0 for k in (1, 3, 5))

@@ -70,9 +70,13 @@ def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.overhead import overhead
     from promptloop.world import UnknownWorldError
 
+    if args.adapter is not None:
+        from promptloop.models import check_local_folder
+
+        check_local_folder(args.adapter, "--adapter")
     try:
         return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats, backbone=args.backbone,
-                        world=args.world)
+                        world=args.world, adapter=args.adapter)
     except (WorldPolicyError, UnknownWorldError) as e:
         raise UsageError(str(e)) from None
 
@@ -246,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a world (shapes/v1, backdrops/v3, ...): its backbone and its shipped policy (default: the "
                          "default backbone's world)")
     ov.add_argument("--backbone", default=None, metavar="DIR", help="a world backbone folder (default: the world's)")
+    ov.add_argument("--adapter", default=None, metavar="DIR",
+                    help="a LoRA adapter on the world's policy, e.g. assets/world/backdrops/policy_grpo (default: none, "
+                         "the SFT policy)")
     ov.add_argument("--json", action="store_true")
     ov.set_defaults(func=cmd_bench_overhead)
 

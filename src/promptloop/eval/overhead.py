@@ -5,8 +5,9 @@ Plain sampling (mode 'none') vs PromptLoop on the world backbone, batch 16, 20 s
   cost, never reads its previews) — the mechanism's own cost (x0 recording, callback, swap bookkeeping);
 - `null_preview_ratio_5`: the same with a null policy that looks at its previews (previews are decoded
   lazily, only when a policy reads them: this one pays the batched VAE decode at every refinement);
-- `policy_ratio_{1,3,5}`: feedback mode with the world's shipped policy (`DEFAULT_POLICY`) at N_R = 1, 3, 5 (prompts re-encoded
-  and conditioning swapped whenever the policy changes them).
+- `policy_ratio_{1,3,5}`: feedback mode with the world's shipped policy (`DEFAULT_POLICY`; with `adapter`, that LoRA
+  adapter on it, e.g. the GRPO-trained one PromptLoop runs) at N_R = 1, 3, 5 (prompts re-encoded and conditioning
+  swapped whenever the policy changes them).
 Each configuration runs `repeats` times, interleaved with the others (after one warm-up round), and
 the median wall time is reported; ratios are medians over the plain sampler's median.
 """
@@ -37,14 +38,18 @@ class _PreviewReadingNullPolicy(NullPolicy):
 
 
 def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float | None = None,
-             backbone: str | Path | None = None, world: str | None = None) -> dict[str, Any]:
+             backbone: str | Path | None = None, world: str | None = None,
+             adapter: str | Path | None = None) -> dict[str, Any]:
     """Time plain sampling against PromptLoop (module docstring). `world` (a name or alias): that world's backbone
     (`DEFAULT_BACKBONE`) and shipped policy (`DEFAULT_POLICY`); `backbone`: a backbone folder (its world's policy);
-    neither: the default backbone. Both: the backbone must be the world's."""
+    neither: the default backbone. Both: the backbone must be the world's. `adapter`: a LoRA adapter folder on the
+    world's policy (FileNotFoundError when missing)."""
+    if adapter is not None and not Path(adapter).expanduser().is_dir():  # before the backbone loads
+        raise FileNotFoundError(f"--adapter {adapter}: no such adapter folder")
     w, folder = world_and_backbone(world, backbone)
     policy_folder = world_policy_folder(w)  # before the backbone loads
     pipe = load_backbone(folder)
-    policy = load_world_policy(None, pipe, w)  # the shipped SFT policy
+    policy = load_world_policy(adapter, pipe, w)  # the shipped SFT policy, with `adapter` on it when given
     guidance = w.GUIDANCE if guidance is None else guidance
     queries = [it.caption for it in w.sample_prompts("heldout", batch, seed=0)]
     sampler = PromptLoopSampler(pipe)
@@ -77,6 +82,7 @@ def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float
     return {
         "world": w.NAME,
         "policy": str(policy_folder),
+        "adapter": None if adapter is None else str(adapter),
         "batch": batch,
         "steps": steps,
         "repeats": repeats,
