@@ -338,9 +338,12 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
         raise ValueError("init_from keeps its backbone's VAE and UNet, vae_from its VAE only: give one of the two")
     with torch.random.fork_rng(devices=[]):  # the global RNG (the VAE's initialisation) as it was before this UNet
         fresh_unet = build_world_unet(cfg)  # an unknown denoiser, or one the world lacks, fails before anything is written
-    init = bb.load_backbone(cfg.init_from or cfg.vae_from) if cfg.init_from or cfg.vae_from else None  # so does a bad folder
     if cfg.init_from:
-        _check_continued(cfg, init, fresh_unet)
+        _check_denoiser_continued(cfg, fresh_unet)  # from its UNet's config, before the backbone loads
+    init = bb.load_backbone(cfg.init_from or cfg.vae_from) if cfg.init_from or cfg.vae_from else None  # so does a bad folder
+    if cfg.init_from and (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
+        raise ValueError(f"{cfg.init_from} has a {len(binder.layers)}-layer text binder; continue it with "
+                         f"text_binder_layers={len(binder.layers)} (--text-binder-layers), not {cfg.text_binder_layers}")
     work = Path(cfg.work_dir)
     check_work_dir(cfg, work)
     work.mkdir(parents=True, exist_ok=True)
@@ -379,14 +382,15 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     return out
 
 
-def _check_continued(cfg: BackboneTrainConfig, init, fresh_unet: torch.nn.Module) -> None:
-    """ValueError when the init_from backbone cannot be continued as `cfg` asks: a UNet of another architecture
-    than cfg.denoiser's, or a text binder of another depth."""
-    if not denoisers.same_architecture(fresh_unet.config, init.unet.config):
-        found = denoisers.denoiser_of(init.unet.config)
+def _check_denoiser_continued(cfg: BackboneTrainConfig, fresh_unet: torch.nn.Module) -> None:
+    """ValueError when the init_from folder's UNet (its unet/config.json) has another architecture than
+    cfg.denoiser's; a config that cannot be read is left to `load_backbone` to report."""
+    try:
+        config = json.loads((Path(cfg.init_from) / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(config, dict) and not denoisers.same_architecture(fresh_unet.config, config):
+        found = denoisers.denoiser_of(config)
         what = f"denoiser {found!r}" if found else "a UNet of another architecture"
         raise ValueError(f"{cfg.init_from} holds {what}, not denoiser {cfg.denoiser!r}: continue it with its own "
                          f"denoiser, or train denoiser {cfg.denoiser!r} on its VAE with vae_from (--vae-from)")
-    if (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
-        raise ValueError(f"{cfg.init_from} has a {len(binder.layers)}-layer text binder; continue it with "
-                         f"text_binder_layers={len(binder.layers)} (--text-binder-layers), not {cfg.text_binder_layers}")
