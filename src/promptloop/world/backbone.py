@@ -205,7 +205,7 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
         "promptloop_text_binder": binder is not None,  # text_binder/: promptloop.world.text_binder.TextBinder
     }
     if denoiser is not None:
-        index["promptloop_denoiser"] = denoiser  # the UNet's variant ("a": the world's own; `world.denoisers.DENOISERS`)
+        index["promptloop_denoiser"] = denoiser  # the UNet's variant (`world.denoisers.DENOISERS`; absent: the world's own)
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     write_manifest(out)
 

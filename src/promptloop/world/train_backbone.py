@@ -291,7 +291,7 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     tokenizer, text_encoder = bb.load_text_encoder()
     pipe = bb.assemble_pipeline(unet, vae, denoisers.build_sampler(sampler), tokenizer,
                                 bb.bind_text_encoder(text_encoder, binder))
-    bb.save_backbone(pipe, out_dir, world=world, denoiser=denoiser)
+    bb.save_backbone(pipe, out_dir, world=world, denoiser=_recorded(denoiser))
 
 
 def _binder_layers_of(state: dict) -> int:
@@ -375,7 +375,7 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    bb.save_backbone(pipe, tmp, world=cfg.world, denoiser=cfg.denoiser)
+    bb.save_backbone(pipe, tmp, world=cfg.world, denoiser=_recorded(cfg.denoiser))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
@@ -394,3 +394,8 @@ def _check_denoiser_continued(cfg: BackboneTrainConfig, fresh_unet: torch.nn.Mod
         what = f"denoiser {found!r}" if found else "a UNet of another architecture"
         raise ValueError(f"{cfg.init_from} holds {what}, not denoiser {cfg.denoiser!r}: continue it with its own "
                          f"denoiser, or train denoiser {cfg.denoiser!r} on its VAE with vae_from (--vae-from)")
+
+
+def _recorded(denoiser: str) -> str | None:
+    """The denoiser model_index.json records: none for the world's own ("a"; its folders stay as before)."""
+    return None if denoiser == denoisers.DEFAULT_DENOISER else denoiser
