@@ -80,6 +80,8 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     if args.out is not None:
         args.out = str(output_dir(args.out, "--out"))
     for flag, folder in (("--init-from", args.init_from), ("--vae-from", args.vae_from)):
+        if folder is not None and not folder.strip():  # not the working folder
+            raise UsageError(f"{flag}: the path is empty (give a backbone folder)")
         if folder is not None and not Path(folder).expanduser().is_dir():
             raise UsageError(f"{flag} {folder}: no such backbone folder")
     if args.init_from is not None and args.vae_from is not None:
