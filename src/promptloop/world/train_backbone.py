@@ -92,7 +92,7 @@ class BackboneTrainConfig:
     text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
     text_binder_lr_scale: float = 10.0  # the binder's learning rate relative to `lr` (it starts from nothing; the UNet may not)
     binding_loss: float = 0.0  # weight of the binder's auxiliary binding loss (the world's BINDING_LOSS); 0: diffusion loss only
-    vae_finetune_steps: int = 0  # with init_from: fine-tune the kept VAE on this world's renders first (0: keep it as is)
+    vae_finetune_steps: int = 0  # with init_from or vae_from: fine-tune the kept VAE on this world's renders first (0: keep it as is)
     vae_anchor: float = 1.0  # weight keeping the fine-tuned encoder's scaled latents near the kept VAE's (the UNet's warm start)
     denoiser: str = "a"  # the UNet variant trained (`world.denoisers.DENOISERS`; "a": backbone A's, the world's own)
     sampler: str = "ddim"  # the sampling scheduler saved with it (`world.denoisers.SAMPLERS`: "ddim" or "dpm")
