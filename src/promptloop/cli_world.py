@@ -27,6 +27,7 @@ from promptloop.cli_args import (
 )
 from promptloop.validation import limit_arg
 from promptloop.world import ALIASES, DEFAULT_WORLD, UnknownWorldError, get_world, world_name, world_names
+from promptloop.world.denoisers import DEFAULT_DENOISER, DEFAULT_SAMPLER, DENOISERS, SAMPLERS
 
 MEASUREMENTS = ("backbone_eval", "room")  # the commands whose options the worlds declare
 
@@ -78,14 +79,20 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     args.work_dir = str(output_dir(args.work_dir, "--work-dir"))  # both folders before any training: a bad one fails at once
     if args.out is not None:
         args.out = str(output_dir(args.out, "--out"))
-    if args.init_from is not None and not Path(args.init_from).expanduser().is_dir():
-        raise UsageError(f"--init-from {args.init_from}: no such backbone folder")
+    for flag, folder in (("--init-from", args.init_from), ("--vae-from", args.vae_from)):
+        if folder is not None and not folder.strip():  # not the working folder
+            raise UsageError(f"{flag}: the path is empty (give a backbone folder)")
+        if folder is not None and not Path(folder).expanduser().is_dir():
+            raise UsageError(f"{flag} {folder}: no such backbone folder")
+    if args.init_from is not None and args.vae_from is not None:
+        raise UsageError("--init-from keeps its backbone's VAE and UNet, --vae-from its VAE only: give one of the two")
 
     cfg = BackboneTrainConfig(world=args.world, work_dir=args.work_dir, seed=args.seed, unet_steps=args.steps,
                               stop_at=args.stop_at, vae_steps=args.vae_steps, threads=args.threads,
                               decoder_steps=args.decoder_steps, init_from=args.init_from or "",
                               text_binder_layers=args.text_binder_layers, binding_loss=args.binding_loss,
-                              vae_finetune_steps=args.vae_finetune_steps)
+                              vae_finetune_steps=args.vae_finetune_steps, denoiser=args.denoiser,
+                              sampler=args.sampler, vae_from=args.vae_from or "")
     if args.binding_loss > 0 and args.text_binder_layers == 0:
         raise UsageError("--binding-loss trains the text binder: it needs --text-binder-layers > 0")
     if args.lr is not None:
@@ -181,8 +188,18 @@ def add_world_parser(sub: Any) -> None:
                     help="VAE-decoder-only steps after the UNet stage (encoder frozen; 0: skip)")
     tb.add_argument("--init-from", default=None,
                     help="continue from this backbone folder: keep its VAE (no decoder stage), train its UNet --steps more steps")
+    tb.add_argument("--vae-from", default=None,
+                    help="keep this backbone folder's VAE (its latent space; no VAE or decoder stage) and train a fresh "
+                         "UNet of --denoiser on it (not with --init-from)")
     tb.add_argument("--vae-finetune-steps", type=TRAIN_STEPS0, default=0,
-                    help="with --init-from: fine-tune its VAE on this world's renders first, latents anchored (0: keep it)")
+                    help="with --init-from or --vae-from: fine-tune its VAE on this world's renders first, latents "
+                         "anchored (0: keep it)")
+    tb.add_argument("--denoiser", choices=sorted(DENOISERS), default=DEFAULT_DENOISER,
+                    help="the UNet trained: a (backbone A's, the world's own) or b (backbone B's, world v3 only; "
+                         "promptloop.world.denoisers)")
+    tb.add_argument("--sampler", choices=sorted(SAMPLERS), default=DEFAULT_SAMPLER,
+                    help="the sampling scheduler saved with it: ddim (the world's) or dpm (DPM-Solver++ on the same "
+                         "schedule)")
     tb.add_argument("--lr", type=limit_arg("learning_rate", positive_float), default=None,
                     help="peak learning rate of the UNet (default 5e-4)")
     tb.add_argument("--text-binder-layers", type=limit_arg("layers", non_negative_int), default=2,

@@ -13,6 +13,8 @@ UNet which colour goes with which shape. `model_index.json` records whether the 
 (`promptloop_text_binder`): a folder that records true but lacks `text_binder/` is an error (not a
 different, weaker model); only a genuinely old folder (no record) without it conditions on MiniLM directly.
 Saving writes the folder's integrity manifest (`promptloop.integrity`); loading checks it.
+Other denoisers (UNet variants) and samplers (schedulers saved in `scheduler/`) are `world.denoisers`'s: world
+v3's backbone B is denoiser "b" sampled with DPM-Solver++ (issue 31).
 """
 
 from __future__ import annotations
@@ -92,21 +94,11 @@ def build_vae() -> Any:
     )
 
 
-def build_unet() -> Any:
-    from diffusers import UNet2DConditionModel
+def build_unet(denoiser: str = "a") -> Any:
+    """A fresh UNet of denoiser `denoiser` (`world.denoisers.DENOISERS`; "a": backbone A's)."""
+    from promptloop.world.denoisers import build_denoiser
 
-    return UNet2DConditionModel(
-        sample_size=8,
-        in_channels=8,
-        out_channels=8,
-        block_out_channels=(64, 128),
-        layers_per_block=2,
-        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=384,
-        attention_head_dim=4,
-        norm_num_groups=32,
-    )
+    return build_denoiser(denoiser)
 
 
 WORLD_TIMESTEP_SHIFT = 1.0  # the sampling schedule's timestep shift saved with new backbones (world.scheduler; 1: unshifted)
@@ -175,9 +167,12 @@ def text_binder_of(pipe: Any) -> Any:
     return pipe.text_encoder.binder if isinstance(pipe.text_encoder, BoundTextEncoder) else None
 
 
-def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.float16, world: str = "shapes") -> None:
+def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.float16, world: str = "shapes",
+                  denoiser: str | None = None) -> None:
     """Save UNet, VAE, text binder (if any) and scheduler (safetensors, `dtype`) plus model_index.json.
 
+    `denoiser` (the `world.denoisers` name of the UNet's variant) is recorded in model_index.json when given; the
+    sampler is the scheduler's class (`scheduler/scheduler_config.json`, and model_index.json's "scheduler").
     MiniLM itself is not saved: it is loaded from its package."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -209,6 +204,8 @@ def save_backbone(pipe: Any, out_dir: str | Path, dtype: torch.dtype = torch.flo
         "promptloop_world": world,  # the embedded world it was trained on (`promptloop.world.get_world`)
         "promptloop_text_binder": binder is not None,  # text_binder/: promptloop.world.text_binder.TextBinder
     }
+    if denoiser is not None:
+        index["promptloop_denoiser"] = denoiser  # the UNet's variant (`world.denoisers.DENOISERS`; absent: the world's own)
     (out / "model_index.json").write_text(json.dumps(index, indent=2))
     write_manifest(out)
 
@@ -217,10 +214,12 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
                   timestep_shift: float | None = None) -> Any:
     """Load a world backbone folder as a StableDiffusionPipeline (MiniLM from its package).
 
-    Its sampling schedule has the folder's timestep shift, or `timestep_shift` when given (`world.scheduler`):
+    Its sampling scheduler is the folder's (`scheduler/`), of a class in `world.denoisers.SCHEDULER_CLASSES`:
+    a DPMSolverMultistepScheduler as saved (no timestep shift: `timestep_shift` other than 1 is an error); DDIM or
+    a `ShiftedEulerScheduler` at the folder's timestep shift, or at `timestep_shift` when given (`world.scheduler`):
     DDIM when it is 1, else a `ShiftedEulerScheduler`.
     Its UNet reuses the text's cross-attention keys/values across steps (`loop.kv_cache`; bit-exact)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, DPMSolverMultistepScheduler, UNet2DConditionModel
 
     from promptloop.loop.kv_cache import cache_cross_attention
     from promptloop.world.scheduler import check_timestep_shift
@@ -246,12 +245,15 @@ def load_backbone(path: str | Path | None = None, device: torch.device | str = "
     except IntegrityError as e:
         raise BackboneLoadError(str(e)) from None
     check_config_files(folder)
+    scheduler_class = _scheduler_class(folder, timestep_shift)
     try:
         unet = UNet2DConditionModel.from_pretrained(folder / "unet", dtype=dtype)
         vae = AutoencoderKL.from_pretrained(folder / "vae", dtype=dtype)
         config = DDIMScheduler.load_config(folder / "scheduler")
         shift = float(config.get("timestep_shift", 1.0)) if timestep_shift is None else timestep_shift
-        if shift == 1.0 and config.get("_class_name") == "DDIMScheduler":
+        if scheduler_class == "DPMSolverMultistepScheduler":
+            scheduler = DPMSolverMultistepScheduler.from_config(config)
+        elif shift == 1.0 and config.get("_class_name") == "DDIMScheduler":
             scheduler = DDIMScheduler.from_config(config)
         else:
             scheduler = build_sampling_scheduler(shift)
@@ -277,7 +279,8 @@ def check_config_files(folder: Path) -> None:
     index = folder / "model_index.json"
     if index.is_file():
         check_fields(index, read_json_object(index), {"promptloop_text_binder": ((bool, type(None)), None),
-                                                      "promptloop_world": ((str,), None)})
+                                                      "promptloop_world": ((str,), None),
+                                                      "promptloop_denoiser": ((str,), None)})
     for sub, cls in (("unet", diffusers.UNet2DConditionModel), ("vae", diffusers.AutoencoderKL),
                      ("text_binder", TextBinder)):
         f = folder / sub / "config.json"
@@ -292,6 +295,24 @@ def check_config_files(folder: Path) -> None:
         name = data.get("_class_name", "DDIMScheduler")
         cls = getattr(diffusers, name, None) if name.endswith("Scheduler") else None
         check_init_fields(f, data, cls if isinstance(cls, type) else diffusers.DDIMScheduler)
+
+
+def _scheduler_class(folder: Path, timestep_shift: float | None) -> str:
+    """The scheduler class the folder's scheduler_config.json names (DDIMScheduler when it names none), or a
+    BackboneLoadError for a class outside `world.denoisers.SCHEDULER_CLASSES` or a timestep shift asked of
+    a DPM-Solver folder."""
+    from promptloop.integrity import read_json_object
+    from promptloop.world.denoisers import SCHEDULER_CLASSES
+
+    f = folder / "scheduler" / "scheduler_config.json"
+    name = read_json_object(f).get("_class_name", "DDIMScheduler") if f.is_file() else "DDIMScheduler"
+    if name not in SCHEDULER_CLASSES:
+        raise BackboneLoadError(f"{f}: scheduler class {name!r} is not one a world backbone samples with "
+                                f"(one of {', '.join(SCHEDULER_CLASSES)})")
+    if name == "DPMSolverMultistepScheduler" and timestep_shift not in (None, 1.0):
+        raise BackboneLoadError(f"backbone folder {folder} samples with DPMSolverMultistepScheduler: a timestep shift "
+                                f"({timestep_shift}) applies to its DDIM sampling only")
+    return name
 
 
 def _records_text_binder(folder: Path) -> bool | None:

@@ -39,7 +39,7 @@ def check_eta(eta: float, *, scheduler: Any = None, timestep_shift: float | None
     if not eta:
         return
     if scheduler is not None and "eta" not in inspect.signature(scheduler.step).parameters:
-        raise ValueError(f"eta {eta} needs a DDIM schedule; {type(scheduler).__name__} (a timestep shift) ignores it")
+        raise ValueError(f"eta {eta} needs a DDIM schedule; {type(scheduler).__name__} ignores it")
     if timestep_shift not in (None, 1.0):
         raise ValueError(f"eta {eta} needs a DDIM schedule; a timestep shift of {timestep_shift} samples with Euler, "
                          "which ignores it")

@@ -21,11 +21,18 @@ keeping its scaled latents near the kept encoder's, so that a backbone of anothe
 its VAE never saw), the pool is encoded with it, and its UNet is trained for `unet_steps` more steps on a fresh
 warm-up and cosine schedule, the EMA starting at its weights. A backbone without a text binder gets a
 new one, which starts as the identity (its UNet's behaviour is unchanged at step 0).
+
+`denoiser` picks the UNet variant (`world.denoisers.DENOISERS`; "a", the world's own, unless the world's
+`build_unet` takes a `denoiser`, as v3's does) and `sampler` the scheduler saved with it ("ddim" or "dpm").
+`vae_from` keeps another backbone's VAE (as `init_from` does, so the latent space is that backbone's) but trains
+a fresh UNet and text binder: how backbone B of v3 is trained on backbone A's latents (issue 31). `init_from` with
+a denoiser other than its UNet's architecture is an error.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import os
@@ -41,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from promptloop.world import DEFAULT_WORLD, get_world, world_name
+from promptloop.world import DEFAULT_WORLD, denoisers, get_world, world_name
 from promptloop.world import backbone as bb
 from promptloop.world.text_binder import BoundTextEncoder, TextBinder
 from promptloop.world.train_autoencoder import (
@@ -85,8 +92,11 @@ class BackboneTrainConfig:
     text_binder_layers: int = 2  # trainable transformer layers binding words between MiniLM and the UNet (0: none)
     text_binder_lr_scale: float = 10.0  # the binder's learning rate relative to `lr` (it starts from nothing; the UNet may not)
     binding_loss: float = 0.0  # weight of the binder's auxiliary binding loss (the world's BINDING_LOSS); 0: diffusion loss only
-    vae_finetune_steps: int = 0  # with init_from: fine-tune the kept VAE on this world's renders first (0: keep it as is)
+    vae_finetune_steps: int = 0  # with init_from or vae_from: fine-tune the kept VAE on this world's renders first (0: keep it as is)
     vae_anchor: float = 1.0  # weight keeping the fine-tuned encoder's scaled latents near the kept VAE's (the UNet's warm start)
+    denoiser: str = "a"  # the UNet variant trained (`world.denoisers.DENOISERS`; "a": backbone A's, the world's own)
+    sampler: str = "ddim"  # the sampling scheduler saved with it (`world.denoisers.SAMPLERS`: "ddim" or "dpm")
+    vae_from: str = ""  # a backbone folder whose VAE is kept while a fresh UNet is trained (not with init_from); "": none
 
 
 def _binding_module(cfg: BackboneTrainConfig) -> ModuleType:
@@ -130,11 +140,24 @@ def build_pool(cfg: BackboneTrainConfig, work: Path, pipe) -> tuple[torch.Tensor
     return latents, text, uncond, captions
 
 
+def build_world_unet(cfg: BackboneTrainConfig) -> torch.nn.Module:
+    """A fresh UNet of cfg.denoiser for cfg.world: the world's own `build_unet()` for "a"; another denoiser only
+    where the world's `build_unet` takes one (ValueError otherwise)."""
+    world = get_world(cfg.world)
+    denoisers.check_denoiser(cfg.denoiser)
+    if cfg.denoiser == denoisers.DEFAULT_DENOISER:
+        return world.build_unet()
+    if "denoiser" not in inspect.signature(world.build_unet).parameters:
+        raise ValueError(f"world {cfg.world!r} has only its own denoiser (a): denoiser {cfg.denoiser!r} is world "
+                         "backdrops' (v3)")
+    return world.build_unet(cfg.denoiser)
+
+
 def _trained_parts(cfg: BackboneTrainConfig, init_unet: torch.nn.Module | None = None, init_binder: torch.nn.Module | None = None
                    ) -> tuple[torch.nn.Module, TextBinder | None, torch.nn.ModuleList]:
     """A fresh (or warm-started) UNet, text binder (None when cfg.text_binder_layers is 0), and both as the
     one module list the optimizer and the EMA see."""
-    unet = get_world(cfg.world).build_unet()
+    unet = build_world_unet(cfg)
     if init_unet is not None:
         unet.load_state_dict({k: v.float() for k, v in init_unet.state_dict().items()})
     binder = None
@@ -241,7 +264,8 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
 
     work = Path(work_dir)
     run = json.loads((work / "config.json").read_text()) if (work / "config.json").exists() else {}
-    init_from, world = run.get("init_from", ""), run.get("world", DEFAULT_WORLD)
+    init_from, world = run.get("init_from", "") or run.get("vae_from", ""), run.get("world", DEFAULT_WORLD)
+    denoiser, sampler = run.get("denoiser", denoisers.DEFAULT_DENOISER), run.get("sampler", denoisers.DEFAULT_SAMPLER)
     if init_from:  # a warm-started run keeps its initial backbone's VAE (fine-tuned where the run did so)
         vae = bb.load_backbone(init_from).vae.float()
         tuned = work / "vae_finetune.pt"
@@ -256,7 +280,8 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
         if dec.exists() and (dec_state := load_state(dec)).get("done"):
             vae.load_state_dict(dec_state["model"])
     st = load_state(work / "unet.pt")
-    unet, binder, trained = _trained_parts(BackboneTrainConfig(world=world, text_binder_layers=_binder_layers_of(st)))
+    unet, binder, trained = _trained_parts(BackboneTrainConfig(world=world, text_binder_layers=_binder_layers_of(st),
+                                                               denoiser=denoiser))
     unet.load_state_dict(st["model"])
     if binder is not None:
         binder.load_state_dict(st["binder"])
@@ -264,9 +289,9 @@ def export_snapshot(work_dir: str | Path, out_dir: str | Path) -> None:
     ema.load_state_dict(st["ema"])
     ema.copy_to(trained.parameters())
     tokenizer, text_encoder = bb.load_text_encoder()
-    pipe = bb.assemble_pipeline(unet, vae, bb.build_sampling_scheduler(), tokenizer,
+    pipe = bb.assemble_pipeline(unet, vae, denoisers.build_sampler(sampler), tokenizer,
                                 bb.bind_text_encoder(text_encoder, binder))
-    bb.save_backbone(pipe, out_dir, world=world)
+    bb.save_backbone(pipe, out_dir, world=world, denoiser=_recorded(denoiser))
 
 
 def _binder_layers_of(state: dict) -> int:
@@ -281,7 +306,8 @@ def check_work_dir(cfg: BackboneTrainConfig, work: Path) -> None:
     if not cfg_path.exists():
         return
     old = json.loads(cfg_path.read_text())
-    keys = ("world", "seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers", "vae_finetune_steps")
+    keys = ("world", "seed", "vae_steps", "pool_size", "batch", "init_from", "text_binder_layers", "vae_finetune_steps",
+            "denoiser", "vae_from")
     defaults = BackboneTrainConfig()  # a work dir written before a field existed holds its default ...
     defaults.text_binder_layers = 0  # ... except the binder: runs before it had none
     stored = {k: old.get(k, getattr(defaults, k)) for k in keys}
@@ -307,15 +333,22 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
     cfg.world = world_name(cfg.world)
     if cfg.binding_loss > 0 and getattr(get_world(cfg.world), "BINDING_LOSS", None) is None:
         raise ValueError(f"the binding loss labels a world's captions: world {cfg.world!r} declares none (BINDING_LOSS)")
-    init = bb.load_backbone(cfg.init_from) if cfg.init_from else None  # a bad folder fails before anything is written
-    if init is not None and (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
+    denoisers.check_sampler(cfg.sampler)
+    if cfg.init_from and cfg.vae_from:
+        raise ValueError("init_from keeps its backbone's VAE and UNet, vae_from its VAE only: give one of the two")
+    with torch.random.fork_rng(devices=[]):  # the global RNG (the VAE's initialisation) as it was before this UNet
+        fresh_unet = build_world_unet(cfg)  # an unknown denoiser, or one the world lacks, fails before anything is written
+    if cfg.init_from:
+        _check_denoiser_continued(cfg, fresh_unet)  # from its UNet's config, before the backbone loads
+    init = bb.load_backbone(cfg.init_from or cfg.vae_from) if cfg.init_from or cfg.vae_from else None  # so does a bad folder
+    if cfg.init_from and (binder := bb.text_binder_of(init)) is not None and len(binder.layers) != cfg.text_binder_layers:
         raise ValueError(f"{cfg.init_from} has a {len(binder.layers)}-layer text binder; continue it with "
                          f"text_binder_layers={len(binder.layers)} (--text-binder-layers), not {cfg.text_binder_layers}")
     work = Path(cfg.work_dir)
     check_work_dir(cfg, work)
     work.mkdir(parents=True, exist_ok=True)
     (work / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    if init is not None:  # warm start: the VAE (encoder and fine-tuned decoder) is kept as it is
+    if init is not None:  # warm start or vae_from: the VAE (encoder and fine-tuned decoder) is kept as it is
         tokenizer, text_encoder = init.tokenizer, init.text_encoder
         if isinstance(text_encoder, BoundTextEncoder):  # the pool caches the MiniLM states, before the binder
             text_encoder = text_encoder.encoder
@@ -327,22 +360,42 @@ def _train_backbone(cfg: BackboneTrainConfig) -> Path:
         vae = train_vae(cfg, work).eval()
     vae.requires_grad_(False)
     scheduler = bb.build_scheduler()
-    pipe = bb.assemble_pipeline(get_world(cfg.world).build_unet(), vae, scheduler, tokenizer, text_encoder)
+    pipe = bb.assemble_pipeline(fresh_unet, vae, scheduler, tokenizer, text_encoder)
     latents, text, uncond, captions = build_pool(cfg, work, pipe)
     labels = (_binding_module(cfg).phrase_labels(tokenizer, captions, text.shape[1])
               if cfg.binding_loss > 0 and cfg.text_binder_layers else None)
-    unet, binder = train_unet(cfg, work, latents, text, uncond, scheduler, init.unet if init is not None else None,
-                              bb.text_binder_of(init) if init is not None else None, labels)
+    cont = init if cfg.init_from else None  # vae_from: a fresh UNet and text binder
+    unet, binder = train_unet(cfg, work, latents, text, uncond, scheduler, cont.unet if cont is not None else None,
+                              bb.text_binder_of(cont) if cont is not None else None, labels)
     if init is None:
         vae = train_decoder(cfg, work, vae).eval()
-    pipe = bb.assemble_pipeline(unet.eval(), vae, bb.build_sampling_scheduler(), tokenizer,
+    pipe = bb.assemble_pipeline(unet.eval(), vae, denoisers.build_sampler(cfg.sampler), tokenizer,
                                 bb.bind_text_encoder(text_encoder, binder))
     out = Path(cfg.out_dir or get_world(cfg.world).DEFAULT_BACKBONE)
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    bb.save_backbone(pipe, tmp, world=cfg.world)
+    bb.save_backbone(pipe, tmp, world=cfg.world, denoiser=_recorded(cfg.denoiser))
     if out.exists():
         shutil.rmtree(out)
     os.replace(tmp, out)
     return out
+
+
+def _check_denoiser_continued(cfg: BackboneTrainConfig, fresh_unet: torch.nn.Module) -> None:
+    """ValueError when the init_from folder's UNet (its unet/config.json) has another architecture than
+    cfg.denoiser's; a config that cannot be read is left to `load_backbone` to report."""
+    try:
+        config = json.loads((Path(cfg.init_from) / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(config, dict) and not denoisers.same_architecture(fresh_unet.config, config):
+        found = denoisers.denoiser_of(config)
+        what = f"denoiser {found!r}" if found else "a UNet of another architecture"
+        raise ValueError(f"{cfg.init_from} holds {what}, not denoiser {cfg.denoiser!r}: continue it with its own "
+                         f"denoiser, or train denoiser {cfg.denoiser!r} on its VAE with vae_from (--vae-from)")
+
+
+def _recorded(denoiser: str) -> str | None:
+    """The denoiser model_index.json records: none for the world's own ("a"; its folders stay as before)."""
+    return None if denoiser == denoisers.DEFAULT_DENOISER else denoiser
