@@ -51,3 +51,20 @@ def tiny_v3_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from promptloop.world.train_backbone import train_backbone
 
     return train_backbone(tiny_v3_backbone_config(tmp_path_factory.mktemp("v3"), "scratch"))
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Any:
+    """`run_cli(*argv)`: (exit code, stdout, stderr) of `promptloop ARGV` in this process, argparse's exits
+    included."""
+    from promptloop.cli import main
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        try:
+            code = main(list(argv))
+        except SystemExit as e:  # argparse exits
+            code = int(e.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-
-from promptloop.cli import main
-
-
-def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as e:  # argparse exits
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(
@@ -50,8 +40,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
         (["nonsense"], "invalid choice"),
     ],
 )
-def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
-    code, out, err = _run(capsys, *argv)
+def test_bad_input_is_one_line_and_exit_2(run_cli: Any, argv: list[str], message: str) -> None:
+    code, out, err = run_cli(*argv)
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
@@ -59,21 +49,21 @@ def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], ar
     assert "Traceback" not in err
 
 
-def test_analyzer_check_json(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "world", "analyzer-check", "--n", "30", "--seed", "0", "--json")
+def test_analyzer_check_json(run_cli: Any) -> None:
+    code, out, _ = run_cli("world", "analyzer-check", "--n", "30", "--seed", "0", "--json")
     assert code == 0
     result = json.loads(out)
     assert result["attribute_accuracy"] >= 0.99
 
 
-def test_prompts_command(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = _run(capsys, "world", "prompts", "heldout", "--n", "3", "--json")
+def test_prompts_command(run_cli: Any) -> None:
+    code, out, _ = run_cli("world", "prompts", "heldout", "--n", "3", "--json")
     assert code == 0
     assert len(json.loads(out)["prompts"]) == 3
 
 
-def test_generate_writes_images_strip_and_record(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    code, out, err = _run(capsys, "generate", "a red circle left of a blue box", "--refine", "2", "--steps", "6",
+def test_generate_writes_images_strip_and_record(run_cli: Any, tmp_path: Path) -> None:
+    code, out, err = run_cli("generate", "a red circle left of a blue box", "--refine", "2", "--steps", "6",
                           "--seed", "0", "--num-images", "2", "--out", str(tmp_path), "--json")
     assert code == 0, err
     record = json.loads(out)
@@ -88,7 +78,7 @@ def test_generate_writes_images_strip_and_record(capsys: pytest.CaptureFixture[s
         assert s["seed"] == k
     assert (tmp_path / "trajectory.png").is_file() and (tmp_path / "record.json").is_file()
     # seeded: the same command gives the same record
-    code2, out2, _ = _run(capsys, "generate", "a red circle left of a blue box", "--refine", "2", "--steps", "6",
+    code2, out2, _ = run_cli("generate", "a red circle left of a blue box", "--refine", "2", "--steps", "6",
                           "--seed", "0", "--num-images", "2", "--out", str(tmp_path / "again"), "--json")
     again = json.loads(out2)
     assert [s["final_prompt"] for s in again["samples"]] == [s["final_prompt"] for s in record["samples"]]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -121,17 +122,9 @@ def test_load_backbone_takes_only_the_allowed_scheduler_classes(tiny_b_backbone:
         load_backbone(other)
 
 
-def test_cli_backbone_b_errors_and_backbone_eval(capsys: pytest.CaptureFixture[str], tiny_v3_backbone: Path,
-                                                 tiny_b_backbone: Path, tmp_path: Path) -> None:
-    from promptloop.cli import main
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        try:
-            code = main(list(argv))
-        except SystemExit as e:  # argparse exits
-            code = int(e.code or 0)
-        out, err = capsys.readouterr()
-        return code, out, err
+def test_cli_backbone_b_errors_and_backbone_eval(run_cli: Any, tiny_v3_backbone: Path, tiny_b_backbone: Path,
+                                                 tmp_path: Path) -> None:
+    run = run_cli
 
     train = ["world", "train-backbone", "--world", "v3", "--work-dir", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
     for argv, message in [
