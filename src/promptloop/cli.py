@@ -70,11 +70,7 @@ def cmd_bench_overhead(args: argparse.Namespace) -> dict[str, Any]:
     from promptloop.eval.overhead import overhead
     from promptloop.world import UnknownWorldError
 
-    if args.adapter is not None:
-        from promptloop.models import check_local_folder
-
-        check_local_folder(args.adapter, "--adapter")
-    try:
+    try:  # a missing --adapter is overhead's FileNotFoundError: one line, exit 2, before the backbone loads
         return overhead(batch=args.batch, steps=args.steps, repeats=args.repeats, backbone=args.backbone,
                         world=args.world, adapter=args.adapter)
     except (WorldPolicyError, UnknownWorldError) as e:

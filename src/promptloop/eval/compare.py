@@ -83,6 +83,12 @@ def world_adapter(world: ModuleType, mode: str) -> Path | None:
     return None if folder is None else Path(world.DEFAULT_POLICY).parent / folder
 
 
+def check_adapter_folder(flag: str, adapter: str | Path | None) -> None:
+    """FileNotFoundError naming `flag` when `adapter` is given but is no folder (checked before a backbone loads)."""
+    if adapter is not None and not Path(adapter).expanduser().is_dir():
+        raise FileNotFoundError(f"{flag} {adapter}: no such adapter folder")
+
+
 def load_world_policy(adapter: str | Path | None, pipe: Any, world: ModuleType | None = None,
                       temperature: float | None = None) -> Any:
     """The world's shipped SFT policy (the default world's when None), with a LoRA adapter on top when given;
@@ -116,8 +122,7 @@ def compare(n: int = 256, seed: int = 0, steps: int = 20, guidance: float | None
         raise ValueError(f"--refine {refinements} is more than the {steps - 1} refinements {steps} steps allow")
     for flag, adapter in (("--adapter", grpo_adapter), ("--feed-forward-adapter", feed_forward_adapter),
                           ("--no-feedback-adapter", no_feedback_adapter)):
-        if adapter is not None and not Path(adapter).expanduser().is_dir():  # before the backbone loads
-            raise FileNotFoundError(f"{flag} {adapter}: no such adapter folder")
+        check_adapter_folder(flag, adapter)  # before the backbone loads
     t0 = time.perf_counter()
     w, folder = world_and_backbone(world, backbone)
     world_policy_folder(w)  # before the backbone loads

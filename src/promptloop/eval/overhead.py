@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from promptloop.eval.compare import load_world_policy, world_and_backbone, world_policy_folder
+from promptloop.eval.compare import check_adapter_folder, load_world_policy, world_and_backbone, world_policy_folder
 from promptloop.loop.sampler import PromptLoopSampler
 from promptloop.policy.base import NullPolicy, PolicyInput, PolicyOutput
 from promptloop.world.backbone import load_backbone
@@ -44,8 +44,7 @@ def overhead(batch: int = 16, steps: int = 20, repeats: int = 5, guidance: float
     (`DEFAULT_BACKBONE`) and shipped policy (`DEFAULT_POLICY`); `backbone`: a backbone folder (its world's policy);
     neither: the default backbone. Both: the backbone must be the world's. `adapter`: a LoRA adapter folder on the
     world's policy (FileNotFoundError when missing)."""
-    if adapter is not None and not Path(adapter).expanduser().is_dir():  # before the backbone loads
-        raise FileNotFoundError(f"--adapter {adapter}: no such adapter folder")
+    check_adapter_folder("--adapter", adapter)  # before the backbone loads
     w, folder = world_and_backbone(world, backbone)
     policy_folder = world_policy_folder(w)  # before the backbone loads
     pipe = load_backbone(folder)

@@ -107,8 +107,3 @@ def same_architecture(config: Mapping[str, Any], other: Mapping[str, Any]) -> bo
     both have them)."""
     keys = [k for k in config if not k.startswith("_") and k in other]
     return all(_plain(config[k]) == _plain(other[k]) for k in keys)
-
-
-def sampler_of(scheduler: Any) -> str:
-    """The sampler name of a scheduler (`ddim` for the world's DDIM and shifted Euler)."""
-    return "dpm" if type(scheduler).__name__ == "DPMSolverMultistepScheduler" else "ddim"
