@@ -103,6 +103,31 @@ def cmd_world_train_backbone(args: argparse.Namespace) -> dict[str, Any]:
     return {"backbone": str(out)}
 
 
+def cmd_world_ddpo(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.fs_errors import output_dir
+    from promptloop.rewards.registry import available_rewards
+    from promptloop.weightrl.config import DDPOConfig
+    from promptloop.weightrl.ddpo import train_ddpo
+
+    if args.reward is not None and args.reward not in available_rewards():
+        raise UsageError(f"--reward {args.reward}: no such reward (one of {', '.join(available_rewards())})")
+    if args.backbone is not None and not Path(args.backbone).expanduser().is_dir():
+        raise UsageError(f"--backbone {args.backbone}: no such backbone folder")
+    work = str(output_dir(args.work_dir, "--work-dir"))  # both folders before any training: a bad one fails at once
+    out = str(output_dir(args.out, "--out")) if args.out is not None else ""
+    cfg = DDPOConfig(world=args.world, backbone=args.backbone or "", reward=args.reward or "", work_dir=work,
+                     out_dir=out, seed=args.seed, steps=args.steps, prompts_per_step=args.prompts_per_step,
+                     images_per_prompt=args.images_per_prompt, eta=args.eta, eval_every=args.eval_every,
+                     eval_queries=args.eval_queries, threads=args.threads)
+    if args.lr is not None:
+        cfg.learning_rate = args.lr
+    try:
+        cfg.check()
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return train_ddpo(cfg, progress=not args.json)
+
+
 def cmd_world_analyzer_check(args: argparse.Namespace) -> dict[str, Any]:
     world = get_world(args.world)
     if not hasattr(world, "analyzer_check"):
@@ -219,6 +244,30 @@ def add_world_parser(sub: Any) -> None:
     tp.add_argument("--threads", type=limit_arg("threads", positive_int), default=2, help="torch CPU threads")
     tp.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     tp.set_defaults(func=cmd_world_train_policy)
+
+    dd = world.add_parser("ddpo", help="DDPO: tune the backbone's UNet weights on a reward (the weight-level RL "
+                          "baseline; resumable)")
+    dd.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=help_world)
+    dd.add_argument("--backbone", default=None, help="backbone folder to tune (default: the world's shipped one)")
+    dd.add_argument("--reward", default=None, help="registered reward to tune on (default: the world's task reward)")
+    dd.add_argument("--work-dir", default="runs/ddpo", help="checkpoint and metrics.jsonl; rerun to resume")
+    dd.add_argument("--out", default=None, help="folder of the tuned backbone (default: WORK_DIR/backbone)")
+    dd.add_argument("--steps", type=TRAIN_STEPS, default=100,
+                    help="DDPO steps (a larger value resumes and extends a finished run)")
+    dd.add_argument("--prompts-per-step", type=COUNT, default=8, help="training queries per step")
+    dd.add_argument("--images-per-prompt", type=COUNT, default=4, help="images per query (at least 2)")
+    dd.add_argument("--lr", type=limit_arg("learning_rate", positive_float), default=None,
+                    help="AdamW learning rate of the UNet (default 1e-4)")
+    dd.add_argument("--eta", type=limit_arg("unit", unit_float), default=1.0,
+                    help="DDIM's eta of the rollouts, in (0, 1] (1 = DDPM's noise)")
+    dd.add_argument("--eval-every", type=TRAIN_STEPS0, default=10,
+                    help="held-out evaluation every N steps (0: at the start and the end only)")
+    dd.add_argument("--eval-queries", type=COUNT, default=64, help="held-out queries per evaluation")
+    dd.add_argument("--threads", type=limit_arg("threads", non_negative_int), default=0,
+                    help="torch CPU threads (0: torch's default)")
+    dd.add_argument("--seed", type=SEED, default=0)
+    dd.add_argument("--json", action="store_true")
+    dd.set_defaults(func=cmd_world_ddpo)
 
     ac = world.add_parser("analyzer-check", help="attribute accuracy of the analyzer on clean renders")
     ac.add_argument("--world", type=world_arg, default=DEFAULT_WORLD, help=help_world)
