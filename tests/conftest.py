@@ -45,6 +45,21 @@ def tiny_v3_backbone_config(root: Path, name: str, **kw: object) -> Any:
     return BackboneTrainConfig(**{**base, **kw})
 
 
+def tiny_v3_grpo(root: Path, policy: Any, backbone: Path, *overrides: str) -> tuple[Path, Path]:
+    """Two GRPO steps of the tiny `policy` (saved to ROOT/policy) on the tiny v3 `backbone` by configs/world_v3.yaml
+    plus `overrides`: (base policy folder, run folder ROOT/run)."""
+    from promptloop.train import load_config, train
+
+    policy.save_pretrained(root / "policy")
+    out = root / "run"
+    base = [f"output_dir={out}", f"pipeline.name_or_path=world:{backbone}", f"policy.name_or_path={root / 'policy'}",
+            "pipeline.num_inference_steps=4", "loop.num_refinements=2", "eval.every=2", "eval.num_queries=2",
+            "grpo.queries_per_step=2", "grpo.num_generations=2", "steps=2", "logging.progress_bar=false",
+            "checkpoint.every=0", "eval.trajectories=0", "logging.plot=false"]
+    train(load_config(Path(__file__).resolve().parents[1] / "configs" / "world_v3.yaml", [*base, *overrides]))
+    return root / "policy", out
+
+
 @pytest.fixture(scope="session")
 def tiny_v3_backbone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny world-v3 backbone folder trained by the shared training code, shared by the v3 test files."""

@@ -123,18 +123,9 @@ def test_world_name_references_name_the_worlds_shipped_models() -> None:
 def v3_grpo_run(tiny_policy, tiny_v3_backbone: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Two GRPO steps of the SFT-like tiny policy on the tiny v3 backbone by configs/world_v3.yaml: (base policy
     folder, run folder)."""
-    from promptloop.train import load_config, train
+    from conftest import tiny_v3_grpo
 
-    root = tmp_path_factory.mktemp("v3grpo")
-    tiny_policy.save_pretrained(root / "policy")
-    out = root / "run"
-    overrides = [f"output_dir={out}", f"pipeline.name_or_path=world:{tiny_v3_backbone}",
-                 f"policy.name_or_path={root / 'policy'}", "pipeline.num_inference_steps=4",
-                 "loop.num_refinements=2", "eval.every=2", "eval.num_queries=2", "grpo.queries_per_step=2",
-                 "grpo.num_generations=2", "steps=2", "logging.progress_bar=false", "checkpoint.every=0",
-                 "eval.trajectories=0", "logging.plot=false"]
-    train(load_config(Path(__file__).resolve().parents[1] / "configs" / "world_v3.yaml", overrides))
-    return root / "policy", out
+    return tiny_v3_grpo(tmp_path_factory.mktemp("v3grpo"), tiny_policy, tiny_v3_backbone)
 
 
 def test_grpo_on_a_tiny_v3_backbone_scores_the_task_reward(v3_grpo_run: tuple[Path, Path]) -> None:

@@ -1,5 +1,5 @@
-"""`promptloop eval ...`: the comparisons (`compare`: on any pipeline, or an embedded world's table) and the
-refinements curve (`refinements`)."""
+"""`promptloop eval ...`: the comparisons (`compare`: on any pipeline, or an embedded world's table), the
+refinements curve (`refinements`) and the paper's four claims on a world (`claims`)."""
 
 from __future__ import annotations
 
@@ -75,6 +75,17 @@ def cmd_eval_refinements(args: argparse.Namespace) -> dict[str, Any]:
                              progress=not args.json)
 
 
+def cmd_eval_claims(args: argparse.Namespace) -> dict[str, Any]:
+    from promptloop.eval.claims import eval_claims
+
+    inputs = {k: getattr(args, k) for k in ("backbone_b", "ddpo", "ddpo_proxy", "grpo_proxy")}
+    for flag, folder in inputs.items():
+        if folder is not None and not folder.strip():
+            raise UsageError(f"--{flag.replace('_', '-')}: the path is empty (give a folder)")
+    return eval_claims(world=args.world, n=args.n, seed=args.seed, refinements=args.refine, inputs=inputs,
+                       results_dir=args.results, figures_dir=args.figures, progress=not args.json)
+
+
 def add_eval_parser(sub: Any) -> None:
     """The `eval` subcommands on the top-level subparsers `sub`."""
     ev = sub.add_parser("eval", help="evaluation").add_subparsers(dest="eval_command", required=True)
@@ -139,3 +150,21 @@ def add_eval_parser(sub: Any) -> None:
                      help="the rewrites' sampling temperature (0: greedy; default: the policies' saved one, 1.0)")
     ref.add_argument("--json", action="store_true")
     ref.set_defaults(func=cmd_eval_refinements)
+
+    cl = ev.add_parser("claims", help="the paper's four claims on an embedded world (PromptLoop works, unseen "
+                                      "backbone, composition with DDPO, over-optimisation): tables with CIs and a "
+                                      "figure written to docs/")
+    cl.add_argument("--world", type=world_arg, default="v3", help="the world (default v3)")
+    cl.add_argument("--n", type=COUNT, default=256, help="heldout queries (one seed each)")
+    cl.add_argument("--seed", type=SEED, default=0)
+    cl.add_argument("--refine", type=limit_arg("refinements", positive_int), default=5,
+                    help="refinements N_R of the loop rows")
+    cl.add_argument("--backbone-b", default=None, help="backbone B's folder (default runs/{v}bbB_out)")
+    cl.add_argument("--ddpo", default=None, help="the DDPO run on the task reward (default runs/{v}ddpo)")
+    cl.add_argument("--ddpo-proxy", default=None, help="the DDPO run on the proxy (default runs/{v}ddpo_proxy)")
+    cl.add_argument("--grpo-proxy", default=None,
+                    help="the feedback policy's GRPO run on the proxy (default runs/{v}grpo_proxy)")
+    cl.add_argument("--results", default="docs/results", help="folder of the JSON ({v}_claims.json)")
+    cl.add_argument("--figures", default="docs/figures", help="folder of the figure ({v}_claims_overoptimisation.png)")
+    cl.add_argument("--json", action="store_true")
+    cl.set_defaults(func=cmd_eval_claims)

@@ -63,22 +63,25 @@ def ddim_step_with_logprob(scheduler: Any, model_output: torch.Tensor, timesteps
     a_prev = torch.where(prev_t >= 0, alphas[prev_t.clamp(min=0)],
                          torch.as_tensor(float(scheduler.final_alpha_cumprod), dtype=torch.float64, device=device))
     variance = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-    std = _per_sample(eta * variance.sqrt(), sample)
-    a_t, a_prev = _per_sample(a_t, sample), _per_sample(a_prev, sample)
-    b_t = 1 - a_t
+    std64 = eta * variance.sqrt()
+    # the coefficients in float64, the direction's clamped at 0: in float32, 1 - a_prev - sigma^2 rounds below 0 at
+    # the first step of a cosine schedule (alphas_cumprod ~ 1e-9 there; diffusers' own step then returns NaN)
+    direction = (1 - a_prev - std64**2).clamp(min=0).sqrt()
+    sa_t, sb_t = (_per_sample(v, sample) for v in (a_t.sqrt(), (1 - a_t).sqrt()))
+    std, sa_prev, direction = (_per_sample(v, sample) for v in (std64, a_prev.sqrt(), direction))
     kind = scheduler.config.prediction_type
     if kind == "epsilon":
-        x0, eps = (sample - b_t.sqrt() * model_output) / a_t.sqrt(), model_output
+        x0, eps = (sample - sb_t * model_output) / sa_t, model_output
     elif kind == "sample":
-        x0, eps = model_output, (sample - a_t.sqrt() * model_output) / b_t.sqrt()
+        x0, eps = model_output, (sample - sa_t * model_output) / sb_t
     elif kind == "v_prediction":
-        x0, eps = a_t.sqrt() * sample - b_t.sqrt() * model_output, a_t.sqrt() * model_output + b_t.sqrt() * sample
+        x0, eps = sa_t * sample - sb_t * model_output, sa_t * model_output + sb_t * sample
     else:
         raise ValueError(f"prediction_type {kind!r} is not one of epsilon, sample, v_prediction")
     if scheduler.config.clip_sample:
         r = scheduler.config.clip_sample_range
         x0 = x0.clamp(-r, r)
-    mean = a_prev.sqrt() * x0 + (1 - a_prev - std**2).sqrt() * eps
+    mean = sa_prev * x0 + direction * eps
     if prev_sample is None:
         from diffusers.utils.torch_utils import randn_tensor
 

@@ -127,6 +127,7 @@ def update(pipe: Any, optimizer: torch.optim.Optimizer, ro: Rollout, advantages:
     n_train = max(1, round(n_steps * cfg.timestep_fraction))
     adv = advantages.to(torch.float32).clamp(-cfg.adv_clip_max, cfg.adv_clip_max)
     kl, clipped, losses, norms = [], [], [], []
+    on_policy_kl = 0.0
     for _ in range(cfg.num_inner_epochs):
         order = torch.randperm(batch, generator=generator)
         chosen = torch.stack([torch.randperm(n_steps, generator=generator)[:n_train] for _ in range(batch)])
@@ -145,13 +146,15 @@ def update(pipe: Any, optimizer: torch.optim.Optimizer, ro: Rollout, advantages:
                     a = adv[mb]
                     loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)).sum()
                     (loss / terms).backward()
-                    losses.append(float(loss) / len(mb))
+                    losses.append(float(loss.detach()) / len(mb))
                     kl.append(float(0.5 * (log_ratio.detach() ** 2).mean()))
                     clipped.append(float(((ratio.detach() - 1).abs() > cfg.clip_range).float().mean()))
+            if not norms:  # the first chunk of the first pass is exactly on-policy: its ratios are 1 up to rounding
+                on_policy_kl = float(np.mean(kl))
             norms.append(float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)))
             optimizer.step()
-    return {"loss": float(np.mean(losses)), "approx_kl": float(np.mean(kl)), "clipfrac": float(np.mean(clipped)),
-            "grad_norm": float(np.mean(norms))}
+    return {"loss": float(np.mean(losses)), "approx_kl": float(np.mean(kl)), "approx_kl_on_policy": on_policy_kl,
+            "clipfrac": float(np.mean(clipped)), "grad_norm": float(np.mean(norms))}
 
 
 def _ci_row(prefix: str, scores: np.ndarray, seed: int) -> dict[str, float]:
@@ -249,9 +252,11 @@ def train_ddpo(cfg: DDPOConfig, progress: bool = True) -> dict[str, Any]:
     _keep_rows_until(metrics, start if ckpt.exists() else -1)
     (work / "ddpo_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     index = json.loads((folder / "model_index.json").read_text())
-    eval_rewards = {reward_name: reward, "alignment": get_reward(w.ALIGNMENT_REWARD), "proxy": get_reward("proxy")}
-    if reward_name in (w.ALIGNMENT_REWARD, "proxy"):
-        eval_rewards = {reward_name: reward} | {k: v for k, v in eval_rewards.items() if k != reward_name}
+    # the reward tuned on, the world's task reward, its alignment (logged as "alignment") and the proxy, each once
+    eval_rewards = {reward_name: reward}
+    for key, name in ((task_reward_name(w), task_reward_name(w)), ("alignment", w.ALIGNMENT_REWARD), ("proxy", "proxy")):
+        if name != reward_name:
+            eval_rewards[key] = get_reward(name)
     eval_q, eval_seeds = heldout_queries(w, cfg.eval_queries, cfg.seed)
     prompts = [it.caption for it in w.prompt_set("train")]
 

@@ -85,4 +85,22 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, n_boot: in
     return float(lo), float(hi)
 
 
-__all__ = ["bootstrap_ci", "check_room_setup", "query_crossfit", "query_halves", "seed_crossfit", "select_rules"]
+def bootstrap_ratio_ci(numerator: Sequence[float] | np.ndarray, denominator: Sequence[float] | np.ndarray,
+                       seed: int = 0, n_boot: int = 2000, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(numerator) / mean(denominator), the two paired per query (the same
+    queries resampled in both). A resample whose denominator mean is 0 counts as an infinite ratio of the
+    numerator's sign (an interval then reaching +-inf says the denominator's CI crosses 0)."""
+    num, den = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
+    if num.shape != den.shape or num.ndim != 1 or num.size == 0:
+        raise ValueError(f"a paired ratio needs two equal, non-empty 1-D arrays, got {num.shape} and {den.shape}")
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, num.size, size=(n_boot, num.size))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = num[idx].mean(axis=1) / den[idx].mean(axis=1)
+    ratios = np.nan_to_num(ratios, nan=0.0, posinf=np.inf, neginf=-np.inf)
+    # no interpolation between order statistics (inf - inf would be NaN)
+    lo, hi = np.quantile(ratios, [(1 - level) / 2, 1 - (1 - level) / 2], method="inverted_cdf")
+    return float(lo), float(hi)
+
+
+__all__ = ["bootstrap_ci", "bootstrap_ratio_ci", "check_room_setup", "query_crossfit", "query_halves", "seed_crossfit", "select_rules"]
