@@ -140,3 +140,19 @@ def test_cli_runs_ddpo(run_cli, tiny_v3_backbone: Path, tmp_path: Path) -> None:
     result = json.loads(out)
     assert result["reward"] == "proxy" and Path(result["backbone"], "model_index.json").is_file()
     assert set(result["last_eval"]) >= {"eval/proxy/mean", "eval/alignment/mean", "eval/backdrops_legible/mean"}
+
+
+def test_every_numeric_config_field_has_a_range() -> None:
+    import dataclasses
+    import typing
+
+    from promptloop.validation import LIMITS
+    from promptloop.weightrl.config import FIELD_LIMITS
+
+    hints = typing.get_type_hints(DDPOConfig)
+    numeric = {f.name for f in dataclasses.fields(DDPOConfig) if {int, float} & set(typing.get_args(hints[f.name]) or (hints[f.name],))}
+    assert numeric == set(FIELD_LIMITS) and all(kind in LIMITS for kind in FIELD_LIMITS.values())
+    with pytest.raises(ValueError, match="learning_rate"):
+        DDPOConfig(learning_rate=float("nan")).check()
+    with pytest.raises(ValueError, match="scale_rewards"):
+        DDPOConfig(scale_rewards="per-prompt").check()
