@@ -192,11 +192,12 @@ def _append(path: Path, row: dict[str, Any]) -> None:
 
 
 def _keep_rows_until(path: Path, last_step: int) -> None:
-    """Drop the metrics rows after `last_step` (written after the checkpoint a run resumes from)."""
-    if not path.exists():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-    path.write_text("".join(r + "\n" for r in rows))
+    """Drop the metrics rows after `last_step` (written after the checkpoint a run resumes from) and a torn last
+    line (`train.logging.read_metrics` skips it)."""
+    from promptloop.train.logging import read_metrics
+
+    if path.exists():
+        path.write_text("".join(json.dumps(r) + "\n" for r in read_metrics(path) if r["step"] <= last_step))
 
 
 def _check_same_run(work: Path, cfg: DDPOConfig) -> None:
