@@ -48,7 +48,7 @@ INPUTS: dict[str, tuple[str, str, str]] = {
                    "promptloop world ddpo --world {v} --reward proxy --work-dir runs/{v}ddpo_proxy --steps 100 "
                    "--threads 1"),
     "grpo_proxy": ("GRPO run of the feedback policy on the proxy", "runs/{v}grpo_proxy",
-                   "promptloop train {config} 'rewards={{proxy: 1.0}}' output_dir=runs/{v}grpo_proxy"),
+                   "promptloop train {config} 'rewards={{proxy: 1.0}}' output_dir=runs/{v}grpo_proxy steps=100"),
 }
 # the file each input folder must hold (a run folder: its result and its log)
 INPUT_FILES = {"backbone_b": ("model_index.json",), "ddpo": ("backbone/model_index.json", "metrics.jsonl"),
