@@ -44,6 +44,9 @@ def fraction_list(text: str) -> tuple[float, ...]:
 
 TIMESTEP_SHIFT = WorldOption("--timestep-shift", "sampling schedule's timestep shift (default: the backbone's own; "
                              "1 = unshifted)", {"type": limit_arg("timestep_shift", positive_float), "default": None})
+GUIDANCE_FROM = WorldOption("--guidance-from", "guide only from this fraction of sampling on, the steps before it "
+                            "unguided (a guidance interval; 0, the default: guided throughout)",
+                            {"type": limit_arg("unit"), "default": 0.0, "metavar": "F"})
 FRACTIONS = WorldOption("--fractions", "fractions of sampling at which the rules switch / the window is measured (the "
                         "world's default when not given)", {"type": fraction_list, "default": None, "metavar": "F,F"})
 RULES = WorldOption("--rules", "the preview-reading rule policies and blind controls (cross-fitted, with CIs) it always "
@@ -51,4 +54,4 @@ RULES = WorldOption("--rules", "the preview-reading rule policies and blind cont
                     {"type": rule_names, "nargs": "?", "const": (), "default": None, "metavar": "NAMES"})
 SPLIT = WorldOption("--split", "prompt set (default heldout)", {"default": None, "choices": ["train", "heldout"]})
 
-__all__ = ["FRACTIONS", "RULES", "SPLIT", "TIMESTEP_SHIFT", "WorldOption", "fraction_list", "rule_names"]
+__all__ = ["FRACTIONS", "GUIDANCE_FROM", "RULES", "SPLIT", "TIMESTEP_SHIFT", "WorldOption", "fraction_list", "rule_names"]

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from promptloop.loop.guidance_interval import guidance_interval
 from promptloop.loop.sampler import PromptLoopSampler, Trajectory
 from promptloop.policy.base import RefinementPolicy
 
@@ -56,6 +57,7 @@ def sample(
     num_refinements: int | None = None,
     steps: int = 20,
     guidance: float = 4.0,
+    guidance_from: float = 0.0,
     batch_size: int = 64,
     rewrite_first: bool = False,
     eta: float = 0.0,
@@ -65,7 +67,8 @@ def sample(
     """Sample one image per (query, seed) pair with the given policy/mode (mode 'none': the plain pipeline).
 
     `rewrite_first` (feedback mode): the policy also rewrites the query before sampling. `eta` > 0 samples
-    stochastically (DDIM's eta: 1 is DDPM's ancestral noise), each sample's noise drawn from its own generator."""
+    stochastically (DDIM's eta: 1 is DDPM's ancestral noise), each sample's noise drawn from its own generator.
+    `guidance_from` > 0 guides only from that fraction of sampling on (`loop.guidance_interval`)."""
     import time
 
     if len(queries) != len(seeds):
@@ -91,8 +94,9 @@ def sample(
                 kwargs["refinement_steps"] = list(refinement_steps)
             else:
                 kwargs["num_refinements"] = num_refinements
-        out = sampler(q, mode=mode, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
-                      output_type="np", **kwargs)
+        with guidance_interval(pipe, guidance_from):
+            out = sampler(q, mode=mode, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
+                          output_type="np", **kwargs)
         images.append(np.asarray(out.images, dtype=np.float32))
         trajs.extend(out.trajectories)
     return SampleBatch(np.concatenate(images), trajs, time.perf_counter() - t0)

@@ -68,7 +68,8 @@ def _lum(images: np.ndarray) -> np.ndarray:
 
 def backbone_eval_backdrops(backbone: str | None = None, n: int = 128, seed: int = 0, steps: int = 20,
                             guidance: float = 4.0, eta: float = 0.0, batch_size: int = 64,
-                            fractions: tuple[float, ...] = FRACTIONS, timestep_shift: float | None = None
+                            fractions: tuple[float, ...] = FRACTIONS, timestep_shift: float | None = None,
+                            guidance_from: float = 0.0
                             ) -> dict[str, Any]:
     """Gate G1's figures (see the module docstring)."""
     from promptloop.world.backbone import load_backbone
@@ -78,11 +79,13 @@ def backbone_eval_backdrops(backbone: str | None = None, n: int = 128, seed: int
     t0 = time.perf_counter()
     check_eta(eta, timestep_shift=timestep_shift)
     pipe = load_backbone(backbone or DEFAULT_BACKBONE, timestep_shift=timestep_shift)
-    common = {"steps": steps, "guidance": guidance, "eta": eta, "batch_size": batch_size}
+    common = {"steps": steps, "guidance": guidance, "guidance_from": guidance_from, "eta": eta,
+              "batch_size": batch_size}
     reward = BackdropsAlignmentReward()
     seeds = [seed * 100003 + i for i in range(n)]
     result: dict[str, Any] = {"world": "backdrops", "n": n, "seed": seed, "steps": steps, "guidance": guidance,
-                              "eta": eta, "timestep_shift": timestep_shift_of(pipe.scheduler)}
+                              "eta": eta, "guidance_from": guidance_from,
+                              "timestep_shift": timestep_shift_of(pipe.scheduler)}
 
     # competence
     for split in ("train", "heldout"):

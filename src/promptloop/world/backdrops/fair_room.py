@@ -55,7 +55,8 @@ def _scores(reward: BackdropsLegibleReward, images: np.ndarray, queries: list[st
 def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, candidates: int = 8, steps: int = 20,
                    guidance: float = 4.0, seed: int = 0, split: str = "heldout", eta: float = 0.0,
                    batch_size: int = 64, fractions: tuple[float, ...] = FRACTIONS,
-                   rules: tuple[str, ...] | None = None, timestep_shift: float | None = None) -> dict[str, Any]:
+                   rules: tuple[str, ...] | None = None, timestep_shift: float | None = None,
+                   guidance_from: float = 0.0) -> dict[str, Any]:
     """Gate G2's figures (see the module docstring). `candidates` is fixed by the world (the query and every
     fixed colour, 1 + len(COLOURS)); another value is refused."""
     chosen_rules = select_rules(rules, RULES)
@@ -74,7 +75,8 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
     cands = [upfront_candidates(it.query) for it in items]
     queries = [it.caption for it in items for _ in range(seeds)]
     sample_seeds = [seed * 7919 + 31 * i + s for i in range(len(items)) for s in range(seeds)]
-    common = {"steps": steps, "guidance": guidance, "eta": eta, "batch_size": batch_size}
+    common = {"steps": steps, "guidance": guidance, "guidance_from": guidance_from, "eta": eta,
+              "batch_size": batch_size}
 
     ff = np.zeros((len(cands[0]), *shape))
     parts: dict[str, dict[str, float]] = {}
@@ -86,7 +88,8 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
     bound = seed_crossfit(ff)
     result: dict[str, Any] = {
         "world": "backdrops", "reward": "backdrops_legible", "split": split, "n": len(items), "seeds": seeds,
-        "steps": steps, "guidance": guidance, "eta": eta, "timestep_shift": timestep_shift_of(pipe.scheduler),
+        "steps": steps, "guidance": guidance, "eta": eta, "guidance_from": guidance_from,
+        "timestep_shift": timestep_shift_of(pipe.scheduler),
         "fractions": list(fractions), "arithmetic": room_arithmetic(),
         "open_colour_share": float(np.mean([o.colour is None for it in items for o in it.query.objects])),
         "base": float(base.mean()), "base_parts": parts["query"],
