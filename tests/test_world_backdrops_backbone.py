@@ -37,11 +37,18 @@ def test_warm_start_fine_tunes_the_kept_vae_on_this_worlds_renders(tiny_v3_backb
 def test_backbone_eval_v3_reports_every_g1_figure(tiny_v3_backbone: Path) -> None:
     from promptloop.world.backdrops.evaluation import backbone_eval_backdrops
 
-    r = backbone_eval_backdrops(backbone=str(tiny_v3_backbone), n=2, steps=2, fractions=(0.5,))
+    r = backbone_eval_backdrops(backbone=str(tiny_v3_backbone), n=2, steps=2, fractions=(0.5,), guidance_from=0.5)
+    assert r["guidance_from"] == 0.5
     for key in ("train_alignment", "heldout_alignment", "count", "colour_followed"):
         assert 0.0 <= r[key] <= 1.0, key
     assert {"black", "white", "left of", "circle"} <= set(r["word_effects"])
     assert r["max_word_effect"] == max(abs(e["effect"]) for e in r["word_effects"].values())
+    phrase = r["backdrop_phrase"]
+    shares = phrase["light_half_share"]
+    assert all(0.0 <= v <= 1.0 for v in shares.values()) and set(shares) == {"no_phrase", "light_phrase", "dark_phrase"}
+    diff = phrase["light_half_share_difference"]
+    assert diff["light_minus_dark"] == pytest.approx(shares["light_phrase"] - shares["dark_phrase"])
+    assert diff["ci"][0] <= diff["light_minus_dark"] <= diff["ci"][1]
     assert len(r["backdrop_quarters"]) == 4 and abs(sum(r["backdrop_quarters"]) - 1.0) < 1e-9
     assert set(r["window"]) == {"0.50"} and set(r["window"]["0.50"]) == {
         "backdrop_agreement", "backdrop_value_error", "colour_steerability"}

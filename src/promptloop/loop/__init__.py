@@ -8,10 +8,12 @@ Public API:
     predict_x0, StepRecorder                          -- Tweedie x0 for any diffusers scheduler
     FAMILIES, FamilySpec, detect_family, table_family -- the table route (SD, SDXL, SD3, FLUX.1)
     decode_preview, UnsupportedPipelineError         -- previews for any pipeline; the refusal error
+    guidance_interval(pipe, start)                    -- guidance only from a fraction of sampling on (SD, SDXL, SD3)
 Tiny offline pipelines for tests live in `promptloop.testing.pipelines` (imported on demand).
 """
 
 from promptloop.loop.families import FAMILIES, FamilySpec, detect_family, table_family
+from promptloop.loop.guidance_interval import guidance_interval
 from promptloop.loop.outputs import PromptLoopOutput, Refinement, Trajectory
 from promptloop.loop.pipeline_api import UnsupportedPipelineError
 from promptloop.loop.preview import decode_preview
@@ -31,6 +33,7 @@ __all__ = [
     "Trajectory",
     "decode_preview",
     "detect_family",
+    "guidance_interval",
     "make_schedule",
     "predict_x0",
     "random_schedule",

@@ -8,7 +8,10 @@ For `n` queries (every figure against the query the image was sampled for, with 
   relative luminance when the word is added to a query of the same seed (each colour word filled into every open
   colour of a shape-only query; each relation word against "and"; each shape word against the other shapes), with
   a 95 % bootstrap CI; `max_word_effect`; `backdrop_phrase`: the fraction of seeds on which a query ending "on a
-  light background" has a lighter backdrop than the same query ending "on a dark background" (chance: 0.5), CI;
+  light background" has a lighter backdrop than the same query ending "on a dark background" (chance: 0.5), CI:
+  a paired sign test, which any systematic shift however small moves off 0.5; beside it, as what "followed"
+  means in outcomes, `light_half_share` (the share of backdrops in the light half of the range, without a phrase,
+  with the light one, with the dark one) and the light-minus-dark share difference with its CI;
 - **the backdrops span the range**: `backdrop_quarters`: the share of samples of shape-only queries whose
   backdrop value (the fitted backdrop's mean sRGB level over the tint) falls in each quarter of the training
   range [VALUE_MIN, VALUE_MAX];
@@ -135,11 +138,23 @@ def backbone_eval_backdrops(backbone: str | None = None, n: int = 128, seed: int
         effect(s, shape_lum[s], others)
     result["word_effects"] = effects
     result["max_word_effect"] = max(abs(e["effect"]) for e in effects.values())
-    light = _lum(sample(pipe, [q + LIGHT for q in base_q], seeds, desc="g1 light phrase", **common).images)
-    dark = _lum(sample(pipe, [q + DARK for q in base_q], seeds, desc="g1 dark phrase", **common).images)
+    light_an = analyze_scenes(sample(pipe, [q + LIGHT for q in base_q], seeds, desc="g1 light phrase", **common).images)
+    dark_an = analyze_scenes(sample(pipe, [q + DARK for q in base_q], seeds, desc="g1 dark phrase", **common).images)
+    light, dark = (np.asarray([a.backdrop_luminance for a in an]) for an in (light_an, dark_an))
     lighter = (light > dark).astype(np.float64)
+    mid = (VALUE_MIN + VALUE_MAX) / 2
+
+    def light_half(analyses: list[BackdropAnalysis]) -> np.ndarray:
+        return np.asarray([backdrop_value(a) > mid for a in analyses], dtype=np.float64)
+
+    followed = light_half(light_an) - light_half(dark_an)
     result["backdrop_phrase"] = {"light_lighter_than_dark": float(lighter.mean()), "ci": bootstrap_ci(lighter, seed),
-                                 "mean_luminance_difference": float((light - dark).mean())}
+                                 "mean_luminance_difference": float((light - dark).mean()),
+                                 "light_half_share": {"no_phrase": float(light_half(base_an).mean()),
+                                                      "light_phrase": float(light_half(light_an).mean()),
+                                                      "dark_phrase": float(light_half(dark_an).mean())},
+                                 "light_half_share_difference": {"light_minus_dark": float(followed.mean()),
+                                                                 "ci": bootstrap_ci(followed, seed)}}
 
     # the backdrops span the training range
     values = np.asarray([backdrop_value(a) for a in base_an])
