@@ -73,14 +73,18 @@ def query_crossfit(per_query: Mapping[str, np.ndarray], seed: int) -> tuple[np.n
     return out, [names[c1], names[c2]]
 
 
+def _resamples(n: int, seed: int, n_boot: int) -> np.ndarray:
+    """`n_boot` bootstrap resamples of `n` queries (indices, one row each), the same for a given seed."""
+    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
 def bootstrap_ci(values: Sequence[float] | np.ndarray, seed: int = 0, n_boot: int = 2000,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean of `values` (one value per query), resampling queries."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         raise ValueError("bootstrap of no values")
-    rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    means = v[_resamples(v.size, seed, n_boot)].mean(axis=1)
     lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
     return float(lo), float(hi)
 
@@ -93,8 +97,7 @@ def bootstrap_ratio_ci(numerator: Sequence[float] | np.ndarray, denominator: Seq
     num, den = np.asarray(numerator, dtype=np.float64), np.asarray(denominator, dtype=np.float64)
     if num.shape != den.shape or num.ndim != 1 or num.size == 0:
         raise ValueError(f"a paired ratio needs two equal, non-empty 1-D arrays, got {num.shape} and {den.shape}")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, num.size, size=(n_boot, num.size))
+    idx = _resamples(num.size, seed, n_boot)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratios = num[idx].mean(axis=1) / den[idx].mean(axis=1)
     ratios = np.nan_to_num(ratios, nan=0.0, posinf=np.inf, neginf=-np.inf)
