@@ -28,6 +28,7 @@ import pytest
         (["world", "room", "--eta", "1.5"], "expected a number in [0, 1]"),
         (["world", "backbone-eval", "--world", "v3", "--guidance-from", "1.5"], "--guidance-from: expected a finite number >= 0 and <= 1"),
         (["world", "room", "--guidance-from", "0.2"], "--guidance-from: not an option of room in world shapes"),
+        (["world", "room", "--world", "v2", "--phrases"], "--phrases: not an option of room in world patterns"),
         (["world", "backbone-eval", "--eta", "0.5", "--timestep-shift", "2", "--n", "2"], "needs a DDIM schedule"),
         (["world", "train-backbone", "--binding-loss", "-1"], "expected a non-negative finite number"),
         (["world", "train-backbone", "--binding-loss", "0.1", "--text-binder-layers", "0"], "needs --text-binder-layers > 0"),

@@ -58,7 +58,7 @@ def test_backbone_eval_v3_reports_every_g1_figure(tiny_v3_backbone: Path) -> Non
 def test_room_v3_cross_fits_the_legible_rule_against_every_fixed_colour(tiny_v3_backbone: Path) -> None:
     from promptloop.world.backdrops.fair_room import room_backdrops
 
-    r = room_backdrops(backbone=str(tiny_v3_backbone), n=4, seeds=2, steps=2, fractions=(0.5,))
+    r = room_backdrops(backbone=str(tiny_v3_backbone), n=4, seeds=2, steps=2, fractions=(0.5,), phrases=True)
     assert set(r["fixed_colours"]) == {"black", "blue", "red", "green", "orange", "yellow", "white"}
     assert r["upfront_oracle"] >= r["feed_forward_bound"] - 1e-9
     assert set(r["rules"]) == set(r["blind"]) == {"legible_50"}
@@ -67,6 +67,12 @@ def test_room_v3_cross_fits_the_legible_rule_against_every_fixed_colour(tiny_v3_
     assert lo <= r["best_rule_margin"] <= hi
     assert "best_rule_blind_margin_ci" in r and isinstance(r["g2_pass"], bool)
     assert r["arithmetic"]["gap"] > 0.2
+    assert set(r["phrase_candidates"]) == {f"{c} on a {tone} background" for c in r["fixed_colours"]
+                                           for tone in ("light", "dark")}
+    assert r["upfront_oracle_with_phrases"] >= r["upfront_oracle"] - 1e-9  # a max over more candidates
+    assert r["best_rule_margin_over_phrases"] == pytest.approx(r["best_rule"] - r["feed_forward_bound_with_phrases"])
+    lo, hi = r["best_rule_margin_over_phrases_ci"]
+    assert lo <= r["best_rule_margin_over_phrases"] <= hi
     with pytest.raises(ValueError, match="at least 2 seeds"):
         room_backdrops(backbone=str(tiny_v3_backbone), n=2, seeds=1)
 

@@ -52,6 +52,9 @@ FRACTIONS = WorldOption("--fractions", "fractions of sampling at which the rules
 RULES = WorldOption("--rules", "the preview-reading rule policies and blind controls (cross-fitted, with CIs) it always "
                     "measures; NAMES (comma-separated) keeps a subset",
                     {"type": rule_names, "nargs": "?", "const": (), "default": None, "metavar": "NAMES"})
+PHRASES = WorldOption("--phrases", "also try every fixed colour with each backdrop phrase no caption is trained on, "
+                      "and report the fair bound over them all (whether naming a backdrop up front could stand in for "
+                      "reading it)", {"action": "store_true", "default": False})
 SPLIT = WorldOption("--split", "prompt set (default heldout)", {"default": None, "choices": ["train", "heldout"]})
 
-__all__ = ["FRACTIONS", "GUIDANCE_FROM", "RULES", "SPLIT", "TIMESTEP_SHIFT", "WorldOption", "fraction_list", "rule_names"]
+__all__ = ["FRACTIONS", "GUIDANCE_FROM", "PHRASES", "RULES", "SPLIT", "TIMESTEP_SHIFT", "WorldOption", "fraction_list", "rule_names"]

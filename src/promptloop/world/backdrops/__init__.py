@@ -21,7 +21,7 @@ from promptloop.world.backdrops.grammar import parse, training_caption
 from promptloop.world.backdrops.prompts import prompt_set, sample_prompts
 from promptloop.world.backdrops.render import render
 from promptloop.world.backdrops.scene import RESOLUTION, SceneSampler
-from promptloop.world.options import FRACTIONS, GUIDANCE_FROM, RULES, SPLIT, TIMESTEP_SHIFT, WorldOption
+from promptloop.world.options import FRACTIONS, GUIDANCE_FROM, PHRASES, RULES, SPLIT, TIMESTEP_SHIFT, WorldOption
 
 NAME = "backdrops"
 VERSION = "v3"
@@ -62,7 +62,7 @@ DESCRIBE = "promptloop.world.backdrops.describe"  # the app's readings of an ima
 # The measurement commands (`promptloop world analyzer-check | backbone-eval | room --world v3`): the options
 # each takes besides the common ones (backbone, n, seed, steps, guidance, eta; room: seeds, candidates).
 BACKBONE_EVAL_OPTIONS: tuple[WorldOption, ...] = (FRACTIONS, TIMESTEP_SHIFT, GUIDANCE_FROM)
-ROOM_OPTIONS: tuple[WorldOption, ...] = (RULES, FRACTIONS, SPLIT, TIMESTEP_SHIFT, GUIDANCE_FROM)
+ROOM_OPTIONS: tuple[WorldOption, ...] = (RULES, FRACTIONS, SPLIT, TIMESTEP_SHIFT, GUIDANCE_FROM, PHRASES)
 
 
 def analyzer_check(n: int = 500, seed: int = 0) -> dict[str, Any]:

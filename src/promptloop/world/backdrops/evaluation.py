@@ -34,7 +34,7 @@ import numpy as np
 
 from promptloop.world.backdrops.analyzer import BackdropAnalysis, analyze_scenes
 from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE
-from promptloop.world.backdrops.grammar import parse, query_from_scene, realise
+from promptloop.world.backdrops.grammar import DARK, LIGHT, parse, query_from_scene, realise
 from promptloop.world.backdrops.legibility import best_colour
 from promptloop.world.backdrops.prompts import sample_prompts
 from promptloop.world.backdrops.rewards import BackdropsAlignmentReward
@@ -54,7 +54,6 @@ from promptloop.world.sampling import check_eta, fraction_to_step, sample
 from promptloop.world.scheduler import timestep_shift_of
 
 FRACTIONS = (0.10, 0.15, 0.25, 0.35, 0.50)
-LIGHT, DARK = " on a light background", " on a dark background"
 
 
 def backdrop_value(analysis: BackdropAnalysis) -> float:

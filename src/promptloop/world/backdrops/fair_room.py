@@ -15,6 +15,11 @@ reward is the world's task reward `backdrops_legible`):
   other (`world.fair.query_crossfit`); `best_rule_margin` = best_rule - feed_forward_bound per query, with its CI;
   `best_rule_blind_margin`: the chosen rules' blind controls scored the same way.
 - `arithmetic`: `legibility.room_arithmetic()`, the bound the world's design sets before any model is trained.
+- with `phrases`: condition 1 in reward terms, whether naming a backdrop up front could stand in for reading it.
+  Every fixed colour is tried again with each backdrop phrase no caption is trained on (`grammar.LIGHT`, `DARK`):
+  `phrase_candidates` (each one's mean), `feed_forward_bound_with_phrases` (the fair bound over all the candidates,
+  chosen the same way), `upfront_oracle_with_phrases`, and `best_rule_margin_over_phrases` (the cross-fitted best
+  rule over that bound, with its CI). The gate's figures are unchanged by it.
 Pass (`g2_pass`): best_rule_margin >= 0.10 with the CI's low end > 0, and the blind margin's CI containing 0.
 """
 
@@ -26,10 +31,11 @@ from typing import Any
 import numpy as np
 
 from promptloop.world.backdrops.backbone import DEFAULT_BACKBONE
+from promptloop.world.backdrops.grammar import DARK, LIGHT
 from promptloop.world.backdrops.legibility import room_arithmetic
 from promptloop.world.backdrops.prompts import sample_prompts
 from promptloop.world.backdrops.rewards import BackdropsLegibleReward
-from promptloop.world.backdrops.rewrites import RULES, PreviewRulePolicy, upfront_candidates
+from promptloop.world.backdrops.rewrites import RULES, PreviewRulePolicy, fill_colours, upfront_candidates
 from promptloop.world.backdrops.scene import COLOURS
 from promptloop.world.fair import (
     bootstrap_ci,
@@ -56,9 +62,9 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
                    guidance: float = 4.0, seed: int = 0, split: str = "heldout", eta: float = 0.0,
                    batch_size: int = 64, fractions: tuple[float, ...] = FRACTIONS,
                    rules: tuple[str, ...] | None = None, timestep_shift: float | None = None,
-                   guidance_from: float = 0.0) -> dict[str, Any]:
+                   guidance_from: float = 0.0, phrases: bool = False) -> dict[str, Any]:
     """Gate G2's figures (see the module docstring). `candidates` is fixed by the world (the query and every
-    fixed colour, 1 + len(COLOURS)); another value is refused."""
+    fixed colour, 1 + len(COLOURS)); another value is refused. `phrases`: also the backdrop-phrase candidates."""
     chosen_rules = select_rules(rules, RULES)
     if candidates != 1 + len(COLOURS):
         raise ValueError(f"the Backdrops room's up-front candidates are the query and every fixed colour "
@@ -118,6 +124,21 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
     result["best_rule_chosen"] = chosen
     result["best_rule_margin"] = float((best - bound).mean())
     result["best_rule_margin_ci"] = bootstrap_ci(best - bound, seed)
+    if phrases:
+        named = {f"{c}{p}": [fill_colours(it.query, c) + p for it in items] for p in (LIGHT, DARK) for c in COLOURS}
+        extra = np.zeros((len(named), *shape))
+        for k, (key, texts) in enumerate(named.items()):
+            prompts = [t for t in texts for _ in range(seeds)]
+            out = sample(pipe, prompts, sample_seeds, desc=f"room phrase {k + 1}/{len(named)}", **common)
+            extra[k], part = _scores(reward, out.images, queries, shape)
+            result.setdefault("phrase_candidates", {})[key.strip()] = {"mean": float(extra[k].mean()), **part}
+        everything = np.concatenate([ff, extra])
+        bound_all = seed_crossfit(everything)
+        result["feed_forward_bound_with_phrases"] = float(bound_all.mean())
+        result["feed_forward_bound_with_phrases_ci"] = bootstrap_ci(bound_all, seed)
+        result["upfront_oracle_with_phrases"] = float(everything.max(axis=0).mean())
+        result["best_rule_margin_over_phrases"] = float((best - bound_all).mean())
+        result["best_rule_margin_over_phrases_ci"] = bootstrap_ci(best - bound_all, seed)
     if all(k in blind_per_query for k in rule_per_query):
         h1, h2 = query_halves(len(items), seed)
         control = np.empty(len(items))

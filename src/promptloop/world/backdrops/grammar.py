@@ -40,6 +40,9 @@ DECOY_PHRASES: tuple[str, ...] = (
     "with a black background", "with a white background",
 )
 P_DECOY = 0.2
+# The backdrop phrases no caption is trained on, which a prompt writer might try: gate G1 checks that they are not
+# followed, and the room's `--phrases` adds them to the up-front candidates.
+LIGHT, DARK = " on a light background", " on a dark background"
 
 
 class ParseError(ValueError):
@@ -195,5 +198,5 @@ def parse(caption: str) -> Query:
     return Query(tuple(objs), tuple(rels))
 
 
-__all__ = ["COLUMN_WORDS", "DECOY_PHRASES", "GRID", "ParseError", "RELATION_WORDS", "ROW_WORDS", "noun_phrase", "parse",
+__all__ = ["COLUMN_WORDS", "DARK", "DECOY_PHRASES", "GRID", "LIGHT", "ParseError", "RELATION_WORDS", "ROW_WORDS", "noun_phrase", "parse",
            "position_phrase", "query_from_scene", "realise", "strip_decoy", "training_caption"]
