@@ -31,17 +31,18 @@ def unguided_steps(start: float, num_steps: int) -> int:
     return min(round(start * num_steps), num_steps)
 
 
-def _step_index(scheduler: Any, timestep: Any) -> int:
-    timesteps = torch.as_tensor(scheduler.timesteps, dtype=torch.float64)
+def _step_index(timesteps: Any, timestep: Any) -> int:
+    """The index in the scheduler's `timesteps` of the one the denoiser is called with."""
     t = torch.as_tensor(timestep, dtype=torch.float64).reshape(-1)[0]
-    return int(torch.argmin((timesteps - t).abs()))
+    return int(torch.argmin((torch.as_tensor(timesteps, dtype=torch.float64) - t).abs()))
 
 
 @contextmanager
 def guidance_interval(pipe: Any, start: float) -> Iterator[None]:
     """Within the block, each call of `pipe` guides only from the fraction `start` of its sampling steps on.
 
-    `start` 0 changes nothing; 1 leaves every step unguided. Raises ValueError for a pipeline whose denoiser is not called on a CFG batch."""
+    `start` 0 changes nothing; 1 leaves every step unguided. Raises ValueError for a pipeline whose denoiser is not
+    called on a CFG batch."""
     start = check_limit(start, "unit", "guidance_from")
     if not start:
         yield
@@ -57,7 +58,7 @@ def guidance_interval(pipe: Any, start: float) -> Iterator[None]:
             return None
         timestep = kwargs["timestep"] if "timestep" in kwargs else args[1]
         timesteps = pipe.scheduler.timesteps
-        if _step_index(pipe.scheduler, timestep) >= unguided_steps(start, len(timesteps)):
+        if _step_index(timesteps, timestep) >= unguided_steps(start, len(timesteps)):
             return None
         pred = output[0] if isinstance(output, tuple) else output.sample
         _, cond = pred.chunk(2)

@@ -81,22 +81,22 @@ def sample(
     images, trajs = [], []
     t0 = time.perf_counter()
     starts = range(0, len(queries), batch_size)
-    for i in tqdm(starts, desc=desc, disable=not progress, leave=False):
-        q = list(queries[i : i + batch_size])
-        gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i : i + batch_size]]
-        kwargs: dict[str, Any] = {}
-        if uncond is not None:
-            kwargs["negative_prompt_embeds"] = uncond.expand(len(q), -1, -1)
-        if eta:
-            kwargs["eta"] = eta
-        if mode != "none":
-            if refinement_steps is not None:
-                kwargs["refinement_steps"] = list(refinement_steps)
-            else:
-                kwargs["num_refinements"] = num_refinements
-        with guidance_interval(pipe, guidance_from):
+    with guidance_interval(pipe, guidance_from):  # its hook installed once for every batch
+        for i in tqdm(starts, desc=desc, disable=not progress, leave=False):
+            q = list(queries[i : i + batch_size])
+            gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i : i + batch_size]]
+            kwargs: dict[str, Any] = {}
+            if uncond is not None:
+                kwargs["negative_prompt_embeds"] = uncond.expand(len(q), -1, -1)
+            if eta:
+                kwargs["eta"] = eta
+            if mode != "none":
+                if refinement_steps is not None:
+                    kwargs["refinement_steps"] = list(refinement_steps)
+                else:
+                    kwargs["num_refinements"] = num_refinements
             out = sampler(q, mode=mode, num_inference_steps=steps, guidance_scale=guidance, generator=gens,
                           output_type="np", **kwargs)
-        images.append(np.asarray(out.images, dtype=np.float32))
-        trajs.extend(out.trajectories)
+            images.append(np.asarray(out.images, dtype=np.float32))
+            trajs.extend(out.trajectories)
     return SampleBatch(np.concatenate(images), trajs, time.perf_counter() - t0)

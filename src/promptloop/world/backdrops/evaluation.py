@@ -64,8 +64,12 @@ def backdrop_value(analysis: BackdropAnalysis) -> float:
     return values[tint]
 
 
+def _lum_of(analyses: list[BackdropAnalysis]) -> np.ndarray:
+    return np.asarray([a.backdrop_luminance for a in analyses])
+
+
 def _lum(images: np.ndarray) -> np.ndarray:
-    return np.asarray([a.backdrop_luminance for a in analyze_scenes(images)])
+    return _lum_of(analyze_scenes(images))
 
 
 def backbone_eval_backdrops(backbone: str | None = None, n: int = 128, seed: int = 0, steps: int = 20,
@@ -109,7 +113,7 @@ def backbone_eval_backdrops(backbone: str | None = None, n: int = 128, seed: int
     base_q = [it.caption for it in base_items]
     base_images = sample(pipe, base_q, seeds, desc="g1 shape-only", **common).images
     base_an = analyze_scenes(base_images)
-    base_lum = np.asarray([a.backdrop_luminance for a in base_an])
+    base_lum = _lum_of(base_an)
     effects: dict[str, dict[str, Any]] = {}
 
     def effect(word: str, variant_lum: np.ndarray, reference: np.ndarray) -> None:
@@ -139,7 +143,7 @@ def backbone_eval_backdrops(backbone: str | None = None, n: int = 128, seed: int
     result["max_word_effect"] = max(abs(e["effect"]) for e in effects.values())
     light_an = analyze_scenes(sample(pipe, [q + LIGHT for q in base_q], seeds, desc="g1 light phrase", **common).images)
     dark_an = analyze_scenes(sample(pipe, [q + DARK for q in base_q], seeds, desc="g1 dark phrase", **common).images)
-    light, dark = (np.asarray([a.backdrop_luminance for a in an]) for an in (light_an, dark_an))
+    light, dark = _lum_of(light_an), _lum_of(dark_an)
     lighter = (light > dark).astype(np.float64)
     mid = (VALUE_MIN + VALUE_MAX) / 2
 

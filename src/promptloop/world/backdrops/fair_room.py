@@ -84,12 +84,17 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
     common = {"steps": steps, "guidance": guidance, "guidance_from": guidance_from, "eta": eta,
               "batch_size": batch_size}
 
-    ff = np.zeros((len(cands[0]), *shape))
-    parts: dict[str, dict[str, float]] = {}
-    for c in range(len(cands[0])):
-        prompts = [cands[i][c] for i in range(len(items)) for _ in range(seeds)]
-        out = sample(pipe, prompts, sample_seeds, desc=f"room up-front {c + 1}/{len(cands[0])}", **common)
-        ff[c], parts[("query", *COLOURS)[c]] = _scores(reward, out.images, queries, shape)
+    def score_candidates(texts: dict[str, list[str]], label: str) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
+        """Each candidate (one text per query) sampled on every seed: scores (candidate, query, seed), parts."""
+        scores, parts = np.zeros((len(texts), *shape)), {}
+        for k, (name, per_query) in enumerate(texts.items()):
+            prompts = [t for t in per_query for _ in range(seeds)]
+            out = sample(pipe, prompts, sample_seeds, desc=f"room {label} {k + 1}/{len(texts)}", **common)
+            scores[k], parts[name] = _scores(reward, out.images, queries, shape)
+        return scores, parts
+
+    ff, parts = score_candidates({name: [c[k] for c in cands] for k, name in enumerate(("query", *COLOURS))},
+                                 "up-front")
     base = ff[0]
     bound = seed_crossfit(ff)
     result: dict[str, Any] = {
@@ -125,13 +130,10 @@ def room_backdrops(backbone: str | None = None, n: int = 128, seeds: int = 4, ca
     result["best_rule_margin"] = float((best - bound).mean())
     result["best_rule_margin_ci"] = bootstrap_ci(best - bound, seed)
     if phrases:
-        named = {f"{c}{p}": [fill_colours(it.query, c) + p for it in items] for p in (LIGHT, DARK) for c in COLOURS}
-        extra = np.zeros((len(named), *shape))
-        for k, (key, texts) in enumerate(named.items()):
-            prompts = [t for t in texts for _ in range(seeds)]
-            out = sample(pipe, prompts, sample_seeds, desc=f"room phrase {k + 1}/{len(named)}", **common)
-            extra[k], part = _scores(reward, out.images, queries, shape)
-            result.setdefault("phrase_candidates", {})[key.strip()] = {"mean": float(extra[k].mean()), **part}
+        named = {f"{c}{p}".strip(): [fill_colours(it.query, c) + p for it in items] for p in (LIGHT, DARK) for c in COLOURS}
+        extra, extra_parts = score_candidates(named, "phrase")
+        result["phrase_candidates"] = {name: {"mean": float(extra[k].mean()), **extra_parts[name]}
+                                       for k, name in enumerate(named)}
         everything = np.concatenate([ff, extra])
         bound_all = seed_crossfit(everything)
         result["feed_forward_bound_with_phrases"] = float(bound_all.mean())
